@@ -1,0 +1,177 @@
+"""The worker: a Faust app wiring stages, ports and web views together.
+
+Faust runs what it is good at (consumer group, agents, timers, web server);
+each agent takes batches of raw bytes and hands them to a StageRunner, which
+writes outputs with librdkafka and returns only once they are acknowledged,
+before Faust may commit the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub import __version__, metrics
+from hub.config import PipelineConfig, Settings
+from hub.connectors.kafka import KafkaSink
+from hub.connectors.redis_store import RedisStore
+from hub.records import InMessage, OutMessage
+from hub.runner import StageRunner, deliver
+from hub.schemas import GOLDEN, LINKED, codec
+from hub.stages import StageOutput
+from hub.stages.consent import ConsentStage
+from hub.stages.ingest import IngestStage
+from hub.stages.master import MasterStage
+from hub.stages.match import MatchStage
+from hub.stages.syndicate import SyndicateStage
+
+log = logging.getLogger(__name__)
+
+_FETCH_WAIT_MS = {"value": 10}
+_original_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+
+
+def _create_worker_consumer(self, transport):
+    # Faust hard-codes fetch_max_wait_ms=1500 and Tansu answers a waiting fetch
+    # only when that wait expires: every hop would add up to 1.5 s of latency.
+    consumer = _original_create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = _FETCH_WAIT_MS["value"]
+    return consumer
+
+
+faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def to_in_message(event) -> InMessage:
+    message = event.message
+    return InMessage(message.topic, message.partition, message.offset, message.key, message.value,
+                     int(message.timestamp * 1000) if message.timestamp else None)
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    pipeline: PipelineConfig
+    app: faust.App
+    store: RedisStore
+    sink: KafkaSink
+    runners: dict[str, StageRunner]
+
+
+def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str) -> Hub:
+    _FETCH_WAIT_MS["value"] = settings.kafka.fetch_wait_ms
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap_servers}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_host=settings.web.host,
+        web_port=settings.web.port,
+        web_bind=settings.web.host,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.kafka.session_timeout_s / 3),
+        broker_request_timeout=max(30.0, settings.kafka.session_timeout_s * 2),
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=pipeline.partitions,
+        topic_disable_leader=True,
+        topic_allow_declare=True,
+        broker_commit_every=1000,
+        broker_commit_interval=0.5,
+        producer_linger=settings.kafka.linger_ms / 1000,
+        stream_buffer_maxsize=settings.batch_size * 4,
+        broker_max_poll_records=settings.batch_size,
+        stream_wait_empty=False,
+    )
+    store = RedisStore.from_url(redis_url)
+    sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms)
+    sink.setup()
+    secret = settings.pii_key.encode()
+    topics = pipeline.topics
+    by_raw_topic = {s.raw_topic: s for s in pipeline.sources}
+
+    def source_dlq(message: InMessage) -> str:
+        source = by_raw_topic.get(message.topic)
+        if source is not None:
+            return source.dlq_topic
+        if message.topic == topics.consent:
+            return topics.consent_dlq
+        return topics.internal_dlq
+
+    runners = {
+        "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
+        "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
+        "master": StageRunner("master", MasterStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
+        "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
+        "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
+    }
+    hub = Hub(settings, pipeline, app, store, sink, runners)
+
+    from hub.agents import consent, ingest, master, match, syndicate
+
+    for module in (ingest, match, master, syndicate, consent):
+        module.register(hub)
+    _register_timers(hub)
+    _register_views(hub)
+    metrics.BUILD_INFO.info({"version": __version__})
+    return hub
+
+
+def raw_topic(app: faust.App, *names: str):
+    return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+
+async def run_batches(hub: Hub, stage: str, stream) -> None:
+    """The loop every agent runs: batches of events through one stage runner."""
+    runner = hub.runners[stage]
+    async for events in stream.take_events(hub.settings.batch_size, within=hub.settings.batch_wait_s):
+        await runner.run([to_in_message(e) for e in events])
+
+
+def _register_timers(hub: Hub) -> None:
+    linked_codec = codec(LINKED)
+
+    @hub.app.timer(interval=1.0)
+    async def enforce_consent_expiry() -> None:
+        """Consent that expires (or starts) needs no new event to take effect."""
+        due = await hub.store.take_due(int(time.time() * 1000))
+        if not due:
+            return
+        requests = [OutMessage(hub.pipeline.topics.linked, gid.encode(), linked_codec.encode(
+            {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
+             "absorbed_golden_ids": [], "cause": "consent_schedule"})) for gid in due]
+        await deliver(hub.sink, StageOutput(requests))
+
+    @hub.app.timer(interval=5.0)
+    async def refresh_gauges() -> None:
+        metrics.GOLDEN_RECORDS.set(await hub.store.golden_count())
+
+
+def _register_views(hub: Hub) -> None:
+    app = hub.app
+    golden_codec = codec(GOLDEN)
+    del golden_codec
+
+    @app.page("/metrics")
+    async def prometheus_metrics(self, request):
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health(self, request):
+        try:
+            await hub.store.client.ping()
+        except Exception as exc:
+            return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
+        return self.json({"status": "ok"})
+
+    @app.page("/golden/{golden_id}")
+    async def golden_by_id(self, request, golden_id: str):
+        golden = await hub.store.golden(golden_id)
+        if golden is None:
+            return self.json({"error": "not_found", "golden_id": golden_id}, status=404)
+        return self.json(golden)

@@ -1,0 +1,138 @@
+"""The `hub` command: run a worker, run the demo, inspect the state.
+
+A bad configuration ends with one line per problem, naming the field, and
+exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hub.config import ConfigError, load_pipeline, load_settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Real-time customer master data hub: Kafka in, golden records out, per target and consent.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"hub: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def setup_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        from hub.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@cli.command()
+def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (default: HUB_CONFIG_FILE, else built-in)"),
+        web_port: Optional[int] = typer.Option(None, help="HTTP port for /metrics, /health and lookups")) -> None:
+    """Run a worker against the configured Kafka and Redis (embedded ones when none is configured)."""
+    try:
+        settings = load_settings()
+        if web_port is not None:
+            settings.web.port = web_port
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    setup_logging(settings.log_level, settings.log_json)
+    from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis
+    from hub.connectors.kafka import ensure_topics
+
+    started = []
+    try:
+        bootstrap = settings.kafka.bootstrap_servers
+        if not bootstrap:
+            broker = EmbeddedBroker(log_path=_state(settings) / "broker.log").start()
+            started.append(broker)
+            bootstrap = broker.bootstrap_servers
+            typer.echo(f"hub: embedded Kafka-protocol broker (Tansu) at {bootstrap}", err=True)
+        redis_url = settings.redis.url
+        if not redis_url:
+            redis = EmbeddedRedis(_state(settings)).start()
+            started.append(redis)
+            redis_url = redis.url
+            typer.echo(f"hub: embedded Redis at {redis_url}", err=True)
+        try:
+            created = ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
+        except Exception as exc:
+            _fail(f"cannot reach Kafka at {bootstrap}: {exc}")
+        if created:
+            logging.getLogger("hub").info("created topics: %s", ", ".join(created))
+        _run_worker(settings, pipeline, bootstrap, redis_url)
+    finally:
+        for part in reversed(started):
+            part.stop()
+
+
+def _state(settings) -> Path:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return settings.state_dir
+
+
+def _run_worker(settings, pipeline, bootstrap: str, redis_url: str) -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    import faust
+
+    from hub.app import create_hub
+
+    hub = create_hub(settings, pipeline, bootstrap, redis_url)
+    worker = faust.Worker(hub.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+@cli.command()
+def demo(persons: int = typer.Option(300, help="Generated customers (each appears in 1-4 sources)"),
+         seed: int = typer.Option(7, help="Random seed of the generated stream"),
+         serve: bool = typer.Option(False, "--serve", help="Keep the hub running after the summary (Ctrl-C stops)"),
+         web_port: int = typer.Option(6066, help="Worker HTTP port (metrics, lookups)")) -> None:
+    """Start an embedded broker and Redis, run a worker, feed a realistic stream, and summarise."""
+    from hub.demo import run_demo
+
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(run_demo(settings, pipeline, persons=persons, seed=seed, serve=serve, web_port=web_port))
+
+
+@cli.command()
+def check_config(config: Path = typer.Argument(..., help="Pipeline YAML to check")) -> None:
+    """Check a pipeline configuration file and list its topics."""
+    try:
+        pipeline = load_pipeline(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{config}: ok: {len(pipeline.sources)} sources, {len(pipeline.targets)} targets")
+    for topic in pipeline.all_topics():
+        typer.echo(f"  {topic}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

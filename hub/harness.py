@@ -1,0 +1,209 @@
+"""A whole hub on this machine, for the demo, the integration tests and the
+benchmarks: the embedded broker and Redis, a worker as a separate process
+(exactly what `hub run` starts), a feeder, and a watcher that reads what
+the hub wrote back from the topics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from hub.config import PipelineConfig
+from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from hub.connectors.kafka import ensure_topics
+from hub.records import ERROR_REASON, REASON_HEADER
+
+
+class Worker:
+    """`python -m hub run` in a child process, pointed at given Kafka and Redis."""
+
+    def __init__(self, bootstrap: str, redis_url: str, state_dir: Path, web_port: int | None = None,
+                 config_file: Path | None = None, env: dict | None = None):
+        self.web_port = web_port or free_port()
+        self.log_path = Path(state_dir) / f"worker-{self.web_port}.log"
+        self.env = {**os.environ, "HUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "HUB_REDIS__URL": redis_url,
+                    "HUB_STATE_DIR": str(state_dir), "HUB_WEB__PORT": str(self.web_port),
+                    "HUB_KAFKA__SESSION_TIMEOUT_S": os.environ.get("HUB_KAFKA__SESSION_TIMEOUT_S", "2"),
+                    **(env or {})}
+        if config_file:
+            self.env["HUB_CONFIG_FILE"] = str(config_file)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, timeout_s: float = 60.0) -> "Worker":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+            if b"Worker]: Ready" in self.log_path.read_bytes()[-20000:]:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready within {timeout_s}s; see {self.log_path}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def metric(self, name: str, **labels) -> float:
+        """Sum of a metric's samples whose labels include `labels`."""
+        _, body = self.get("/metrics")
+        total = 0.0
+        for line in body.decode().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@dataclass
+class TopicView:
+    """What the hub wrote, read back from the topics."""
+
+    counts: Counter = field(default_factory=Counter)           # messages per topic
+    tombstones: Counter = field(default_factory=Counter)       # null values per topic
+    latest: dict = field(default_factory=lambda: defaultdict(dict))  # topic -> key -> value (None = tombstone)
+    reasons: Counter = field(default_factory=Counter)          # (topic, hub.error.reason or hub.reason)
+    last_arrival: float = 0.0
+
+    def live(self, topic: str) -> dict:
+        """Latest non-null value per key: what a compacted topic converges to."""
+        return {k: v for k, v in self.latest[topic].items() if v is not None}
+
+
+class Watcher:
+    """Reads every partition of the given topics from the beginning, without a group."""
+
+    def __init__(self, bootstrap: str, topics: list[str], keep_values: set[str] | None = None):
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hub-watcher", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 20, "enable.partition.eof": False})
+        metadata = self.consumer.list_topics(timeout=10)
+        assignment = [TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions]
+        self.consumer.assign(assignment)
+        self.keep_values = keep_values if keep_values is not None else set(topics)
+        self.view = TopicView()
+
+    def poll(self, seconds: float = 0.2) -> int:
+        deadline = time.monotonic() + seconds
+        seen = 0
+        while time.monotonic() < deadline:
+            for message in self.consumer.consume(2000, timeout=0.05):
+                if message.error():
+                    continue
+                seen += 1
+                topic = message.topic()
+                view = self.view
+                view.counts[topic] += 1
+                value = message.value()
+                if value is None:
+                    view.tombstones[topic] += 1
+                key = message.key().decode() if message.key() else None
+                if topic in self.keep_values:
+                    view.latest[topic][key] = value
+                for name, raw in message.headers() or ():
+                    if name in (ERROR_REASON, REASON_HEADER):
+                        view.reasons[(topic, raw.decode())] += 1
+        if seen:
+            self.view.last_arrival = time.monotonic()
+        return seen
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class Feeder:
+    def __init__(self, bootstrap: str):
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        self.sent = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.sent += 1
+        if self.sent % 1000 == 0:
+            self.producer.poll(0)
+
+    def flush(self) -> None:
+        if self.producer.flush(30):
+            raise RuntimeError("feeder could not deliver every event")
+
+
+class LocalHub:
+    """Embedded broker + Redis + topics, and workers on demand."""
+
+    def __init__(self, pipeline: PipelineConfig, state_dir: Path, redis_url: str | None = None):
+        self.pipeline = pipeline
+        self.state_dir = Path(state_dir)
+        self.broker = EmbeddedBroker(log_path=self.state_dir / "broker.log")
+        self.redis = None if redis_url else EmbeddedRedis(self.state_dir)
+        self._redis_url = redis_url
+        self.workers: list[Worker] = []
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    @property
+    def redis_url(self) -> str:
+        return self._redis_url or self.redis.url
+
+    def start(self) -> "LocalHub":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.broker.start()
+        if self.redis is not None:
+            self.redis.start()
+        ensure_topics(self.bootstrap, self.pipeline.all_topics(), self.pipeline.partitions)
+        return self
+
+    def worker(self, web_port: int | None = None, config_file: Path | None = None, env: dict | None = None) -> Worker:
+        worker = Worker(self.bootstrap, self.redis_url, self.state_dir, web_port, config_file, env).start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.broker.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def __enter__(self) -> "LocalHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,65 @@
+"""The match decision for one record against its candidates: merge, review or
+new, with the evidence that explains it. Pure: candidates come in as data.
+
+Candidates are index members (other source records) with the golden id they
+belong to; a golden record scores as its best-matching member. Every golden
+record at or above the upper threshold is linked: if there are several, this
+record proves they are one customer and they merge into the smallest id, so
+the survivor does not depend on which worker or replay saw them first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from hub.matching.comparisons import Comparison, score
+
+MERGE, REVIEW, NEW, EXISTING = "merge", "review", "new", "existing"
+
+
+@dataclass(slots=True)
+class Candidate:
+    member: str
+    golden_id: str
+    features: dict
+
+
+@dataclass(slots=True)
+class Decision:
+    outcome: str
+    golden_id: str
+    score: float | None
+    absorbed: list[str] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)
+
+
+def new_golden_id(member: str) -> str:
+    """Deterministic: the golden id a record founds is derived from the record's key."""
+    return "G" + hashlib.blake2s(member.encode(), digest_size=10).hexdigest()
+
+
+def decide(member: str, feats: dict, candidates: list[Candidate], comparisons: tuple[Comparison, ...],
+           upper: float, lower: float, max_candidates: int) -> Decision:
+    best_per_golden: dict[str, tuple[float, Candidate, list]] = {}
+    for candidate in candidates:
+        if candidate.member == member or candidate.features.get("rt") != feats.get("rt"):
+            continue
+        total, evidence = score(comparisons, feats, candidate.features)
+        held = best_per_golden.get(candidate.golden_id)
+        if held is None or total > held[0]:
+            best_per_golden[candidate.golden_id] = (total, candidate, evidence)
+    ranked = sorted(best_per_golden.items(), key=lambda item: (-item[1][0], item[0]))[:max_candidates]
+    evidence = [
+        {"golden_id": gid, "member": cand.member, "score": round(total, 4),
+         "comparisons": [{"attribute": a, "level": lv, "weight": w} for a, lv, w in ev]}
+        for gid, (total, cand, ev) in ranked
+    ]
+    if not ranked:
+        return Decision(NEW, new_golden_id(member), None, [], evidence)
+    best_score = ranked[0][1][0]
+    linked = sorted(gid for gid, (total, _, _) in ranked if total >= upper)
+    if linked:
+        return Decision(MERGE, linked[0], round(best_score, 4), linked[1:], evidence)
+    outcome = REVIEW if best_score >= lower else NEW
+    return Decision(outcome, new_golden_id(member), round(best_score, 4), [], evidence)

@@ -1,0 +1,92 @@
+"""Match features and blocking keys of one standardised customer record.
+
+Features are the compact, comparison-ready form of a record that the identity
+index keeps for each member; blocking keys are the (hashed) values under which
+a record can be found as a candidate. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from functools import lru_cache
+
+import jellyfish
+
+
+@lru_cache(maxsize=65536)
+def fold(text: str | None) -> str | None:
+    """Lower-case, accent-free, letters and digits only: the form names are compared in."""
+    if not text:
+        return None
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    kept = "".join(c for c in decomposed if c.isalnum() or c == " ")
+    kept = " ".join(kept.split())
+    return kept or None
+
+
+@lru_cache(maxsize=65536)
+def phonetic(text: str | None) -> str | None:
+    if not text:
+        return None
+    code = jellyfish.metaphone(text.replace(" ", ""))
+    return code or None
+
+
+def _postcode(value: str | None) -> str | None:
+    return value.replace(" ", "").upper() if value else None
+
+
+def features(event: dict) -> dict:
+    """Comparison-ready features of a standardised CustomerEvent."""
+    addresses = event["addresses"]
+    return {
+        "rt": event["record_type"],
+        "gn": fold(event["given_name"]),
+        "mn": fold(event["middle_name"]),
+        "fn": fold(event["family_name"]),
+        "dob": event["birth_date"],
+        "em": sorted({e["address"] for e in event["emails"]}),
+        "ph": sorted({p["number"] for p in event["phones"]}),
+        "ad": sorted({f"{_postcode(a['postcode']) or ''}|{fold(a['line1']) or ''}" for a in addresses
+                      if a["postcode"] or a["line1"]}),
+        "nid": event["national_id"],
+        "loy": event["loyalty_id"],
+        "org": fold(event["organisation_name"]),
+    }
+
+
+def blocking_values(feats: dict) -> list[str]:
+    """Plain blocking keys (prefix:value); hashed before they reach the index."""
+    keys: list[str] = []
+    rt = feats["rt"][0]
+    keys.extend(f"e:{email}" for email in feats["em"])
+    keys.extend(f"p:{phone}" for phone in feats["ph"])
+    if feats["nid"]:
+        keys.append(f"n:{feats['nid']}")
+    if feats["loy"]:
+        keys.append(f"l:{feats['loy']}")
+    given, family, dob = feats["gn"], feats["fn"], feats["dob"]
+    family_code = phonetic(family)
+    if family_code:
+        for address in feats["ad"]:
+            postcode = address.split("|", 1)[0]
+            if postcode:
+                # outward part of the postcode: survives a move within the area and typos in the inward part
+                keys.append(f"a:{rt}:{family_code}:{postcode[:-3] or postcode}")
+        if given and dob:
+            keys.append(f"y:{phonetic(given)}:{family_code}:{dob[:4]}")
+    if given and family:
+        # sparse records (a till, a phone call) often carry little but a name
+        keys.append(f"g:{rt}:{phonetic(given)}:{family_code}")
+    if given and dob and len(dob) == 10:
+        keys.append(f"d:{dob}:{given[0]}")
+    if feats["org"]:
+        keys.append(f"o:{rt}:{phonetic(feats['org'])}")
+    return keys
+
+
+def hash_key(secret: bytes, value: str) -> str:
+    """Keyed hash of a blocking value: the index never holds plain identifiers."""
+    return hmac.new(secret, value.encode(), hashlib.blake2s).hexdigest()[:24]

@@ -1,0 +1,50 @@
+"""Every Prometheus metric the hub exports, in one place.
+
+Names are `hub_*`, in base units (seconds, bytes), counters end in `_total`,
+and label values come from closed sets (source, target, stage, reason,
+decision): never ids, names or e-mails.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+BUILD_INFO = Info("hub_build", "Version of the running hub", registry=REGISTRY)
+EVENTS_IN = Counter("hub_events_in_total", "Raw events read from a source topic", ["source"], registry=REGISTRY)
+EVENTS_VALID = Counter("hub_events_valid_total", "Raw events that passed decoding and validation", ["source"],
+                       registry=REGISTRY)
+DLQ = Counter("hub_dlq_total", "Records sent to a dead-letter topic", ["source", "stage", "reason"], registry=REGISTRY)
+STAGE_SECONDS = Histogram("hub_stage_seconds", "Time a stage spends on one batch, per record",
+                          ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+STAGE_RECORDS = Counter("hub_stage_records_total", "Records processed by a stage", ["stage"], registry=REGISTRY)
+BATCH_SIZE = Histogram("hub_batch_records", "Records per batch", ["stage"],
+                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2500), registry=REGISTRY)
+QUALITY = Histogram("hub_quality_score", "Data-quality score of standardised events (0..1)",
+                    ["source", "dimension"], buckets=_SCORE_BUCKETS, registry=REGISTRY)
+MATCH_DECISIONS = Counter("hub_match_decisions_total", "Identity-resolution outcomes", ["decision"], registry=REGISTRY)
+CANDIDATES = Histogram("hub_match_candidates", "Candidate records scored per match", buckets=(0, 1, 2, 5, 10, 20, 50, 100),
+                       registry=REGISTRY)
+BLOCKS_SKIPPED = Counter("hub_blocking_keys_skipped_total", "Blocking keys not used because too many records share them",
+                         registry=REGISTRY)
+MERGES = Counter("hub_golden_merges_total", "Golden records merged into another", registry=REGISTRY)
+GOLDEN_CHANGES = Counter("hub_golden_changes_total", "Golden-record changes by kind", ["kind"], registry=REGISTRY)
+GOLDEN_RECORDS = Gauge("hub_golden_records", "Golden records currently held", registry=REGISTRY)
+EVENTS_OUT = Counter("hub_events_out_total", "Records emitted to a target topic", ["target"], registry=REGISTRY)
+UNCHANGED = Counter("hub_syndication_unchanged_total", "Golden changes a target did not need (its projection is unchanged)",
+                    ["target"], registry=REGISTRY)
+SUPPRESSED = Counter("hub_consent_suppressed_total", "Golden records withheld from a target", ["target", "reason"],
+                     registry=REGISTRY)
+TOMBSTONES = Counter("hub_tombstones_total", "Tombstones sent to a target", ["target", "reason"], registry=REGISTRY)
+END_TO_END = Histogram("hub_end_to_end_seconds", "Raw event produced to target record produced", ["target"],
+                       buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+CONSENT_EVENTS = Counter("hub_consent_events_total", "Consent statements received", ["outcome"], registry=REGISTRY)
+REDIS_SECONDS = Histogram("hub_redis_seconds", "Redis round trips", ["operation"], buckets=_LATENCY_BUCKETS,
+                          registry=REGISTRY)
+REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed Redis round trips", ["operation"], registry=REGISTRY)
+STAGE_RETRIES = Counter("hub_stage_retries_total", "Batches retried after a Redis or broker failure", ["stage"],
+                        registry=REGISTRY)

@@ -1,0 +1,85 @@
+"""The hub's ports: what stages need from the outside world, as Protocols.
+
+Stages depend on these and nothing else; `hub/connectors/` holds the
+implementations (Kafka, Redis, files...), chosen by URL scheme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.records import OutMessage
+
+
+class Sink(Protocol):
+    """Where a stage's outputs go. `flush` returns only when every added record
+    is acknowledged, and raises if any was not: input offsets are committed
+    after it returns, never before."""
+
+    def setup(self) -> None: ...
+    def add(self, record: OutMessage) -> None: ...
+    def flush(self) -> None: ...
+
+
+@dataclass(slots=True)
+class MemberEntry:
+    member: str
+    golden_id: str
+    features: dict
+    blocks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LinkRequest:
+    member: str
+    golden_id: str
+    features: dict
+    blocks: list[str]
+    absorbed: list[str] = field(default_factory=list)
+
+
+class IdentityIndex(Protocol):
+    """Who is who: members (source records), their features and golden ids,
+    and blocking keys that find candidates. The index is the point of
+    agreement between workers: `link` is atomic per record."""
+
+    async def members(self, members: list[str]) -> dict[str, MemberEntry]: ...
+    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, list[str] | None]:
+        """Members under each key; None for a key shared by more than `limit` members."""
+    async def link(self, requests: list[LinkRequest]) -> list[str]:
+        """Apply in order; returns each record's golden id as finally stored."""
+    async def unlink(self, members: list[str]) -> list[str | None]:
+        """Remove records; returns the golden id each belonged to."""
+    async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
+        """Each golden id mapped to its survivor (itself unless merged away)."""
+
+
+@dataclass(slots=True)
+class GoldenState:
+    golden_id: str
+    contributions: dict[str, dict]
+    golden: dict | None
+    last_audit: bytes | None = None
+
+
+class GoldenStore(Protocol):
+    async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
+    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0) -> None: ...
+
+
+class ConsentStore(Protocol):
+    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store statements per member; the latest per (purpose, channel) by
+        event_time wins. True for each member whose consent changed."""
+    async def get(self, members: list[str]) -> dict[str, list[dict]]: ...
+
+
+class SyndicationState(Protocol):
+    """What each target last received per golden id: (key, projection hash)."""
+
+    async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]: ...
+    async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None: ...
+    async def schedule(self, due: dict[str, int | None]) -> None:
+        """When each golden record's consent verdict can next change (None: never)."""
+    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]: ...

@@ -1,0 +1,59 @@
+"""The small value types every stage passes around: messages in, messages out,
+and a stage's per-record result (ok or error), independent of Kafka clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Header names on dead-lettered records, after Kafka Connect's __connect.errors.*
+ERROR_STAGE = "hub.error.stage"
+ERROR_REASON = "hub.error.reason"
+ERROR_EXCEPTION = "hub.error.exception"
+ERROR_TOPIC = "hub.error.topic"
+ERROR_PARTITION = "hub.error.partition"
+ERROR_OFFSET = "hub.error.offset"
+REASON_HEADER = "hub.reason"
+
+
+@dataclass(slots=True)
+class InMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class OutMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StageError:
+    """Why one input record could not pass a stage. `reason` is from a small
+    fixed vocabulary (it becomes a metric label); `detail` is free text."""
+
+    stage: str
+    reason: str
+    detail: str = ""
+
+    def dead_letter(self, message: InMessage, dlq_topic: str) -> OutMessage:
+        headers = [
+            (ERROR_STAGE, self.stage.encode()),
+            (ERROR_REASON, self.reason.encode()),
+            (ERROR_EXCEPTION, self.detail[:1000].encode("utf-8", "replace")),
+            (ERROR_TOPIC, message.topic.encode()),
+            (ERROR_PARTITION, str(message.partition).encode()),
+            (ERROR_OFFSET, str(message.offset).encode()),
+        ]
+        return OutMessage(dlq_topic, message.key, message.value, headers)
+
+
+def member_key(source: str, source_id: str) -> str:
+    """The identity of one source record everywhere in the hub."""
+    return f"{source}:{source_id}"

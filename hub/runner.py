@@ -1,0 +1,106 @@
+"""Runs one stage over one batch: process, deliver, then let offsets go.
+
+The contract with the caller (a Faust agent or any batch loop): when `run`
+returns, every output of the batch is acknowledged by the broker and the
+batch's input offsets may be committed. Infrastructure failures (Redis,
+broker) are retried with backoff for as long as it takes, so nothing is lost
+and the worker does not exit; a batch that fails for any other reason is
+split and each record that still fails goes to the dead-letter topic with
+hub.error.* headers, so one bad record cannot stop the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+
+import redis.exceptions
+from confluent_kafka import KafkaException
+
+from hub import metrics
+from hub.connectors.kafka import DeliveryFailed, KafkaSink
+from hub.records import InMessage, StageError
+from hub.stages import StageOutput
+
+log = logging.getLogger(__name__)
+
+INFRASTRUCTURE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DeliveryFailed,
+                  KafkaException, ConnectionError, OSError)
+
+
+async def deliver(sink: KafkaSink, output: StageOutput) -> None:
+    for message in output.messages:
+        sink.add(message)
+    # wait without blocking the event loop (heartbeats, other agents)
+    while sink.pending():
+        sink.poll()
+        await asyncio.sleep(0.001)
+    sink.flush(0)  # raises on any failed delivery
+    if output.after_delivery is not None:
+        await output.after_delivery()
+
+
+class StageRunner:
+    def __init__(self, name: str, stage, sink: KafkaSink, dlq_topic, is_async: bool):
+        self.name = name
+        self.stage = stage
+        self.sink = sink
+        self.dlq_topic = dlq_topic  # InMessage -> topic name
+        self.is_async = is_async
+        self._seconds = metrics.STAGE_SECONDS.labels(name)
+        self._records = metrics.STAGE_RECORDS.labels(name)
+        self._batch = metrics.BATCH_SIZE.labels(name)
+
+    async def _process(self, batch: list[InMessage]) -> StageOutput:
+        if self.is_async:
+            return await self.stage.process(batch)
+        return self.stage.process(batch)
+
+    async def run(self, batch: list[InMessage]) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                output = await self._process(batch)
+                await deliver(self.sink, output)
+                break
+            except INFRASTRUCTURE as exc:
+                metrics.STAGE_RETRIES.labels(self.name).inc()
+                log.warning("stage %s: %s, retrying in %.1fs", self.name, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                if len(batch) == 1 or attempt >= 2:
+                    await self._isolate(batch)
+                    break
+                await asyncio.sleep(0.05)
+        self._batch.observe(len(batch))
+        self._records.inc(len(batch))
+        self._seconds.observe((time.perf_counter() - started) / len(batch))
+
+    async def _isolate(self, batch: list[InMessage]) -> None:
+        """Run record by record; a record that still fails is dead-lettered."""
+        for message in batch:
+            while True:
+                try:
+                    output = await self._process([message])
+                    await deliver(self.sink, output)
+                    break
+                except INFRASTRUCTURE:
+                    metrics.STAGE_RETRIES.labels(self.name).inc()
+                    await asyncio.sleep(0.5)
+                except Exception as exc:
+                    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    log.error("stage %s: record %s[%s]@%s dead-lettered: %s", self.name, message.topic,
+                              message.partition, message.offset, type(exc).__name__)
+                    error = StageError(self.name, "internal_error", detail)
+                    topic = self.dlq_topic(message)
+                    metrics.DLQ.labels(topic.removeprefix("dlq."), self.name, "internal_error").inc()
+                    await deliver(self.sink, StageOutput([error.dead_letter(message, topic)]))
+                    break

@@ -1,0 +1,21 @@
+"""Stages: batch functions from input messages to output messages.
+
+Each stage is a class with `process(batch) -> StageOutput`, independent of how
+the batch arrived (a Faust agent today, a librdkafka loop tomorrow). Pure logic
+lives in the plain modules; a stage only sequences it with the ports' I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hub.records import OutMessage
+
+
+@dataclass(slots=True)
+class StageOutput:
+    messages: list[OutMessage] = field(default_factory=list)
+    # Runs once every message is acknowledged by the broker, before input
+    # offsets are committed: state that says "already sent" goes here.
+    after_delivery: Callable[[], Awaitable[None]] | None = None

@@ -1,0 +1,68 @@
+"""Consent stage: consent statements into the consent store, and a recompute
+request for the golden record they concern.
+
+Statements name a source record (the place they were collected). The store
+keeps the latest per (purpose, channel) by the statement's own time, so late
+or repeated statements change nothing. A statement for a record the hub has
+not seen yet waits in the store and applies when that record arrives.
+"""
+
+from __future__ import annotations
+
+
+import orjson
+
+from hub import metrics
+from hub.config import PipelineConfig
+from hub.ports import ConsentStore, IdentityIndex
+from hub.records import InMessage, OutMessage, StageError, member_key
+from hub.schemas import CONSENT_EVENT, LINKED, SchemaError, codec
+from hub.stages import StageOutput
+
+STAGE = "consent"
+
+
+class ConsentStage:
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: ConsentStore):
+        self.config = config
+        self.index = index
+        self.store = store
+        self.codec = codec(CONSENT_EVENT)
+        self.linked = codec(LINKED)
+        self.purposes = {p.name for p in config.purposes}
+
+    def _decode(self, message: InMessage) -> dict | StageError:
+        try:
+            if message.value and message.value[:1] == b"{":
+                event = orjson.loads(message.value)
+                self.codec.encode(event)  # type check against the schema
+                return self.codec.decode(self.codec.encode(event))
+            return self.codec.decode(message.value or b"")
+        except (SchemaError, ValueError, TypeError, KeyError) as exc:
+            return StageError(STAGE, "schema_mismatch", str(exc)[:300])
+
+    async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
+        out: list[OutMessage] = []
+        statements: dict[str, list[dict]] = {}
+        for message in batch:
+            event = self._decode(message)
+            if isinstance(event, StageError) or event["statement"]["purpose"] not in self.purposes:
+                error = event if isinstance(event, StageError) else StageError(STAGE, "unknown_purpose", "")
+                metrics.CONSENT_EVENTS.labels("rejected").inc()
+                metrics.DLQ.labels("consent", error.stage, error.reason).inc()
+                out.append(error.dead_letter(message, self.config.topics.consent_dlq))
+                continue
+            metrics.CONSENT_EVENTS.labels("received").inc()
+            statements.setdefault(member_key(event["source"], event["source_id"]), []).append(event["statement"])
+        changed = [m for m, did in (await self.store.put(statements)).items() if did]
+        linked = await self.index.members(changed)
+        for member in changed:
+            entry = linked.get(member)
+            if entry is None:
+                metrics.CONSENT_EVENTS.labels("pending").inc()
+                continue
+            metrics.CONSENT_EVENTS.labels("applied").inc()
+            request = {"golden_id": entry.golden_id, "kind": "recompute", "canonical": None, "decision": None,
+                       "absorbed_golden_ids": [], "cause": "consent_changed"}
+            out.append(OutMessage(self.config.topics.linked, entry.golden_id.encode(), self.linked.encode(request)))
+        return StageOutput(out)

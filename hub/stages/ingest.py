@@ -1,0 +1,63 @@
+"""Ingest stage: raw source bytes to canonical records, or to the source's DLQ.
+
+Decode and validate (hub.validation), standardise and score (hub.standardise),
+and wrap the result as a hub.CanonicalCustomer keyed <source>:<source_id>.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hub import metrics
+from hub.config import PipelineConfig
+from hub.records import InMessage, OutMessage, StageError, member_key
+from hub.schemas import CANONICAL, codec
+from hub.stages import StageOutput
+from hub.standardise import standardise_and_score
+from hub.validation import validate_raw
+
+STAGE = "ingest"
+
+
+class IngestStage:
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self.by_topic = {s.raw_topic: s for s in config.sources}
+        self.out_topic = config.topics.canonical
+        self.codec = codec(CANONICAL)
+        self._counters = {}
+
+    def _count(self, source: str):
+        counters = self._counters.get(source)
+        if counters is None:
+            counters = self._counters[source] = (
+                metrics.EVENTS_IN.labels(source), metrics.EVENTS_VALID.labels(source),
+                metrics.QUALITY.labels(source, "completeness"), metrics.QUALITY.labels(source, "validity"),
+                metrics.QUALITY.labels(source, "score"))
+        return counters
+
+    def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
+        now_ms = now_ms or int(time.time() * 1000)
+        out: list[OutMessage] = []
+        for message in batch:
+            source = self.by_topic[message.topic]
+            events_in, events_valid, q_complete, q_valid, q_score = self._count(source.name)
+            events_in.inc()
+            result = validate_raw(message.value, source.name, self.config.quality, now_ms)
+            if isinstance(result, StageError):
+                metrics.DLQ.labels(source.name, result.stage, result.reason).inc()
+                out.append(result.dead_letter(message, source.dlq_topic))
+                continue
+            record, quality = standardise_and_score(result, default_region=source.default_region)
+            events_valid.inc()
+            q_complete.observe(quality["completeness"])
+            q_valid.observe(quality["validity"])
+            q_score.observe(quality["score"])
+            canonical = {
+                "record": record, "quality": quality, "ingested_at": now_ms,
+                "origin": {"topic": message.topic, "partition": message.partition, "offset": message.offset,
+                           "produced_at": message.timestamp_ms},
+            }
+            key = member_key(record["source"], record["source_id"]).encode()
+            out.append(OutMessage(self.out_topic, key, self.codec.encode(canonical)))
+        return StageOutput(out)

@@ -1,0 +1,144 @@
+"""Master stage: linked records to golden records, with audit.
+
+Keeps each member's latest contribution in the golden store, folds in
+golden records merged away, and recomputes the golden record with
+survivorship. A redelivered input leaves the store as it was and re-emits
+the same golden value (and the same audit id), so outputs lost in a crash
+are sent again and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from hub import metrics
+from hub.config import PipelineConfig
+from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex
+from hub.records import InMessage, OutMessage, member_key
+from hub.schemas import AUDIT, GOLDEN, LINKED, codec
+from hub.stages import StageOutput
+from hub.survivorship import build_golden, changed_attributes, stamp
+
+STAGE = "master"
+
+
+def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
+    return "A" + hashlib.blake2s(f"{golden_id}|{version}|{kind}".encode(), digest_size=10).hexdigest()
+
+
+class MasterStage:
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore):
+        self.config = config
+        self.index = index
+        self.store = store
+        self.consents = consents
+        self.linked = codec(LINKED)
+        self.golden_codec = codec(GOLDEN)
+        self.audit_codec = codec(AUDIT)
+
+    async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
+        now_ms = now_ms or int(time.time() * 1000)
+        linked = [self.linked.decode(m.value) for m in batch]
+        survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
+        needed = set(survivors.values()) | {a for x in linked for a in x["absorbed_golden_ids"]}
+        states = await self.store.load(sorted(needed))
+        before = {gid: state.golden for gid, state in states.items()}
+
+        embedded = {}
+        for item in linked:
+            canonical = item["canonical"]
+            if canonical and canonical["record"]["consents"]:
+                record = canonical["record"]
+                embedded.setdefault(member_key(record["source"], record["source_id"]), []).extend(record["consents"])
+        await self.consents.put(embedded)
+
+        out: list[OutMessage] = []
+        touched: dict[str, dict] = {}  # gid -> the last input that touched it
+        absorbed_ids: set[str] = set()
+        for item in linked:
+            gid = survivors[item["golden_id"]]
+            state = states[gid]
+            for absorbed in item["absorbed_golden_ids"]:
+                if absorbed == gid or absorbed not in states:
+                    continue
+                gone = states[absorbed]
+                state.contributions.update(gone.contributions)
+                gone.contributions = {}
+                absorbed_ids.add(absorbed)
+            canonical = item["canonical"]
+            if canonical is not None:
+                self._apply(state, canonical)
+            touched[gid] = item
+
+        members = sorted({m for gid in touched for m in states[gid].contributions})
+        statements = await self.consents.get(members)
+        saved: list[GoldenState] = []
+        deleted: list[str] = []
+        count_delta = 0
+        for gid, item in touched.items():
+            state = states[gid]
+            previous = before[gid]
+            if not state.contributions:
+                if previous is not None:
+                    deleted.append(gid)
+                    count_delta -= 1
+                    out.extend(self._gone(gid, previous, "member_withdrawn", now_ms))
+                continue
+            canonical = item["canonical"]
+            produced_at = canonical["origin"]["produced_at"] if canonical else None
+            cause = item["cause"] if item["kind"] == "contribution" else "recompute"
+            content = build_golden(gid, state.contributions,
+                                   {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship)
+            golden = stamp(content, previous, now_ms, cause, produced_at)
+            if golden is not previous:
+                kind = "golden_created" if previous is None else "golden_updated"
+                count_delta += previous is None
+                metrics.GOLDEN_CHANGES.labels(kind).inc()
+                subject = None
+                if canonical:
+                    subject = member_key(canonical["record"]["source"], canonical["record"]["source_id"])
+                audit = {"audit_id": _audit_id(gid, golden["version"], kind), "at": now_ms, "kind": kind,
+                         "golden_id": gid, "subject": subject, "cause": cause, "decision": item["decision"],
+                         "before_version": previous["version"] if previous else None,
+                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden)}
+                state.last_audit = self.audit_codec.encode(audit)
+            state.golden = golden
+            saved.append(state)
+            if state.last_audit:
+                out.append(OutMessage(self.config.topics.audit, gid.encode(), state.last_audit))
+            out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_codec.encode(golden)))
+        for absorbed in sorted(absorbed_ids - touched.keys()):
+            previous = before.get(absorbed)
+            deleted.append(absorbed)
+            if previous is not None:
+                count_delta -= 1
+                metrics.MERGES.inc()
+                out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
+        await self.store.save(saved, deleted, count_delta)
+        return StageOutput(out)
+
+    @staticmethod
+    def _apply(state: GoldenState, canonical: dict) -> None:
+        record = canonical["record"]
+        member = member_key(record["source"], record["source_id"])
+        held = state.contributions.get(member)
+        if held is not None and held["record"]["event_time"] > record["event_time"]:
+            return  # an older event arriving late must not undo a newer one
+        if record["op"] == "delete":
+            state.contributions.pop(member, None)
+            return
+        state.contributions[member] = {
+            "record": {k: v for k, v in record.items() if k != "consents"},
+            "quality": canonical["quality"],
+        }
+
+    def _gone(self, gid: str, previous: dict, kind: str, now_ms: int):
+        audit = {"audit_id": _audit_id(gid, previous["version"] + 1, kind), "at": now_ms, "kind": kind,
+                 "golden_id": gid, "subject": None, "cause": kind, "decision": None,
+                 "before_version": previous["version"], "after_version": None, "changed_attributes": []}
+        if kind == "member_withdrawn":
+            metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
+        yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))
+        yield OutMessage(self.config.topics.golden, gid.encode(), None, [("hub.reason", kind.encode())])
+

@@ -1,0 +1,94 @@
+"""Syndicate stage: golden records to each target's topic, within consent.
+
+For every target: if consent covers it, send the target's projection (only
+when that projection changed since the target's last record); if not, send
+nothing, or a tombstone with a `hub.reason` header when the target holds the
+record. What each target last received is saved only after delivery, so a
+crash can cause a re-send, never a gap.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hub import metrics
+from hub.config import PipelineConfig
+from hub.consent import ALLOWED, evaluate, next_change_ms
+from hub.ports import SyndicationState
+from hub.projection import encode_json, fingerprint, project, target_key
+from hub.records import REASON_HEADER, InMessage, OutMessage
+from hub.schemas import GOLDEN, codec
+from hub.stages import StageOutput
+
+STAGE = "syndicate"
+NO_KEY = "no_key"
+RECORD_TYPE = "record_type_not_accepted"
+
+
+class SyndicateStage:
+    def __init__(self, config: PipelineConfig, state: SyndicationState):
+        self.config = config
+        self.state = state
+        self.golden_codec = codec(GOLDEN)
+        self.purposes = {p.name: p for p in config.purposes}
+
+    async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
+        now_ms = now_ms or int(time.time() * 1000)
+        latest: dict[str, tuple[dict | None, str]] = {}
+        for message in batch:  # only the last version of a golden record in a batch matters
+            gid = message.key.decode()
+            golden = self.golden_codec.decode(message.value) if message.value is not None else None
+            latest[gid] = (golden, "deleted")
+        held = await self.state.load_syndication(list(latest))
+        out: list[OutMessage] = []
+        updates: dict[str, dict[str, tuple[str, str] | None]] = {}
+        due: dict[str, int | None] = {}
+        for gid, (golden, _) in latest.items():
+            sent = held.get(gid, {})
+            changes = updates.setdefault(gid, {})
+            for target in self.config.targets:
+                previous = sent.get(target.name)
+                if golden is None:
+                    if previous:
+                        out.append(self._tombstone(target, previous[0], "golden_deleted"))
+                        changes[target.name] = None
+                    continue
+                verdict = ALLOWED if golden["record_type"] in target.record_types else RECORD_TYPE
+                if verdict == ALLOWED:
+                    verdict = evaluate(golden["consents"], target, self.purposes, now_ms)
+                key = target_key(golden, target) if verdict == ALLOWED else None
+                if verdict == ALLOWED and not key:
+                    verdict = NO_KEY
+                if verdict != ALLOWED:
+                    metrics.SUPPRESSED.labels(target.name, verdict).inc()
+                    if previous:
+                        out.append(self._tombstone(target, previous[0], verdict))
+                        changes[target.name] = None
+                    continue
+                payload = encode_json(project(golden, target))
+                print_ = fingerprint(payload)
+                if previous and previous == (key, print_):
+                    metrics.UNCHANGED.labels(target.name).inc()
+                    continue
+                if previous and previous[0] != key:
+                    out.append(self._tombstone(target, previous[0], "key_changed"))
+                out.append(OutMessage(target.output_topic, key.encode(), payload))
+                metrics.EVENTS_OUT.labels(target.name).inc()
+                produced_at = golden.get("trigger_produced_at")
+                if produced_at:
+                    metrics.END_TO_END.labels(target.name).observe(max(0.0, (now_ms - produced_at) / 1000))
+                changes[target.name] = (key, print_)
+            if golden is not None:
+                due[gid] = next_change_ms(golden["consents"], now_ms)
+            else:
+                due[gid] = None
+
+        async def remember() -> None:
+            await self.state.save_syndication({g: c for g, c in updates.items() if c})
+            await self.state.schedule(due)
+
+        return StageOutput(out, remember)
+
+    def _tombstone(self, target, key: str, reason: str) -> OutMessage:
+        metrics.TOMBSTONES.labels(target.name, reason).inc()
+        return OutMessage(target.output_topic, key.encode(), None, [(REASON_HEADER, reason.encode())])

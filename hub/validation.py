@@ -1,0 +1,124 @@
+"""Decoding and validating raw source events: bytes in, a CustomerEvent dict or
+a StageError out. Nothing here touches Kafka or Redis.
+
+Accepted payloads: Avro in the Confluent wire format (magic byte 0 + schema
+id; any known version of hub.CustomerEvent) and JSON objects in the same
+shape (`event_time` as epoch milliseconds or an ISO-8601 string). JSON is
+checked by writing it with the Avro schema, which both validates types and
+fills defaults, so both formats come out identical.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import fastavro
+import orjson
+
+from hub.config import QualityConfig
+from hub.records import StageError
+from hub.schemas import CUSTOMER_EVENT, SchemaError, codec
+
+STAGE = "decode"
+# The reason vocabulary: each becomes a label value, so keep it closed.
+NOT_DECODABLE = "not_decodable"
+UNKNOWN_SCHEMA = "unknown_schema"
+SCHEMA_MISMATCH = "schema_mismatch"
+MISSING_FIELD = "missing_field"
+ABSURD_VALUE = "absurd_value"
+OVERSIZED = "oversized"
+SOURCE_MISMATCH = "source_mismatch"
+REASONS = (NOT_DECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH, MISSING_FIELD, ABSURD_VALUE,
+           OVERSIZED, SOURCE_MISMATCH)
+
+_MAX_ID_LENGTH = 128
+
+
+def _error(reason: str, detail: str) -> StageError:
+    return StageError(STAGE, reason, detail)
+
+
+def _iso_to_ms(value: str) -> int:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def _from_json(payload: bytes) -> dict | StageError:
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return _error(NOT_DECODABLE, f"not Avro and not JSON: {exc}")
+    if not isinstance(data, dict):
+        return _error(SCHEMA_MISMATCH, f"expected a JSON object, got {type(data).__name__}")
+    event_time = data.get("event_time")
+    if isinstance(event_time, str):
+        try:
+            data["event_time"] = _iso_to_ms(event_time)
+        except ValueError:
+            return _error(SCHEMA_MISMATCH, "event_time: not epoch milliseconds nor ISO-8601")
+    elif isinstance(event_time, float) and event_time.is_integer():
+        data["event_time"] = int(event_time)
+    avro = codec(CUSTOMER_EVENT)
+    buf = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(buf, avro.schema, data)
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith("no value and no default for "):
+            field = text.rsplit(" ", 1)[-1]
+            if field in data or field in ("source", "source_id", "event_time"):
+                return _error(MISSING_FIELD, f"{field} is required")
+            return _error(SCHEMA_MISMATCH, f"a nested record lacks {field}")
+        return _error(SCHEMA_MISMATCH, text[:300])
+    except (TypeError, AttributeError, OverflowError, UnicodeError) as exc:
+        return _error(SCHEMA_MISMATCH, str(exc)[:300])
+    buf.seek(0)
+    return fastavro.schemaless_reader(buf, avro.schema, None)
+
+
+def decode_event(payload: bytes | None) -> dict | StageError:
+    """Bytes of a raw event to a CustomerEvent dict with every field present."""
+    if not payload:
+        return _error(NOT_DECODABLE, "empty payload")
+    if payload[0] == 0:
+        try:
+            return codec(CUSTOMER_EVENT).decode(payload)
+        except SchemaError as exc:
+            reason = UNKNOWN_SCHEMA if "schema id" in str(exc) else NOT_DECODABLE
+            return _error(reason, str(exc))
+        except Exception as exc:  # fastavro raises many types on truncated or hostile bytes
+            return _error(NOT_DECODABLE, f"{type(exc).__name__}: {exc}"[:300])
+    return _from_json(payload)
+
+
+def check_event(event: dict, expected_source: str, rules: QualityConfig, now_ms: int) -> StageError | None:
+    """Semantic checks the schema cannot express."""
+    source_id = event["source_id"].strip()
+    if not source_id:
+        return _error(MISSING_FIELD, "source_id is empty")
+    if len(source_id) > _MAX_ID_LENGTH:
+        return _error(ABSURD_VALUE, f"source_id longer than {_MAX_ID_LENGTH} characters")
+    if event["source"] != expected_source:
+        return _error(SOURCE_MISMATCH, f"event says source {event['source'][:64]!r}, topic belongs to {expected_source!r}")
+    event_time = event["event_time"]
+    earliest = int(datetime(rules.min_event_year, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    if event_time < earliest or event_time > now_ms + rules.max_future_skew_s * 1000:
+        return _error(ABSURD_VALUE, f"event_time {event_time} outside [{rules.min_event_year}, now + {rules.max_future_skew_s}s]")
+    for statement in event["consents"]:
+        if statement["event_time"] < earliest or statement["event_time"] > now_ms + rules.max_future_skew_s * 1000:
+            return _error(ABSURD_VALUE, "a consent statement's event_time is out of range")
+    return None
+
+
+def validate_raw(payload: bytes | None, expected_source: str, rules: QualityConfig, now_ms: int) -> dict | StageError:
+    """The whole decode stage for one raw event."""
+    if payload is not None and len(payload) > rules.max_event_bytes:
+        return _error(OVERSIZED, f"{len(payload)} bytes > max_event_bytes {rules.max_event_bytes}")
+    event = decode_event(payload)
+    if isinstance(event, StageError):
+        return event
+    problem = check_event(event, expected_source, rules, now_ms)
+    return problem or event
