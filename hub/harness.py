@@ -138,6 +138,15 @@ class Watcher:
             self.view.last_arrival = time.monotonic()
         return seen
 
+    def wait_until(self, condition, timeout_s: float = 30.0, quiet_s: float = 1.0) -> TopicView:
+        """Poll until `condition(view)` holds and nothing new arrived for `quiet_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll(0.2)
+            if condition(self.view) and time.monotonic() - self.view.last_arrival >= quiet_s:
+                return self.view
+        raise TimeoutError(f"condition not met in {timeout_s}s; topics hold {dict(self.view.counts)}")
+
     def close(self) -> None:
         self.consumer.close()
 

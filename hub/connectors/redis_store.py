@@ -228,7 +228,7 @@ class RedisStore:
             if mapping:
                 pipe.hset(key, mapping=mapping)
         for gid in deleted:
-            pipe.delete(gold_key(gid), synd_key(gid))
+            pipe.delete(gold_key(gid))  # syndication state stays: the syndicate stage tombstones from it
         await self._run(pipe, "golden_save")
 
     async def golden(self, gid: str) -> dict | None:

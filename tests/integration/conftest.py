@@ -1,0 +1,28 @@
+"""Integration fixtures: a real Kafka-protocol broker (embedded Tansu) and a
+real Redis server, with workers started as separate `hub run` processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.config import load_pipeline
+from hub.harness import Feeder, LocalHub
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return load_pipeline(None)
+
+
+@pytest.fixture
+def local_hub(pipeline, tmp_path):
+    hub = LocalHub(pipeline, tmp_path).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def feeder(local_hub):
+    return Feeder(local_hub.bootstrap)
