@@ -21,29 +21,41 @@ NOT_YET_EFFECTIVE = "consent_not_yet_effective"
 LEGAL_BASIS = "legal_basis_not_accepted"
 
 
+def _judge(st: dict, target: TargetConfig, now_ms: int) -> str:
+    if st["status"] == "denied":
+        return DENIED
+    if st["status"] == "revoked":
+        return REVOKED
+    if st["legal_basis"] not in target.legal_bases:
+        return LEGAL_BASIS
+    if st["expires_at"] is not None and st["expires_at"] <= now_ms:
+        return EXPIRED
+    if st["effective_at"] is not None and st["effective_at"] > now_ms:
+        return NOT_YET_EFFECTIVE
+    return ALLOWED
+
+
+def _latest(statements: list[dict]) -> dict:
+    # on equal times the restrictive statement wins
+    return max(statements, key=lambda st: (st["event_time"], st["status"] != "granted"))
+
+
 def _purpose_verdict(statements: list[dict], purpose: PurposeConfig, target: TargetConfig, now_ms: int) -> str:
-    relevant = [st for st in statements if st["purpose"] == purpose.name
-                and (st["channel"] == "any" or not target.channels or st["channel"] in target.channels)]
-    if not relevant:
+    """Per channel the target uses, the latest statement covering that channel
+    (its own or `any`) decides; one allowed channel is enough."""
+    mine = [st for st in statements if st["purpose"] == purpose.name]
+    channels = target.channels or sorted({st["channel"] for st in mine if st["channel"] != "any"}) or ["any"]
+    deciding = []
+    for channel in channels:
+        covering = [st for st in mine if st["channel"] in (channel, "any")]
+        if covering:
+            deciding.append(_latest(covering))
+    if not deciding:
         return ALLOWED if purpose.granted_by_default else NO_CONSENT
-    verdicts = []
-    for st in relevant:
-        if st["status"] == "denied":
-            verdicts.append(DENIED)
-        elif st["status"] == "revoked":
-            verdicts.append(REVOKED)
-        elif st["legal_basis"] not in target.legal_bases:
-            verdicts.append(LEGAL_BASIS)
-        elif st["expires_at"] is not None and st["expires_at"] <= now_ms:
-            verdicts.append(EXPIRED)
-        elif st["effective_at"] is not None and st["effective_at"] > now_ms:
-            verdicts.append(NOT_YET_EFFECTIVE)
-        else:
-            verdicts.append(ALLOWED)
-    if ALLOWED in verdicts:  # one consented channel is enough
+    verdicts = [_judge(st, target, now_ms) for st in deciding]
+    if ALLOWED in verdicts:
         return ALLOWED
-    latest = max(range(len(relevant)), key=lambda i: relevant[i]["event_time"])
-    return verdicts[latest]
+    return _judge(_latest(deciding), target, now_ms)
 
 
 def evaluate(consents: list[dict], target: TargetConfig, purposes: dict[str, PurposeConfig], now_ms: int) -> str:

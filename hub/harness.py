@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hub.config import PipelineConfig
 from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from hub.connectors.kafka import ensure_topics
-from hub.records import ERROR_REASON, REASON_HEADER
+from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
 
 class Worker:
@@ -95,6 +95,7 @@ class TopicView:
     tombstones: Counter = field(default_factory=Counter)       # null values per topic
     latest: dict = field(default_factory=lambda: defaultdict(dict))  # topic -> key -> value (None = tombstone)
     reasons: Counter = field(default_factory=Counter)          # (topic, hub.error.reason or hub.reason)
+    latencies_ms: list = field(default_factory=list)           # target record timestamp - source event timestamp
     last_arrival: float = 0.0
 
     def live(self, topic: str) -> dict:
@@ -134,6 +135,8 @@ class Watcher:
                 for name, raw in message.headers() or ():
                     if name in (ERROR_REASON, REASON_HEADER):
                         view.reasons[(topic, raw.decode())] += 1
+                    elif name == EVENT_TS_HEADER:
+                        view.latencies_ms.append(message.timestamp()[1] - int(raw))
         if seen:
             self.view.last_arrival = time.monotonic()
         return seen

@@ -13,6 +13,9 @@ ERROR_TOPIC = "hub.error.topic"
 ERROR_PARTITION = "hub.error.partition"
 ERROR_OFFSET = "hub.error.offset"
 REASON_HEADER = "hub.reason"
+# Kafka timestamp (ms) of the raw source event behind a target record: lets any
+# consumer measure how fresh what it receives is.
+EVENT_TS_HEADER = "hub.event.ts"
 
 
 @dataclass(slots=True)

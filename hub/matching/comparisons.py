@@ -37,9 +37,11 @@ class Comparison:
     feature: str
     levels: tuple[Level, ...]
     weights: tuple[float, ...] = field(init=False)
+    labels: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(level.weight for level in self.levels))
+        object.__setattr__(self, "labels", tuple(level.label for level in self.levels))
 
 
 def _dates_agree(a: str, b: str) -> bool:
@@ -90,7 +92,7 @@ def score(comparisons: tuple[Comparison, ...], a: dict, b: dict) -> tuple[float,
     for comparison in comparisons:
         index, weight = compare(comparison, a.get(comparison.feature), b.get(comparison.feature))
         total += weight
-        label = "null" if index < 0 else comparison.levels[index].label
+        label = "null" if index < 0 else comparison.labels[index]
         evidence.append((comparison.attribute, label, round(weight, 4)))
     return total, evidence
 

@@ -1,6 +1,9 @@
 """The match decision for one record against its candidates: merge, review or
 new, with the evidence that explains it. Pure: candidates come in as data.
 
+Only the strongest few candidates are kept as evidence: they explain the
+decision, and the rest would only make every audit record heavier.
+
 Candidates are index members (other source records) with the golden id they
 belong to; a golden record scores as its best-matching member. Every golden
 record at or above the upper threshold is linked: if there are several, this
@@ -39,6 +42,24 @@ def new_golden_id(member: str) -> str:
     return "G" + hashlib.blake2s(member.encode(), digest_size=10).hexdigest()
 
 
+EVIDENCE_KEPT = 3
+_NAMES = ("given_name", "family_name")
+
+
+def _corroborated(total: float, evidence: list[tuple[str, str, float]], lower: float) -> float:
+    """Two guards the independence assumption of Fellegi-Sunter misses:
+    a shared surname and address with a different given name is a relative,
+    not the same person; and names alone (a common name, nothing else known
+    on one side) must not merge two records. Both go to review at most."""
+    levels = {attribute: level for attribute, level, _ in evidence}
+    if levels.get("given_name") == "else" and levels.get("family_name") == "exact":
+        return min(total, lower - 1.0)
+    corroborating = any(weight > 0 for attribute, _, weight in evidence if attribute not in _NAMES)
+    if not corroborating:
+        return min(total, lower)
+    return total
+
+
 def decide(member: str, feats: dict, candidates: list[Candidate], comparisons: tuple[Comparison, ...],
            upper: float, lower: float, max_candidates: int) -> Decision:
     best_per_golden: dict[str, tuple[float, Candidate, list]] = {}
@@ -46,14 +67,15 @@ def decide(member: str, feats: dict, candidates: list[Candidate], comparisons: t
         if candidate.member == member or candidate.features.get("rt") != feats.get("rt"):
             continue
         total, evidence = score(comparisons, feats, candidate.features)
+        total = _corroborated(total, evidence, lower)
         held = best_per_golden.get(candidate.golden_id)
-        if held is None or total > held[0]:
+        if held is None or (total, held[1].member) > (held[0], candidate.member):
             best_per_golden[candidate.golden_id] = (total, candidate, evidence)
     ranked = sorted(best_per_golden.items(), key=lambda item: (-item[1][0], item[0]))[:max_candidates]
     evidence = [
         {"golden_id": gid, "member": cand.member, "score": round(total, 4),
          "comparisons": [{"attribute": a, "level": lv, "weight": w} for a, lv, w in ev]}
-        for gid, (total, cand, ev) in ranked
+        for gid, (total, cand, ev) in ranked[:EVIDENCE_KEPT]
     ]
     if not ranked:
         return Decision(NEW, new_golden_id(member), None, [], evidence)

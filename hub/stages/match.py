@@ -145,6 +145,7 @@ class MatchStage:
             yield OutMessage(topics.audit, member.encode(), self.audit.encode(audit))
             if decision.outcome == REVIEW:
                 yield OutMessage(topics.review, member.encode(), self.decision_codec.encode(decision_record))
-        linked = {"golden_id": gid, "kind": "contribution", "canonical": canonical, "decision": decision_record,
+        # the decision travels on the audit topic; the master needs only the link
+        linked = {"golden_id": gid, "kind": "contribution", "canonical": canonical, "decision": None,
                   "absorbed_golden_ids": decision.absorbed, "cause": "source_event"}
         yield OutMessage(topics.linked, gid.encode(), self.linked.encode(linked))

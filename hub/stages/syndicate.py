@@ -16,7 +16,7 @@ from hub.config import PipelineConfig
 from hub.consent import ALLOWED, evaluate, next_change_ms
 from hub.ports import SyndicationState
 from hub.projection import encode_json, fingerprint, project, target_key
-from hub.records import REASON_HEADER, InMessage, OutMessage
+from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
 from hub.schemas import GOLDEN, codec
 from hub.stages import StageOutput
 
@@ -72,9 +72,10 @@ class SyndicateStage:
                     continue
                 if previous and previous[0] != key:
                     out.append(self._tombstone(target, previous[0], "key_changed"))
-                out.append(OutMessage(target.output_topic, key.encode(), payload))
-                metrics.EVENTS_OUT.labels(target.name).inc()
                 produced_at = golden.get("trigger_produced_at")
+                headers = [(EVENT_TS_HEADER, str(produced_at).encode())] if produced_at else []
+                out.append(OutMessage(target.output_topic, key.encode(), payload, headers))
+                metrics.EVENTS_OUT.labels(target.name).inc()
                 if produced_at:
                     metrics.END_TO_END.labels(target.name).observe(max(0.0, (now_ms - produced_at) / 1000))
                 changes[target.name] = (key, print_)

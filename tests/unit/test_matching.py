@@ -337,16 +337,20 @@ def test_household_member_is_never_merged():
     assert d.golden_id == new_golden_id("pos:2")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: default weights put a household member (same surname and address, "
-                   "different given name and birth date) in steward review (score 7.78, 0.22 below merge)")
 def test_household_member_is_new():
     father, daughter = _household()
     d = run("pos:2", daughter, [Candidate("crm:1", "G-father", father)])
     assert d.outcome == NEW
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: default weights merge household members who share a landline "
-                   "(score 19.33) despite different given name and birth date")
+def test_household_member_without_birth_date_is_not_merged():
+    father, _ = _household()
+    daughter = feats(source="pos", source_id="2", given_name="Sophie", family_name="Walker", addresses=[HOME])
+    d = run("pos:2", daughter, [Candidate("crm:1", "G-father", father)])
+    assert levels(d)["given_name"] == "else" and levels(d)["birth_date"] == "null"
+    assert d.outcome != MERGE
+
+
 def test_household_member_sharing_a_landline_is_not_merged():
     landline = [{"number": "0113 496 0000"}]
     father = feats(given_name="James", family_name="Walker", birth_date="1961-05-02", addresses=[HOME], phones=landline)
@@ -436,8 +440,6 @@ def test_review_decision_is_independent_of_candidate_order():
         assert run("contact_center:1", mine, shuffled) == reference
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when two members of one golden record score equally, the evidence "
-                   "names whichever came first (decide keeps the first on a tie)")
 def test_equal_scoring_members_of_one_golden_are_order_independent():
     mine = jonathan(given_name="Jonathon")
     twins = [Candidate("pos:7", "G1", jonathan()), Candidate("crm:3", "G1", jonathan())]

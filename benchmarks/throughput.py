@@ -1,0 +1,145 @@
+"""End-to-end throughput and latency of the whole hub on this machine.
+
+Starts the embedded broker and Redis and one worker (`hub run`, as in
+production), then:
+  1. full speed: feeds N generated events (four sources, Avro and JSON,
+     duplicates, invalid records, consent events) as fast as possible and
+     times until every raw event is accounted for and the targets are quiet;
+  2. steady: feeds N/2 fresh events at half the measured rate and measures
+     event-to-target latency (target record timestamp minus source event
+     timestamp, from the hub.event.ts header), which full speed cannot show.
+
+Prints a readable report; the last line is one JSON object.
+
+    python benchmarks/throughput.py --events 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hub.config import load_pipeline
+from hub.demo import encode_event
+from hub.generator import generate
+from hub.harness import Feeder, LocalHub, Watcher
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _encoded(persons: int, seed: int, start_ms: int):
+    return [(e.topic, e.key, e.raw if e.raw is not None else encode_event(e.topic, e.value))
+            for e in generate(persons, seed=seed, start_ms=start_ms)]
+
+
+def _accounted(view, pipeline) -> int:
+    return view.counts[pipeline.topics.canonical] + sum(view.counts[s.dlq_topic] for s in pipeline.sources)
+
+
+def _worker_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000, help="events in the full-speed run (about)")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+
+    pipeline = load_pipeline(None)
+    now = int(time.time() * 1000)
+    persons = max(10, int(args.events / 2.8))
+    burst = _encoded(persons, args.seed, now - 86_400_000)
+    steady = _encoded(persons // 2, args.seed + 1, now - 3_600_000)
+    # the steady run's source ids must not collide with the burst's
+    steady = [(t, b"s" + k, v) for t, k, v in steady]
+    raw_burst = sum(1 for t, _, _ in burst if t.startswith("raw."))
+    raw_steady = sum(1 for t, _, _ in steady if t.startswith("raw."))
+
+    with LocalHub(pipeline, Path(tempfile.mkdtemp(prefix="hub-bench-"))) as hub:
+        worker = hub.worker()
+        pid = worker.process.pid
+        watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
+        feeder = Feeder(hub.bootstrap)
+        cpu0 = _worker_cpu_s(pid)
+        started = time.monotonic()
+        for topic, key, value in burst:
+            feeder.send(topic, key, value)
+        feeder.flush()
+        fed_s = time.monotonic() - started
+        while _accounted(watcher.view, pipeline) < raw_burst or time.monotonic() - watcher.view.last_arrival < 2.0:
+            watcher.poll(0.2)
+            if time.monotonic() - started > 900:
+                print("gave up: pipeline did not finish within 900 s", file=sys.stderr)
+                return 1
+        elapsed = watcher.view.last_arrival - started
+        burst_cpu = _worker_cpu_s(pid) - cpu0
+        events_per_s = len(burst) / elapsed
+        burst_latencies = list(watcher.view.latencies_ms)
+
+        rate = events_per_s / 2
+        watcher.view.latencies_ms.clear()
+        accounted_before = _accounted(watcher.view, pipeline)
+        cpu1 = _worker_cpu_s(pid)
+        steady_started = time.monotonic()
+        for i, (topic, key, value) in enumerate(steady):
+            due = steady_started + i / rate
+            while time.monotonic() < due:
+                watcher.poll(0.0) if due - time.monotonic() > 0.005 else None
+                time.sleep(max(0.0, min(0.002, due - time.monotonic())))
+            feeder.send(topic, key, value)
+            feeder.producer.poll(0)
+        feeder.flush()
+        while (_accounted(watcher.view, pipeline) - accounted_before < raw_steady
+               or time.monotonic() - watcher.view.last_arrival < 2.0):
+            watcher.poll(0.2)
+        steady_elapsed = time.monotonic() - steady_started
+        steady_cpu = _worker_cpu_s(pid) - cpu1
+        latencies = watcher.view.latencies_ms
+        peak_mb = _worker_peak_rss_mb(pid)
+        watcher.close()
+
+    result = {
+        "events": len(burst), "events_per_s": round(events_per_s, 1),
+        "feed_s": round(fed_s, 2), "full_speed_s": round(elapsed, 2),
+        "worker_cpu_us_per_event": round(burst_cpu / len(burst) * 1e6, 1),
+        "full_speed_p50_ms": round(_percentile(burst_latencies, 0.5), 1),
+        "steady_rate_per_s": round(rate, 1), "steady_events": len(steady),
+        "steady_cpu_share": round(steady_cpu / steady_elapsed, 3),
+        "p50_ms": round(_percentile(latencies, 0.5), 1), "p95_ms": round(_percentile(latencies, 0.95), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
+        "worker_peak_rss_mb": round(peak_mb, 1),
+    }
+    print(f"full speed: {len(burst)} events in {elapsed:.2f} s = {events_per_s:,.0f} events/s "
+          f"({result['worker_cpu_us_per_event']} µs worker CPU per event)")
+    print(f"steady at {rate:,.0f} events/s: event-to-target p50 {result['p50_ms']} ms, "
+          f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} target records"
+          f" (mean {statistics.fmean(latencies) if latencies else float('nan'):.1f} ms)")
+    print(f"worker peak RSS {peak_mb:.0f} MB")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
