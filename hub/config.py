@@ -70,8 +70,18 @@ class TargetConfig(_Strict):
     fields: list[str] = Field(..., min_length=1, description="Golden-record attributes the target may receive")
     key: Literal["golden_id", "loyalty_id"] = "golden_id"
     record_types: list[Literal["person", "organisation"]] = ["person", "organisation"]
+    tokens_sha256: list[str] = Field(default_factory=list,
+                                     description="SHA-256 (hex) of each API token allowed to read this target")
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("tokens_sha256")
+    @classmethod
+    def _hex_digests(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("each entry must be the 64-character lower-case hex SHA-256 of a token, not the token")
+        return value
 
     @field_validator("fields")
     @classmethod
@@ -144,6 +154,8 @@ class TopicNames(_Strict):
     consent: str = "consent.events"
     consent_dlq: str = "dlq.consent"
     internal_dlq: str = "dlq.internal"
+    erasure: str = "erasure.requests"
+    erasure_dlq: str = "dlq.erasure"
 
 
 class PipelineConfig(_Strict):
@@ -178,7 +190,8 @@ class PipelineConfig(_Strict):
     def all_topics(self) -> list[str]:
         """Every topic the hub reads or writes."""
         t = self.topics
-        names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq]
+        names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
+                 t.erasure, t.erasure_dlq]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]

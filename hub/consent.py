@@ -19,6 +19,7 @@ REVOKED = "consent_revoked"
 EXPIRED = "consent_expired"
 NOT_YET_EFFECTIVE = "consent_not_yet_effective"
 LEGAL_BASIS = "legal_basis_not_accepted"
+RECORD_TYPE = "record_type_not_accepted"
 
 
 def _judge(st: dict, target: TargetConfig, now_ms: int) -> str:
@@ -67,6 +68,13 @@ def evaluate(consents: list[dict], target: TargetConfig, purposes: dict[str, Pur
         if verdict != ALLOWED:
             return verdict
     return ALLOWED
+
+
+def target_verdict(golden: dict, target: TargetConfig, purposes: dict[str, PurposeConfig], now_ms: int) -> str:
+    """ALLOWED, or why this target must not hold this golden record."""
+    if golden["record_type"] not in target.record_types:
+        return RECORD_TYPE
+    return evaluate(golden["consents"], target, purposes, now_ms)
 
 
 def next_change_ms(consents: list[dict], now_ms: int) -> int | None:

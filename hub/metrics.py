@@ -48,3 +48,5 @@ REDIS_SECONDS = Histogram("hub_redis_seconds", "Redis round trips", ["operation"
 REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed Redis round trips", ["operation"], registry=REGISTRY)
 STAGE_RETRIES = Counter("hub_stage_retries_total", "Batches retried after a Redis or broker failure", ["stage"],
                         registry=REGISTRY)
+ERASURES = Counter("hub_erasures_total", "Erasure requests by outcome (erased, not_held)", ["outcome"],
+                   registry=REGISTRY)

@@ -73,6 +73,8 @@ class ConsentStore(Protocol):
         """Store statements per member; the latest per (purpose, channel) by
         event_time wins. True for each member whose consent changed."""
     async def get(self, members: list[str]) -> dict[str, list[dict]]: ...
+    async def forget(self, members: list[str]) -> None:
+        """Erase every statement held for these members."""
 
 
 class SyndicationState(Protocol):

@@ -26,6 +26,13 @@ class InMessage:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers or ():
+            if key == name:
+                return value
+        return None
 
 
 @dataclass(slots=True)

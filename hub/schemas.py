@@ -28,6 +28,7 @@ MATCH_DECISION = "hub.MatchDecision"
 GOLDEN = "hub.GoldenRecord"
 AUDIT = "hub.AuditEvent"
 CONSENT_EVENT = "hub.ConsentEvent"
+ERASURE_REQUEST = "hub.ErasureRequest"
 
 
 def schema_dir() -> Path:
@@ -82,7 +83,7 @@ def _all_parsed() -> dict[str, Any]:
     for path in sorted((base / "history").glob("hub.*.avsc")):
         schema = _plain_longs(json.loads(path.read_text()))
         # a historic schema redefines its own named types: parse it with a copy
-        result[path.stem] = fastavro.parse_schema(schema, named_schemas=dict(named), _write_hint=False)
+        result[path.stem] = fastavro.parse_schema(schema, named_schemas=dict(named))
     return result
 
 

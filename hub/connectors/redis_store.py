@@ -299,6 +299,12 @@ class RedisStore:
             result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
         return result
 
+    async def forget(self, members: list[str]) -> None:
+        if members:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*(cons_key(m) for m in members))
+            await self._run(pipe, "consent_forget")
+
     # syndication state
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
         pipe = self.client.pipeline(transaction=False)

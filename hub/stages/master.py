@@ -15,7 +15,7 @@ import time
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex
-from hub.records import InMessage, OutMessage, member_key
+from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
 from hub.survivorship import build_golden, changed_attributes, stamp
@@ -56,6 +56,7 @@ class MasterStage:
         out: list[OutMessage] = []
         touched: dict[str, dict] = {}  # gid -> the last input that touched it
         absorbed_ids: set[str] = set()
+        erased: dict[str, tuple[str, list[str]]] = {}  # gid -> (cause, members)
         for item in linked:
             gid = survivors[item["golden_id"]]
             state = states[gid]
@@ -67,7 +68,11 @@ class MasterStage:
                 gone.contributions = {}
                 absorbed_ids.add(absorbed)
             canonical = item["canonical"]
-            if canonical is not None:
+            if item["kind"] == "erase":
+                erased[gid] = (item["cause"], sorted(state.contributions))
+                state.contributions = {}
+            elif canonical is not None:
+                erased.pop(gid, None)  # a later event starts the customer again, from nothing
                 self._apply(state, canonical)
             touched[gid] = item
 
@@ -79,6 +84,12 @@ class MasterStage:
         for gid, item in touched.items():
             state = states[gid]
             previous = before[gid]
+            if gid in erased:
+                cause, members = erased[gid]
+                deleted.append(gid)
+                count_delta -= previous is not None
+                out.extend(self._erase(gid, members, cause, now_ms))
+                continue
             if not state.contributions:
                 if previous is not None:
                     deleted.append(gid)
@@ -115,8 +126,24 @@ class MasterStage:
                 count_delta -= 1
                 metrics.MERGES.inc()
                 out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
+        erased_members = [m for _, members in erased.values() for m in members]
+        await self.index.unlink(erased_members)
+        await self.consents.forget(erased_members)
         await self.store.save(saved, deleted, count_delta)
         return StageOutput(out)
+
+    def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
+        """Tombstones wherever the customer was, and one audit entry with
+        nothing personal in it: a hash of the golden id, the time, the requester."""
+        hashed = "H" + hashlib.blake2s(gid.encode(), digest_size=10).hexdigest()
+        audit = {"audit_id": _audit_id(hashed, None, "erased"), "at": now_ms, "kind": "erased", "golden_id": hashed,
+                 "subject": None, "cause": cause, "decision": None, "before_version": None, "after_version": None,
+                 "changed_attributes": []}
+        metrics.ERASURES.labels("erased").inc()
+        yield OutMessage(self.config.topics.audit, hashed.encode(), self.audit_codec.encode(audit))
+        for member in members:
+            yield OutMessage(self.config.topics.canonical, member.encode(), None, [(REASON_HEADER, b"erased")])
+        yield OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, b"erased")])
 
     @staticmethod
     def _apply(state: GoldenState, canonical: dict) -> None:
@@ -140,5 +167,5 @@ class MasterStage:
         if kind == "member_withdrawn":
             metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
         yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))
-        yield OutMessage(self.config.topics.golden, gid.encode(), None, [("hub.reason", kind.encode())])
+        yield OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, kind.encode())])
 

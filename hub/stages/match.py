@@ -43,6 +43,8 @@ class MatchStage:
         now_ms = now_ms or int(time.time() * 1000)
         items = []
         for message in batch:
+            if message.value is None:
+                continue  # a tombstone left by an erasure: nothing to match
             canonical = self.canonical.decode(message.value)
             record = canonical["record"]
             member = member_key(record["source"], record["source_id"])

@@ -13,7 +13,7 @@ import time
 
 from hub import metrics
 from hub.config import PipelineConfig
-from hub.consent import ALLOWED, evaluate, next_change_ms
+from hub.consent import ALLOWED, next_change_ms, target_verdict
 from hub.ports import SyndicationState
 from hub.projection import encode_json, fingerprint, project, target_key
 from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
@@ -22,7 +22,6 @@ from hub.stages import StageOutput
 
 STAGE = "syndicate"
 NO_KEY = "no_key"
-RECORD_TYPE = "record_type_not_accepted"
 
 
 class SyndicateStage:
@@ -38,24 +37,23 @@ class SyndicateStage:
         for message in batch:  # only the last version of a golden record in a batch matters
             gid = message.key.decode()
             golden = self.golden_codec.decode(message.value) if message.value is not None else None
-            latest[gid] = (golden, "deleted")
+            reason = (message.header(REASON_HEADER) or b"golden_deleted").decode()
+            latest[gid] = (golden, reason)
         held = await self.state.load_syndication(list(latest))
         out: list[OutMessage] = []
         updates: dict[str, dict[str, tuple[str, str] | None]] = {}
         due: dict[str, int | None] = {}
-        for gid, (golden, _) in latest.items():
+        for gid, (golden, gone_reason) in latest.items():
             sent = held.get(gid, {})
             changes = updates.setdefault(gid, {})
             for target in self.config.targets:
                 previous = sent.get(target.name)
                 if golden is None:
                     if previous:
-                        out.append(self._tombstone(target, previous[0], "golden_deleted"))
+                        out.append(self._tombstone(target, previous[0], gone_reason))
                         changes[target.name] = None
                     continue
-                verdict = ALLOWED if golden["record_type"] in target.record_types else RECORD_TYPE
-                if verdict == ALLOWED:
-                    verdict = evaluate(golden["consents"], target, self.purposes, now_ms)
+                verdict = target_verdict(golden, target, self.purposes, now_ms)
                 key = target_key(golden, target) if verdict == ALLOWED else None
                 if verdict == ALLOWED and not key:
                     verdict = NO_KEY
