@@ -16,15 +16,18 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, metrics
+from hub import __version__, access, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver
-from hub.schemas import GOLDEN, LINKED, codec
+from hub.consent import ALLOWED, target_verdict
+from hub.projection import encode_json, fingerprint, project
+from hub.schemas import LINKED, codec
 from hub.stages import StageOutput
 from hub.stages.consent import ConsentStage
+from hub.stages.erasure import ErasureStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -49,8 +52,11 @@ faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_c
 
 def to_in_message(event) -> InMessage:
     message = event.message
+    headers = message.headers
+    if isinstance(headers, dict):
+        headers = list(headers.items())
     return InMessage(message.topic, message.partition, message.offset, message.key, message.value,
-                     int(message.timestamp * 1000) if message.timestamp else None)
+                     int(message.timestamp * 1000) if message.timestamp else None, headers or None)
 
 
 @dataclass
@@ -69,6 +75,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         settings.app_id,
         broker=f"kafka://{bootstrap_servers}",
         store="memory://",
+        datadir=str(settings.state_dir / "faust"),
         autodiscover=False,
         web_enabled=True,
         web_host=settings.web.host,
@@ -101,6 +108,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
             return source.dlq_topic
         if message.topic == topics.consent:
             return topics.consent_dlq
+        if message.topic == topics.erasure:
+            return topics.erasure_dlq
         return topics.internal_dlq
 
     runners = {
@@ -109,12 +118,13 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         "master": StageRunner("master", MasterStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
         "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
+        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store), sink, source_dlq, is_async=True),
     }
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
-    from hub.agents import consent, ingest, master, match, syndicate
+    from hub.agents import consent, erasure, ingest, master, match, syndicate
 
-    for module in (ingest, match, master, syndicate, consent):
+    for module in (ingest, match, master, syndicate, consent, erasure):
         module.register(hub)
     _register_timers(hub)
     _register_views(hub)
@@ -154,8 +164,8 @@ def _register_timers(hub: Hub) -> None:
 
 def _register_views(hub: Hub) -> None:
     app = hub.app
-    golden_codec = codec(GOLDEN)
-    del golden_codec
+    targets = {t.name: t for t in hub.pipeline.targets}
+    purposes = {p.name: p for p in hub.pipeline.purposes}
 
     @app.page("/metrics")
     async def prometheus_metrics(self, request):
@@ -169,9 +179,22 @@ def _register_views(hub: Hub) -> None:
             return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
         return self.json({"status": "ok"})
 
-    @app.page("/golden/{golden_id}")
-    async def golden_by_id(self, request, golden_id: str):
+    @app.page("/targets/{target}/customers/{golden_id}")
+    async def customer_for_target(self, request, target: str, golden_id: str):
+        """What `target` may see of one customer: its projection, only with a
+        token for that target and only while consent covers it."""
+        status = access.authorize(hub.pipeline, access.bearer(request.headers.get("Authorization")), target)
+        if status == access.UNAUTHENTICATED:
+            return self.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        if status == access.FORBIDDEN:
+            return self.json({"error": "forbidden"}, status=403)
+        config = targets[target]
         golden = await hub.store.golden(golden_id)
-        if golden is None:
+        if golden is None or target_verdict(golden, config, purposes, int(time.time() * 1000)) != ALLOWED:
+            # withheld and unknown look the same: the answer must not reveal who exists
             return self.json({"error": "not_found", "golden_id": golden_id}, status=404)
-        return self.json(golden)
+        payload = encode_json(project(golden, config))
+        etag = f'"{fingerprint(payload)}"'
+        if request.headers.get("If-None-Match") == etag:
+            return self.bytes(b"", status=304, headers={"ETag": etag})
+        return self.bytes(payload, content_type="application/json", headers={"ETag": etag})
