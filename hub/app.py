@@ -24,7 +24,7 @@ from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver
 from hub.consent import ALLOWED, target_verdict
 from hub.projection import encode_json, fingerprint, project
-from hub.schemas import LINKED, codec
+from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
@@ -156,6 +156,34 @@ def _register_timers(hub: Hub) -> None:
             {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
              "absorbed_golden_ids": [], "cause": "consent_schedule"})) for gid in due]
         await deliver(hub.sink, StageOutput(requests))
+
+    retention = hub.pipeline.retention
+    audit_codec = codec(AUDIT)
+
+    @hub.app.timer(interval=retention.check_interval_s)
+    async def apply_retention() -> None:
+        """Customers no source has confirmed for the retention period: flag them
+        (an audit event per customer) or erase them, as the policy says."""
+        if retention.inactive_days is None:
+            return
+        now_ms = int(time.time() * 1000)
+        due = await hub.store.inactive(now_ms - int(retention.inactive_days * 86_400_000))
+        if not due:
+            return
+        topics = hub.pipeline.topics
+        if retention.action == "erase":
+            messages = [OutMessage(topics.linked, gid.encode(), linked_codec.encode(
+                {"golden_id": gid, "kind": "erase", "canonical": None, "decision": None,
+                 "absorbed_golden_ids": [], "cause": "retention policy"})) for gid in due]
+        else:
+            messages = [OutMessage(topics.audit, gid.encode(), audit_codec.encode(
+                {"audit_id": f"R{gid}@{now_ms // 86_400_000}", "at": now_ms, "kind": "retention_flagged",
+                 "golden_id": gid, "subject": None, "cause": f"no source event for {retention.inactive_days} days",
+                 "decision": None, "before_version": None, "after_version": None, "changed_attributes": []}))
+                for gid in due]
+        await deliver(hub.sink, StageOutput(messages))
+        await hub.store.mark_flagged(due)
+        metrics.RETENTION.labels(retention.action).inc(len(due))
 
     @hub.app.timer(interval=5.0)
     async def refresh_gauges() -> None:

@@ -129,6 +129,16 @@ def check_config(config: Path = typer.Argument(..., help="Pipeline YAML to check
         typer.echo(f"  {topic}")
 
 
+@cli.command()
+def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
+    """Make an API token for one target: give the token to its consumer, put the digest in the config."""
+    from hub.access import new_token as make
+
+    token, digest = make()
+    typer.echo(f"token (give to the {target} consumer, shown once): {token}")
+    typer.echo(f"config: under targets[name={target}] add  tokens_sha256: [{digest}]")
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli()

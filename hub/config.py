@@ -139,6 +139,12 @@ class PurposeConfig(_Strict):
     _name = field_validator("name")(_check_name)
 
 
+class RetentionConfig(_Strict):
+    inactive_days: float | None = Field(None, gt=0, description="No source event for this long: the policy applies; unset = never")
+    action: Literal["flag", "erase"] = "flag"
+    check_interval_s: float = Field(60.0, gt=0)
+
+
 class QualityConfig(_Strict):
     max_event_bytes: int = Field(65536, ge=1024, description="Larger raw events go to the DLQ as oversized")
     max_future_skew_s: int = Field(86400, ge=0, description="event_time later than now + this is absurd")
@@ -166,6 +172,7 @@ class PipelineConfig(_Strict):
                                      PurposeConfig(name="profiling")]
     match: MatchConfig = MatchConfig()
     survivorship: SurvivorshipConfig = SurvivorshipConfig()
+    retention: RetentionConfig = RetentionConfig()
     quality: QualityConfig = QualityConfig()
     partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the hub creates")
     topics: "TopicNames" = Field(default_factory=lambda: TopicNames())

@@ -50,3 +50,5 @@ STAGE_RETRIES = Counter("hub_stage_retries_total", "Batches retried after a Redi
                         registry=REGISTRY)
 ERASURES = Counter("hub_erasures_total", "Erasure requests by outcome (erased, not_held)", ["outcome"],
                    registry=REGISTRY)
+RETENTION = Counter("hub_retention_total", "Golden records past the retention period, by action taken (flag, erase)",
+                    ["action"], registry=REGISTRY)

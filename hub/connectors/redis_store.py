@@ -252,6 +252,13 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         if count_delta:
             pipe.incrby(f"{P}stats:golden", count_delta)
+        activity = {s.golden_id: s.golden["last_event_time"] for s in states if s.golden is not None}
+        if activity:  # for the retention policy: when a source last confirmed each customer
+            pipe.zadd(f"{P}activity", activity)
+            pipe.srem(f"{P}retention:flagged", *activity)
+        if deleted:
+            pipe.zrem(f"{P}activity", *deleted)
+            pipe.srem(f"{P}retention:flagged", *deleted)
         for state in states:
             key = gold_key(state.golden_id)
             pipe.delete(key)
@@ -265,6 +272,18 @@ class RedisStore:
         for gid in deleted:
             pipe.delete(gold_key(gid))  # syndication state stays: the syndicate stage tombstones from it
         await self._run(pipe, "golden_save")
+
+    async def inactive(self, before_ms: int, limit: int = 1000) -> list[str]:
+        """Golden ids with no source event since `before_ms`, not flagged yet."""
+        found = self.client.zrangebyscore(f"{P}activity", "-inf", before_ms, start=0, num=limit * 4)
+        if not found:
+            return []
+        flagged = self.client.smismember(f"{P}retention:flagged", found)
+        return [gid.decode() for gid, done in zip(found, flagged) if not done][:limit]
+
+    async def mark_flagged(self, golden_ids: list[str]) -> None:
+        if golden_ids:
+            self.client.sadd(f"{P}retention:flagged", *golden_ids)
 
     async def golden(self, gid: str) -> dict | None:
         raw = self.client.hget(gold_key(gid), "golden")

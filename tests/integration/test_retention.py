@@ -1,0 +1,57 @@
+"""Retention: customers no source has confirmed for the configured period are
+flagged (audit) or erased (tombstones everywhere), and counted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from hub.config import PipelineConfig, load_pipeline
+from hub.harness import Feeder, LocalHub, Watcher
+from hub.schemas import AUDIT, CUSTOMER_EVENT, codec
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+
+
+def _hub_config(tmp_path, action: str) -> tuple[PipelineConfig, object]:
+    data = load_pipeline(None).model_dump(mode="json")
+    data["retention"] = {"inactive_days": 30, "action": action, "check_interval_s": 0.5}
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return PipelineConfig.model_validate(data), path
+
+
+def _feed(feeder: Feeder, now: int) -> None:
+    for sid, age_days, name in (("old", 45, "Olga"), ("recent", 2, "Rita")):
+        feeder.send("raw.crm", f"crm:{sid}".encode(), codec(CUSTOMER_EVENT).encode(
+            {"source": "crm", "source_id": sid, "event_time": now - age_days * DAY, "given_name": name,
+             "family_name": "Quinn", "emails": [{"address": f"{name.lower()}.quinn@gmail.com"}]}))
+    feeder.flush()
+
+
+@pytest.mark.parametrize("action", ["flag", "erase"])
+def test_inactive_customers_are_flagged_or_erased(tmp_path, action):
+    pipeline, path = _hub_config(tmp_path, action)
+    with LocalHub(pipeline, tmp_path) as hub:
+        worker = hub.worker(config_file=path)
+        watcher = Watcher(hub.bootstrap, pipeline.all_topics())
+        _feed(Feeder(hub.bootstrap), int(time.time() * 1000))
+        view = watcher.wait_until(lambda v: worker.metric("hub_retention_total", action=action) >= 1, quiet_s=1.5)
+        time.sleep(1.5)  # more policy runs must not act twice
+        watcher.poll(0.5)
+        assert worker.metric("hub_retention_total", action=action) == 1
+        golden_ids = {k for k in view.latest["customer.golden"]}
+        audits = [codec(AUDIT).decode(v) for v in view.latest["audit"].values() if v]
+        if action == "flag":
+            flagged = [a for a in audits if a["kind"] == "retention_flagged"]
+            assert len(flagged) == 1 and flagged[0]["golden_id"] in golden_ids
+            assert len(view.live("mastered.pos")) == 2  # flagging changes nothing downstream
+        else:
+            assert [a["cause"] for a in audits if a["kind"] == "erased"] == ["retention policy"]
+            assert len(view.live("customer.golden")) == 1 and len(view.live("mastered.pos")) == 1
+            assert view.reasons[("mastered.pos", "erased")] == 1
+        watcher.close()
