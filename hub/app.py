@@ -23,7 +23,7 @@ from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver
 from hub.consent import ALLOWED, target_verdict
-from hub.projection import encode_json, fingerprint, project
+from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput
 from hub.stages.consent import ConsentStage
@@ -206,6 +206,15 @@ def _register_views(hub: Hub) -> None:
         except Exception as exc:
             return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
         return self.json({"status": "ok"})
+
+    @app.page("/targets/{target}/schema")
+    async def schema_of_target(self, request, target: str):
+        """The Avro schema of a target's records and its wire-format id (not personal data)."""
+        if target not in targets:
+            return self.json({"error": "unknown_target", "target": target}, status=404)
+        schema, schema_id = target_schema(targets[target])
+        return self.json({"target": target, "format": targets[target].format, "schema_id": schema_id,
+                          "schema": schema})
 
     @app.page("/targets/{target}/customers/{golden_id}")
     async def customer_for_target(self, request, target: str, golden_id: str):

@@ -69,6 +69,7 @@ class TargetConfig(_Strict):
     channels: list[str] = Field(default_factory=list, description="Consent needed on at least one of them; empty = any")
     fields: list[str] = Field(..., min_length=1, description="Golden-record attributes the target may receive")
     key: Literal["golden_id", "loyalty_id"] = "golden_id"
+    format: Literal["json", "avro"] = Field("json", description="avro: the target's own schema, see /targets/<name>/schema")
     record_types: list[Literal["person", "organisation"]] = ["person", "organisation"]
     tokens_sha256: list[str] = Field(default_factory=list,
                                      description="SHA-256 (hex) of each API token allowed to read this target")

@@ -1,16 +1,29 @@
-"""Data minimisation: the slice of a golden record one target may receive.
+"""Data minimisation: the slice of a golden record one target may receive,
+and how it is written (JSON, or Avro with the target's own schema).
 
 Pure. A projection holds `golden_id` and the target's configured fields only;
-its hash tells whether a golden change matters to that target at all.
+its hash tells whether a golden change matters to that target at all. A
+target's Avro schema is the golden-record schema cut down to those fields,
+named `hub.target.<name>`; its wire-format id is derived from the schema
+text, so the same fields always give the same id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import struct
+import zlib
+from functools import lru_cache
 
+import fastavro
 import orjson
+from fastavro.schema import expand_schema
 
 from hub.config import TargetConfig
+from hub.schemas import GOLDEN, parsed
+
+_INTERNAL_KEYS = ("__fastavro_parsed", "__named_schemas")
 
 
 def project(golden: dict, target: TargetConfig) -> dict:
@@ -30,3 +43,49 @@ def encode_json(view: dict) -> bytes:
 
 def fingerprint(payload: bytes) -> str:
     return hashlib.blake2s(payload, digest_size=12).hexdigest()
+
+
+def _clean(node):
+    if isinstance(node, dict):
+        return {k: _clean(v) for k, v in node.items() if k not in _INTERNAL_KEYS}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
+
+
+@lru_cache(maxsize=None)
+def _target_schema(name: str, fields: tuple[str, ...]) -> tuple[dict, int, object]:
+    golden = _clean(expand_schema(parsed(GOLDEN)))
+    by_name = {f["name"]: f for f in golden["fields"]}
+    schema = {"type": "record", "name": name, "namespace": "hub.target",
+              "doc": f"What target {name} receives of a golden record (hub.GoldenRecord cut to its fields).",
+              "fields": [by_name["golden_id"], *(by_name[f] for f in fields if f != "golden_id")]}
+    text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    schema_id = 0x40000000 | (zlib.crc32(text) & 0x3FFFFFFF)  # above the hub's own fixed ids
+    return schema, schema_id, fastavro.parse_schema(schema)
+
+
+def target_schema(target: TargetConfig) -> tuple[dict, int]:
+    """The target's Avro schema (JSON) and its wire-format id."""
+    schema, schema_id, _ = _target_schema(target.name, tuple(target.fields))
+    return schema, schema_id
+
+
+def encode_avro(view: dict, target: TargetConfig) -> bytes:
+    _, schema_id, compiled = _target_schema(target.name, tuple(target.fields))
+    buf = io.BytesIO()
+    buf.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(buf, compiled, view)
+    return buf.getvalue()
+
+
+def decode_avro(payload: bytes, target: TargetConfig) -> dict:
+    _, schema_id, compiled = _target_schema(target.name, tuple(target.fields))
+    magic, found = struct.unpack_from(">bI", payload)
+    if magic != 0 or found != schema_id:
+        raise ValueError(f"not a {target.name} record (schema id {found}, expected {schema_id})")
+    return fastavro.schemaless_reader(io.BytesIO(payload[5:]), compiled, None)
+
+
+def encode(view: dict, target: TargetConfig) -> bytes:
+    return encode_avro(view, target) if target.format == "avro" else encode_json(view)

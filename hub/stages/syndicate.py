@@ -15,7 +15,7 @@ from hub import metrics
 from hub.config import PipelineConfig
 from hub.consent import ALLOWED, next_change_ms, target_verdict
 from hub.ports import SyndicationState
-from hub.projection import encode_json, fingerprint, project, target_key
+from hub.projection import encode, fingerprint, project, target_key
 from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
 from hub.schemas import GOLDEN, codec
 from hub.stages import StageOutput
@@ -63,7 +63,7 @@ class SyndicateStage:
                         out.append(self._tombstone(target, previous[0], verdict))
                         changes[target.name] = None
                     continue
-                payload = encode_json(project(golden, target))
+                payload = encode(project(golden, target), target)
                 print_ = fingerprint(payload)
                 if previous and previous == (key, print_):
                     metrics.UNCHANGED.labels(target.name).inc()

@@ -15,6 +15,7 @@ import yaml
 from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
 from hub.harness import Feeder, LocalHub, Watcher
+from hub.projection import decode_avro
 from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, codec
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def _config(tmp_path) -> tuple[PipelineConfig, dict[str, str], object]:
     data = load_pipeline(None).model_dump(mode="json")
     # a new target, by configuration alone: a loyalty app keyed by card number
     data["targets"].append({"name": "loyalty_app", "purposes": ["service"], "key": "loyalty_id",
-                            "fields": ["given_name", "loyalty_id"]})
+                            "fields": ["given_name", "loyalty_id", "emails"], "format": "avro"})
     tokens = {}
     for target in data["targets"]:
         token, digest = new_token()
@@ -112,6 +113,11 @@ def _get(url: str, token: str | None) -> tuple[int, bytes]:
 def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp_path):
     pipeline, tokens, config_path = _config(tmp_path)
     targets = {t["name"]: t for t in pipeline.model_dump(mode="json")["targets"]}
+    configs = {t.name: t for t in pipeline.targets}
+
+    def decode(name: str, value: bytes) -> dict:
+        return decode_avro(value, configs[name]) if configs[name].format == "avro" else orjson.loads(value)
+
     with LocalHub(pipeline, tmp_path) as hub:
         worker = hub.worker(config_file=config_path)
         watcher = Watcher(hub.bootstrap, pipeline.all_topics())
@@ -142,7 +148,7 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
         def check_targets(now_ms: int, erased=()):
             for name, target in targets.items():
                 topic = f"mastered.{name}"
-                live = {k: orjson.loads(v) for k, v in watcher.view.live(topic).items()}
+                live = {k: decode(name, v) for k, v in watcher.view.live(topic).items()}
                 expected = {}
                 for person_id, gid in gid_of.items():
                     if person_id in erased or not oracle(target, statements_of(person_id), now_ms):
@@ -162,8 +168,11 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
         assert gid_of["P3"] in watcher.view.live("mastered.marketing")  # until it expires
         assert watcher.view.reasons[("mastered.marketing", "consent_revoked")] == 0  # P2 never reached marketing
         assert worker.metric("hub_consent_suppressed_total", target="pos", reason="consent_denied") >= 1
-        assert set(orjson.loads(watcher.view.live("mastered.loyalty_app")["L000000001"])) == {
-            "golden_id", "given_name", "loyalty_id"}
+        card = decode("loyalty_app", watcher.view.live("mastered.loyalty_app")["L000000001"])
+        assert set(card) == {"golden_id", "given_name", "loyalty_id", "emails"} and card["given_name"] == "Alice"
+        schema = orjson.loads(worker.get("/targets/loyalty_app/schema")[1])
+        assert schema["format"] == "avro" and [f["name"] for f in schema["schema"]["fields"]] == [
+            "golden_id", "given_name", "loyalty_id", "emails"]
 
         # expiry is enforced by the clock, with no new event
         watcher.wait_until(lambda v: v.latest["mastered.marketing"].get(gid_of["P3"], b"") is None,
@@ -205,8 +214,8 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
         feeder.send("raw.pos", b"pos:5", codec(CUSTOMER_EVENT).encode({**PEOPLE["P5"][1], "event_time": T0 + 99_000}))
         feeder.flush()
         view = watcher.wait_until(lambda v: v.live("mastered.loyalty_app").get("L000000005") is not None)
-        reborn = codec(GOLDEN).decode(view.live("customer.golden")[orjson.loads(
-            view.live("mastered.loyalty_app")["L000000005"])["golden_id"]])
+        reborn = codec(GOLDEN).decode(view.live("customer.golden")[decode(
+            "loyalty_app", view.live("mastered.loyalty_app")["L000000005"])["golden_id"]])
         assert reborn["members"] == ["pos:5"] and reborn["version"] == 1
         watcher.close()
 

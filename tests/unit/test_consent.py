@@ -250,3 +250,32 @@ def test_fingerprint_is_a_function_of_the_payload():
     assert fingerprint(payload) == fingerprint(bytes(payload))
     assert fingerprint(payload) != fingerprint(payload + b" ")
     assert len(fingerprint(payload)) == 24
+
+
+def test_avro_target_schema_carries_every_golden_field():
+    from hub.config import GOLDEN_FIELDS, SurvivorshipConfig
+    from hub.projection import decode_avro, encode, target_schema
+    from hub.standardise import standardise_and_score
+    from hub.survivorship import build_golden, stamp
+
+    record, quality = standardise_and_score({
+        "source": "crm", "source_id": "1", "op": "upsert", "record_type": "person",
+        "event_time": 1_790_000_000_000, "given_name": "Ann",
+        "family_name": "Lee", "birth_date": "1990-01-02", "emails": [{"address": "ann.lee@gmail.com"}],
+        "phones": [{"number": "07911 123456"}], "preferences": {"store": "Leeds"},
+        "addresses": [{"line1": "1 High St", "city": "Leeds", "postcode": "LS1 4AB", "country": "GB"}]})
+    record.pop("consents")
+    statement = {"purpose": "marketing", "channel": "email", "status": "granted", "legal_basis": "consent",
+                 "effective_at": None, "expires_at": None, "collection_point": None, "notice_version": None,
+                 "evidence": None, "event_time": 1_790_000_000_001}
+    golden = stamp(build_golden("G1", {"crm:1": {"record": record, "quality": quality}}, {"crm:1": [statement]},
+                                SurvivorshipConfig()), None, 1_790_000_000_002, "source_event", None)
+    target = TargetConfig(name="everything", fields=[f for f in GOLDEN_FIELDS if f != "golden_id"], format="avro")
+    view = project(golden, target)
+    assert decode_avro(encode(view, target), target) == view
+    schema, schema_id = target_schema(target)
+    assert schema["name"] == "everything" and schema_id == target_schema(target)[1] and schema_id >= 0x40000000
+    narrower = TargetConfig(name="everything", fields=["given_name"], format="avro")
+    assert target_schema(narrower)[1] != schema_id  # other fields, other schema, other id
+    with pytest.raises(ValueError):
+        decode_avro(encode(project(golden, narrower), narrower), target)
