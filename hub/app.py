@@ -127,6 +127,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     for module in (ingest, match, master, syndicate, consent, erasure):
         module.register(hub)
     _register_timers(hub)
+    _register_lag_timer(hub)
     _register_views(hub)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
@@ -188,6 +189,40 @@ def _register_timers(hub: Hub) -> None:
     @hub.app.timer(interval=5.0)
     async def refresh_gauges() -> None:
         metrics.GOLDEN_RECORDS.set(await hub.store.golden_count())
+
+
+def _register_lag_timer(hub: Hub) -> None:
+    """hub_consumer_lag_records{topic}: for each partition this worker owns, the
+    high watermark (as of the last fetch) minus the committed offset, summed
+    per topic. Before a first commit, the consumer's fetch position stands in."""
+    reported: set[str] = set()
+
+    @hub.app.timer(interval=5.0)
+    async def refresh_consumer_lag() -> None:
+        consumer = hub.app.consumer
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # consumer not started yet
+            return
+        committed = getattr(consumer, "_committed_offset", {})  # Faust keeps no public view of it
+        lag: dict[str, int] = {}
+        for tp in assignment:
+            try:
+                highwater = consumer.highwater(tp)
+                offset = committed.get(tp)
+                if offset is None:
+                    offset = await consumer.position(tp)
+            except Exception:  # partition revoked meanwhile, or not fetched yet
+                continue
+            if highwater is None or offset is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - offset)
+        for topic, records in lag.items():
+            metrics.CONSUMER_LAG.labels(topic).set(records)
+        for topic in reported - set(lag):  # no longer assigned here: another worker reports it
+            metrics.CONSUMER_LAG.remove(topic)
+        reported.clear()
+        reported.update(lag)
 
 
 def _register_views(hub: Hub) -> None:

@@ -97,7 +97,14 @@ def _run_worker(settings, pipeline, bootstrap: str, redis_url: str) -> None:
     from hub.app import create_hub
 
     hub = create_hub(settings, pipeline, bootstrap, redis_url)
-    worker = faust.Worker(hub.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # Faust sets up logging again when the worker starts: hand it the JSON formatter when asked for
+    logging_config = None
+    if settings.log_json:
+        from hub.logs import json_logging_config
+
+        logging_config = json_logging_config(settings.log_level)
+    worker = faust.Worker(hub.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          logging_config=logging_config)
     worker.execute_from_commandline()
 
 

@@ -15,3 +15,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+def json_logging_config(level: str) -> dict:
+    """A logging.config.dictConfig for Faust's worker: every logger, one JSON object per line on stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr", "level": level.upper()}},
+        "root": {"level": level.upper(), "handlers": ["default"]},
+    }

@@ -48,7 +48,12 @@ REDIS_SECONDS = Histogram("hub_redis_seconds", "Redis round trips", ["operation"
 REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed Redis round trips", ["operation"], registry=REGISTRY)
 STAGE_RETRIES = Counter("hub_stage_retries_total", "Batches retried after a Redis or broker failure", ["stage"],
                         registry=REGISTRY)
+CONSUMER_LAG = Gauge("hub_consumer_lag_records", "Records not yet processed on this worker's partitions "
+                     "(high watermark minus committed offset), per input topic", ["topic"], registry=REGISTRY)
 ERASURES = Counter("hub_erasures_total", "Erasure requests by outcome (erased, not_held)", ["outcome"],
                    registry=REGISTRY)
 RETENTION = Counter("hub_retention_total", "Golden records past the retention period, by action taken (flag, erase)",
                     ["action"], registry=REGISTRY)
+MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
+                          "Batches partly re-decided because another worker linked a candidate meanwhile",
+                          registry=REGISTRY)

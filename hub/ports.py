@@ -37,6 +37,13 @@ class LinkRequest:
     features: dict
     blocks: list[str]
     absorbed: list[str] = field(default_factory=list)
+    seen_versions: dict[str, int] = field(default_factory=dict)  # block -> version it was decided on
+
+
+@dataclass(slots=True)
+class BlockView:
+    members: list[str] | None  # None: shared by too many records to be used
+    version: int
 
 
 class IdentityIndex(Protocol):
@@ -45,10 +52,13 @@ class IdentityIndex(Protocol):
     agreement between workers: `link` is atomic per record."""
 
     async def members(self, members: list[str]) -> dict[str, MemberEntry]: ...
-    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, list[str] | None]:
-        """Members under each key; None for a key shared by more than `limit` members."""
-    async def link(self, requests: list[LinkRequest]) -> list[str]:
-        """Apply in order; returns each record's golden id as finally stored."""
+    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
+        """Members under each key (None when more than `limit` share it) and the key's version."""
+    async def link(self, requests: list[LinkRequest | str]) -> list[str | None]:
+        """Apply links (and unlinks, given as the member key) in order, as one
+        atomic step; returns each record's golden id as finally stored. A
+        shorter list means the next record's blocks changed since it was
+        decided: it and the rest were not applied."""
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records; returns the golden id each belonged to."""
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ Key layout (every key carries a hash tag, so Redis Cluster places a golden
 record's keys in one slot):
   hub:mem:{<member>}   hash  gid, f (features JSON), b (blocking key hashes)
   hub:blk:{<hash>}     set   members found under one blocking key
+  hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
@@ -25,20 +26,24 @@ import orjson
 import redis
 
 from hub import metrics
-from hub.ports import GoldenState, LinkRequest, MemberEntry
+from hub.ports import BlockView, GoldenState, LinkRequest, MemberEntry
 
 P = "hub:"
 
 # Links records in order, each as if alone: a record already in the index
 # keeps its golden id (re-matching is an explicit act), and a golden id merged
-# away is followed to its survivor, so concurrent workers converge on one
-# golden record. The whole batch is one atomic script call.
+# away is followed to its survivor. Each record carries the versions of its
+# blocking keys as read when it was decided; if another worker has added a
+# member under one of them since, the script stops before that record and the
+# caller decides it again, so two workers matching the same person at the
+# same moment cannot found two golden records. One atomic call per batch.
 _BLOCKS = """
 local limit = tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV do
   local found = redis.call('SRANDMEMBER', 'hub:blk:{' .. ARGV[i] .. '}', limit + 1)
   if #found > limit then found = {'*'} end
+  table.insert(found, 1, redis.call('GET', 'hub:bv:{' .. ARGV[i] .. '}') or '0')
   out[#out + 1] = found
 end
 return out
@@ -53,6 +58,7 @@ return out
 """
 
 _LINK_MANY = """
+local bumped = {}
 local link = function(member, gid, feats, blocks, absorbed_ids)
   local memkey = 'hub:mem:{' .. member .. '}'
   local current = redis.call('HGET', memkey, 'gid')
@@ -67,7 +73,12 @@ local link = function(member, gid, feats, blocks, absorbed_ids)
       if not wanted[h] then redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
     end
   end
-  for _, h in ipairs(blocks) do redis.call('SADD', 'hub:blk:{' .. h .. '}', member) end
+  for _, h in ipairs(blocks) do
+    if redis.call('SADD', 'hub:blk:{' .. h .. '}', member) == 1 then
+      redis.call('INCR', 'hub:bv:{' .. h .. '}')
+      bumped[h] = (bumped[h] or 0) + 1
+    end
+  end
   if current and current ~= gid then redis.call('SREM', 'hub:gm:{' .. current .. '}', member) end
   redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(blocks, ','))
   redis.call('SADD', 'hub:gm:{' .. gid .. '}', member)
@@ -88,9 +99,31 @@ local link = function(member, gid, feats, blocks, absorbed_ids)
   end
   return gid
 end
+local unlink = function(member)
+  local memkey = 'hub:mem:{' .. member .. '}'
+  local gid = redis.call('HGET', memkey, 'gid')
+  if not gid then return '' end
+  local old = redis.call('HGET', memkey, 'b')
+  if old then
+    for h in string.gmatch(old, '[^,]+') do redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
+  end
+  redis.call('SREM', 'hub:gm:{' .. gid .. '}', member)
+  redis.call('DEL', memkey)
+  return gid
+end
 local out = {}
 for _, req in ipairs(cjson.decode(ARGV[1])) do
-  out[#out + 1] = link(req[1], req[2], req[3], req[4], req[5])
+  if #req == 1 then
+    out[#out + 1] = unlink(req[1])
+  else
+    -- the record was decided on blocks as they were when read; if another
+    -- worker added to one since, stop here: the caller re-reads and re-decides
+    for _, seen in ipairs(req[6]) do
+      local now = tonumber(redis.call('GET', 'hub:bv:{' .. seen[1] .. '}') or '0')
+      if now ~= seen[2] + (bumped[seen[1]] or 0) then return out end
+    end
+    out[#out + 1] = link(req[1], req[2], req[3], req[4], req[5])
+  end
 end
 return out
 """
@@ -193,24 +226,27 @@ class RedisStore:
                                             blocks.decode().split(",") if blocks else [])
         return found
 
-    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, list[str] | None]:
+    async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
         if not block_keys:
             return {}
         pipe = self.client.pipeline(transaction=False)
         self._blocks(args=[limit, *block_keys], client=pipe)
         (rows,) = await self._run(pipe, "index_blocks")
-        return {key: None if found == [b"*"] else [m.decode() for m in found]
-                for key, found in zip(block_keys, rows)}
+        views = {}
+        for key, (version, *found) in zip(block_keys, rows):
+            views[key] = BlockView(None if found == [b"*"] else [m.decode() for m in found], int(version))
+        return views
 
-    async def link(self, requests: list[LinkRequest]) -> list[str]:
+    async def link(self, requests: list[LinkRequest | str]) -> list[str | None]:
         if not requests:
             return []
-        payload = orjson.dumps([[r.member, r.golden_id, orjson.dumps(r.features).decode(), r.blocks, r.absorbed]
-                                for r in requests])
+        payload = orjson.dumps([[r] if isinstance(r, str) else
+                                [r.member, r.golden_id, orjson.dumps(r.features).decode(), r.blocks, r.absorbed,
+                                 [[b, v] for b, v in r.seen_versions.items()]] for r in requests])
         pipe = self.client.pipeline(transaction=False)
         self._link_many(args=[payload], client=pipe)
         (gids,) = await self._run(pipe, "index_link")
-        return [gid.decode() for gid in gids]
+        return [gid.decode() or None for gid in gids]
 
     async def unlink(self, members: list[str]) -> list[str | None]:
         if not members:

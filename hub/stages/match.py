@@ -22,15 +22,18 @@ from hub.schemas import AUDIT, CANONICAL, LINKED, MATCH_DECISION, codec
 from hub.stages import StageOutput
 
 STAGE = "match"
+# After this many conflicting attempts a batch links without the version check,
+# so two workers fighting over one busy blocking key still make progress.
+MAX_ATTEMPTS = 8
 
 
 class MatchStage:
-    def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes):
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes, comparisons=None):
         self.config = config
         self.index = index
         self.secret = secret
         self.rules = config.match
-        self.comparisons = DEFAULT_COMPARISONS
+        self.comparisons = comparisons or DEFAULT_COMPARISONS
         self.canonical = codec(CANONICAL)
         self.linked = codec(LINKED)
         self.audit = codec(AUDIT)
@@ -55,27 +58,48 @@ class MatchStage:
             blocks = [hash_key(self.secret, value) for value in blocking_values(feats)]
             items.append((member, canonical, feats, blocks))
 
+        results: list[tuple[str, dict, Decision, int]] = []
+        pending = items
+        for attempt in range(MAX_ATTEMPTS):
+            planned = await self._plan(pending, verify=attempt < MAX_ATTEMPTS - 1)
+            done = await self._commit(planned)
+            results.extend(r for r, _ in planned[:done] if r is not None)
+            pending = pending[done:]
+            if not pending:
+                break
+            metrics.MATCH_CONFLICTS.inc()
+
+        out: list[OutMessage] = []
+        for member, canonical, decision, skipped in results:
+            self._decision_counters[decision.outcome].inc()
+            if skipped:
+                metrics.BLOCKS_SKIPPED.inc(skipped)
+            out.extend(self._outputs(member, canonical, decision, skipped, now_ms))
+        return StageOutput(out)
+
+    async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
+        """Read the index once for these records and decide each in order, the
+        later ones seeing the earlier ones. One (result, index operation) per record."""
         known = await self.index.members(list({m for m, *_ in items}))
         all_blocks = list({b for *_, blocks in items for b in blocks})
-        block_members = await self.index.blocks(all_blocks, self.rules.max_block_size)
-        wanted = {m for found in block_members.values() if found for m in found} - known.keys()
+        views = await self.index.blocks(all_blocks, self.rules.max_block_size)
+        wanted = {m for v in views.values() if v.members for m in v.members} - known.keys()
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
-        overlay_blocks = {b: set(found) for b, found in block_members.items() if found is not None}
+        overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
 
-        ops: list[LinkRequest | str] = []  # a str is a member to unlink
-        results: list[tuple[str, dict, Decision, int]] = []
+        planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for member, canonical, feats, blocks in items:
             if feats is None:
                 entry = entries.pop(member, None)
                 if entry is None:
                     self._decision_counters["delete_unknown"].inc()
-                else:
-                    ops.append(member)
-                    for b in entry.blocks:
-                        overlay_blocks.get(b, set()).discard(member)
-                    results.append((member, canonical, Decision("delete", entry.golden_id, None), 0))
+                    planned.append((None, None))
+                    continue
+                for b in entry.blocks:
+                    overlay_blocks.get(b, set()).discard(member)
+                planned.append(((member, canonical, Decision("delete", entry.golden_id, None), 0), member))
                 continue
-            skipped = sum(1 for b in blocks if block_members.get(b, ()) is None)
+            skipped = sum(1 for b in blocks if views[b].members is None)
             entry = entries.get(member)
             if entry is not None:
                 decision = Decision(EXISTING, entry.golden_id, None)
@@ -94,38 +118,23 @@ class MatchStage:
             for b in blocks:
                 if b in overlay_blocks:
                     overlay_blocks[b].add(member)
-                elif b not in block_members:
-                    overlay_blocks[b] = {member}
-            ops.append(LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed))
-            results.append((member, canonical, decision, skipped))
+            seen = {b: views[b].version for b in blocks} if verify else {}
+            request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen)
+            planned.append(((member, canonical, decision, skipped), request))
+        return planned
 
-        final_ids = iter(await self._apply_in_order(ops))
-
-        out: list[OutMessage] = []
-        for member, canonical, decision, skipped in results:
-            if decision.outcome != "delete":
-                decision.golden_id = next(final_ids)
-            self._decision_counters[decision.outcome].inc()
-            if skipped:
-                metrics.BLOCKS_SKIPPED.inc(skipped)
-            out.extend(self._outputs(member, canonical, decision, skipped, now_ms))
-        return StageOutput(out)
-
-    async def _apply_in_order(self, ops: list[LinkRequest | str]) -> list[str]:
-        """Run links and unlinks in batch order, each run of one kind in one round trip."""
-        final: list[str] = []
-        start = 0
-        while start < len(ops):
-            is_unlink = isinstance(ops[start], str)
-            end = start
-            while end < len(ops) and isinstance(ops[end], str) == is_unlink:
-                end += 1
-            if is_unlink:
-                await self.index.unlink(ops[start:end])
-            else:
-                final.extend(await self.index.link(ops[start:end]))
-            start = end
-        return final
+    async def _commit(self, planned) -> int:
+        """Apply the index operations in batch order, in one atomic call.
+        Returns how many records are done: all, unless another worker changed
+        the blocks of one since it was decided."""
+        positions = [i for i, (_, op) in enumerate(planned) if op is not None]
+        final_ids = await self.index.link([planned[i][1] for i in positions])
+        for i, gid in zip(positions, final_ids):
+            if not isinstance(planned[i][1], str):
+                planned[i][0][2].golden_id = gid
+        if len(final_ids) == len(positions):
+            return len(planned)
+        return positions[len(final_ids)]
 
     def _outputs(self, member: str, canonical: dict, decision: Decision, skipped: int, now_ms: int):
         topics = self.config.topics

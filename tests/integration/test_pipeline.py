@@ -100,8 +100,10 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
     # the decisions are explained on the audit topic
     audits = [codec(AUDIT).decode(v) for v in view.latest[pipeline.topics.audit].values() if v]
     merges = [a for a in audits if a["kind"] == "match_decision" and a["decision"]["outcome"] == "merge"]
-    # arrival order across source topics is not fixed: whichever Anna came first founded the record
-    assert len(merges) == 2 and {a["subject"] for a in merges} < {"crm:C1", "ecommerce:E7", "pos:P3"}
+    # arrival order across source topics is not fixed: whichever Anna came first founded the record,
+    # and a sparse record seen before its corroboration goes to review first, then joins through a
+    # merge that absorbs it (so one or two merge decisions)
+    assert 1 <= len(merges) <= 2 and {a["subject"] for a in merges} < {"crm:C1", "ecommerce:E7", "pos:P3"}
     assert all(a["golden_id"] == anna["golden_id"] for a in merges)
     evidence = merges[0]["decision"]["candidates"][0]["comparisons"]
     assert {c["attribute"] for c in evidence} >= {"given_name", "family_name", "email", "phone"}

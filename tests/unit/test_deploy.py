@@ -293,6 +293,8 @@ def test_alert_rules_parse():
         "HubTargetStarved",
         "HubEndToEndLatencyHigh",
         "HubRedisErrors",
+        "HubConsumerLagGrowing",
+        "HubDataQualityDropping",
     } <= set(alerts)
     for name, rule in alerts.items():
         assert rule["expr"].strip(), name
@@ -412,6 +414,49 @@ def test_promtool_alert_behaviour(tmp_path):
                 "alert_rule_test": [
                     alert("HubRedisErrors", at="15m", exp=[
                         {"severity": "critical", "job": "hub", "instance": "hub-worker:6066"}]),
+                ],
+            },
+            {   # consumer lag: raw.crm grows on both workers -> fires; customer.canonical is
+                # high but flat; raw.pos grows but stays small; raw.ecommerce moves from one
+                # worker to the other (a rebalance) without growing -> all quiet
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'hub_consumer_lag_records{topic="raw.crm",instance="w1:6066"}',
+                     "values": "0+100x40"},
+                    {"series": 'hub_consumer_lag_records{topic="raw.crm",instance="w2:6066"}',
+                     "values": "0+100x40"},
+                    {"series": 'hub_consumer_lag_records{topic="customer.canonical",instance="w1:6066"}',
+                     "values": "5000x40"},
+                    {"series": 'hub_consumer_lag_records{topic="raw.pos",instance="w1:6066"}',
+                     "values": "0+10x40"},
+                    {"series": 'hub_consumer_lag_records{topic="raw.ecommerce",instance="w1:6066"}',
+                     "values": "3000x15 _x25"},
+                    {"series": 'hub_consumer_lag_records{topic="raw.ecommerce",instance="w2:6066"}',
+                     "values": "_x15 3000x25"},
+                ],
+                "alert_rule_test": [
+                    alert("HubConsumerLagGrowing", at="30m", exp=[
+                        {"severity": "warning", "topic": "raw.crm"}]),
+                    alert("HubConsumerLagGrowing", at="10m", exp=[]),  # not yet for 10m
+                ],
+            },
+            {   # data quality: crm scores 0.3 on average -> fires; pos 0.9 -> quiet, even
+                # with a poor completeness (only the overall score counts)
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'hub_quality_score_sum{source="crm",dimension="score"}', "values": "0+3x60"},
+                    {"series": 'hub_quality_score_count{source="crm",dimension="score"}', "values": "0+10x60"},
+                    {"series": 'hub_quality_score_sum{source="pos",dimension="score"}', "values": "0+9x60"},
+                    {"series": 'hub_quality_score_count{source="pos",dimension="score"}', "values": "0+10x60"},
+                    {"series": 'hub_quality_score_sum{source="pos",dimension="completeness"}',
+                     "values": "0+1x60"},
+                    {"series": 'hub_quality_score_count{source="pos",dimension="completeness"}',
+                     "values": "0+10x60"},
+                ],
+                "alert_rule_test": [
+                    alert("HubDataQualityDropping", at="40m", exp=[
+                        {"severity": "warning", "source": "crm"}]),
+                    alert("HubDataQualityDropping", at="10m", exp=[]),  # not yet for 15m
                 ],
             },
         ],

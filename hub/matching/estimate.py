@@ -1,0 +1,256 @@
+"""Estimating the m and u probabilities of the comparisons, and the match prior, from data.
+
+Owns the unsupervised parameter estimation of the Fellegi-Sunter model in
+comparisons.py, done the way Splink does it:
+
+- u (how often a level holds by chance) from random pairs of records, which
+  are almost all non-matches;
+- m (how often a level holds for a true match) and lambda (the share of
+  matches among candidate pairs) by Expectation-Maximisation over the
+  candidate pairs that blocking produces, with u held fixed;
+- levels treated as conditionally independent given match status, and the
+  null level (a value missing on either side) ignored: it carries no evidence.
+
+Pure: records come in as feature dicts (features.features) with their plain
+blocking keys (features.blocking_values); new Comparison objects come out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import replace
+
+from hub.matching.comparisons import Comparison, compare
+
+__all__ = ["comparison_vector", "estimate_u", "estimate_m", "candidate_pairs", "candidate_vectors",
+           "reestimate", "match_prior_weight"]
+
+# Bounds for lambda: EM must never settle on "no matches" or "all matches",
+# where the log-odds prior weight would be infinite.
+_LAMBDA_MIN, _LAMBDA_MAX = 1e-6, 1.0 - 1e-6
+# Strength (in pairs) of the prior that smooths m towards the starting values:
+# keeps every m strictly inside (0, 1) and leaves a comparison with no
+# non-null evidence at all where it started instead of at a guess.
+_M_PRIOR_PAIRS = 1.0
+
+
+def comparison_vector(comparisons, a: dict, b: dict) -> tuple[int, ...]:
+    """Level index per comparison for one pair of feature dicts, -1 for null."""
+    return tuple(compare(c, a.get(c.feature), b.get(c.feature))[0] for c in comparisons)
+
+
+def _comparable(a: dict, b: dict) -> bool:
+    # decide() never scores a person against an organisation: such pairs are
+    # not part of the population the parameters describe.
+    return a.get("rt") == b.get("rt")
+
+
+def estimate_u(comparisons, feature_list: list[dict], *, pairs: int = 20000,
+               seed: int = 1) -> list[list[float]]:
+    """u per level of each comparison from random pairs of different records.
+
+    Random pairs are overwhelmingly non-matches, so the level frequencies among
+    them estimate u. As u is a probability given both values are present (the
+    null level carries no evidence), each comparison draws its pairs from the
+    records that have its feature: a national id on a few percent of records
+    would otherwise be measured on a handful of pairs. Add-one smoothing keeps
+    every u above 0 (a level never seen by chance is rare, not impossible); a
+    comparison with fewer than two records holding its feature keeps its
+    current u, as there is nothing to learn from.
+    """
+    comparisons = tuple(comparisons)
+    u: list[list[float]] = []
+    for k, comparison in enumerate(comparisons):
+        # one stream per comparison, so adding a comparison does not move the others' samples
+        r = random.Random(f"{seed}:{k}:{comparison.feature}")
+        holders = [f for f in feature_list if f.get(comparison.feature)]
+        counts = [0] * len(comparison.levels)
+        n = len(holders)
+        drawn = attempts = 0
+        # cross-type pairs are rejected; the bound keeps a lop-sided mix from spinning forever
+        while n >= 2 and drawn < pairs and attempts < pairs * 20:
+            attempts += 1
+            i, j = r.randrange(n), r.randrange(n)
+            a, b = holders[i], holders[j]
+            if i == j or not _comparable(a, b):
+                continue
+            drawn += 1
+            counts[compare(comparison, a[comparison.feature], b[comparison.feature])[0]] += 1
+        if drawn == 0:
+            u.append([level.u for level in comparison.levels])
+        else:
+            u.append([(c + 1) / (drawn + len(counts)) for c in counts])
+    return u
+
+
+def _starting_m(comparison: Comparison) -> list[float]:
+    """The comparison's current m, normalised and kept off 0, as EM's start and
+    smoothing prior: it already says "the higher levels are the likelier for a
+    match", which steers EM to the match cluster rather than its mirror image."""
+    size = len(comparison.levels)
+    raw = [max(level.m, 0.0) for level in comparison.levels]
+    total = sum(raw)
+    if total <= 0:
+        return [1.0 / size] * size
+    return [0.99 * x / total + 0.01 / size for x in raw]
+
+
+def _em(vectors, u, m, lam, start, *, fit_m: bool, max_iter: int, tol: float):
+    """EM with u fixed, from (m, lambda); m stays put unless fit_m. Returns m,
+    lambda and the expected level counts among matches at the last E-step
+    (the sufficient statistics reestimate pools across blocking rules)."""
+    # sorted, so the floating-point sums do not depend on the order pairs came in
+    patterns = sorted(Counter(vectors).items())
+    expected = [[0.0] * len(row) for row in m]
+    if not patterns:
+        return m, lam, expected
+    total_pairs = sum(count for _, count in patterns)
+    # the non-null (comparison, level) cells of each pattern, and its fixed u product
+    cells = [[(k, level) for k, level in enumerate(vector) if level >= 0] for vector, _ in patterns]
+    u_products = [math.prod(u[k][level] for k, level in cell) for cell in cells]
+    counts = [count for _, count in patterns]
+    for _ in range(max_iter):
+        expected = [[0.0] * len(row) for row in m]
+        matches = 0.0
+        for cell, count, u_product in zip(cells, counts, u_products):
+            p_match = lam * math.prod(m[k][level] for k, level in cell)
+            p_non = (1.0 - lam) * u_product
+            weight = count * p_match / (p_match + p_non)
+            matches += weight
+            for k, level in cell:
+                expected[k][level] += weight
+        new_lam = min(max(matches / total_pairs, _LAMBDA_MIN), _LAMBDA_MAX)
+        change = abs(new_lam - lam)
+        if fit_m:
+            new_m = [_smoothed(row, prior_row) for row, prior_row in zip(expected, start)]
+            change = max(change, max(abs(x - y) for new_row, old_row in zip(new_m, m)
+                                     for x, y in zip(new_row, old_row)))
+            m = new_m
+        lam = new_lam
+        if change < tol:
+            break
+    return m, lam, expected
+
+
+def _smoothed(expected: list[float], prior_row: list[float]) -> list[float]:
+    total = sum(expected)
+    return [(x + _M_PRIOR_PAIRS * p) / (total + _M_PRIOR_PAIRS) for x, p in zip(expected, prior_row)]
+
+
+def estimate_m(comparisons, vectors: list[tuple[int, ...]], u: list[list[float]], *, prior: float = 0.1,
+               max_iter: int = 100, tol: float = 1e-6) -> tuple[list[list[float]], float]:
+    """m per level and lambda by EM over candidate-pair vectors, u fixed.
+
+    E-step: the probability each distinct pattern is a match,
+    lambda * prod(m) / (lambda * prod(m) + (1 - lambda) * prod(u)) over its
+    non-null levels. M-step: lambda is the expected share of matches and m the
+    expected level frequencies among matches (smoothed towards the starting m,
+    so each row sums to 1 and no m is 0 or 1). Identical vectors are grouped,
+    so an iteration is one pass over the distinct patterns, not every pair.
+    """
+    start = [_starting_m(c) for c in comparisons]
+    lam = min(max(prior, _LAMBDA_MIN), _LAMBDA_MAX)
+    m, lam, _ = _em(vectors, u, [row[:] for row in start], lam, start, fit_m=True, max_iter=max_iter, tol=tol)
+    return m, lam
+
+
+def _pairs_by_rule(feature_list, blocking_keys, max_block, max_pairs) -> dict[tuple[int, int], frozenset[str]]:
+    """Candidate pairs with the blocking rules (key prefixes) that found each."""
+    blocks: dict[str, list[int]] = defaultdict(list)
+    for i, keys in enumerate(blocking_keys):
+        for key in set(keys):
+            blocks[key].append(i)
+    found: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for key, members in blocks.items():
+        if len(members) < 2 or len(members) > max_block:
+            continue
+        rule = key.split(":", 1)[0]
+        members.sort()
+        for x, i in enumerate(members):
+            for j in members[x + 1:]:
+                found[(i, j)].add(rule)
+    pairs = sorted(p for p in found if _comparable(feature_list[p[0]], feature_list[p[1]]))
+    if len(pairs) > max_pairs:
+        pairs = sorted(random.Random(0).sample(pairs, max_pairs))
+    return {p: frozenset(found[p]) for p in pairs}
+
+
+def candidate_pairs(feature_list: list[dict], blocking_keys: list[list[str]], *, max_block: int = 50,
+                    max_pairs: int = 200000) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of comparable records sharing at least one blocking key, each once, sorted.
+
+    A key shared by more than max_block records (a shared family inbox, a
+    common name) is skipped: it would add many pairs and little evidence.
+    Above max_pairs, a fixed-seed sample of the sorted pairs is kept, so the
+    cap is deterministic and does not favour early records.
+    """
+    return list(_pairs_by_rule(feature_list, blocking_keys, max_block, max_pairs))
+
+
+def candidate_vectors(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
+                      max_block: int = 50, max_pairs: int = 200000) -> list[tuple[int, ...]]:
+    """Comparison vectors of the candidate pairs (see candidate_pairs), in pair order."""
+    comparisons = tuple(comparisons)
+    return [comparison_vector(comparisons, feature_list[i], feature_list[j])
+            for i, j in candidate_pairs(feature_list, blocking_keys, max_block=max_block, max_pairs=max_pairs)]
+
+
+# The features each blocking rule of features.blocking_values (by key prefix)
+# makes its pairs agree on. Within a rule's pairs, agreement on those is forced
+# by the selection, for non-matches too, so it is no evidence of a match: EM
+# over that rule leaves them out, as Splink does with a blocking rule's columns.
+# A prefix missing here (a new rule) is used with nothing left out.
+BLOCKING_RULE_FEATURES: dict[str, tuple[str, ...]] = {
+    "e": ("em",), "p": ("ph",), "n": ("nid",), "l": ("loy",), "o": ("org",),
+    "a": ("fn", "ad"),          # family name sound + postcode district
+    "y": ("gn", "fn", "dob"),   # name sounds + birth year
+    "g": ("gn", "fn"),          # name sounds
+    "d": ("dob", "gn"),         # full birth date + first initial
+}
+
+
+def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
+               seed: int = 1) -> tuple[tuple[Comparison, ...], float]:
+    """u from random pairs, then m and lambda by EM over the candidate pairs.
+
+    As in Splink, m is trained per blocking rule, on that rule's pairs with the
+    comparisons the rule forces to agree left out, and each comparison's m
+    pools the expected counts of the rules it was trained under. One EM over
+    every candidate pair on the full vectors would read the forced agreement
+    (surname and postcode district for the "a" rule, and so on) as evidence,
+    call neighbours with one surname matches, and learn from them that a
+    different given name or e-mail says little. Lambda is then fitted over all
+    candidate pairs, full vectors, with m and u fixed.
+
+    Returns new Comparison objects (same attributes, features, level kinds and
+    thresholds; new m and u) and lambda.
+    """
+    comparisons = tuple(comparisons)
+    u = estimate_u(comparisons, feature_list, seed=seed)
+    by_rule = _pairs_by_rule(feature_list, blocking_keys, 50, 200000)
+    vectors = {p: comparison_vector(comparisons, feature_list[p[0]], feature_list[p[1]]) for p in by_rule}
+    start = [_starting_m(c) for c in comparisons]
+    pooled = [[0.0] * len(c.levels) for c in comparisons]
+    for rule in sorted({rule for rules in by_rule.values() for rule in rules}):
+        left_out = set(BLOCKING_RULE_FEATURES.get(rule, ()))
+        keep = [c.feature not in left_out for c in comparisons]
+        session = [tuple(level if kept else -1 for level, kept in zip(vectors[p], keep))
+                   for p, rules in by_rule.items() if rule in rules]
+        _, _, expected = _em(session, u, [row[:] for row in start], 0.1, start,
+                             fit_m=True, max_iter=100, tol=1e-6)
+        for k, kept in enumerate(keep):
+            if kept:
+                pooled[k] = [x + y for x, y in zip(pooled[k], expected[k])]
+    m = [_smoothed(row, prior_row) for row, prior_row in zip(pooled, start)]
+    _, lam, _ = _em(list(vectors.values()), u, m, 0.1, start, fit_m=False, max_iter=200, tol=1e-6)
+    updated = tuple(
+        replace(c, levels=tuple(replace(level, m=m_k[i], u=u_k[i]) for i, level in enumerate(c.levels)))
+        for c, m_k, u_k in zip(comparisons, m, u))
+    return updated, lam
+
+
+def match_prior_weight(lam: float) -> float:
+    """The prior match weight log2(lambda / (1 - lambda)) in bits."""
+    return math.log2(lam / (1.0 - lam))
