@@ -140,9 +140,18 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
                          seconds=time.monotonic() - started)
 
 
+MIN_RECORDS_TO_ESTIMATE = 1000
+
+
 def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str]):
     """m and u for this data, estimated without labels (u from random pairs,
-    m by EM over blocked candidate pairs), before the stream is matched."""
+    m by EM over blocked candidate pairs), before the stream is matched. A
+    small file says too little about its own error rates: below
+    MIN_RECORDS_TO_ESTIMATE records the literature defaults stay."""
+    if len(events) < MIN_RECORDS_TO_ESTIMATE:
+        print(f"{len(events)} records: too few to estimate m/u (needs {MIN_RECORDS_TO_ESTIMATE}); "
+              "using the defaults", file=errors)
+        return DEFAULT_COMPARISONS
     from hub.matching.estimate import reestimate
     from hub.matching.features import blocking_values, features
 

@@ -5,14 +5,18 @@ comparisons.py, done the way Splink does it:
 
 - u (how often a level holds by chance) from random pairs of records, which
   are almost all non-matches;
-- m (how often a level holds for a true match) and lambda (the share of
-  matches among candidate pairs) by Expectation-Maximisation over the
-  candidate pairs that blocking produces, with u held fixed;
+- m (how often a level holds for a true match) by Expectation-Maximisation
+  over the candidate pairs that blocking produces, with u held fixed, one EM
+  per blocking rule with the comparisons that rule forces to agree left out;
+- lambda, the share of matches among the candidate pairs, by EM over all of
+  them with m fixed;
 - levels treated as conditionally independent given match status, and the
   null level (a value missing on either side) ignored: it carries no evidence.
 
 Pure: records come in as feature dicts (features.features) with their plain
 blocking keys (features.blocking_values); new Comparison objects come out.
+Identical comparison vectors are grouped, so EM iterates over the distinct
+patterns (a few hundred to a few thousand), not over every pair.
 """
 
 from __future__ import annotations
@@ -25,15 +29,15 @@ from dataclasses import replace
 from hub.matching.comparisons import Comparison, compare
 
 __all__ = ["comparison_vector", "estimate_u", "estimate_m", "candidate_pairs", "candidate_vectors",
-           "reestimate", "match_prior_weight"]
+           "reestimate", "match_prior_weight", "BLOCKING_RULE_FEATURES"]
 
 # Bounds for lambda: EM must never settle on "no matches" or "all matches",
 # where the log-odds prior weight would be infinite.
 _LAMBDA_MIN, _LAMBDA_MAX = 1e-6, 1.0 - 1e-6
-# Strength (in pairs) of the prior that smooths m towards the starting values:
-# keeps every m strictly inside (0, 1) and leaves a comparison with no
-# non-null evidence at all where it started instead of at a guess.
-_M_PRIOR_PAIRS = 1.0
+# Strength (in pairs) of the prior that smooths EM's m (and u) towards the
+# starting values: keeps every probability strictly inside (0, 1) and leaves a
+# comparison with no non-null evidence at all where it started, not at a guess.
+_PRIOR_PAIRS = 1.0
 
 
 def comparison_vector(comparisons, a: dict, b: dict) -> tuple[int, ...]:
@@ -97,46 +101,60 @@ def _starting_m(comparison: Comparison) -> list[float]:
     return [0.99 * x / total + 0.01 / size for x in raw]
 
 
-def _em(vectors, u, m, lam, start, *, fit_m: bool, max_iter: int, tol: float):
-    """EM with u fixed, from (m, lambda); m stays put unless fit_m. Returns m,
-    lambda and the expected level counts among matches at the last E-step
-    (the sufficient statistics reestimate pools across blocking rules)."""
+def _em(vectors, m, u, lam, *, m_prior=None, u_prior=None, max_iter: int, tol: float):
+    """EM for lambda over comparison vectors, and for m (given m_prior) and u
+    (given u_prior), each smoothed towards its prior; the other stays fixed.
+    Returns m, u, lambda and the expected level counts among matches at the
+    last E-step (the sufficient statistics reestimate pools across rules)."""
     # sorted, so the floating-point sums do not depend on the order pairs came in
     patterns = sorted(Counter(vectors).items())
     expected = [[0.0] * len(row) for row in m]
     if not patterns:
-        return m, lam, expected
+        return m, u, lam, expected
     total_pairs = sum(count for _, count in patterns)
-    # the non-null (comparison, level) cells of each pattern, and its fixed u product
+    # the non-null (comparison, level) cells of each pattern
     cells = [[(k, level) for k, level in enumerate(vector) if level >= 0] for vector, _ in patterns]
-    u_products = [math.prod(u[k][level] for k, level in cell) for cell in cells]
     counts = [count for _, count in patterns]
+    m_products = [math.prod(m[k][level] for k, level in cell) for cell in cells]
+    u_products = [math.prod(u[k][level] for k, level in cell) for cell in cells]
     for _ in range(max_iter):
         expected = [[0.0] * len(row) for row in m]
+        expected_non = [[0.0] * len(row) for row in u]
         matches = 0.0
-        for cell, count, u_product in zip(cells, counts, u_products):
-            p_match = lam * math.prod(m[k][level] for k, level in cell)
-            p_non = (1.0 - lam) * u_product
-            weight = count * p_match / (p_match + p_non)
-            matches += weight
+        for cell, count, m_product, u_product in zip(cells, counts, m_products, u_products):
+            p_match = lam * m_product
+            both = p_match + (1.0 - lam) * u_product
+            # both products underflowing (very many comparisons) leaves only the prior
+            match_weight = count * (p_match / both if both > 0.0 else lam)
+            matches += match_weight
             for k, level in cell:
-                expected[k][level] += weight
+                expected[k][level] += match_weight
+                expected_non[k][level] += count - match_weight
         new_lam = min(max(matches / total_pairs, _LAMBDA_MIN), _LAMBDA_MAX)
         change = abs(new_lam - lam)
-        if fit_m:
-            new_m = [_smoothed(row, prior_row) for row, prior_row in zip(expected, start)]
-            change = max(change, max(abs(x - y) for new_row, old_row in zip(new_m, m)
-                                     for x, y in zip(new_row, old_row)))
-            m = new_m
         lam = new_lam
+        if m_prior is not None:
+            new_m = [_smoothed(row, prior_row) for row, prior_row in zip(expected, m_prior)]
+            change = max(change, _largest_change(new_m, m))
+            m = new_m
+            m_products = [math.prod(m[k][level] for k, level in cell) for cell in cells]
+        if u_prior is not None:
+            new_u = [_smoothed(row, prior_row) for row, prior_row in zip(expected_non, u_prior)]
+            change = max(change, _largest_change(new_u, u))
+            u = new_u
+            u_products = [math.prod(u[k][level] for k, level in cell) for cell in cells]
         if change < tol:
             break
-    return m, lam, expected
+    return m, u, lam, expected
+
+
+def _largest_change(new: list[list[float]], old: list[list[float]]) -> float:
+    return max(abs(x - y) for new_row, old_row in zip(new, old) for x, y in zip(new_row, old_row))
 
 
 def _smoothed(expected: list[float], prior_row: list[float]) -> list[float]:
     total = sum(expected)
-    return [(x + _M_PRIOR_PAIRS * p) / (total + _M_PRIOR_PAIRS) for x, p in zip(expected, prior_row)]
+    return [(x + _PRIOR_PAIRS * p) / (total + _PRIOR_PAIRS) for x, p in zip(expected, prior_row)]
 
 
 def estimate_m(comparisons, vectors: list[tuple[int, ...]], u: list[list[float]], *, prior: float = 0.1,
@@ -152,7 +170,7 @@ def estimate_m(comparisons, vectors: list[tuple[int, ...]], u: list[list[float]]
     """
     start = [_starting_m(c) for c in comparisons]
     lam = min(max(prior, _LAMBDA_MIN), _LAMBDA_MAX)
-    m, lam, _ = _em(vectors, u, [row[:] for row in start], lam, start, fit_m=True, max_iter=max_iter, tol=tol)
+    m, _, lam, _ = _em(vectors, start, u, lam, m_prior=start, max_iter=max_iter, tol=tol)
     return m, lam
 
 
@@ -222,7 +240,7 @@ def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[s
     (surname and postcode district for the "a" rule, and so on) as evidence,
     call neighbours with one surname matches, and learn from them that a
     different given name or e-mail says little. Lambda is then fitted over all
-    candidate pairs, full vectors, with m and u fixed.
+    candidate pairs, full vectors, with m fixed.
 
     Returns new Comparison objects (same attributes, features, level kinds and
     thresholds; new m and u) and lambda.
@@ -238,13 +256,16 @@ def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[s
         keep = [c.feature not in left_out for c in comparisons]
         session = [tuple(level if kept else -1 for level, kept in zip(vectors[p], keep))
                    for p, rules in by_rule.items() if rule in rules]
-        _, _, expected = _em(session, u, [row[:] for row in start], 0.1, start,
-                             fit_m=True, max_iter=100, tol=1e-6)
+        _, _, _, expected = _em(session, start, u, 0.1, m_prior=start, max_iter=100, tol=1e-6)
         for k, kept in enumerate(keep):
             if kept:
                 pooled[k] = [x + y for x, y in zip(pooled[k], expected[k])]
     m = [_smoothed(row, prior_row) for row, prior_row in zip(pooled, start)]
-    _, lam, _ = _em(list(vectors.values()), u, m, 0.1, start, fit_m=False, max_iter=200, tol=1e-6)
+    # Non-matching candidate pairs agree far more often than random pairs do
+    # (blocking chose them for agreeing), so scoring them with the random-pair
+    # u would count neighbours and namesakes as matches: lambda is fitted with
+    # m fixed and a candidate-pair u fitted alongside it (and then discarded).
+    _, _, lam, _ = _em(list(vectors.values()), m, u, 0.1, u_prior=u, max_iter=500, tol=1e-7)
     updated = tuple(
         replace(c, levels=tuple(replace(level, m=m_k[i], u=u_k[i]) for i, level in enumerate(c.levels)))
         for c, m_k, u_k in zip(comparisons, m, u))
