@@ -46,3 +46,14 @@ def authorize(config: PipelineConfig, token: str | None, target: str) -> int:
     if owner is None:
         return UNAUTHENTICATED
     return OK if owner == target else FORBIDDEN
+
+
+def authorize_steward(config: PipelineConfig, token: str | None) -> int:
+    """Data stewards read match explanations: their own tokens, never a target's."""
+    if not token:
+        return UNAUTHENTICATED
+    presented = digest(token)
+    found = False
+    for stored in config.steward_tokens_sha256:
+        found |= hmac.compare_digest(presented, stored)
+    return OK if found else UNAUTHENTICATED

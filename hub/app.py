@@ -242,6 +242,16 @@ def _register_views(hub: Hub) -> None:
             return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
         return self.json({"status": "ok"})
 
+    @app.page("/explain/{source}/{source_id}")
+    async def explain_decision(self, request, source: str, source_id: str):
+        """Why a source record belongs to its golden record (steward tokens only)."""
+        if access.authorize_steward(hub.pipeline, access.bearer(request.headers.get("Authorization"))) != access.OK:
+            return self.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        golden_id, decision = await hub.store.decision(f"{source}:{source_id}")
+        if golden_id is None:
+            return self.json({"error": "not_found", "source": source, "source_id": source_id}, status=404)
+        return self.json({"source": source, "source_id": source_id, "golden_id": golden_id, "decision": decision})
+
     @app.page("/targets/{target}/schema")
     async def schema_of_target(self, request, target: str):
         """The Avro schema of a target's records and its wire-format id (not personal data)."""

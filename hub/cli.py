@@ -165,6 +165,32 @@ def resolve(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
 
 
 @cli.command()
+def explain(source: str = typer.Argument(...), source_id: str = typer.Argument(...),
+            as_json: bool = typer.Option(False, "--json", help="The stored decision as JSON")) -> None:
+    """Why a source record belongs to its golden record: the match decision and its evidence (reads HUB_REDIS__URL)."""
+    import orjson
+
+    from hub.connectors.redis_store import RedisStore
+    from hub.explain import explain_text
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use (the embedded one lives only as long as its worker)")
+    store = RedisStore.from_url(settings.redis.url)
+    member = f"{source}:{source_id}"
+    try:
+        golden_id, decision = asyncio.run(store.decision(member))
+    except Exception as exc:
+        _fail(f"cannot read Redis at {settings.redis.url}: {type(exc).__name__}")
+    if as_json:
+        typer.echo(orjson.dumps({"member": member, "golden_id": golden_id, "decision": decision}).decode())
+    else:
+        typer.echo(explain_text(member, golden_id, decision))
+    if golden_id is None:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
     """Make an API token for one target: give the token to its consumer, put the digest in the config."""
     from hub.access import new_token as make

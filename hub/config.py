@@ -177,6 +177,13 @@ class PipelineConfig(_Strict):
     quality: QualityConfig = QualityConfig()
     partitions: int = Field(4, ge=1, le=256, description="Partitions of topics the hub creates")
     topics: "TopicNames" = Field(default_factory=lambda: TopicNames())
+    steward_tokens_sha256: list[str] = Field(default_factory=list,
+                                             description="SHA-256 (hex) of tokens allowed to read match explanations")
+
+    @field_validator("steward_tokens_sha256")
+    @classmethod
+    def _steward_digests(cls, value: list[str]) -> list[str]:
+        return TargetConfig._hex_digests(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineConfig":

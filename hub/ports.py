@@ -61,6 +61,8 @@ class IdentityIndex(Protocol):
         decided: it and the rest were not applied."""
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records; returns the golden id each belonged to."""
+    async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
+        """Keep each record's latest match decision (JSON) with its index entry."""
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless merged away)."""
 

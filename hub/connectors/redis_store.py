@@ -3,7 +3,7 @@ syndication state: the key layout and the Lua that makes each link atomic.
 
 Key layout (every key carries a hash tag, so Redis Cluster places a golden
 record's keys in one slot):
-  hub:mem:{<member>}   hash  gid, f (features JSON), b (blocking key hashes)
+  hub:mem:{<member>}   hash  gid, f (features JSON), b (blocking key hashes), d (last match decision)
   hub:blk:{<hash>}     set   members found under one blocking key
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
@@ -247,6 +247,19 @@ class RedisStore:
         self._link_many(args=[payload], client=pipe)
         (gids,) = await self._run(pipe, "index_link")
         return [gid.decode() or None for gid in gids]
+
+    async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
+        """Keep each record's latest match decision (evidence, no personal values) for `hub explain`."""
+        if decisions:
+            pipe = self.client.pipeline(transaction=False)
+            for member, decision in decisions.items():
+                pipe.hset(mem_key(member), "d", decision)
+            await self._run(pipe, "index_decisions")
+
+    async def decision(self, member: str) -> tuple[str | None, dict | None]:
+        """A record's current golden id and the decision that placed it."""
+        gid, decision = self.client.hmget(mem_key(member), "gid", "d")
+        return (gid.decode() if gid else None), (orjson.loads(decision) if decision else None)
 
     async def unlink(self, members: list[str]) -> list[str | None]:
         if not members:

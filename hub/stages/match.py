@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import orjson
+
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.matching.comparisons import DEFAULT_COMPARISONS
@@ -70,11 +72,13 @@ class MatchStage:
             metrics.MATCH_CONFLICTS.inc()
 
         out: list[OutMessage] = []
+        explained: dict[str, bytes] = {}
         for member, canonical, decision, skipped in results:
             self._decision_counters[decision.outcome].inc()
             if skipped:
                 metrics.BLOCKS_SKIPPED.inc(skipped)
-            out.extend(self._outputs(member, canonical, decision, skipped, now_ms))
+            out.extend(self._outputs(member, canonical, decision, skipped, now_ms, explained))
+        await self.index.remember_decisions(explained)
         return StageOutput(out)
 
     async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
@@ -136,7 +140,8 @@ class MatchStage:
             return len(planned)
         return positions[len(final_ids)]
 
-    def _outputs(self, member: str, canonical: dict, decision: Decision, skipped: int, now_ms: int):
+    def _outputs(self, member: str, canonical: dict, decision: Decision, skipped: int, now_ms: int,
+                 explained: dict[str, bytes]):
         topics = self.config.topics
         gid = decision.golden_id
         source, source_id = member.split(":", 1)
@@ -150,6 +155,7 @@ class MatchStage:
                 "lower_threshold": self.rules.lower_threshold, "merged_golden_ids": decision.absorbed,
                 "candidates": decision.evidence, "blocking_keys_skipped": skipped, "decided_at": record_event,
             }
+            explained[member] = orjson.dumps(decision_record)
             # (name, value) tells fastavro the union branch: without it, it tries each branch (2x slower)
             audit = {"audit_id": decision_record["decision_id"], "at": now_ms, "kind": "match_decision",
                      "golden_id": gid, "subject": member, "cause": decision.outcome,
