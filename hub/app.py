@@ -28,6 +28,7 @@ from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
+from hub.stages.steward import StewardStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -110,6 +111,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
             return topics.consent_dlq
         if message.topic == topics.erasure:
             return topics.erasure_dlq
+        if message.topic == topics.steward:
+            return topics.steward_dlq
         return topics.internal_dlq
 
     runners = {
@@ -119,12 +122,13 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
         "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
         "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store), sink, source_dlq, is_async=True),
+        "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
     }
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
-    from hub.agents import consent, erasure, ingest, master, match, syndicate
+    from hub.agents import consent, erasure, ingest, master, match, steward, syndicate
 
-    for module in (ingest, match, master, syndicate, consent, erasure):
+    for module in (ingest, match, master, syndicate, consent, erasure, steward):
         module.register(hub)
     _register_timers(hub)
     _register_lag_timer(hub)

@@ -190,6 +190,64 @@ def explain(source: str = typer.Argument(...), source_id: str = typer.Argument(.
         raise typer.Exit(1)
 
 
+steward_cli = typer.Typer(help="A data steward's decisions: split a record out, or link records together.")
+cli.add_typer(steward_cli, name="steward")
+
+
+def _send_steward_action(action: str, member: str, others: list[str], actor: str, reason: str | None) -> None:
+    import time as _time
+
+    from confluent_kafka import Producer
+
+    from hub.schemas import STEWARD_ACTION, codec
+
+    settings = load_settings()
+    pipeline = load_pipeline(settings.config_file)
+    if not settings.kafka.bootstrap_servers:
+        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    value = codec(STEWARD_ACTION).encode({"action": action, "member": member, "others": others, "actor": actor,
+                                          "reason": reason, "at": int(_time.time() * 1000)})
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    producer.produce(pipeline.topics.steward, value, member.encode())
+    if producer.flush(30):
+        _fail("the broker did not acknowledge the action")
+    typer.echo(f"{action}: {member} / {', '.join(others)} sent to {pipeline.topics.steward}")
+
+
+@steward_cli.command("split")
+def steward_split(source: str, source_id: str,
+                  apart_from: list[str] = typer.Option(None, "--from", help="<source>:<source_id> to keep it apart "
+                                                       "from (default: every record it is merged with now)"),
+                  actor: str = typer.Option(..., help="Who decides (kept in the audit trail)"),
+                  reason: Optional[str] = typer.Option(None)) -> None:
+    """Un-merge: move a record out of its golden record, and keep it apart from the others from now on."""
+    from hub.connectors.redis_store import RedisStore
+
+    member = f"{source}:{source_id}"
+    others = list(apart_from or [])
+    if not others:
+        settings = load_settings()
+        if not settings.redis.url:
+            _fail("set HUB_REDIS__URL (to list the records it is merged with), or name them with --from")
+        store = RedisStore.from_url(settings.redis.url)
+        entry = asyncio.run(store.members([member])).get(member)
+        if entry is None:
+            _fail(f"{member} is not in the identity index")
+        others = [m for m in asyncio.run(store.golden_members(entry.golden_id)) if m != member]
+        if not others:
+            _fail(f"{member} is alone in its golden record {entry.golden_id}: nothing to split")
+    _send_steward_action("split", member, others, actor, reason)
+
+
+@steward_cli.command("link")
+def steward_link(source: str, source_id: str,
+                 with_: list[str] = typer.Option(..., "--with", help="<source>:<source_id> to keep it together with"),
+                 actor: str = typer.Option(..., help="Who decides (kept in the audit trail)"),
+                 reason: Optional[str] = typer.Option(None)) -> None:
+    """Force link: merge the golden records of these records, and keep them together from now on."""
+    _send_steward_action("link", f"{source}:{source_id}", list(with_), actor, reason)
+
+
 @cli.command()
 def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
     """Make an API token for one target: give the token to its consumer, put the digest in the config."""

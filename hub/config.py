@@ -163,6 +163,8 @@ class TopicNames(_Strict):
     internal_dlq: str = "dlq.internal"
     erasure: str = "erasure.requests"
     erasure_dlq: str = "dlq.erasure"
+    steward: str = "steward.actions"
+    steward_dlq: str = "dlq.steward"
 
 
 class PipelineConfig(_Strict):
@@ -206,7 +208,7 @@ class PipelineConfig(_Strict):
         """Every topic the hub reads or writes."""
         t = self.topics
         names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
-                 t.erasure, t.erasure_dlq]
+                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]

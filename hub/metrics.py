@@ -57,3 +57,5 @@ RETENTION = Counter("hub_retention_total", "Golden records past the retention pe
 MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
                           "Batches partly re-decided because another worker linked a candidate meanwhile",
                           registry=REGISTRY)
+STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: applied now, or recorded for records to come",
+                          ["action", "outcome"], registry=REGISTRY)

@@ -61,6 +61,12 @@ class IdentityIndex(Protocol):
         decided: it and the rest were not applied."""
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records; returns the golden id each belonged to."""
+    async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """Steward constraints of these records: (kept apart from, kept together with)."""
+    async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...
+    async def move(self, member: str, golden_id: str) -> str | None:
+        """Move a record to another golden record; returns the one it left."""
+    async def golden_members(self, golden_id: str) -> list[str]: ...
     async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
         """Keep each record's latest match decision (JSON) with its index entry."""
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:

@@ -29,6 +29,7 @@ GOLDEN = "hub.GoldenRecord"
 AUDIT = "hub.AuditEvent"
 CONSENT_EVENT = "hub.ConsentEvent"
 ERASURE_REQUEST = "hub.ErasureRequest"
+STEWARD_ACTION = "hub.StewardAction"
 
 
 def schema_dir() -> Path:

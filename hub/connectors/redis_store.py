@@ -8,6 +8,8 @@ record's keys in one slot):
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:apart:{<member>} set   members a steward keeps apart from this one
+  hub:pin:{<member>}   set   members a steward keeps together with this one
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
   hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
@@ -128,6 +130,28 @@ end
 return out
 """
 
+_CONSTRAINTS = """
+if tonumber(redis.call('GET', 'hub:stats:constraints') or '0') == 0 then return {} end
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = {redis.call('SMEMBERS', 'hub:apart:{' .. ARGV[i] .. '}'),
+                   redis.call('SMEMBERS', 'hub:pin:{' .. ARGV[i] .. '}')}
+end
+return out
+"""
+
+# Moves one record to another golden record (a steward's split).
+_MOVE = """
+local member, to = ARGV[1], ARGV[2]
+local memkey = 'hub:mem:{' .. member .. '}'
+local from = redis.call('HGET', memkey, 'gid')
+if not from then return false end
+redis.call('HSET', memkey, 'gid', to)
+redis.call('SREM', 'hub:gm:{' .. from .. '}', member)
+redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
+return from
+"""
+
 _UNLINK = """
 local member = ARGV[1]
 local memkey = KEYS[1]
@@ -188,6 +212,8 @@ class RedisStore:
         self._link_many = client.register_script(_LINK_MANY)
         self._blocks = client.register_script(_BLOCKS)
         self._members = client.register_script(_MEMBERS)
+        self._constraints = client.register_script(_CONSTRAINTS)
+        self._move = client.register_script(_MOVE)
         self._unlink = client.register_script(_UNLINK)
         self._put_consent = client.register_script(_PUT_CONSENT)
 
@@ -247,6 +273,38 @@ class RedisStore:
         self._link_many(args=[payload], client=pipe)
         (gids,) = await self._run(pipe, "index_link")
         return [gid.decode() or None for gid in gids]
+
+    async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """Steward constraints per member: (kept apart from, kept together with)."""
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        self._constraints(args=members, client=pipe)
+        (rows,) = await self._run(pipe, "index_constraints")
+        result = {}
+        for member, (apart, pinned) in zip(members, rows or ()):
+            if apart or pinned:
+                result[member] = ({m.decode() for m in apart}, {m.decode() for m in pinned})
+        return result
+
+    async def add_constraints(self, kind: str, member: str, others: list[str]) -> None:
+        """Both directions: each record of the pair knows it."""
+        prefix = "apart" if kind == "split" else "pin"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(f"{P}stats:constraints")  # while none exist, matching skips looking them up
+        for other in others:
+            pipe.sadd(f"{P}{prefix}:{{{member}}}", other)
+            pipe.sadd(f"{P}{prefix}:{{{other}}}", member)
+        await self._run(pipe, "index_constraints")
+
+    async def move(self, member: str, golden_id: str) -> str | None:
+        pipe = self.client.pipeline(transaction=False)
+        self._move(args=[member, golden_id], client=pipe)
+        (previous,) = await self._run(pipe, "index_move")
+        return previous.decode() if previous else None
+
+    async def golden_members(self, golden_id: str) -> list[str]:
+        return sorted(m.decode() for m in self.client.smembers(f"{P}gm:{{{golden_id}}}"))
 
     async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
         """Keep each record's latest match decision (evidence, no personal values) for `hub explain`."""

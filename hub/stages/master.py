@@ -42,6 +42,7 @@ class MasterStage:
         linked = [self.linked.decode(m.value) for m in batch]
         survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
         needed = set(survivors.values()) | {a for x in linked for a in x["absorbed_golden_ids"]}
+        needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
 
@@ -68,6 +69,12 @@ class MasterStage:
                 gone.contributions = {}
                 absorbed_ids.add(absorbed)
             canonical = item["canonical"]
+            if item["kind"] == "split":
+                # a steward's split: the record's contribution moves with it
+                moved = state.contributions.pop(item["split_member"], None)
+                if moved is not None:
+                    states[item["split_to"]].contributions[item["split_member"]] = moved
+                    touched[item["split_to"]] = item
             if item["kind"] == "erase":
                 erased[gid] = (item["cause"], sorted(state.contributions))
                 state.contributions = {}
@@ -98,7 +105,7 @@ class MasterStage:
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None
-            cause = item["cause"] if item["kind"] == "contribution" else "recompute"
+            cause = item["cause"] if item["kind"] in ("contribution", "split") else "recompute"
             content = build_golden(gid, state.contributions,
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship)
             golden = stamp(content, previous, now_ms, cause, produced_at)

@@ -29,6 +29,32 @@ STAGE = "match"
 MAX_ATTEMPTS = 8
 
 
+def _respect_splits(decision: Decision, entries: dict[str, MemberEntry], constraints) -> Decision:
+    """A record that matches several golden records merges them, unless a
+    steward split records across them: then it joins the best-scoring one and
+    those compatible with it."""
+    linked = {decision.golden_id, *decision.absorbed}
+    apart_pairs = set()
+    for member, (apart, _) in constraints.items():
+        mine = entries.get(member)
+        if mine is None or mine.golden_id not in linked:
+            continue
+        for other in apart:
+            theirs = entries.get(other)
+            if theirs is not None and theirs.golden_id in linked and theirs.golden_id != mine.golden_id:
+                apart_pairs.add(frozenset((mine.golden_id, theirs.golden_id)))
+    if not apart_pairs:
+        return decision
+    ranked = [c["golden_id"] for c in decision.evidence if c["golden_id"] in linked]
+    ranked += sorted(linked - set(ranked))
+    kept: list[str] = []
+    for gid in ranked:
+        if all(frozenset((gid, k)) not in apart_pairs for k in kept):
+            kept.append(gid)
+    kept.sort()
+    return Decision(decision.outcome, kept[0], decision.score, kept[1:], decision.evidence)
+
+
 class MatchStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes, comparisons=None):
         self.config = config
@@ -88,6 +114,9 @@ class MatchStage:
         all_blocks = list({b for *_, blocks in items for b in blocks})
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
         wanted = {m for v in views.values() if v.members for m in v.members} - known.keys()
+        constraints = await self.index.constraints(
+            sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
+        wanted |= {m for apart, pinned in constraints.values() for m in apart | pinned}
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
 
@@ -109,11 +138,21 @@ class MatchStage:
                 decision = Decision(EXISTING, entry.golden_id, None)
             else:
                 candidate_members = {m for b in blocks for m in overlay_blocks.get(b, ())}
+                apart, pinned = constraints.get(member, ((), ()))
+                # a steward's split keeps this record out of golden records holding those it was split from
+                forbidden = {entries[m].golden_id for m in apart if m in entries}
                 candidates = [Candidate(m, entries[m].golden_id, entries[m].features)
-                              for m in sorted(candidate_members) if m in entries]
+                              for m in sorted(candidate_members) if m in entries
+                              and entries[m].golden_id not in forbidden]
                 metrics.CANDIDATES.observe(len(candidates))
-                decision = decide(member, feats, candidates, self.comparisons, self.rules.upper_threshold,
-                                  self.rules.lower_threshold, self.rules.max_candidates)
+                together = sorted({entries[m].golden_id for m in pinned if m in entries} - forbidden)
+                if together:  # a steward's link: join those records whatever the scores say
+                    decision = Decision(MERGE, together[0], None, together[1:])
+                else:
+                    decision = decide(member, feats, candidates, self.comparisons, self.rules.upper_threshold,
+                                      self.rules.lower_threshold, self.rules.max_candidates)
+                    if decision.absorbed and constraints:
+                        decision = _respect_splits(decision, entries, constraints)
                 for absorbed in decision.absorbed:
                     for other in entries.values():
                         if other.golden_id == absorbed:

@@ -68,7 +68,22 @@ def canonical() -> dict:
 
 def linked() -> dict:
     return {"golden_id": "G0123456789abcdef0123", "kind": "contribution", "canonical": canonical(),
-            "decision": match_decision(), "absorbed_golden_ids": ["G9"], "cause": "source_event"}
+            "decision": match_decision(), "absorbed_golden_ids": ["G9"], "cause": "source_event",
+            "split_member": None, "split_to": None}
+
+
+def split_instruction() -> dict:
+    return {"golden_id": "G1", "kind": "split", "canonical": None, "decision": None, "absorbed_golden_ids": [],
+            "cause": "steward", "split_member": "pos:P-9", "split_to": "G2"}
+
+
+def erasure_request() -> dict:
+    return {"source": "crm", "source_id": "C-1", "golden_id": None, "requester": "dpo", "requested_at": T0}
+
+
+def steward_action() -> dict:
+    return {"action": "split", "member": "pos:P-9", "others": ["crm:C-1", "web:W-2"], "actor": "steward-7",
+            "reason": "different people at one address", "at": T0}
 
 
 def golden() -> dict:
@@ -108,6 +123,8 @@ EXAMPLES = {
     "hub.GoldenRecord": golden,
     "hub.AuditEvent": audit,
     "hub.ConsentEvent": consent_event,
+    "hub.ErasureRequest": erasure_request,
+    "hub.StewardAction": steward_action,
 }
 
 
@@ -237,7 +254,8 @@ def test_minimal_records_get_defaults():
     recompute = codec("hub.LinkedRecord").decode(codec("hub.LinkedRecord").encode(
         {"golden_id": "G1", "kind": "recompute"}))
     assert recompute == {"golden_id": "G1", "kind": "recompute", "canonical": None, "decision": None,
-                         "absorbed_golden_ids": [], "cause": "source_event"}
+                         "absorbed_golden_ids": [], "cause": "source_event", "split_member": None,
+                         "split_to": None}
 
     statement = {"purpose": "marketing", "status": "denied", "event_time": T0}
     out = codec("hub.ConsentEvent").decode(codec("hub.ConsentEvent").encode(

@@ -1,0 +1,99 @@
+"""Steward stage: a data steward's split and link decisions, applied to the
+identity index and handed to the master.
+
+Each action is stored as constraints on the records it names (kept apart,
+kept together), which the matcher honours for records that arrive later, so
+the decision survives replay and re-matching. Then it is applied to what the
+index holds now: a split moves the record to a golden record of its own if it
+shares one with any record it must be apart from; a link merges the golden
+records of the records it must be with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+
+from hub import metrics
+from hub.config import PipelineConfig
+from hub.matching.decide import new_golden_id
+from hub.ports import IdentityIndex, LinkRequest
+from hub.records import InMessage, OutMessage, StageError
+from hub.schemas import AUDIT, LINKED, STEWARD_ACTION, SchemaError, codec
+from hub.stages import StageOutput
+
+STAGE = "steward"
+
+
+def split_golden_id(member: str, current: str) -> str:
+    """Where a split record goes: the id it would have founded, unless the
+    record it leaves already carries that id (then the others keep it)."""
+    own = new_golden_id(member)
+    return own if own != current else new_golden_id(f"{member}|split")
+
+
+class StewardStage:
+    def __init__(self, config: PipelineConfig, index: IdentityIndex):
+        self.config = config
+        self.index = index
+        self.codec = codec(STEWARD_ACTION)
+        self.linked = codec(LINKED)
+        self.audit = codec(AUDIT)
+
+    def _decode(self, message: InMessage) -> dict | StageError:
+        try:
+            if message.value and message.value[:1] == b"{":
+                action = self.codec.decode(self.codec.encode(orjson.loads(message.value)))
+            else:
+                action = self.codec.decode(message.value or b"")
+        except (SchemaError, ValueError, TypeError, KeyError) as exc:
+            return StageError(STAGE, "schema_mismatch", str(exc)[:300])
+        members = [action["member"], *action["others"]]
+        if not action["others"] or any(":" not in m for m in members) or action["member"] in action["others"]:
+            return StageError(STAGE, "absurd_value", "name <source>:<source_id> records, and at least one other")
+        return action
+
+    async def process(self, batch: list[InMessage]) -> StageOutput:
+        out: list[OutMessage] = []
+        topics = self.config.topics
+        for message in batch:
+            action = self._decode(message)
+            if isinstance(action, StageError):
+                metrics.DLQ.labels("steward", action.stage, action.reason).inc()
+                out.append(action.dead_letter(message, topics.steward_dlq))
+                continue
+            member, others, kind = action["member"], sorted(set(action["others"])), action["action"]
+            await self.index.add_constraints(kind, member, others)
+            entries = await self.index.members([member, *others])
+            cause = f"steward {kind} by {action['actor'][:128]}"
+            instruction = None
+            if kind == "split" and member in entries:
+                current = entries[member].golden_id
+                if any(entries[o].golden_id == current for o in others if o in entries):
+                    target = split_golden_id(member, current)
+                    await self.index.move(member, target)
+                    instruction = {"golden_id": current, "kind": "split", "canonical": None, "decision": None,
+                                   "absorbed_golden_ids": [], "cause": cause, "split_member": member,
+                                   "split_to": target}
+            elif kind == "link" and member in entries:
+                entry = entries[member]
+                absorbed = sorted({entries[o].golden_id for o in others if o in entries} - {entry.golden_id})
+                if absorbed:
+                    (survivor,) = await self.index.link([LinkRequest(member, entry.golden_id, entry.features,
+                                                                     entry.blocks, absorbed)])
+                    instruction = {"golden_id": survivor, "kind": "contribution", "canonical": None,
+                                   "decision": None, "absorbed_golden_ids": absorbed, "cause": cause,
+                                   "split_member": None, "split_to": None}
+            metrics.STEWARD_ACTIONS.labels(kind, "applied" if instruction else "recorded").inc()
+            digest = hashlib.blake2s(message.value or b"", digest_size=10).hexdigest()
+            audit = {"audit_id": f"S{digest}", "at": int(time.time() * 1000), "kind": "steward_action",
+                     "golden_id": instruction["golden_id"] if instruction else None, "subject": member,
+                     "cause": f"{cause}: {', '.join(others)}"[:1000], "decision": None, "before_version": None,
+                     "after_version": None, "changed_attributes": []}
+            out.append(OutMessage(topics.audit, member.encode(), self.audit.encode(audit)))
+            if instruction:
+                out.append(OutMessage(topics.linked, instruction["golden_id"].encode(),
+                                      self.linked.encode(instruction)))
+        return StageOutput(out)
