@@ -85,14 +85,34 @@ def compare(comparison: Comparison, a, b) -> tuple[int, float]:
     return best, comparison.weights[best]
 
 
+_SWAP = ("gn", "fn")
+
+
+def _swapped(b: dict) -> dict:
+    return {**b, "gn": b.get("fn"), "fn": b.get("gn")}
+
+
 def score(comparisons: tuple[Comparison, ...], a: dict, b: dict) -> tuple[float, list[tuple[str, str, float]]]:
-    """Total match weight of two feature dicts and the evidence per attribute."""
+    """Total match weight of two feature dicts and the evidence per attribute.
+    Given and family name are also compared the other way round (a record
+    with them swapped); the reading with more weight counts, and says so."""
+    total, evidence = _score(comparisons, a, b, "")
+    if a.get("gn") and a.get("fn") and b.get("gn") and b.get("fn") and a["gn"] != b["gn"]:
+        reversed_total, reversed_evidence = _score(comparisons, a, _swapped(b), " (names swapped)")
+        if reversed_total > total:
+            return reversed_total, reversed_evidence
+    return total, evidence
+
+
+def _score(comparisons, a: dict, b: dict, note: str) -> tuple[float, list[tuple[str, str, float]]]:
     total = 0.0
     evidence = []
     for comparison in comparisons:
         index, weight = compare(comparison, a.get(comparison.feature), b.get(comparison.feature))
         total += weight
         label = "null" if index < 0 else comparison.labels[index]
+        if note and comparison.feature in _SWAP:
+            label += note
         evidence.append((comparison.attribute, label, round(weight, 4)))
     return total, evidence
 

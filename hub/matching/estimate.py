@@ -224,8 +224,9 @@ BLOCKING_RULE_FEATURES: dict[str, tuple[str, ...]] = {
     "e": ("em",), "p": ("ph",), "n": ("nid",), "l": ("loy",), "o": ("org",),
     "a": ("fn", "ad"),          # family name sound + postcode district
     "y": ("gn", "fn", "dob"),   # name sounds + birth year
-    "g": ("gn", "fn"),          # name sounds
-    "d": ("dob", "gn"),         # full birth date + first initial
+    "g": ("gn", "fn"),          # name sounds (either way round)
+    "d": ("dob",),              # full birth date + the initial of either name
+    "h": ("fn", "ad"),          # postcode and street line: pairs it finds are mostly households, whose surnames agree too
 }
 
 

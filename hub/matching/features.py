@@ -77,10 +77,16 @@ def blocking_values(feats: dict) -> list[str]:
         if given and dob:
             keys.append(f"y:{phonetic(given)}:{family_code}:{dob[:4]}")
     if given and family:
-        # sparse records (a till, a phone call) often carry little but a name
-        keys.append(f"g:{rt}:{phonetic(given)}:{family_code}")
-    if given and dob and len(dob) == 10:
-        keys.append(f"d:{dob}:{given[0]}")
+        # sparse records (a till, a phone call) often carry little but a name;
+        # sorted, so a record with given and family name swapped lands here too
+        first, second = sorted((phonetic(given) or "", family_code or ""))
+        keys.append(f"g:{rt}:{first}:{second}")
+    if dob and len(dob) == 10:
+        # one key per name initial: a typo'd or swapped name still shares the other
+        keys.extend(f"d:{dob}:{initial}" for initial in sorted({n[0] for n in (given, family) if n}))
+    for address in feats["ad"]:
+        if "|" in address and not address.startswith("|") and not address.endswith("|"):
+            keys.append(f"h:{rt}:{address}")  # postcode and street line: a household at most
     if feats["org"]:
         keys.append(f"o:{rt}:{phonetic(feats['org'])}")
     return keys

@@ -445,3 +445,30 @@ def test_equal_scoring_members_of_one_golden_are_order_independent():
     twins = [Candidate("pos:7", "G1", jonathan()), Candidate("crm:3", "G1", jonathan())]
     assert run("ecommerce:1", mine, twins) == run("ecommerce:1", mine, twins[::-1])
 
+
+
+def test_names_swapped_between_given_and_family_are_read_the_other_way_round():
+    from hub.matching.comparisons import DEFAULT_COMPARISONS, score
+
+    a = {"rt": "person", "gn": "mikayla", "fn": "jones", "mn": None, "dob": "1984-07-12", "em": [], "ph": [], "ad": [],
+         "nid": None, "loy": None, "org": None}
+    swapped = {**a, "gn": "jones", "fn": "mikayla"}
+    total, evidence = score(DEFAULT_COMPARISONS, a, swapped)
+    levels = {attribute: level for attribute, level, _ in evidence}
+    assert levels["given_name"] == "exact (names swapped)" and levels["family_name"] == "exact (names swapped)"
+    assert total == score(DEFAULT_COMPARISONS, a, a)[0]
+    other = {**a, "gn": "peter", "fn": "brown", "dob": "1990-01-01"}
+    assert score(DEFAULT_COMPARISONS, a, other)[0] < 0  # no swap reading helps unrelated names
+    # and the blocking keys meet: the swap-invariant name key is shared
+    from hub.matching.features import blocking_values
+
+    assert set(blocking_values(a)) & set(blocking_values(swapped))
+
+
+def test_blocking_keys_for_names_without_a_phonetic_code():
+    from hub.matching.features import blocking_values
+
+    feats = {"rt": "person", "gn": "anna", "fn": "9", "mn": None, "dob": "1984-07-12", "em": [], "ph": [],
+             "ad": ["LS14AB|1 high st"], "nid": None, "loy": None, "org": None}
+    keys = blocking_values(feats)  # must not raise
+    assert any(k.startswith("g:") for k in keys) and any(k.startswith("d:") for k in keys)

@@ -1,0 +1,121 @@
+"""Matcher throughput as the identity index grows: records/s of the match
+stage (blocking, candidate fetch, scoring, atomic link) with 10k, 100k and 1M
+records already in a real Redis index.
+
+Preloads the index with generated customers through the same link script
+the matcher uses, then times the match stage on fresh generated records in
+batches of 1,000. Prints a line per size and, last, one JSON object.
+
+    python benchmarks/matcher.py --sizes 10000 100000 1000000 --queries 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+
+from hub.config import load_pipeline
+from hub.connectors.embedded import EmbeddedRedis
+from hub.connectors.redis_store import RedisStore
+from hub.generator import iter_events
+from hub.matching.decide import new_golden_id
+from hub.matching.features import blocking_values, features, hash_key
+from hub.ports import LinkRequest
+from hub.records import InMessage
+from hub.schemas import CANONICAL, codec
+from hub.stages.match import MatchStage
+from hub.standardise import standardise_and_score
+
+SECRET = b"bench"
+
+
+def _records(count: int, seed: int, prefix: str):
+    """Standardised, distinct source records from the generator."""
+    seen = set()
+    for event in iter_events(max(10, count), seed=seed):
+        if event.kind != "upsert":
+            continue
+        record, quality = standardise_and_score(event.value)
+        record["source_id"] = prefix + record["source_id"]
+        key = (record["source"], record["source_id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        yield record, quality
+        if len(seen) >= count:
+            return
+
+
+async def _preload(store: RedisStore, target: int, already: int, seed: int) -> int:
+    batch = []
+    loaded = already
+    for record, _ in _records(target - already, seed, f"pre{already}-"):
+        member = f"{record['source']}:{record['source_id']}"
+        feats = features(record)
+        blocks = [hash_key(SECRET, v) for v in blocking_values(feats)]
+        batch.append(LinkRequest(member, new_golden_id(member), feats, blocks))
+        if len(batch) == 2000:
+            await store.link(batch)
+            loaded += len(batch)
+            batch = []
+    if batch:
+        await store.link(batch)
+        loaded += len(batch)
+    return loaded
+
+
+async def _measure(store: RedisStore, queries: int, seed: int) -> tuple[float, float]:
+    stage = MatchStage(load_pipeline(None), store, SECRET)
+    canonical = codec(CANONICAL)
+    messages = [InMessage("customer.canonical", 0, i, None, canonical.encode(
+        {"record": r, "quality": q, "ingested_at": 0,
+         "origin": {"topic": "raw", "partition": 0, "offset": i, "produced_at": None}}))
+        for i, (r, q) in enumerate(_records(queries, seed, f"q{seed}-"))]
+    started = time.perf_counter()
+    cpu = time.process_time()
+    for start in range(0, len(messages), 1000):
+        await stage.process(messages[start:start + 1000])
+    elapsed = time.perf_counter() - started
+    return len(messages) / elapsed, (time.process_time() - cpu) / len(messages) * 1e6
+
+
+async def run(sizes: list[int], queries: int) -> dict:
+    redis = EmbeddedRedis(tempfile.mkdtemp(prefix="hub-matcher-")).start()
+    store = RedisStore.from_url(redis.url)
+    result = {"queries": queries}
+    loaded = 0
+    try:
+        for size in sorted(sizes):
+            t0 = time.perf_counter()
+            loaded = await _preload(store, size, loaded, seed=100 + size)
+            preload_s = time.perf_counter() - t0
+            rate, cpu_us = await _measure(store, queries, seed=7 + size)
+            memory = store.client.info("memory")["used_memory"] / 2 ** 20
+            print(f"index {loaded:>9,} records: {rate:8,.0f} records/s matched, {cpu_us:6.0f} µs worker CPU each, "
+                  f"Redis {memory:,.0f} MiB (preload {preload_s:.0f} s)", flush=True)
+            result[f"records_per_s_at_{size}"] = round(rate, 1)
+            result[f"cpu_us_at_{size}"] = round(cpu_us, 1)
+            result[f"redis_mib_at_{size}"] = round(memory, 1)
+            loaded += queries
+    finally:
+        await store.close()
+        redis.stop()
+    first, last = min(sizes), max(sizes)
+    result["slowdown_largest_vs_smallest"] = round(result[f"records_per_s_at_{first}"]
+                                                   / result[f"records_per_s_at_{last}"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Matcher throughput as the identity index grows")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=5000)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.sizes, args.queries))))
+
+
+if __name__ == "__main__":
+    main()
