@@ -98,7 +98,7 @@ class TargetConfig(_Strict):
 
 
 class ComparisonLevelConfig(_Strict):
-    kind: Literal["exact", "jaro_winkler", "levenshtein", "date", "else"]
+    kind: Literal["exact", "jaro_winkler", "levenshtein", "date", "date_swap", "nickname", "else"]
     threshold: float | None = None
     m: float = Field(..., gt=0, lt=1)
     u: float = Field(..., gt=0, lt=1)

@@ -4,7 +4,8 @@ Each comparison names a feature and lists levels, tried in order: the first
 level that holds decides that attribute's match weight, log2(m/u). A missing
 value on either side is the null level (weight 0, no evidence either way).
 Level kinds: exact, jaro_winkler and levenshtein at a threshold, date
-(partial-date aware), date_swap (day and month transposed), else.
+(partial-date aware), date_swap (day and month transposed), nickname (known
+diminutives, hub.matching.nicknames), else.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 from rapidfuzz.distance import JaroWinkler, Levenshtein
+
+from hub.matching.nicknames import same_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ def _holds(level: Level, a: str, b: str) -> bool:
         return _dates_agree(a, b)
     if kind == "date_swap":
         return _day_month_swapped(a, b)
+    if kind == "nickname":
+        return same_name(a, b)
     return kind == "else"
 
 
@@ -125,8 +130,8 @@ def _lv(kind: str, m: float, u: float, threshold: float | None = None) -> Level:
 # matching issue replaces them with estimates from the stream (EM).
 DEFAULT_COMPARISONS: tuple[Comparison, ...] = (
     Comparison("given_name", "gn", (
-        _lv("exact", 0.85, 0.01), _lv("jaro_winkler", 0.08, 0.005, 0.92),
-        _lv("jaro_winkler", 0.045, 0.02, 0.80), _lv("else", 0.025, 0.965))),
+        _lv("exact", 0.85, 0.01), _lv("jaro_winkler", 0.07, 0.005, 0.92), _lv("nickname", 0.03, 0.001),
+        _lv("jaro_winkler", 0.035, 0.02, 0.80), _lv("else", 0.015, 0.964))),
     Comparison("family_name", "fn", (
         _lv("exact", 0.88, 0.005), _lv("jaro_winkler", 0.06, 0.003, 0.92),
         _lv("jaro_winkler", 0.03, 0.01, 0.80), _lv("else", 0.03, 0.982))),

@@ -46,14 +46,14 @@ EVIDENCE_KEPT = 3
 _NAMES = ("given_name", "family_name")
 
 
-_PERSONAL = ("birth_date", "national_id")
+_PERSONAL = ("birth_date", "national_id", "loyalty_id")
 
 
 def _corroborated(total: float, evidence: list[tuple[str, str, float]], lower: float) -> float:
     """Two guards the independence assumption of Fellegi-Sunter misses:
     a shared surname and address with a different given name is a relative,
     not the same person, unless something only one person has agrees too
-    (birth date, national id); and names alone (a common name, nothing else
+    (birth date, national id, loyalty card); and names alone (a common name, nothing else
     known on one side) must not merge two records. Both go to review at most."""
     levels = {attribute: level for attribute, level, _ in evidence}
     if (levels.get("given_name") == "else" and levels.get("family_name") == "exact"
