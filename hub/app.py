@@ -23,6 +23,7 @@ from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver
 from hub.consent import ALLOWED, target_verdict
+from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput
@@ -189,6 +190,19 @@ def _register_timers(hub: Hub) -> None:
         await deliver(hub.sink, StageOutput(messages))
         await hub.store.mark_flagged(due)
         metrics.RETENTION.labels(retention.action).inc(len(due))
+
+    match_stage = hub.runners["match"].stage
+    parameters = {"version": 0}
+
+    @hub.app.timer(interval=10.0, on_leader=False)
+    async def reload_match_parameters() -> None:
+        """m and u re-estimated with `hub estimate` reach every worker without a restart."""
+        version, stored = await hub.store.load_parameters(parameters["version"])
+        if stored is not None:
+            match_stage.comparisons = from_json(stored["comparisons"])
+            parameters["version"] = version
+            metrics.MATCH_PARAMETERS_VERSION.set(version)
+            log.info("match parameters version %s loaded (estimated from %s records)", version, stored["records"])
 
     @hub.app.timer(interval=5.0)
     async def refresh_gauges() -> None:

@@ -249,6 +249,35 @@ def steward_link(source: str, source_id: str,
 
 
 @cli.command()
+def estimate(sample: int = typer.Option(50_000, help="Records of the index to estimate from"),
+             dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate; do not store it")) -> None:
+    """Re-estimate m and u from the records in the identity index (no labels: u from random pairs, m by EM
+    over blocked candidate pairs) and store them; running workers pick them up within 10 s."""
+    from hub.connectors.redis_store import RedisStore
+    from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
+    from hub.matching.estimate import reestimate
+    from hub.matching.features import blocking_values
+    from hub.resolve import MIN_RECORDS_TO_ESTIMATE
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    store = RedisStore.from_url(settings.redis.url)
+    feature_list = asyncio.run(store.sample_features(sample))
+    if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
+        _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
+    comparisons, lam = reestimate(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
+    for comparison in comparisons:
+        levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
+        typer.echo(f"{comparison.attribute:<18} {levels}")
+    typer.echo(f"estimated from {len(feature_list)} records; match share among candidate pairs {lam:.3f}")
+    if not dry_run:
+        version = asyncio.run(store.save_parameters({"comparisons": to_json(comparisons), "records": len(feature_list),
+                                                     "match_share": lam}))
+        typer.echo(f"stored as version {version}")
+
+
+@cli.command()
 def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
     """Make an API token for one target: give the token to its consumer, put the digest in the config."""
     from hub.access import new_token as make

@@ -59,3 +59,5 @@ MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
                           registry=REGISTRY)
 STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: applied now, or recorded for records to come",
                           ["action", "outcome"], registry=REGISTRY)
+MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
+                                 "Version of the estimated m/u in use (0: the built-in defaults)", registry=REGISTRY)

@@ -306,6 +306,34 @@ class RedisStore:
     async def golden_members(self, golden_id: str) -> list[str]:
         return sorted(m.decode() for m in self.client.smembers(f"{P}gm:{{{golden_id}}}"))
 
+    async def sample_features(self, limit: int) -> list[dict]:
+        """Features of up to `limit` records in the index (for re-estimating m and u)."""
+        keys = []
+        for key in self.client.scan_iter(match=f"{P}mem:*", count=1000):
+            keys.append(key)
+            if len(keys) >= limit:
+                break
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "f")
+        return [orjson.loads(f) for f in await self._run(pipe, "index_sample") if f]
+
+    async def save_parameters(self, parameters: dict) -> int:
+        """Store estimated match parameters; returns their version (workers reload on change)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{P}params", orjson.dumps(parameters))
+        pipe.incr(f"{P}params:version")
+        _, version = await self._run(pipe, "params_save")
+        return int(version)
+
+    async def load_parameters(self, known_version: int) -> tuple[int, dict | None]:
+        """(version, parameters), parameters None when unchanged since `known_version`."""
+        version = int(self.client.get(f"{P}params:version") or 0)
+        if version == known_version:
+            return version, None
+        raw = self.client.get(f"{P}params")
+        return version, (orjson.loads(raw) if raw else None)
+
     async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
         """Keep each record's latest match decision (evidence, no personal values) for `hub explain`."""
         if decisions:

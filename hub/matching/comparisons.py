@@ -148,3 +148,15 @@ DEFAULT_COMPARISONS: tuple[Comparison, ...] = (
     Comparison("organisation_name", "org", (
         _lv("exact", 0.9, 0.001), _lv("jaro_winkler", 0.06, 0.005, 0.9), _lv("else", 0.04, 0.994))),
 )
+
+
+def to_json(comparisons: tuple[Comparison, ...]) -> list[dict]:
+    return [{"attribute": c.attribute, "feature": c.feature,
+             "levels": [{"kind": lv.kind, "threshold": lv.threshold, "m": lv.m, "u": lv.u} for lv in c.levels]}
+            for c in comparisons]
+
+
+def from_json(data: list[dict]) -> tuple[Comparison, ...]:
+    return tuple(Comparison(c["attribute"], c["feature"],
+                            tuple(Level(lv["kind"], lv["m"], lv["u"], lv["threshold"]) for lv in c["levels"]))
+                 for c in data)
