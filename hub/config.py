@@ -108,7 +108,8 @@ class MatchConfig(_Strict):
     upper_threshold: float = Field(8.0, description="Total match weight (log2) at or above which records merge")
     lower_threshold: float = Field(3.0, description="At or above this and below upper: steward review")
     max_block_size: int = Field(50, ge=2, description="A blocking key shared by more records stops being used")
-    max_candidates: int = Field(20, ge=1)
+    max_candidates: int = Field(20, ge=1, description="Golden records ranked in a decision")
+    max_scored: int = Field(40, ge=1, description="Candidate records scored per record, most shared blocking keys first")
 
     @model_validator(mode="after")
     def _ordered(self) -> "MatchConfig":

@@ -62,19 +62,31 @@ def _purpose_verdict(statements: list[dict], purpose: PurposeConfig, target: Tar
 def evaluate(consents: list[dict], target: TargetConfig, purposes: dict[str, PurposeConfig], now_ms: int) -> str:
     """ALLOWED, or the reason the target must not hold this record.
     `consents` are the golden record's winning statements ({subject, statement})."""
+    return evaluate_purposes(consents, target, purposes, now_ms)[0]
+
+
+def evaluate_purposes(consents: list[dict], target: TargetConfig, purposes: dict[str, PurposeConfig],
+                      now_ms: int) -> tuple[str, str]:
+    """(verdict, the purpose it is about): ALLOWED with "", or the first purpose that fails."""
     statements = [c["statement"] for c in consents]
     for name in target.purposes:
         verdict = _purpose_verdict(statements, purposes[name], target, now_ms)
         if verdict != ALLOWED:
-            return verdict
-    return ALLOWED
+            return verdict, name
+    return ALLOWED, ""
 
 
 def target_verdict(golden: dict, target: TargetConfig, purposes: dict[str, PurposeConfig], now_ms: int) -> str:
     """ALLOWED, or why this target must not hold this golden record."""
+    return target_verdict_purpose(golden, target, purposes, now_ms)[0]
+
+
+def target_verdict_purpose(golden: dict, target: TargetConfig, purposes: dict[str, PurposeConfig],
+                           now_ms: int) -> tuple[str, str]:
+    """(verdict, purpose): the purpose is "" when the verdict is not about consent."""
     if golden["record_type"] not in target.record_types:
-        return RECORD_TYPE
-    return evaluate(golden["consents"], target, purposes, now_ms)
+        return RECORD_TYPE, ""
+    return evaluate_purposes(golden["consents"], target, purposes, now_ms)
 
 
 def next_change_ms(consents: list[dict], now_ms: int) -> int | None:

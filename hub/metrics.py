@@ -37,9 +37,12 @@ GOLDEN_RECORDS = Gauge("hub_golden_records", "Golden records currently held", re
 EVENTS_OUT = Counter("hub_events_out_total", "Records emitted to a target topic", ["target"], registry=REGISTRY)
 UNCHANGED = Counter("hub_syndication_unchanged_total", "Golden changes a target did not need (its projection is unchanged)",
                     ["target"], registry=REGISTRY)
-SUPPRESSED = Counter("hub_consent_suppressed_total", "Golden records withheld from a target", ["target", "reason"],
+SUPPRESSED = Counter("hub_consent_suppressed_total",
+                     "Golden records withheld from a target (purpose: the one that failed, empty if none did)",
+                     ["target", "reason", "purpose"],
                      registry=REGISTRY)
-TOMBSTONES = Counter("hub_tombstones_total", "Tombstones sent to a target", ["target", "reason"], registry=REGISTRY)
+TOMBSTONES = Counter("hub_tombstones_total", "Tombstones sent to a target (purpose: when consent ended it)",
+                     ["target", "reason", "purpose"], registry=REGISTRY)
 END_TO_END = Histogram("hub_end_to_end_seconds", "Raw event produced to target record produced", ["target"],
                        buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 CONSENT_EVENTS = Counter("hub_consent_events_total", "Consent statements received", ["outcome"], registry=REGISTRY)

@@ -102,7 +102,8 @@ def score(comparisons: tuple[Comparison, ...], a: dict, b: dict) -> tuple[float,
     Given and family name are also compared the other way round (a record
     with them swapped); the reading with more weight counts, and says so."""
     total, evidence = _score(comparisons, a, b, "")
-    if a.get("gn") and a.get("fn") and b.get("gn") and b.get("fn") and a["gn"] != b["gn"]:
+    if (a.get("gn") and a.get("fn") and b.get("gn") and b.get("fn") and a["gn"] != b["gn"]
+            and max(JaroWinkler.similarity(a["gn"], b["fn"]), JaroWinkler.similarity(a["fn"], b["gn"])) >= 0.8):
         reversed_total, reversed_evidence = _score(comparisons, a, _swapped(b), " (names swapped)")
         if reversed_total > total:
             return reversed_total, reversed_evidence

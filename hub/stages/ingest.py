@@ -17,6 +17,13 @@ from hub.standardise import standardise_and_score
 from hub.validation import validate_raw
 
 STAGE = "ingest"
+_FRESHNESS_HALF_LIFE_MS = 365 * 86_400_000
+
+
+def freshness(event_time_ms: int, now_ms: int) -> float:
+    """How current an event's data is: 1 when just changed, halving every year
+    (customer data decays: people move, change e-mail and phone)."""
+    return 0.5 ** (max(0, now_ms - event_time_ms) / _FRESHNESS_HALF_LIFE_MS)
 
 
 class IngestStage:
@@ -41,7 +48,7 @@ class IngestStage:
         out: list[OutMessage] = []
         for message in batch:
             source = self.by_topic[message.topic]
-            events_in, events_valid, q_complete, q_valid, q_score = self._count(source.name)
+            events_in, events_valid, q_complete, q_valid, q_score, q_fresh = self._count(source.name)
             events_in.inc()
             result = validate_raw(message.value, source.name, self.config.quality, now_ms)
             if isinstance(result, StageError):
@@ -53,6 +60,7 @@ class IngestStage:
             q_complete.observe(quality["completeness"])
             q_valid.observe(quality["validity"])
             q_score.observe(quality["score"])
+            q_fresh.observe(freshness(record["event_time"], now_ms))
             canonical = {
                 "record": record, "quality": quality, "ingested_at": now_ms,
                 "origin": {"topic": message.topic, "partition": message.partition, "offset": message.offset,

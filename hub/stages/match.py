@@ -29,6 +29,18 @@ STAGE = "match"
 MAX_ATTEMPTS = 8
 
 
+def _most_shared(groups, limit: int) -> list[str]:
+    """Bounded work per record however large the index: the records sharing
+    the most blocking keys with it are the likeliest matches."""
+    shared: dict[str, int] = {}
+    for group in groups:
+        for member in group:
+            shared[member] = shared.get(member, 0) + 1
+    if len(shared) <= limit:
+        return sorted(shared)
+    return sorted(shared, key=lambda m: (-shared[m], m))[:limit]
+
+
 def _respect_splits(decision: Decision, entries: dict[str, MemberEntry], constraints) -> Decision:
     """A record that matches several golden records merges them, unless a
     steward split records across them: then it joins the best-scoring one and
@@ -113,7 +125,11 @@ class MatchStage:
         known = await self.index.members(list({m for m, *_ in items}))
         all_blocks = list({b for *_, blocks in items for b in blocks})
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
-        wanted = {m for v in views.values() if v.members for m in v.members} - known.keys()
+        wanted: set[str] = set()
+        for _, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
+            if feats is not None:
+                wanted.update(_most_shared([views[b].members or () for b in blocks], self.rules.max_scored))
+        wanted -= known.keys()
         constraints = await self.index.constraints(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
         wanted |= {m for apart, pinned in constraints.values() for m in apart | pinned}
@@ -137,12 +153,12 @@ class MatchStage:
             if entry is not None:
                 decision = Decision(EXISTING, entry.golden_id, None)
             else:
-                candidate_members = {m for b in blocks for m in overlay_blocks.get(b, ())}
+                candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored)
                 apart, pinned = constraints.get(member, ((), ()))
                 # a steward's split keeps this record out of golden records holding those it was split from
                 forbidden = {entries[m].golden_id for m in apart if m in entries}
                 candidates = [Candidate(m, entries[m].golden_id, entries[m].features)
-                              for m in sorted(candidate_members) if m in entries
+                              for m in candidate_members if m in entries
                               and entries[m].golden_id not in forbidden]
                 metrics.CANDIDATES.observe(len(candidates))
                 together = sorted({entries[m].golden_id for m in pinned if m in entries} - forbidden)

@@ -13,7 +13,7 @@ import time
 
 from hub import metrics
 from hub.config import PipelineConfig
-from hub.consent import ALLOWED, next_change_ms, target_verdict
+from hub.consent import ALLOWED, next_change_ms, target_verdict_purpose
 from hub.ports import SyndicationState
 from hub.projection import encode, fingerprint, project, target_key
 from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
@@ -53,14 +53,14 @@ class SyndicateStage:
                         out.append(self._tombstone(target, previous[0], gone_reason))
                         changes[target.name] = None
                     continue
-                verdict = target_verdict(golden, target, self.purposes, now_ms)
+                verdict, purpose = target_verdict_purpose(golden, target, self.purposes, now_ms)
                 key = target_key(golden, target) if verdict == ALLOWED else None
                 if verdict == ALLOWED and not key:
                     verdict = NO_KEY
                 if verdict != ALLOWED:
-                    metrics.SUPPRESSED.labels(target.name, verdict).inc()
+                    metrics.SUPPRESSED.labels(target.name, verdict, purpose).inc()
                     if previous:
-                        out.append(self._tombstone(target, previous[0], verdict))
+                        out.append(self._tombstone(target, previous[0], verdict, purpose))
                         changes[target.name] = None
                     continue
                 payload = encode(project(golden, target), target)
@@ -88,6 +88,6 @@ class SyndicateStage:
 
         return StageOutput(out, remember)
 
-    def _tombstone(self, target, key: str, reason: str) -> OutMessage:
-        metrics.TOMBSTONES.labels(target.name, reason).inc()
+    def _tombstone(self, target, key: str, reason: str, purpose: str = "") -> OutMessage:
+        metrics.TOMBSTONES.labels(target.name, reason, purpose).inc()
         return OutMessage(target.output_topic, key.encode(), None, [(REASON_HEADER, reason.encode())])

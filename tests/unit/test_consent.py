@@ -279,3 +279,26 @@ def test_avro_target_schema_carries_every_golden_field():
     assert target_schema(narrower)[1] != schema_id  # other fields, other schema, other id
     with pytest.raises(ValueError):
         decode_avro(encode(project(golden, narrower), narrower), target)
+
+
+def test_the_failing_purpose_is_named():
+    from hub.consent import evaluate_purposes
+
+    target = TargetConfig(name="t", purposes=["service", "marketing"], fields=["given_name"])
+    purposes = {"service": PurposeConfig(name="service", granted_by_default=True),
+                "marketing": PurposeConfig(name="marketing")}
+    assert evaluate_purposes([], target, purposes, 0) == ("no_consent", "marketing")
+    granted = [{"subject": "crm:1", "statement": {"purpose": "marketing", "channel": "any", "status": "granted",
+                                                   "legal_basis": "consent", "effective_at": None,
+                                                   "expires_at": None, "event_time": 1}}]
+    assert evaluate_purposes(granted, target, purposes, 0) == ("allowed", "")
+
+
+def test_freshness_halves_every_year():
+    from hub.stages.ingest import freshness
+
+    year = 365 * 86_400_000
+    assert freshness(1_000, 1_000) == 1.0
+    assert freshness(0, year) == pytest.approx(0.5)
+    assert freshness(0, 2 * year) == pytest.approx(0.25)
+    assert freshness(5_000, 1_000) == 1.0  # a clock slightly ahead is not "fresher than new"
