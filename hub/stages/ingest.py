@@ -40,7 +40,7 @@ class IngestStage:
             counters = self._counters[source] = (
                 metrics.EVENTS_IN.labels(source), metrics.EVENTS_VALID.labels(source),
                 metrics.QUALITY.labels(source, "completeness"), metrics.QUALITY.labels(source, "validity"),
-                metrics.QUALITY.labels(source, "score"))
+                metrics.QUALITY.labels(source, "score"), metrics.QUALITY.labels(source, "freshness"))
         return counters
 
     def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
