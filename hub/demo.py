@@ -82,7 +82,7 @@ def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: flo
     lines += [f"canonical records     {view.counts[t.canonical]:>8}",
               f"golden records        {len(golden):>8}  ({multi} built from more than one source record)",
               f"merges (golden into golden) {audit_kinds['golden_merged']:>2}",
-              f"match decisions       " + ", ".join(f"{d}={int(worker.metric('hub_match_decisions_total', decision=d))}"
+              "match decisions       " + ", ".join(f"{d}={int(worker.metric('hub_match_decisions_total', decision=d))}"
                                                     for d in ("new", "merge", "review", "existing", "delete")),
               f"steward review items  {view.counts[t.review]:>8}",
               "per target (records on the topic; latest values; withheld by consent):"]

@@ -152,20 +152,6 @@ redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
 return from
 """
 
-_UNLINK = """
-local member = ARGV[1]
-local memkey = KEYS[1]
-local gid = redis.call('HGET', memkey, 'gid')
-if not gid then return false end
-local old = redis.call('HGET', memkey, 'b')
-if old then
-  for h in string.gmatch(old, '[^,]+') do redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
-end
-redis.call('SREM', 'hub:gm:{' .. gid .. '}', member)
-redis.call('DEL', memkey)
-return gid
-"""
-
 # Latest statement per (purpose, channel) wins by its own event_time.
 _PUT_CONSENT = """
 local changed = 0
@@ -214,7 +200,6 @@ class RedisStore:
         self._members = client.register_script(_MEMBERS)
         self._constraints = client.register_script(_CONSTRAINTS)
         self._move = client.register_script(_MOVE)
-        self._unlink = client.register_script(_UNLINK)
         self._put_consent = client.register_script(_PUT_CONSENT)
 
     @classmethod
@@ -348,12 +333,8 @@ class RedisStore:
         return (gid.decode() if gid else None), (orjson.loads(decision) if decision else None)
 
     async def unlink(self, members: list[str]) -> list[str | None]:
-        if not members:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            self._unlink(keys=[mem_key(member)], args=[member], client=pipe)
-        return [gid.decode() if gid else None for gid in await self._run(pipe, "index_unlink")]
+        """Remove records from the index; the golden id each belonged to (None if none)."""
+        return await self.link(list(members))
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless it was merged away)."""

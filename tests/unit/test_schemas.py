@@ -10,7 +10,6 @@ import struct
 import fastavro
 import pytest
 
-from hub import schemas
 from hub.schemas import SchemaError, codec, parsed, reader_name, registry_ids, schema_dir
 
 T0 = 1_700_000_000_000
