@@ -166,7 +166,8 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
 
         check_targets(int(time.time() * 1000))
         assert gid_of["P3"] in watcher.view.live("mastered.marketing")  # until it expires
-        assert watcher.view.reasons[("mastered.marketing", "consent_revoked")] == 0  # P2 never reached marketing
+        # P2's grant and revocation may meet in one batch (never sent) or not (sent, then a tombstone): either way
+        # check_targets above found P2 absent from marketing's latest values
         assert worker.metric("hub_consent_suppressed_total", target="pos", reason="consent_denied") >= 1
         card = decode("loyalty_app", watcher.view.live("mastered.loyalty_app")["L000000001"])
         assert set(card) == {"golden_id", "given_name", "loyalty_id", "emails"} and card["given_name"] == "Alice"
