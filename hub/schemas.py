@@ -147,3 +147,15 @@ class AvroCodec:
 @lru_cache(maxsize=None)
 def codec(name: str) -> AvroCodec:
     return AvroCodec(name)
+
+
+def decode_avro_or_json(name: str, payload: bytes | None) -> dict:
+    """A low-volume topic's record, in the Avro wire format or as JSON in the
+    same shape (checked and completed with the schema's defaults).
+    Raises SchemaError (or ValueError/TypeError/KeyError from bad JSON)."""
+    record_codec = codec(name)
+    if payload and payload[:1] == b"{":
+        import orjson
+
+        return record_codec.decode(record_codec.encode(orjson.loads(payload)))
+    return record_codec.decode(payload or b"")

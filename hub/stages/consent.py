@@ -10,13 +10,12 @@ not seen yet waits in the store and applies when that record arrives.
 from __future__ import annotations
 
 
-import orjson
 
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, IdentityIndex
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import CONSENT_EVENT, LINKED, SchemaError, codec
+from hub.schemas import decode_avro_or_json, CONSENT_EVENT, LINKED, SchemaError, codec
 from hub.stages import StageOutput
 
 STAGE = "consent"
@@ -27,17 +26,12 @@ class ConsentStage:
         self.config = config
         self.index = index
         self.store = store
-        self.codec = codec(CONSENT_EVENT)
         self.linked = codec(LINKED)
         self.purposes = {p.name for p in config.purposes}
 
     def _decode(self, message: InMessage) -> dict | StageError:
         try:
-            if message.value and message.value[:1] == b"{":
-                event = orjson.loads(message.value)
-                self.codec.encode(event)  # type check against the schema
-                return self.codec.decode(self.codec.encode(event))
-            return self.codec.decode(message.value or b"")
+            return decode_avro_or_json(CONSENT_EVENT, message.value)
         except (SchemaError, ValueError, TypeError, KeyError) as exc:
             return StageError(STAGE, "schema_mismatch", str(exc)[:300])
 

@@ -8,13 +8,12 @@ not hold still removes any consent waiting for that source record.
 
 from __future__ import annotations
 
-import orjson
 
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, IdentityIndex
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import ERASURE_REQUEST, LINKED, SchemaError, codec
+from hub.schemas import decode_avro_or_json, ERASURE_REQUEST, LINKED, SchemaError, codec
 from hub.stages import StageOutput
 
 STAGE = "erasure"
@@ -25,14 +24,11 @@ class ErasureStage:
         self.config = config
         self.index = index
         self.consents = consents
-        self.codec = codec(ERASURE_REQUEST)
         self.linked = codec(LINKED)
 
     def _decode(self, message: InMessage) -> dict | StageError:
         try:
-            if message.value and message.value[:1] == b"{":
-                return self.codec.decode(self.codec.encode(orjson.loads(message.value)))
-            return self.codec.decode(message.value or b"")
+            return decode_avro_or_json(ERASURE_REQUEST, message.value)
         except (SchemaError, ValueError, TypeError, KeyError) as exc:
             return StageError(STAGE, "schema_mismatch", str(exc)[:300])
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import time
 
-import orjson
 
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.matching.decide import new_golden_id
 from hub.ports import IdentityIndex, LinkRequest
 from hub.records import InMessage, OutMessage, StageError
-from hub.schemas import AUDIT, LINKED, STEWARD_ACTION, SchemaError, codec
+from hub.schemas import decode_avro_or_json, AUDIT, LINKED, STEWARD_ACTION, SchemaError, codec
 from hub.stages import StageOutput
 
 STAGE = "steward"
@@ -38,16 +37,12 @@ class StewardStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex):
         self.config = config
         self.index = index
-        self.codec = codec(STEWARD_ACTION)
         self.linked = codec(LINKED)
         self.audit = codec(AUDIT)
 
     def _decode(self, message: InMessage) -> dict | StageError:
         try:
-            if message.value and message.value[:1] == b"{":
-                action = self.codec.decode(self.codec.encode(orjson.loads(message.value)))
-            else:
-                action = self.codec.decode(message.value or b"")
+            action = decode_avro_or_json(STEWARD_ACTION, message.value)
         except (SchemaError, ValueError, TypeError, KeyError) as exc:
             return StageError(STAGE, "schema_mismatch", str(exc)[:300])
         members = [action["member"], *action["others"]]

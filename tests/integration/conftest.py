@@ -24,5 +24,21 @@ def local_hub(pipeline, tmp_path):
 
 
 @pytest.fixture
+def shared_redis():
+    """A database of its own on the machine's Redis server (the one production-like tests share)."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/12"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis server on 127.0.0.1:6379 (.ci/run starts one)")
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
 def feeder(local_hub):
     return Feeder(local_hub.bootstrap)

