@@ -25,7 +25,7 @@ from hub.access import new_token
 from hub.config import PipelineConfig, Settings
 from hub.generator import generate
 from hub.harness import Feeder, LocalHub, Watcher
-from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
 
 AVRO_SOURCES = {"crm", "pos"}
 
@@ -108,8 +108,6 @@ def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: flo
 
 
 def _audit_kind(value: bytes) -> str:
-    from hub.schemas import AUDIT
-
     return codec(AUDIT).decode(value)["kind"]
 
 

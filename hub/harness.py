@@ -7,7 +7,6 @@ the hub wrote back from the topics.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hub.config import PipelineConfig
-from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port, stop_process
 from hub.connectors.kafka import ensure_topics
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
@@ -76,15 +75,8 @@ class Worker:
                 total += float(value)
         return total
 
-    def stop(self, kill: bool = False) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+    def stop(self) -> None:
+        stop_process(self.process, grace_s=30)
 
 
 @dataclass

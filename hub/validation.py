@@ -11,6 +11,7 @@ fills defaults, so both formats come out identical.
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 from datetime import datetime, timezone
 
 import fastavro
@@ -109,6 +110,11 @@ def decode_event(payload: bytes | None) -> dict | StageError:
     return _from_json(payload)
 
 
+@lru_cache(maxsize=8)
+def _year_start_ms(year: int) -> int:
+    return int(datetime(year, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+
+
 def check_event(event: dict, expected_source: str, rules: QualityConfig, now_ms: int) -> StageError | None:
     """Semantic checks the schema cannot express."""
     source_id = event["source_id"].strip()
@@ -119,7 +125,7 @@ def check_event(event: dict, expected_source: str, rules: QualityConfig, now_ms:
     if event["source"] != expected_source:
         return _error(SOURCE_MISMATCH, f"event says source {event['source'][:64]!r}, topic belongs to {expected_source!r}")
     event_time = event["event_time"]
-    earliest = int(datetime(rules.min_event_year, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    earliest = _year_start_ms(rules.min_event_year)
     if event_time < earliest or event_time > now_ms + rules.max_future_skew_s * 1000:
         return _error(ABSURD_VALUE, f"event_time {event_time} outside [{rules.min_event_year}, now + {rules.max_future_skew_s}s]")
     for statement in event["consents"]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hub.records import OutMessage
+from hub.records import OutMessage, StageError
+from hub.schemas import SchemaError, decode_avro_or_json
 
 
 @dataclass(slots=True)
@@ -19,3 +20,11 @@ class StageOutput:
     # Runs once every message is acknowledged by the broker, before input
     # offsets are committed: state that says "already sent" goes here.
     after_delivery: Callable[[], Awaitable[None]] | None = None
+
+
+def decode_or_error(stage: str, schema: str, payload: bytes | None) -> dict | StageError:
+    """A low-volume topic's record (Avro or JSON), or why it cannot be read."""
+    try:
+        return decode_avro_or_json(schema, payload)
+    except (SchemaError, ValueError, TypeError, KeyError) as exc:
+        return StageError(stage, "schema_mismatch", str(exc)[:300])

@@ -15,8 +15,8 @@ from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, IdentityIndex
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import decode_avro_or_json, CONSENT_EVENT, LINKED, SchemaError, codec
-from hub.stages import StageOutput
+from hub.schemas import CONSENT_EVENT, LINKED, codec
+from hub.stages import StageOutput, decode_or_error
 
 STAGE = "consent"
 
@@ -29,17 +29,12 @@ class ConsentStage:
         self.linked = codec(LINKED)
         self.purposes = {p.name for p in config.purposes}
 
-    def _decode(self, message: InMessage) -> dict | StageError:
-        try:
-            return decode_avro_or_json(CONSENT_EVENT, message.value)
-        except (SchemaError, ValueError, TypeError, KeyError) as exc:
-            return StageError(STAGE, "schema_mismatch", str(exc)[:300])
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         out: list[OutMessage] = []
         statements: dict[str, list[dict]] = {}
         for message in batch:
-            event = self._decode(message)
+            event = decode_or_error(STAGE, CONSENT_EVENT, message.value)
             if isinstance(event, StageError) or event["statement"]["purpose"] not in self.purposes:
                 error = event if isinstance(event, StageError) else StageError(STAGE, "unknown_purpose", "")
                 metrics.CONSENT_EVENTS.labels("rejected").inc()

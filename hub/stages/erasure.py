@@ -13,8 +13,8 @@ from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, IdentityIndex
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import decode_avro_or_json, ERASURE_REQUEST, LINKED, SchemaError, codec
-from hub.stages import StageOutput
+from hub.schemas import ERASURE_REQUEST, LINKED, codec
+from hub.stages import StageOutput, decode_or_error
 
 STAGE = "erasure"
 
@@ -26,17 +26,12 @@ class ErasureStage:
         self.consents = consents
         self.linked = codec(LINKED)
 
-    def _decode(self, message: InMessage) -> dict | StageError:
-        try:
-            return decode_avro_or_json(ERASURE_REQUEST, message.value)
-        except (SchemaError, ValueError, TypeError, KeyError) as exc:
-            return StageError(STAGE, "schema_mismatch", str(exc)[:300])
 
     async def process(self, batch: list[InMessage]) -> StageOutput:
         out: list[OutMessage] = []
         requests = []
         for message in batch:
-            request = self._decode(message)
+            request = decode_or_error(STAGE, ERASURE_REQUEST, message.value)
             if not isinstance(request, StageError) and not request["golden_id"] and not (
                     request["source"] and request["source_id"]):
                 request = StageError(STAGE, "missing_field", "name a golden_id, or a source and source_id")

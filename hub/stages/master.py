@@ -45,6 +45,8 @@ class MasterStage:
         needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
+        # contributions are replaced, never mutated: a shallow copy tells what changed
+        held = {gid: dict(state.contributions) for gid, state in states.items()}
 
         embedded = {}
         for item in linked:
@@ -121,8 +123,9 @@ class MasterStage:
                          "before_version": previous["version"] if previous else None,
                          "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden)}
                 state.last_audit = self.audit_codec.encode(audit)
-            state.golden = golden
-            saved.append(state)
+            if golden is not previous or state.contributions != held[gid]:
+                state.golden = golden
+                saved.append(state)  # a redelivered input rewrites nothing
             if state.last_audit:
                 out.append(OutMessage(self.config.topics.audit, gid.encode(), state.last_audit))
             out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_codec.encode(golden)))

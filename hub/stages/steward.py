@@ -20,8 +20,8 @@ from hub.config import PipelineConfig
 from hub.matching.decide import new_golden_id
 from hub.ports import IdentityIndex, LinkRequest
 from hub.records import InMessage, OutMessage, StageError
-from hub.schemas import decode_avro_or_json, AUDIT, LINKED, STEWARD_ACTION, SchemaError, codec
-from hub.stages import StageOutput
+from hub.schemas import AUDIT, LINKED, STEWARD_ACTION, codec
+from hub.stages import StageOutput, decode_or_error
 
 STAGE = "steward"
 
@@ -41,10 +41,9 @@ class StewardStage:
         self.audit = codec(AUDIT)
 
     def _decode(self, message: InMessage) -> dict | StageError:
-        try:
-            action = decode_avro_or_json(STEWARD_ACTION, message.value)
-        except (SchemaError, ValueError, TypeError, KeyError) as exc:
-            return StageError(STAGE, "schema_mismatch", str(exc)[:300])
+        action = decode_or_error(STAGE, STEWARD_ACTION, message.value)
+        if isinstance(action, StageError):
+            return action
         members = [action["member"], *action["others"]]
         if not action["others"] or any(":" not in m for m in members) or action["member"] in action["others"]:
             return StageError(STAGE, "absurd_value", "name <source>:<source_id> records, and at least one other")

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import yaml
 
-from hub.connectors.embedded import free_port
+from hub.connectors.embedded import free_port, stop_process
 from hub.schemas import CUSTOMER_EVENT, codec
 
 PROMETHEUS = shutil.which("prometheus")
@@ -71,13 +71,7 @@ class PrometheusServer:
         raise RuntimeError(f"prometheus not ready within {timeout_s}s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace_s=10)
 
     def query(self, promql: str) -> float | None:
         """Value of an instant query returning one sample, None when it returns none."""
