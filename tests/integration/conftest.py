@@ -26,9 +26,12 @@ def local_hub(pipeline, tmp_path):
 @pytest.fixture
 def shared_redis():
     """A database of its own on the machine's Redis server (the one production-like tests share)."""
+    import os
+
     import redis
 
-    url = "redis://127.0.0.1:6379/12"
+    # HUB_TEST_REDIS_URL lets parallel test runs on one machine use different databases
+    url = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
     client = redis.Redis.from_url(url)
     try:
         client.ping()
