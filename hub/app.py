@@ -200,9 +200,14 @@ def _register_timers(hub: Hub) -> None:
         version, stored = await hub.store.load_parameters(parameters["version"])
         if stored is not None:
             match_stage.comparisons = from_json(stored["comparisons"])
+            upper = stored.get("upper_threshold")
+            configured = hub.pipeline.match
+            match_stage.rules = configured if upper is None else configured.model_copy(update={
+                "upper_threshold": upper, "lower_threshold": min(configured.lower_threshold, upper)})
             parameters["version"] = version
             metrics.MATCH_PARAMETERS_VERSION.set(version)
-            log.info("match parameters version %s loaded (estimated from %s records)", version, stored["records"])
+            log.info("match parameters version %s loaded (estimated from %s records; merge at weight >= %s)",
+                     version, stored["records"], match_stage.rules.upper_threshold)
 
     @hub.app.timer(interval=5.0)
     async def refresh_gauges() -> None:

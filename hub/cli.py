@@ -250,12 +250,16 @@ def steward_link(source: str, source_id: str,
 
 @cli.command()
 def estimate(sample: int = typer.Option(50_000, help="Records of the index to estimate from"),
-             dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate; do not store it")) -> None:
+             dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate; do not store it"),
+             keep_thresholds: bool = typer.Option(False, "--keep-thresholds",
+                                                  help="Store m and u only; workers keep the configured thresholds")
+             ) -> None:
     """Re-estimate m and u from the records in the identity index (no labels: u from random pairs, m by EM
-    over blocked candidate pairs) and store them; running workers pick them up within 10 s."""
+    over blocked candidate pairs), and the merge threshold that follows from them (posterior match
+    probability 0.9), and store them; running workers pick them up within 10 s."""
     from hub.connectors.redis_store import RedisStore
     from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
-    from hub.matching.estimate import reestimate
+    from hub.matching.estimate import MERGE_PROBABILITY, estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
 
@@ -266,14 +270,20 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     feature_list = asyncio.run(store.sample_features(sample))
     if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
         _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
-    comparisons, lam = reestimate(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
-    for comparison in comparisons:
+    found = estimate_parameters(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
+    for comparison in found.comparisons:
         levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
         typer.echo(f"{comparison.attribute:<18} {levels}")
-    typer.echo(f"estimated from {len(feature_list)} records; match share among candidate pairs {lam:.3f}")
+    upper = round(found.upper_threshold(), 4)
+    typer.echo(f"estimated from {len(feature_list)} records; match share among candidate pairs "
+               f"{found.match_share:.3f}, among all pairs {found.random_pair_prior:.2e}; "
+               f"merge threshold {upper} (match probability {MERGE_PROBABILITY})")
     if not dry_run:
-        version = asyncio.run(store.save_parameters({"comparisons": to_json(comparisons), "records": len(feature_list),
-                                                     "match_share": lam}))
+        stored = {"comparisons": to_json(found.comparisons), "records": len(feature_list),
+                  "match_share": found.match_share}
+        if not keep_thresholds:
+            stored["upper_threshold"] = upper
+        version = asyncio.run(store.save_parameters(stored))
         typer.echo(f"stored as version {version}")
 
 

@@ -98,7 +98,8 @@ class TargetConfig(_Strict):
 
 
 class ComparisonLevelConfig(_Strict):
-    kind: Literal["exact", "jaro_winkler", "levenshtein", "date", "date_swap", "nickname", "else"]
+    kind: Literal["exact", "jaro_winkler", "levenshtein", "damerau", "street", "date", "date_swap", "nickname",
+                  "else"]
     threshold: float | None = None
     m: float = Field(..., gt=0, lt=1)
     u: float = Field(..., gt=0, lt=1)

@@ -69,6 +69,8 @@ class IdentityIndex(Protocol):
     async def golden_members(self, golden_id: str) -> list[str]: ...
     async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
         """Keep each record's latest match decision (JSON) with its index entry."""
+    async def forget_references(self, members: list[str]) -> None:
+        """Remove these (erased) records from other records' stored decisions."""
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless merged away)."""
 

@@ -121,7 +121,12 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
     events, rejected = _parse(source, errors)
     comparisons = DEFAULT_COMPARISONS
     if estimate and events:
-        comparisons = estimated_comparisons(events, default_region, errors)
+        comparisons, upper = estimated_comparisons(events, default_region, errors)
+        if upper is not None:
+            rules = pipeline.match
+            rules = rules.model_copy(update={"upper_threshold": upper,
+                                             "lower_threshold": min(rules.lower_threshold, upper)})
+            pipeline = pipeline.model_copy(update={"match": rules})
     embedded = None
     if redis_url is None:
         from hub.connectors.embedded import EmbeddedRedis
@@ -145,18 +150,24 @@ MIN_RECORDS_TO_ESTIMATE = 1000
 
 def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str]):
     """m and u for this data, estimated without labels (u from random pairs,
-    m by EM over blocked candidate pairs), before the stream is matched. A
-    small file says too little about its own error rates: below
-    MIN_RECORDS_TO_ESTIMATE records the literature defaults stay."""
+    m by EM over blocked candidate pairs), before the stream is matched, and
+    the merge threshold that follows from them: the total weight at which a
+    pair is a match with posterior probability MERGE_PROBABILITY, given the
+    estimated share of matches among all pairs. A small file says too little
+    about its own error rates: below MIN_RECORDS_TO_ESTIMATE records the
+    literature defaults and the configured thresholds stay (None)."""
     if len(events) < MIN_RECORDS_TO_ESTIMATE:
         print(f"{len(events)} records: too few to estimate m/u (needs {MIN_RECORDS_TO_ESTIMATE}); "
               "using the defaults", file=errors)
-        return DEFAULT_COMPARISONS
-    from hub.matching.estimate import reestimate
+        return DEFAULT_COMPARISONS, None
+    from hub.matching.estimate import MERGE_PROBABILITY, estimate_parameters
     from hub.matching.features import blocking_values, features
 
     feature_list = [features(standardise_and_score(e, default_region=default_region)[0]) for e in events]
-    comparisons, lam = reestimate(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
-    print(f"estimated m/u from {len(feature_list)} records (match share among candidate pairs {lam:.3f})",
-          file=errors)
-    return comparisons
+    estimate = estimate_parameters(DEFAULT_COMPARISONS, feature_list,
+                                   [blocking_values(f) for f in feature_list])
+    upper = round(estimate.upper_threshold(), 4)
+    print(f"estimated m/u from {len(feature_list)} records (match share among candidate pairs "
+          f"{estimate.match_share:.3f}, among all pairs {estimate.random_pair_prior:.2e}); "
+          f"merging at weight >= {upper} (match probability >= {MERGE_PROBABILITY})", file=errors)
+    return estimate.comparisons, upper

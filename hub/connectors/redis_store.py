@@ -327,6 +327,31 @@ class RedisStore:
                 pipe.hset(mem_key(member), "d", decision)
             await self._run(pipe, "index_decisions")
 
+    async def forget_references(self, members: list[str]) -> None:
+        """Take erased records out of the evidence other records' stored
+        decisions keep (a decision names its strongest candidates). Only
+        records sharing a blocking key can have had them as candidates."""
+        entries = await self.members(members)
+        gone = set(members) | {entry.golden_id for entry in entries.values()}
+        views = await self.blocks(sorted({b for entry in entries.values() for b in entry.blocks}), 1 << 30)
+        others = sorted({m for view in views.values() for m in view.members or ()} - set(members))
+        if not others:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for member in others:
+            pipe.hget(mem_key(member), "d")
+        rewrite = self.client.pipeline(transaction=False)
+        for member, raw in zip(others, await self._run(pipe, "index_decisions")):
+            if raw is None or not any(g.encode() in raw for g in gone):
+                continue
+            decision = orjson.loads(raw)
+            decision["candidates"] = [c for c in decision.get("candidates") or []
+                                      if c.get("member") not in gone and c.get("golden_id") not in gone]
+            decision["merged_golden_ids"] = [g for g in decision.get("merged_golden_ids") or [] if g not in gone]
+            rewrite.hset(mem_key(member), "d", orjson.dumps(decision))
+        if len(rewrite):
+            await self._run(rewrite, "index_decisions")
+
     async def decision(self, member: str) -> tuple[str | None, dict | None]:
         """A record's current golden id and the decision that placed it."""
         gid, decision = self.client.hmget(mem_key(member), "gid", "d")

@@ -3,7 +3,11 @@
 Each comparison names a feature and lists levels, tried in order: the first
 level that holds decides that attribute's match weight, log2(m/u). A missing
 value on either side is the null level (weight 0, no evidence either way).
-Level kinds: exact, jaro_winkler and levenshtein at a threshold, date
+Level kinds: exact, jaro_winkler and levenshtein at a threshold (similarity),
+damerau at a threshold (at most that many insertions, deletions,
+substitutions or transpositions: a mistyped identifier or date), street
+(Jaro-Winkler at a threshold between street lines with the same house
+numbers), date
 (partial-date aware), date_swap (day and month transposed), nickname (known
 diminutives, hub.matching.nicknames), else.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
 from hub.matching.nicknames import same_name
 
@@ -56,6 +60,18 @@ def _day_month_swapped(a: str, b: str) -> bool:
     return len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7] and a != b
 
 
+def _house_numbers(line: str) -> list[str]:
+    return [token for token in line.split() if any(c.isdigit() for c in token)]
+
+
+def _same_house_numbers(a: str, b: str) -> bool:
+    """1 and 3 Station Road are different addresses however alike the text; a
+    line without a number on one side (a PO box, a mistyped line) is not held
+    against it."""
+    numbers_a, numbers_b = _house_numbers(a), _house_numbers(b)
+    return not numbers_a or not numbers_b or numbers_a == numbers_b
+
+
 def _holds(level: Level, a: str, b: str) -> bool:
     kind = level.kind
     if kind == "exact":
@@ -64,6 +80,10 @@ def _holds(level: Level, a: str, b: str) -> bool:
         return JaroWinkler.similarity(a, b) >= level.threshold
     if kind == "levenshtein":
         return Levenshtein.normalized_similarity(a, b) >= level.threshold
+    if kind == "street":
+        return _same_house_numbers(a, b) and JaroWinkler.similarity(a, b) >= level.threshold
+    if kind == "damerau":
+        return DamerauLevenshtein.distance(a, b, score_cutoff=int(level.threshold)) <= level.threshold
     if kind == "date":
         return _dates_agree(a, b)
     if kind == "date_swap":
@@ -137,14 +157,21 @@ DEFAULT_COMPARISONS: tuple[Comparison, ...] = (
         _lv("exact", 0.88, 0.005), _lv("jaro_winkler", 0.06, 0.003, 0.92),
         _lv("jaro_winkler", 0.03, 0.01, 0.80), _lv("else", 0.03, 0.982))),
     Comparison("birth_date", "dob", (
-        _lv("exact", 0.88, 0.0005), _lv("date", 0.06, 0.005), _lv("date_swap", 0.02, 0.0002),
-        _lv("else", 0.04, 0.9943))),
+        _lv("exact", 0.85, 0.0005), _lv("date", 0.06, 0.005), _lv("date_swap", 0.02, 0.0002),
+        _lv("damerau", 0.03, 0.003, 1), _lv("else", 0.04, 0.9913))),
     Comparison("email", "em", (
         _lv("exact", 0.6, 0.0001), _lv("jaro_winkler", 0.1, 0.001, 0.95), _lv("else", 0.3, 0.9989))),
+    # no "one keystroke off" level for phones: numbers come in blocks, neighbours' differ by one digit
     Comparison("phone", "ph", (_lv("exact", 0.6, 0.0002), _lv("else", 0.4, 0.9998))),
-    Comparison("address", "ad", (
-        _lv("exact", 0.6, 0.0005), _lv("jaro_winkler", 0.15, 0.002, 0.9), _lv("else", 0.25, 0.9975))),
-    Comparison("national_id", "nid", (_lv("exact", 0.95, 0.00001), _lv("else", 0.05, 0.99999))),
+    Comparison("street", "st", (
+        _lv("exact", 0.6, 0.0005), _lv("street", 0.15, 0.002, 0.9), _lv("else", 0.25, 0.9975))),
+    Comparison("postcode", "pc", (
+        _lv("exact", 0.75, 0.005), _lv("damerau", 0.05, 0.01, 1), _lv("else", 0.2, 0.985))),
+    Comparison("city", "ci", (
+        _lv("exact", 0.8, 0.01), _lv("jaro_winkler", 0.05, 0.005, 0.9), _lv("else", 0.15, 0.985))),
+    Comparison("national_id", "nid", (
+        _lv("exact", 0.9, 0.00001), _lv("damerau", 0.05, 0.0001, 1), _lv("else", 0.05, 0.99989))),
+    # no "one keystroke off" level: cards are numbered in sequence, a family's differ by one digit
     Comparison("loyalty_id", "loy", (_lv("exact", 0.95, 0.00001), _lv("else", 0.05, 0.99999))),
     Comparison("organisation_name", "org", (
         _lv("exact", 0.9, 0.001), _lv("jaro_winkler", 0.06, 0.005, 0.9), _lv("else", 0.04, 0.994))),

@@ -47,18 +47,47 @@ _NAMES = ("given_name", "family_name")
 
 
 _PERSONAL = ("birth_date", "national_id", "loyalty_id")
+_IDENTIFIERS = ("national_id", "loyalty_id")
+
+
+def _name_agrees(label: str | None) -> bool:
+    """A name level that says "the same name": exact, a nickname, or
+    Jaro-Winkler at 0.9 or more (a typo). Lower similarity (Carter, Archer)
+    says two names that merely look alike."""
+    if not label:
+        return False
+    label = label.split(" (", 1)[0]  # "(names swapped)" reads the same
+    if label in ("exact", "nickname"):
+        return True
+    kind, _, threshold = label.partition(">=")
+    return kind in ("jaro_winkler", "levenshtein") and float(threshold or 0) >= 0.9
 
 
 def _corroborated(total: float, evidence: list[tuple[str, str, float]], lower: float) -> float:
-    """Two guards the independence assumption of Fellegi-Sunter misses:
-    a shared surname and address with a different given name is a relative,
-    not the same person, unless something only one person has agrees too
-    (birth date, national id, loyalty card); and names alone (a common name, nothing else
-    known on one side) must not merge two records. Both go to review at most."""
+    """Three guards the independence assumption of Fellegi-Sunter misses,
+    each capping the score below the merge threshold (review at most):
+
+    - a shared surname and address with a different given name is a
+      relative, not the same person, unless something only one person has
+      agrees too (birth date, national id or loyalty card, at a level that is
+      evidence of a match: exact, or one keystroke off);
+    - a different given name with a surname that is not the same either is
+      two people, whatever town, postcode or birth date they share, unless a
+      national id or loyalty card agrees, or they were born the same day at
+      the same street address (one person's record with its names garbled);
+    - names alone (a common name, nothing else known on one side) must not
+      merge two records.
+    """
     levels = {attribute: level for attribute, level, _ in evidence}
-    if (levels.get("given_name") == "else" and levels.get("family_name") == "exact"
-            and not any(levels.get(a) == "exact" for a in _PERSONAL)):
-        return min(total, lower - 1.0)
+    given = levels.get("given_name")
+    if given is not None and given.startswith("else"):
+        if _name_agrees(levels.get("family_name")):
+            if not any(weight > 0 for attribute, _, weight in evidence if attribute in _PERSONAL):
+                return min(total, lower - 1.0)
+        elif levels.get("family_name", "null") != "null" and not (
+                any(weight > 0 for attribute, _, weight in evidence if attribute in _IDENTIFIERS)
+                or (levels.get("birth_date") == "exact" and levels.get("street") == "exact")):
+            return min(total, lower - 1.0)
     corroborating = any(weight > 0 for attribute, _, weight in evidence if attribute not in _NAMES)
     if not corroborating:
         return min(total, lower)

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from hub.matching.comparisons import Comparison, compare
 
 __all__ = ["comparison_vector", "estimate_u", "estimate_m", "candidate_pairs", "candidate_vectors",
-           "reestimate", "match_prior_weight", "BLOCKING_RULE_FEATURES"]
+           "reestimate", "estimate_parameters", "Estimate", "MERGE_PROBABILITY", "match_prior_weight",
+           "BLOCKING_RULE_FEATURES"]
 
 # Bounds for lambda: EM must never settle on "no matches" or "all matches",
 # where the log-odds prior weight would be infinite.
@@ -84,9 +85,31 @@ def estimate_u(comparisons, feature_list: list[dict], *, pairs: int = 20000,
             counts[compare(comparison, a[comparison.feature], b[comparison.feature])[0]] += 1
         if drawn == 0:
             u.append([level.u for level in comparison.levels])
+        elif comparison.levels[0].kind == "exact":
+            u.append(_with_exact_u_from_frequencies(counts, holders, comparison.feature))
         else:
             u.append([(c + 1) / (drawn + len(counts)) for c in counts])
     return u
+
+
+def _with_exact_u_from_frequencies(counts: list[int], holders: list[dict], feature: str) -> list[float]:
+    """u of an exact level counted over every pair rather than sampled: the
+    share of pairs of holders that share a value, sum of c(c-1) over n(n-1).
+    Exact agreement on a birth date or an id is so rare among random pairs
+    that a sample of 20,000 sees it a handful of times or never, and add-one
+    smoothing would then overstate u several times over, understating the
+    weight of the very evidence that identifies a person. The other levels
+    keep their sampled (smoothed) shares of the rest."""
+    values: Counter = Counter()
+    for holder in holders:
+        value = holder[feature]
+        values.update(set(value) if isinstance(value, list) else (value,))
+    n = len(holders)
+    all_pairs = n * (n - 1)
+    exact = max(sum(c * (c - 1) for c in values.values()), 2) / all_pairs  # at least one pair: never 0
+    rest = [c + 1 for c in counts[1:]]
+    total = sum(rest)
+    return [exact] + [(1.0 - exact) * c / total for c in rest]
 
 
 def _starting_m(comparison: Comparison) -> list[float]:
@@ -174,8 +197,10 @@ def estimate_m(comparisons, vectors: list[tuple[int, ...]], u: list[list[float]]
     return m, lam
 
 
-def _pairs_by_rule(feature_list, blocking_keys, max_block, max_pairs) -> dict[tuple[int, int], frozenset[str]]:
-    """Candidate pairs with the blocking rules (key prefixes) that found each."""
+def _pairs_by_rule(feature_list, blocking_keys, max_block, max_pairs,
+                   counted: list | None = None) -> dict[tuple[int, int], frozenset[str]]:
+    """Candidate pairs with the blocking rules (key prefixes) that found each
+    (`counted`, when given, receives how many there were before sampling)."""
     blocks: dict[str, list[int]] = defaultdict(list)
     for i, keys in enumerate(blocking_keys):
         for key in set(keys):
@@ -190,6 +215,8 @@ def _pairs_by_rule(feature_list, blocking_keys, max_block, max_pairs) -> dict[tu
             for j in members[x + 1:]:
                 found[(i, j)].add(rule)
     pairs = sorted(p for p in found if _comparable(feature_list[p[0]], feature_list[p[1]]))
+    if counted is not None:
+        counted.append(len(pairs))
     if len(pairs) > max_pairs:
         pairs = sorted(random.Random(0).sample(pairs, max_pairs))
     return {p: frozenset(found[p]) for p in pairs}
@@ -220,18 +247,62 @@ def candidate_vectors(comparisons, feature_list: list[dict], blocking_keys: list
 # by the selection, for non-matches too, so it is no evidence of a match: EM
 # over that rule leaves them out, as Splink does with a blocking rule's columns.
 # A prefix missing here (a new rule) is used with nothing left out.
+_ADDRESS = ("st", "pc", "ci")
 BLOCKING_RULE_FEATURES: dict[str, tuple[str, ...]] = {
-    "e": ("em",), "p": ("ph",), "n": ("nid",), "l": ("loy",), "o": ("org",),
-    "a": ("fn", "ad"),          # family name sound + postcode district
+    "n": ("nid",), "l": ("loy",), "o": ("org",),
+    # Rules on an address, or on a contact point a family shares (a home phone,
+    # a family inbox), find households: the address parts agree together for
+    # them, not independently, so each such rule leaves all three out (EM
+    # would otherwise read a household as one person with many given names).
+    "e": ("em",) + _ADDRESS,    # e-mail
+    "p": ("ph",) + _ADDRESS,    # phone
+    "a": ("fn",) + _ADDRESS,    # family name sound + postcode district
     "y": ("gn", "fn", "dob"),   # name sounds + birth year
     "g": ("gn", "fn"),          # name sounds (either way round)
     "d": ("dob",),              # full birth date + the initial of either name
-    "h": ("fn", "ad"),          # postcode and street line: pairs it finds are mostly households, whose surnames agree too
+    "z": ("fn",) + _ADDRESS,    # postcode (its pairs are households and neighbours: surnames agree too)
+    "q": ("gn",) + _ADDRESS,    # given name sound + postcode
+    "s": ("fn",) + _ADDRESS,    # street line + town: a household, as "h"
+    "h": ("fn",) + _ADDRESS,    # postcode and street line: pairs it finds are mostly households, whose surnames agree too
 }
 
 
-def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
-               seed: int = 1) -> tuple[tuple[Comparison, ...], float]:
+# The posterior match probability at which records merge when the thresholds
+# are derived from an estimate (Splink's customary clustering threshold).
+MERGE_PROBABILITY = 0.9
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What `estimate_parameters` learnt: the comparisons with new m and u, the
+    share of matches among candidate pairs, and how many pairs and records
+    that share is of."""
+
+    comparisons: tuple[Comparison, ...]
+    match_share: float
+    candidate_pairs: int
+    records: int
+
+    @property
+    def random_pair_prior(self) -> float:
+        """The chance that two records drawn at random are one person: the
+        expected matches among candidate pairs (blocking finds nearly all of
+        them) over every pair of records. Splink's "probability two random
+        records match", here estimated rather than asserted."""
+        all_pairs = self.records * (self.records - 1) / 2
+        if all_pairs <= 0:
+            return _LAMBDA_MAX
+        return min(max(self.match_share * self.candidate_pairs / all_pairs, _LAMBDA_MIN), _LAMBDA_MAX)
+
+    def upper_threshold(self, probability: float = MERGE_PROBABILITY) -> float:
+        """The total match weight at which a pair's posterior match probability
+        reaches `probability`: Bayes with the random-pair prior, so a
+        threshold follows from the data rather than being tuned for it."""
+        return match_prior_weight(probability) - match_prior_weight(self.random_pair_prior)
+
+
+def estimate_parameters(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
+                        seed: int = 1) -> Estimate:
     """u from random pairs, then m and lambda by EM over the candidate pairs.
 
     As in Splink, m is trained per blocking rule, on that rule's pairs with the
@@ -243,12 +314,13 @@ def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[s
     different given name or e-mail says little. Lambda is then fitted over all
     candidate pairs, full vectors, with m fixed.
 
-    Returns new Comparison objects (same attributes, features, level kinds and
-    thresholds; new m and u) and lambda.
+    The comparisons come back as new objects (same attributes, features,
+    level kinds and thresholds; new m and u).
     """
     comparisons = tuple(comparisons)
     u = estimate_u(comparisons, feature_list, seed=seed)
-    by_rule = _pairs_by_rule(feature_list, blocking_keys, 50, 200000)
+    counted: list[int] = []
+    by_rule = _pairs_by_rule(feature_list, blocking_keys, 50, 200000, counted)
     vectors = {p: comparison_vector(comparisons, feature_list[p[0]], feature_list[p[1]]) for p in by_rule}
     start = [_starting_m(c) for c in comparisons]
     pooled = [[0.0] * len(c.levels) for c in comparisons]
@@ -270,7 +342,15 @@ def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[s
     updated = tuple(
         replace(c, levels=tuple(replace(level, m=m_k[i], u=u_k[i]) for i, level in enumerate(c.levels)))
         for c, m_k, u_k in zip(comparisons, m, u))
-    return updated, lam
+    return Estimate(updated, lam, counted[0], len(feature_list))
+
+
+def reestimate(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
+               seed: int = 1) -> tuple[tuple[Comparison, ...], float]:
+    """The comparisons with m and u estimated from the data, and the match
+    share among candidate pairs (see estimate_parameters)."""
+    estimate = estimate_parameters(comparisons, feature_list, blocking_keys, seed=seed)
+    return estimate.comparisons, estimate.match_share
 
 
 def match_prior_weight(lam: float) -> float:

@@ -48,8 +48,12 @@ def features(event: dict) -> dict:
         "dob": event["birth_date"],
         "em": sorted({e["address"] for e in event["emails"]}),
         "ph": sorted({p["number"] for p in event["phones"]}),
-        "ad": sorted({f"{_postcode(a['postcode']) or ''}|{fold(a['line1']) or ''}" for a in addresses
-                      if a["postcode"] or a["line1"]}),
+        # street, postcode and town are compared apart, as Splink does: a mistyped
+        # or moved street still agrees on the postcode, a mistyped postcode on
+        # the town. Households share all three; decide.py guards against that.
+        "st": sorted({street for a in addresses if (street := fold(a["line1"]))}),
+        "pc": sorted({code for a in addresses if (code := _postcode(a["postcode"]))}),
+        "ci": sorted({town for a in addresses if (town := fold(a["city"]))}),
         "nid": event["national_id"],
         "loy": event["loyalty_id"],
         "org": fold(event["organisation_name"]),
@@ -68,12 +72,11 @@ def blocking_values(feats: dict) -> list[str]:
         keys.append(f"l:{feats['loy']}")
     given, family, dob = feats["gn"], feats["fn"], feats["dob"]
     family_code = phonetic(family)
+    postcodes, towns, streets = feats["pc"], feats["ci"], feats["st"]
     if family_code:
-        for address in feats["ad"]:
-            postcode = address.split("|", 1)[0]
-            if postcode:
-                # outward part of the postcode: survives a move within the area and typos in the inward part
-                keys.append(f"a:{rt}:{family_code}:{postcode[:-3] or postcode}")
+        for postcode in postcodes:
+            # outward part of the postcode: survives a move within the area and typos in the inward part
+            keys.append(f"a:{rt}:{family_code}:{postcode[:-3] or postcode}")
         if given and dob:
             keys.append(f"y:{phonetic(given)}:{family_code}:{dob[:4]}")
     if given and family:
@@ -84,9 +87,17 @@ def blocking_values(feats: dict) -> list[str]:
     if dob and len(dob) == 10:
         # one key per name initial: a typo'd or swapped name still shares the other
         keys.extend(f"d:{dob}:{initial}" for initial in sorted({n[0] for n in (given, family) if n}))
-    for address in feats["ad"]:
-        if "|" in address and not address.startswith("|") and not address.endswith("|"):
-            keys.append(f"h:{rt}:{address}")  # postcode and street line: a household at most
+    # (a record's addresses are few: every pairing of its parts is a handful of keys)
+    for street in streets:
+        keys.extend(f"h:{rt}:{postcode}|{street}" for postcode in postcodes)  # a household at most
+        keys.extend(f"s:{rt}:{town}|{street}" for town in towns)  # the household again, postcode mistyped
+    for postcode in postcodes:
+        # a postcode alone finds records whose names and street were all mistyped
+        # (a big postcode soon outgrows max_block_size and stops being used);
+        # with the given name's sound it still finds a surname changed by marriage
+        keys.append(f"z:{rt}:{postcode}")
+        if given:
+            keys.append(f"q:{rt}:{phonetic(given)}:{postcode}")
     if feats["org"]:
         keys.append(f"o:{rt}:{phonetic(feats['org'])}")
     return keys

@@ -137,6 +137,7 @@ class MasterStage:
                 metrics.MERGES.inc()
                 out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
         erased_members = [m for _, members in erased.values() for m in members]
+        await self.index.forget_references(erased_members)
         await self.index.unlink(erased_members)
         await self.consents.forget(erased_members)
         await self.store.save(saved, deleted, count_delta)

@@ -43,6 +43,7 @@ def test_reestimated_parameters_reach_running_workers(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "stored as version 1" in done.stdout
         assert f"estimated from {len(events)} records" in done.stdout or "estimated from" in done.stdout
+        assert "merge threshold" in done.stdout
         deadline = time.monotonic() + 30
         while worker.metric("hub_match_parameters_version") != 1 and time.monotonic() < deadline:
             time.sleep(0.5)

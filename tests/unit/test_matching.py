@@ -58,7 +58,8 @@ def test_features_of_a_standardised_event():
     assert f["dob"] == "1984-07-12"
     assert f["em"] == ["jon.smith@example.com"]
     assert f["ph"] == ["+447911123456"]
-    assert f["ad"] == ["LS14AB|12 high street", "YO17HH|1 side rd"]
+    assert f["st"] == ["1 side rd", "12 high street"]
+    assert f["pc"] == ["LS14AB", "YO17HH"]
     assert f["nid"] is not None and f["loy"] is not None
     assert f["org"] is None
 
@@ -66,7 +67,7 @@ def test_features_of_a_standardised_event():
 def test_features_of_a_sparse_event():
     f = feats(family_name="Smith")
     assert f["gn"] is None and f["dob"] is None
-    assert f["em"] == [] and f["ph"] == [] and f["ad"] == []
+    assert f["em"] == [] and f["ph"] == [] and f["st"] == [] and f["pc"] == [] and f["ci"] == []
 
 
 def test_features_dedupe_and_sort_contacts():
@@ -199,8 +200,10 @@ def test_jaro_winkler_threshold_is_inclusive():
     ("1984-07-12", "1984-07", "date"),
     ("1984", "1984-07-12", "date"),
     ("1984-07-12", "1984-12-07", "date_swap"),
-    ("1984-07-12", "1984-07-13", "else"),
-    ("1984-07-12", "1985-07-12", "else"),
+    ("1984-07-12", "1984-07-13", "damerau>=1"),  # one keystroke
+    ("1984-07-12", "1985-07-12", "damerau>=1"),
+    ("1984-07-12", "1985-07-13", "else"),
+    ("1984-07-12", "1948-07-21", "else"),
     ("1984-07", "1984-12-07", "else"),
     ("1984-07-07", "1984-07-07", "exact"),
 ])
@@ -227,11 +230,13 @@ def test_lists_compare_by_best_pair():
     assert compare(email, ["jon.smith@example.com"], "jon.smith@example.com")[0] == 0
 
 
-def test_phone_and_ids_are_exact_or_else():
+def test_phone_and_ids_are_exact_one_keystroke_off_or_else():
     assert _label("phone", ["+447911123456"], ["+447911123456"]) == "exact"
-    assert _label("phone", ["+447911123456"], ["+447911123457"]) == "else"
+    assert _label("phone", ["+447911123456"], ["+447911123457"]) == "else"  # numbers come in blocks
     assert _label("national_id", "QQ123456C", "QQ123456C") == "exact"
-    assert _label("loyalty_id", "L-1", "L-2") == "else"
+    assert _label("national_id", "2423787", "2427387") == "damerau>=1"
+    assert _label("national_id", "2423787", "2427388") == "else"
+    assert _label("loyalty_id", "L-1", "L-2") == "else"  # cards are numbered in sequence
 
 
 def test_score_sums_the_evidence():
@@ -240,12 +245,13 @@ def test_score_sums_the_evidence():
     assert [attr for attr, _, _ in evidence] == [c.attribute for c in DEFAULT_COMPARISONS]
     assert dict((attr, lv) for attr, lv, _ in evidence) == {
         "given_name": "jaro_winkler>=0.92", "family_name": "exact", "birth_date": "date", "email": "exact",
-        "phone": "null", "address": "exact", "national_id": "null", "loyalty_id": "null",
-        "organisation_name": "null"}
+        "phone": "null", "street": "exact", "postcode": "exact", "city": "exact", "national_id": "null",
+        "loyalty_id": "null", "organisation_name": "null"}
     assert total == pytest.approx(sum(w for _, _, w in evidence), abs=1e-3)
     assert total == pytest.approx(BY_ATTR["given_name"].weights[1] + BY_ATTR["family_name"].weights[0]
                                   + BY_ATTR["birth_date"].weights[1] + BY_ATTR["email"].weights[0]
-                                  + BY_ATTR["address"].weights[0])
+                                  + BY_ATTR["street"].weights[0] + BY_ATTR["postcode"].weights[0]
+                                  + BY_ATTR["city"].weights[0])
 
 
 # ------------------------------------------------------------------ decide
@@ -288,13 +294,13 @@ def test_clear_duplicate_merges_with_evidence():
     assert by_attr["email"]["weight"] == round(BY_ATTR["email"].weights[0], 4)
     assert by_attr["phone"]["level"] == "exact"
     assert by_attr["birth_date"] == {"attribute": "birth_date", "level": "null", "weight": 0.0}
-    assert by_attr["address"]["level"] == "null"
+    assert by_attr["street"]["level"] == by_attr["postcode"]["level"] == by_attr["city"]["level"] == "null"
     assert d.score == pytest.approx(sum(c["weight"] for c in ev["comparisons"]), abs=1e-3)
 
 
 def test_between_thresholds_is_review():
-    mine = {**jonathan(), "gn": "jonathon", "dob": "1990-01-01", "em": [], "ph": [], "ad": []}
-    other = {**jonathan(), "em": [], "ph": [], "ad": []}
+    mine = {**jonathan(), "gn": "jonathon", "dob": "1990-01-01", "em": [], "ph": [], "st": [], "pc": [], "ci": []}
+    other = {**jonathan(), "em": [], "ph": [], "st": [], "pc": [], "ci": []}
     d = run("pos:2", mine, [Candidate("crm:1", "G-jon", other)])
     assert levels(d)["given_name"] == "jaro_winkler>=0.92"
     assert LOWER <= d.score < UPPER
@@ -333,7 +339,7 @@ def _household():
 def test_household_member_is_never_merged():
     father, daughter = _household()
     d = run("pos:2", daughter, [Candidate("crm:1", "G-father", father)])
-    assert levels(d)["family_name"] == "exact" and levels(d)["address"] == "exact"
+    assert levels(d)["family_name"] == "exact" and levels(d)["street"] == levels(d)["postcode"] == "exact"
     assert levels(d)["given_name"] == "else" and levels(d)["birth_date"] == "else"
     assert d.outcome != MERGE
     assert d.golden_id == new_golden_id("pos:2")
@@ -432,7 +438,7 @@ def test_decision_is_independent_of_candidate_order():
 
 
 def test_review_decision_is_independent_of_candidate_order():
-    mine = {**jonathan(), "gn": "jon", "dob": "1990-01-01", "em": [], "ph": [], "ad": []}
+    mine = {**jonathan(), "gn": "jon", "dob": "1990-01-01", "em": [], "ph": [], "st": [], "pc": [], "ci": []}
     candidates = _mixed_candidates()
     reference = run("contact_center:1", mine, candidates)
     rng = random.Random(5)
@@ -452,7 +458,7 @@ def test_equal_scoring_members_of_one_golden_are_order_independent():
 def test_names_swapped_between_given_and_family_are_read_the_other_way_round():
     from hub.matching.comparisons import DEFAULT_COMPARISONS, score
 
-    a = {"rt": "person", "gn": "mikayla", "fn": "jones", "mn": None, "dob": "1984-07-12", "em": [], "ph": [], "ad": [],
+    a = {"rt": "person", "gn": "mikayla", "fn": "jones", "mn": None, "dob": "1984-07-12", "em": [], "ph": [], "st": [], "pc": [], "ci": [],
          "nid": None, "loy": None, "org": None}
     swapped = {**a, "gn": "jones", "fn": "mikayla"}
     total, evidence = score(DEFAULT_COMPARISONS, a, swapped)
@@ -471,6 +477,77 @@ def test_blocking_keys_for_names_without_a_phonetic_code():
     from hub.matching.features import blocking_values
 
     feats = {"rt": "person", "gn": "anna", "fn": "9", "mn": None, "dob": "1984-07-12", "em": [], "ph": [],
-             "ad": ["LS14AB|1 high st"], "nid": None, "loy": None, "org": None}
+             "st": ["1 high st"], "pc": ["LS14AB"], "ci": [], "nid": None, "loy": None, "org": None}
     keys = blocking_values(feats)  # must not raise
     assert any(k.startswith("g:") for k in keys) and any(k.startswith("d:") for k in keys)
+
+
+def test_a_surname_changed_by_marriage_still_shares_a_blocking_key():
+    from hub.matching.features import blocking_values
+
+    before = jonathan(given_name="Emma", family_name="Brown", birth_date=None, emails=[], phones=[])
+    after = jonathan(given_name="Emma", family_name="Okafor", birth_date=None, emails=[], phones=[],
+                     addresses=[{**HOME, "line1": "40 Park Lane"}])
+    shared = set(blocking_values(before)) & set(blocking_values(after))
+    assert {k.split(":", 1)[0] for k in shared} == {"z", "q"}  # postcode; given name sound + postcode
+
+
+def test_a_mistyped_postcode_still_finds_the_street_in_its_town():
+    from hub.matching.features import blocking_values
+
+    a = jonathan(given_name="Kody", birth_date=None, emails=[], phones=[])
+    b = jonathan(given_name="Lilly", family_name="Whyte", birth_date=None, emails=[], phones=[],
+                 addresses=[{**HOME, "postcode": "LS1 4BA"}])
+    shared = set(blocking_values(a)) & set(blocking_values(b))
+    assert {k.split(":", 1)[0] for k in shared} == {"s"}
+
+
+def test_household_guard_covers_a_mistyped_shared_surname():
+    father = feats(given_name="James", family_name="Walker", birth_date="1961-05-02", addresses=[HOME])
+    son = feats(source="pos", source_id="3", given_name="Oliver", family_name="Walkers", addresses=[HOME])
+    d = run("pos:3", son, [Candidate("crm:1", "G-father", father)])
+    assert levels(d)["family_name"].startswith("jaro_winkler") and levels(d)["given_name"] == "else"
+    assert d.outcome == NEW
+
+
+def test_household_guard_yields_to_a_national_id_one_keystroke_off():
+    a = feats(given_name="Flynn", family_name="Rollins", national_id="2427387", addresses=[HOME])
+    b = feats(source="pos", source_id="4", given_name="Zachary", family_name="Rollins", national_id="2423787",
+              addresses=[HOME])
+    d = run("pos:4", b, [Candidate("crm:1", "G-a", a)])
+    assert levels(d)["national_id"] == "damerau>=1"
+    assert d.outcome == MERGE
+
+
+def test_two_records_whose_names_both_differ_do_not_merge_on_place_and_birth_date():
+    a = feats(given_name="Alice", family_name="Archer", birth_date="1985-04-12", addresses=[HOME],
+              phones=[{"number": "07911 100001"}])
+    b = feats(source="pos", source_id="2", given_name="Brian", family_name="Booth", birth_date="1985-04-12",
+              addresses=[{**HOME, "line1": "2 High Street"}], phones=[{"number": "07911 100002"}])
+    d = run("pos:2", b, [Candidate("crm:1", "G-a", a)])
+    assert levels(d)["birth_date"] == "exact" and levels(d)["postcode"] == "exact"
+    assert d.outcome == NEW
+    # ... unless an identifier only one person has agrees
+    a2, b2 = {**a, "nid": "AB123456C"}, {**b, "nid": "AB123456C"}
+    assert run("pos:2", b2, [Candidate("crm:1", "G-a", a2)]).outcome == MERGE
+
+
+@pytest.mark.parametrize("a, b, label", [
+    ("12 high street", "12 high street", "exact"),
+    ("12 high street", "12 hihg street", "street>=0.9"),
+    ("high street", "hihg street", "street>=0.9"),          # no numbers: not held against it
+    ("1 station road", "3 station road", "else"),           # neighbours, not a typo
+    ("flat 2 12 high street", "flat 3 12 high street", "else"),
+])
+def test_street_lines_agree_only_with_the_same_house_numbers(a, b, label):
+    assert _label("street", [a], [b]) == label
+
+
+def test_a_look_alike_surname_is_not_a_shared_one():
+    """Chloe Carter and Alice Archer, neighbours born the same day: two people."""
+    a = feats(given_name="Alice", family_name="Archer", birth_date="1985-04-12", addresses=[HOME])
+    b = feats(source="pos", source_id="3", given_name="Chloe", family_name="Carter", birth_date="1985-04-12",
+              addresses=[{**HOME, "line1": "3 High Street"}])
+    d = run("pos:3", b, [Candidate("crm:1", "G-a", a)])
+    assert levels(d)["family_name"] == "jaro_winkler>=0.8" and levels(d)["street"] == "else"
+    assert d.outcome == NEW
