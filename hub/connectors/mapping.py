@@ -114,7 +114,7 @@ def map_row(row: dict, mapping: dict | None, source: str, event_time_ms: int | N
 def _row_of_debezium(value: dict) -> dict:
     # the JSON converter with schemas.enable wraps the envelope as {"schema": ..., "payload": ...}
     payload = value.get("payload")
-    return payload if isinstance(payload, dict) and "op" in payload else value
+    return payload if isinstance(payload, dict) and "schema" in value else value
 
 
 def from_debezium(value, mapping: dict | None, source: str, key=None) -> dict | None:

@@ -29,7 +29,7 @@ SOURCES: dict[str, tuple[str, str | None]] = {
 }
 # serialisers chosen by configuration rather than by URL, with their extras
 SERDES: dict[str, tuple[str, str | None]] = {
-    "schema-registry": ("hub.connectors.serdes:RegistryAvro", "schemaregistry"),
+    "schema-registry": ("hub.connectors.schema_registry:RegistryAvro", "schemaregistry"),
 }
 ENTRY_POINT_GROUPS = {"sink": "hub.sinks", "source": "hub.sources"}
 _TABLES = {"sink": SINKS, "source": SOURCES, "serde": SERDES}
