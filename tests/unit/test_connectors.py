@@ -5,8 +5,6 @@ write, and the webhook sink against a real HTTP server on loopback."""
 from __future__ import annotations
 
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -17,6 +15,7 @@ from hub.connectors.documents import document, idempotency_key
 from hub.connectors.files import FileSink, FileSource
 from hub.connectors.mapping import MappingError, check_mapping, from_debezium, map_row
 from hub.connectors.webhook import WebhookError, WebhookSink
+from hub.harness import WebhookRecorder
 from hub.ports import Rejected
 from hub.records import REASON_HEADER, InMessage
 
@@ -230,42 +229,8 @@ def test_file_source_maps_csv_columns(tmp_path):
 
 # --- webhook sink against a real HTTP server ------------------------------
 
-class Recorder:
-    def __init__(self, fail_first: int = 0, status: int = 500):
-        self.requests: list[tuple[dict, dict]] = []
-        self.fail_first = fail_first
-        self.status = status
-        self.calls = 0
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                recorder.calls += 1
-                if recorder.calls <= recorder.fail_first:
-                    self.send_response(recorder.status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                recorder.requests.append((dict(self.headers), orjson.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/customers"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_webhook_sink_batches_and_sends_an_idempotency_key():
-    server = Recorder()
+    server = WebhookRecorder()
     try:
         sink = WebhookSink(server.url, max_records=2, headers={"Authorization": "Bearer t"})
         sink.setup()
@@ -283,7 +248,7 @@ def test_webhook_sink_batches_and_sends_an_idempotency_key():
 
 
 def test_webhook_sink_raises_on_an_error_status_and_holds_nothing_after():
-    server = Recorder(fail_first=1, status=503)
+    server = WebhookRecorder(fail_first=1, status=503)
     try:
         sink = WebhookSink(server.url)
         sink.add(upsert())
@@ -296,7 +261,7 @@ def test_webhook_sink_raises_on_an_error_status_and_holds_nothing_after():
 
 
 def test_webhook_sink_raises_when_nothing_listens():
-    server = Recorder()
+    server = WebhookRecorder()
     url = server.url
     server.close()
     sink = WebhookSink(url, timeout_s=2)
