@@ -107,6 +107,17 @@ class TargetConfig(_Strict):
         return self.topic or f"mastered.{self.name}"
 
 
+def _matching(pattern: str, message: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(message)
+        return value
+
+    return check
+
+
 class ConnectorConfig(BaseModel):
     """One source or target connector, named and tuned as in Kafka Connect
     (`errors.tolerance`, `errors.retries`, `errors.deadletterqueue.topic.name`).
@@ -131,19 +142,10 @@ class ConnectorConfig(BaseModel):
     errors_dlq_topic: str | None = Field(None, alias="errors.deadletterqueue.topic.name",
                                          description="Defaults to dlq.connect.<name> (targets) or dlq.<source> (sources)")
 
-    @field_validator("name")
-    @classmethod
-    def _connector_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", value):
-            raise ValueError("must be lower-case letters, digits, - and _ (start with a letter)")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _has_scheme(cls, value: str) -> str:
-        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
-            raise ValueError("must start with scheme:// (the scheme chooses the connector)")
-        return value
+    _name = field_validator("name")(_matching(r"[a-z][a-z0-9_-]{0,63}$",
+                                              "must be lower-case letters, digits, - and _ (start with a letter)"))
+    _url = field_validator("url")(_matching(r"[a-z][a-z0-9+.-]*://",
+                                            "must start with scheme:// (the scheme chooses the connector)"))
 
     @model_validator(mode="after")
     def _one_side(self) -> "ConnectorConfig":
