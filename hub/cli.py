@@ -74,7 +74,12 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
             _fail(f"cannot reach Kafka at {bootstrap}: {exc}")
         if created:
             logging.getLogger("hub").info("created topics: %s", ", ".join(created))
-        _run_worker(settings, pipeline, bootstrap, redis_url)
+        from hub.connectors.registry import ConnectorError
+
+        try:
+            _run_worker(settings, pipeline, bootstrap, redis_url)
+        except ConnectorError as exc:
+            _fail(str(exc))
     finally:
         for part in reversed(started):
             part.stop()

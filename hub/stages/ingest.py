@@ -34,6 +34,8 @@ class IngestStage:
         self.codec = codec(CANONICAL)
         self._counters = {}
         self._avro_decoders = {}
+        for source in config.sources:
+            self._avro_decode(source)  # a missing schemaregistry extra stops the worker at start, not per record
 
     def _avro_decode(self, source):
         """The Schema Registry's decoder when the source names one (else the local ids)."""

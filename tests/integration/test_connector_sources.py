@@ -198,3 +198,42 @@ def test_http_ingestion_to_a_lookup_cache(tmp_path):
         assert orjson.loads(cache.get("L0042"))["given_name"] == "Anna"
         assert worker.metric("hub_events_valid_total", source="crm") == 2
         assert worker.metric("hub_dlq_total", source="crm") == 0  # rejected requests never reached the topic
+
+
+def test_debezium_avro_envelopes_through_a_schema_registry(local_hub, pipeline):
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from hub.connectors.schema_registry import registry_client
+
+    registry_url, topic = "mock://debezium-avro", "dbserver2.public.customers"
+    row = {"type": "record", "name": "Value", "namespace": "dbserver2.public.customers", "fields": [
+        {"name": "id", "type": "int"}, {"name": "first_name", "type": ["null", "string"]},
+        {"name": "last_name", "type": ["null", "string"]}, {"name": "email", "type": ["null", "string"]},
+        {"name": "loyalty", "type": ["null", "string"]}]}
+    envelope_schema = {"type": "record", "name": "Envelope", "namespace": "dbserver2.public.customers", "fields": [
+        {"name": "before", "type": ["null", row], "default": None},
+        {"name": "after", "type": ["null", "dbserver2.public.customers.Value"], "default": None},
+        {"name": "source", "type": {"type": "record", "name": "Source", "namespace": "io.debezium.connector.postgresql",
+                                    "fields": [{"name": "ts_ms", "type": "long"}, {"name": "table", "type": "string"}]}},
+        {"name": "op", "type": "string"}, {"name": "ts_ms", "type": ["null", "long"], "default": None}]}
+    serialize = AvroSerializer(registry_client(registry_url), orjson.dumps(envelope_schema).decode())
+    context = SerializationContext(topic, MessageField.VALUE)
+    anna = {"id": 7, "first_name": "Anna", "last_name": "Smith", "email": "anna@example.org", "loyalty": None}
+    source = {"ts_ms": NOW, "table": "customers"}
+    ensure_topics(local_hub.bootstrap, [topic], 1)
+    produce(local_hub.bootstrap, topic, [
+        (b"7", serialize({"before": None, "after": anna, "source": source, "op": "c", "ts_ms": NOW}, context), None),
+        (b"7", serialize({"before": anna, "after": None, "source": source, "op": "d", "ts_ms": NOW}, context), None),
+        (b"8", b"\x00\x00\x00\x03\xe7 not registered", None),
+    ])
+    config = ConnectorConfig(name="crm-cdc-avro", source="crm", url=f"debezium:///{topic}", options={
+        "mapping": MAPPING, "value_format": "avro", "schema_registry_url": registry_url, "session_timeout_ms": 2000})
+    connector = SourceConnector(config, pipeline, local_hub.bootstrap)
+    with running(connector):
+        raw = read_topic(local_hub.bootstrap, "raw.crm", 2)
+        dead = read_topic(local_hub.bootstrap, "dlq.crm", 1)
+    events = [orjson.loads(m.value()) for m in raw]
+    assert [(e["source_id"], e["op"]) for e in events] == [("7", "upsert"), ("7", "delete")]
+    assert events[0]["given_name"] == "Anna" and events[0]["event_time"] == NOW
+    assert dict(dead[0].headers())[ERROR_REASON] == b"not_decodable"
