@@ -85,7 +85,7 @@ class FileSource:
             try:
                 return map_row(item, self.mapping, self.source.name, self.event_time_ms)
             except MappingError as exc:
-                return Rejected(orjson.dumps(item), exc.reason, f"line {self.line}: {exc}")
+                return Rejected(orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS), exc.reason, f"line {self.line}: {exc}")
         text = item.strip()
         if not text:
             return None

@@ -28,8 +28,9 @@ class LookupCacheSink:
             self.client = redis.Redis.from_url(self.url, socket_timeout=5)
 
     def add(self, record) -> None:
-        if record.key is not None:
-            self._pending.append((self.prefix + record.key, record.value))
+        if record.key is None:  # nothing to look it up by: fails, so it ends in the DLQ rather than vanishing
+            raise ValueError(f"{record.topic}: a record without a key cannot be cached")
+        self._pending.append((self.prefix + record.key, record.value))
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []

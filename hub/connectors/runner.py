@@ -19,13 +19,14 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+import orjson
+from confluent_kafka import Consumer, KafkaException
 
 from hub import metrics
 from hub.config import ConnectorConfig, PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.mapping import to_epoch_ms
-from hub.connectors.registry import load, scheme_of
+from hub.connectors.registry import ConnectorError, load, scheme_of
 from hub.connectors.serdes import event_encoder
 from hub.ports import Rejected
 from hub.records import (ERROR_EXCEPTION, ERROR_OFFSET, ERROR_PARTITION, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC,
@@ -149,7 +150,11 @@ class SinkConnector:
                 records = [InMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1],
                                      m.headers()) for m in messages]
                 self._deliver(records, retrying)
-                consumer.commit(asynchronous=False)
+                try:
+                    consumer.commit(asynchronous=False)
+                except KafkaException as exc:
+                    # e.g. the partitions moved to another instance meanwhile: it redelivers them (at least once)
+                    log.warning("connector %s: commit failed: %s", self.config.name, exc)
         finally:
             consumer.close()
             close = getattr(self.sink, "close", None)
@@ -192,8 +197,6 @@ class SourceConnector:
         try:
             return OutMessage(topic, key, self.encode(topic, event))
         except Exception as exc:  # an event the Avro writer refuses: kept with why
-            import orjson
-
             detail = f"{type(exc).__name__}: {exc}"[:300]
             return OutMessage(self.config.dlq_topic, key, orjson.dumps(event),
                               _error_headers(f"connector:{self.config.name}", SCHEMA_MISMATCH, detail, None))
@@ -244,7 +247,14 @@ def run_all(pipeline: PipelineConfig, bootstrap: str, names: list[str] | None = 
     stop = stop or threading.Event()
     chosen = [c for c in pipeline.connectors if not names or c.name in names]
     outcome: dict[str, Exception | None] = {}
-    connectors = [(c, build(c, pipeline, bootstrap, session_timeout_ms)) for c in chosen]
+    connectors = []
+    for config in chosen:
+        try:
+            connectors.append((config, build(config, pipeline, bootstrap, session_timeout_ms)))
+        except ConnectorError:
+            raise
+        except (TypeError, ValueError) as exc:  # options the connector does not take, or bad values
+            raise ConnectorError(f"connector {config.name} ({config.url}): {exc}") from None
 
     def run(config, connector):
         try:
