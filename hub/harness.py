@@ -169,9 +169,10 @@ class Feeder:
 
 class WebhookRecorder:
     """An HTTP endpoint on loopback that records what a webhook sink POSTs, and
-    fails on demand: the first `fail_first` requests get `status`."""
+    fails on demand: the first `fail_first` requests get `status`, and every
+    request whose body `reject(body)` is true gets 422."""
 
-    def __init__(self, fail_first: int = 0, status: int = 500):
+    def __init__(self, fail_first: int = 0, status: int = 500, reject=None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -180,6 +181,7 @@ class WebhookRecorder:
         self.requests: list[tuple[dict, dict]] = []
         self.fail_first = fail_first
         self.status = status
+        self.reject = reject
         self.calls = 0
         recorder = self
 
@@ -190,9 +192,10 @@ class WebhookRecorder:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 recorder.calls += 1
                 failing = recorder.calls <= recorder.fail_first
-                if not failing:
+                rejected = not failing and recorder.reject is not None and recorder.reject(orjson.loads(body))
+                if not failing and not rejected:
                     recorder.requests.append((dict(self.headers), orjson.loads(body)))
-                self.send_response(recorder.status if failing else 204)
+                self.send_response(recorder.status if failing else 422 if rejected else 204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

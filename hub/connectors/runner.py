@@ -35,6 +35,7 @@ from hub.validation import SCHEMA_MISMATCH
 
 log = logging.getLogger(__name__)
 DELIVERY_FAILED = "delivery_failed"
+GIVE_UP_AFTER = 3  # records failing in a row, one by one, after the batch's last retry
 
 
 class ConnectorFailed(RuntimeError):
@@ -57,6 +58,10 @@ def _error_headers(stage: str, reason: str, detail: str, origin: tuple | None) -
     return headers
 
 
+class _Stopping(Exception):
+    """Stop asked for while a delivery was failing: the batch stays uncommitted."""
+
+
 class _Retrying:
     def __init__(self, config: ConnectorConfig, stop: threading.Event):
         self.config = config
@@ -74,6 +79,8 @@ class _Retrying:
                 last = exc
                 if attempt == self.config.errors_retries:
                     break
+                if self.stop.is_set():
+                    raise _Stopping() from exc  # shutting down: leave the batch uncommitted, not dead-lettered
                 self._retries.inc()
                 log.warning("connector %s: %s; retry %d/%d in %.2fs", self.config.name, type(exc).__name__,
                             attempt + 1, self.config.errors_retries, delay)
@@ -110,15 +117,22 @@ class SinkConnector:
             return
         if self.config.errors_tolerance == "none":
             raise ConnectorFailed(f"connector {self.config.name}: {type(error).__name__}: {error}") from error
-        # after the last retry: one attempt per record, the failing ones to the DLQ
+        # after the last retry: one attempt per record (one bad record must not sink the batch), the failing
+        # ones to the DLQ; after a few failures in a row the target is down, not the records: stop trying
         failed: list[tuple[InMessage, Exception]] = []
+        in_a_row = 0
         for record in records:
+            if in_a_row >= GIVE_UP_AFTER:
+                failed.append((record, error))
+                continue
             try:
                 self.sink.add(record)
                 self.sink.flush()
                 self._done("delivered", 1)
+                in_a_row = 0
             except Exception as exc:
                 failed.append((record, exc))
+                in_a_row += 1
         for record, exc in failed:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             headers = list(record.headers or ()) + _error_headers(
@@ -149,7 +163,10 @@ class SinkConnector:
                     continue
                 records = [InMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1],
                                      m.headers()) for m in messages]
-                self._deliver(records, retrying)
+                try:
+                    self._deliver(records, retrying)
+                except _Stopping:
+                    break
                 try:
                     consumer.commit(asynchronous=False)
                 except KafkaException as exc:
@@ -220,7 +237,10 @@ class SourceConnector:
                         self.sink.add(message)
                     self.sink.flush()
 
-                error = retrying.attempt(send)
+                try:
+                    error = retrying.attempt(send)
+                except _Stopping:
+                    break
                 if error is not None:
                     raise ConnectorFailed(f"connector {self.config.name}: broker did not acknowledge: {error}")
                 self.source.commit()

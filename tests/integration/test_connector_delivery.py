@@ -158,6 +158,24 @@ def test_an_endpoint_that_never_recovers_sends_records_to_the_dlq(local_hub, pip
             assert headers[REASON_HEADER] == b"erased"  # the record's own headers are kept
 
 
+def test_one_record_the_target_refuses_goes_to_the_dlq_alone(local_hub, pipeline):
+    config = webhook("pos-poison", "http://placeholder", **{"errors.retries": 1})
+    ensure_topics(local_hub.bootstrap, [config.dlq_topic], 1)
+    produce(local_hub.bootstrap, "mastered.pos", projections(30))
+    server = WebhookRecorder(reject=lambda body: any(r["key"] == "G13" for r in body["records"]))
+    connector = SinkConnector(webhook("pos-poison", server.url, **{"errors.retries": 1, "batch.size": 30}),
+                              pipeline, local_hub.bootstrap, session_timeout_ms=2000)
+    try:
+        with running(connector):
+            dead = read_topic(local_hub.bootstrap, config.dlq_topic, 1)
+            wait_for(lambda: len(server.records()) >= 29)
+    finally:
+        server.close()
+    assert [m.key() for m in dead] == [b"G13"] and b"422" in dict(dead[0].headers())["hub.error.exception"]
+    assert sorted(r["key"] for r in server.records()) == sorted(f"G{i}" for i in range(30) if i != 13)
+    assert connector.report.dead_lettered == 1 and connector.report.delivered == 29
+
+
 def test_errors_tolerance_none_stops_without_committing(local_hub, pipeline):
     produce(local_hub.bootstrap, "mastered.pos", projections(5))
     failing = WebhookRecorder(fail_first=10**9)
