@@ -367,13 +367,14 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
 
 
 @cli.command()
-def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
-    """Make an API token for one target: give the token to its consumer, put the digest in the config."""
+def new_token(target: str = typer.Argument(..., help="The target the token will read (or the source it will post to)")) -> None:
+    """Make an API token for one target or source: give the token to its user, put the digest in the config."""
     from hub.access import new_token as make
 
     token, digest = make()
     typer.echo(f"token (give to the {target} consumer, shown once): {token}")
-    typer.echo(f"config: under targets[name={target}] add  tokens_sha256: [{digest}]")
+    typer.echo(f"config: under targets[name={target}] (reads) or sources[name={target}] (POST /sources/{target}/events)"
+               f" add  tokens_sha256: [{digest}]")
 
 
 def main() -> None:

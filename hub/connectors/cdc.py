@@ -24,7 +24,7 @@ class DebeziumSource:
     needs_bootstrap = True  # the connector runner passes the hub's broker
 
     def __init__(self, url: str, source, bootstrap_servers: str | None = None, mapping: dict | None = None,
-                 value_format: str = "json", schema_registry_url: str | None = None, group_id: str | None = None,
+                 converter: str = "json", schema_registry_url: str | None = None, group_id: str | None = None,
                  session_timeout_ms: int = 6000, **consumer_options):
         parts = urlsplit(url)
         self.topic = parts.path.strip("/")
@@ -32,11 +32,11 @@ class DebeziumSource:
             raise ValueError(f"{url}: expected debezium://[host:port]/<topic>")
         self.source = source
         self.mapping = check_mapping(dict(mapping)) if mapping is not None else None
-        if value_format not in ("json", "avro"):
-            raise ValueError(f"value_format {value_format!r}: json or avro")
-        if value_format == "avro" and not schema_registry_url:
-            raise ValueError("value_format avro needs schema_registry_url (Debezium's AvroConverter registers there)")
-        self.value_format = value_format
+        if converter not in ("json", "avro"):
+            raise ValueError(f"converter {converter!r}: json or avro")
+        if converter == "avro" and not schema_registry_url:
+            raise ValueError("converter avro needs schema_registry_url (Debezium's AvroConverter registers there)")
+        self.converter = converter
         self.schema_registry_url = schema_registry_url
         self.config = {"bootstrap.servers": parts.netloc or bootstrap_servers,
                        "group.id": group_id or f"hub-cdc-{source.name}", "enable.auto.commit": False,
@@ -50,7 +50,7 @@ class DebeziumSource:
     def setup(self) -> None:
         self.consumer = Consumer(self.config)
         self.consumer.subscribe([self.topic])
-        if self.value_format == "avro":
+        if self.converter == "avro":
             from hub.connectors.registry import load
 
             self._avro = load("serde", "schema-registry")(self.schema_registry_url, record_name=None)
@@ -58,7 +58,7 @@ class DebeziumSource:
     def _decode(self, raw: bytes | None, topic: str):
         if raw is None:
             return None
-        if self.value_format == "avro":
+        if self.converter == "avro":
             return self._avro.decode(topic, raw)
         return orjson.loads(raw)
 

@@ -228,7 +228,7 @@ def test_debezium_avro_envelopes_through_a_schema_registry(local_hub, pipeline):
         (b"8", b"\x00\x00\x00\x03\xe7 not registered", None),
     ])
     config = ConnectorConfig(name="crm-cdc-avro", source="crm", url=f"debezium:///{topic}", options={
-        "mapping": MAPPING, "value_format": "avro", "schema_registry_url": registry_url, "session_timeout_ms": 2000})
+        "mapping": MAPPING, "converter": "avro", "schema_registry_url": registry_url, "session_timeout_ms": 2000})
     connector = SourceConnector(config, pipeline, local_hub.bootstrap)
     with running(connector):
         raw = read_topic(local_hub.bootstrap, "raw.crm", 2)
