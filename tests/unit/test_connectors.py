@@ -273,3 +273,14 @@ def test_webhook_sink_raises_when_nothing_listens():
 def test_connector_config_keeps_options():
     config = ConnectorConfig(name="x", target="pos", url="http://h", options={"max_records": 10})
     assert config.options == {"max_records": 10} and config.batch_size == 500
+
+
+def test_an_option_a_connector_does_not_take_names_the_connector():
+    from hub.config import PipelineConfig
+    from hub.connectors.runner import run_all
+
+    pipeline = PipelineConfig.model_validate({
+        "sources": [{"name": "crm"}], "targets": [{"name": "pos", "fields": ["given_name"]}],
+        "connectors": [{"name": "pos-hook", "target": "pos", "url": "http://h/x", "options": {"retries": 3}}]})
+    with pytest.raises(registry.ConnectorError, match=r"connector pos-hook \(http://h/x\):.*retries"):
+        run_all(pipeline, "127.0.0.1:1")
