@@ -107,10 +107,10 @@ def decode_event(payload: bytes | None, avro_decode=None) -> dict | StageError:
         except SchemaError as exc:
             reason = UNKNOWN_SCHEMA if str(exc).startswith(("unknown schema id", "schema id ")) else NOT_DECODABLE
             return _error(reason, str(exc))
+        except ConnectionError:
+            raise  # a schema registry out of reach: the stage retries, the record is not bad
         except Exception as exc:  # fastavro raises many types on truncated or hostile bytes
-            # a Schema Registry answers 404 for an id it does not hold
-            reason = UNKNOWN_SCHEMA if avro_decode and getattr(exc, "http_status_code", None) == 404 else NOT_DECODABLE
-            return _error(reason, f"{type(exc).__name__}: {exc}"[:300])
+            return _error(NOT_DECODABLE, f"{type(exc).__name__}: {exc}"[:300])
     return _from_json(payload)
 
 

@@ -70,6 +70,8 @@ class DebeziumSource:
             origin = (message.topic(), message.partition(), message.offset())
             try:
                 value = self._decode(message.value(), message.topic())
+            except ConnectionError:
+                raise  # the registry out of reach: stop uncommitted (a restart resumes here), never dead-letter
             except Exception as exc:  # JSON and Avro decoders raise many types on bad bytes
                 out.append(Rejected(message.value(), NOT_DECODABLE, f"{type(exc).__name__}: {exc}"[:300],
                                     message.key(), origin))

@@ -2,19 +2,23 @@
 serdes: what sources write and the ingest stage reads when a source names a
 `schema_registry_url` (`mock://...`: confluent-kafka's in-process mock).
 Needs the `schemaregistry` extra (imported here, at module level, so that
-hub.connectors.registry can name it when it is missing)."""
+hub.connectors.registry can name it when it is missing). A registry that
+cannot be reached raises ConnectionError (retried as infrastructure); an id
+it does not hold raises SchemaError (the record is dead-lettered)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
 
+import httpx2
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from hub.connectors.serdes import standalone_schema
-from hub.schemas import CUSTOMER_EVENT, codec
+from hub.schemas import CUSTOMER_EVENT, SchemaError, codec
 
 
 @lru_cache(maxsize=None)
@@ -42,7 +46,16 @@ class RegistryAvro:
 
     def decode(self, topic: str, payload: bytes) -> dict:
         """The record as the hub's current schema reads it (epoch-ms times, defaults filled)."""
-        record = _epoch_ms(self._deserializer(payload, self._context(topic, self._value)))
+        try:
+            record = self._deserializer(payload, self._context(topic, self._value))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SchemaError(f"unknown schema id {int.from_bytes(payload[1:5], 'big')} in the schema registry") \
+                    from None
+            raise ConnectionError(f"schema registry: {exc}") from exc  # retried, never dead-lettered
+        except httpx2.HTTPError as exc:
+            raise ConnectionError(f"schema registry unreachable: {type(exc).__name__}: {exc}") from exc
+        record = _epoch_ms(record)
         if self.record_name in _LOCAL_NAMES:
             local = codec(self.record_name)
             record = local.decode(local.encode(record))

@@ -284,3 +284,21 @@ def test_an_option_a_connector_does_not_take_names_the_connector():
         "connectors": [{"name": "pos-hook", "target": "pos", "url": "http://h/x", "options": {"retries": 3}}]})
     with pytest.raises(registry.ConnectorError, match=r"connector pos-hook \(http://h/x\):.*retries"):
         run_all(pipeline, "127.0.0.1:1")
+
+
+def test_schema_registry_ids_it_does_not_hold_and_a_registry_out_of_reach():
+    """An unknown id is bad input (dead-lettered as unknown_schema); a registry that
+    cannot be reached is infrastructure (ConnectionError: the stage retries)."""
+    from hub.config import QualityConfig
+    from hub.connectors.schema_registry import RegistryAvro
+    from hub.validation import validate_raw
+
+    known = RegistryAvro("mock://unit-registry")
+    payload = known.encode("raw.crm", {"source": "crm", "source_id": "C1", "event_time": 1795490000000})
+    decode = lambda p: known.decode("raw.crm", p)  # noqa: E731
+    assert validate_raw(payload, "crm", QualityConfig(), 1795490000000, decode)["source_id"] == "C1"
+    unknown = validate_raw(b"\x00\x00\x00\x03\xe7abc", "crm", QualityConfig(), 1795490000000, decode)
+    assert unknown.reason == "unknown_schema" and "999" in unknown.detail
+    away = RegistryAvro("http://127.0.0.1:1", record_name=None)
+    with pytest.raises(ConnectionError, match="schema registry"):
+        validate_raw(payload, "crm", QualityConfig(), 1795490000000, lambda p: away.decode("raw.crm", p))
