@@ -59,14 +59,19 @@ class WebhookSink:
         if self._parts.query:
             path += "?" + self._parts.query
         headers = {"Content-Type": "application/json", "Idempotency-Key": key, **self.headers}
-        try:
-            connection = self._connect()
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._close()  # a broken keep-alive connection is not reused
-            raise WebhookError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            try:
+                connection = self._connect()
+                connection.request("POST", path, body, headers)
+                response = connection.getresponse()
+                response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                # a kept-alive connection the server closed meanwhile: once more on a fresh one
+                if not (reused and attempt == 1):
+                    raise WebhookError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         if not 200 <= response.status < 300:
             raise WebhookError(f"{self.url}: HTTP {response.status} {response.reason}")
 
