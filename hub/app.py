@@ -16,7 +16,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, metrics
+from hub import __version__, access, ingest_api, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
@@ -250,6 +250,7 @@ def _register_lag_timer(hub: Hub) -> None:
 
 def _register_views(hub: Hub) -> None:
     app = hub.app
+    ingest_api.register(hub)  # POST /sources/{source}/events
     targets = {t.name: t for t in hub.pipeline.targets}
     purposes = {p.name: p for p in hub.pipeline.purposes}
 

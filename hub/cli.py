@@ -74,7 +74,12 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
             _fail(f"cannot reach Kafka at {bootstrap}: {exc}")
         if created:
             logging.getLogger("hub").info("created topics: %s", ", ".join(created))
-        _run_worker(settings, pipeline, bootstrap, redis_url)
+        from hub.connectors.registry import ConnectorError
+
+        try:
+            _run_worker(settings, pipeline, bootstrap, redis_url)
+        except ConnectorError as exc:
+            _fail(str(exc))
     finally:
         for part in reversed(started):
             part.stop()
@@ -287,14 +292,99 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
         typer.echo(f"stored as version {version}")
 
 
+def _bootstrap_or_fail(settings) -> str:
+    if not settings.kafka.bootstrap_servers:
+        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    return settings.kafka.bootstrap_servers
+
+
 @cli.command()
-def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
-    """Make an API token for one target: give the token to its consumer, put the digest in the config."""
+def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapping) or a source connector URL"),
+         source: str = typer.Option(..., "--source", "-s", help="The source the events belong to (writes raw.<source>)"),
+         format: Optional[str] = typer.Option(None, "--format", help="jsonl or csv (default: by the file's suffix)"),
+         mapping: Optional[Path] = typer.Option(None, "--mapping", "-m", help="YAML: CSV column -> CustomerEvent field"),
+         value_format: str = typer.Option("json", "--value-format", help="json, or avro (the source's schema registry "
+                                          "when it names one, else the hub's schema ids)"),
+         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
+    """Initial load: every record of a file (or of any source connector URL) onto raw.<source>, then exit.
+    Lines that cannot become an event go to dlq.<source> with the reason and line number."""
+    import yaml
+
+    from hub.config import ConnectorConfig
+    from hub.connectors.registry import ConnectorError
+    from hub.connectors.runner import ConnectorFailed, SourceConnector
+
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+        if pipeline.source(source) is None:
+            _fail(f"--source {source}: not a source of the pipeline ({[s.name for s in pipeline.sources]})")
+        options: dict = {}
+        url = file
+        if "://" not in file:
+            path = Path(file)
+            if not path.is_file():
+                _fail(f"{file}: no such file")
+            url = path.resolve().as_uri()
+            if format:
+                options["format"] = format
+        if mapping is not None:
+            options["mapping"] = yaml.safe_load(mapping.read_text()) or {}
+        connector_config = ConnectorConfig(name=f"load-{source}", source=source, url=url, options=options,
+                                           **{"value.format": value_format})
+        connector = SourceConnector(connector_config, pipeline, _bootstrap_or_fail(settings))
+        report = connector.run()
+    except (ConfigError, ConnectorError, ConnectorFailed, ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{report.delivered} events to {pipeline.source(source).raw_topic}, "
+               f"{report.rejected} rejected to {connector_config.dlq_topic}")
+
+
+@cli.command()
+def connect(only: list[str] = typer.Option(None, "--only", help="Run only these connectors (default: all)"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
+    """Run the pipeline's connectors (its `connectors:` section) until stopped: sinks fed from their
+    target's topic, sources (CDC) writing raw.<source>. Exit status 1 if a connector stopped on an error."""
+    import signal
+    import threading
+
+    from hub.connectors.kafka import ensure_topics
+    from hub.connectors.registry import ConnectorError
+    from hub.connectors.runner import run_all
+
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    setup_logging(settings.log_level, settings.log_json)
+    unknown = sorted(set(only or ()) - {c.name for c in pipeline.connectors})
+    if unknown or not pipeline.connectors:
+        _fail(f"no connector named {unknown}" if unknown else "the pipeline configures no connectors")
+    bootstrap = _bootstrap_or_fail(settings)
+    ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        outcome = run_all(pipeline, bootstrap, list(only or ()), stop,
+                          session_timeout_ms=int(settings.kafka.session_timeout_s * 1000))
+    except ConnectorError as exc:
+        _fail(str(exc))
+    failed = {name: exc for name, exc in outcome.items() if exc is not None}
+    for name, exc in failed.items():
+        typer.echo(f"hub: connector {name} stopped: {exc}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+@cli.command()
+def new_token(target: str = typer.Argument(..., help="The target the token will read (or the source it will post to)")) -> None:
+    """Make an API token for one target or source: give the token to its user, put the digest in the config."""
     from hub.access import new_token as make
 
     token, digest = make()
     typer.echo(f"token (give to the {target} consumer, shown once): {token}")
-    typer.echo(f"config: under targets[name={target}] add  tokens_sha256: [{digest}]")
+    typer.echo(f"config: under targets[name={target}] (reads) or sources[name={target}] (POST /sources/{target}/events)"
+               f" add  tokens_sha256: [{digest}]")
 
 
 def main() -> None:

@@ -48,8 +48,18 @@ class SourceConfig(_Strict):
     topic: str | None = Field(None, description="Defaults to raw.<name>")
     format: Literal["auto", "avro", "json"] = "auto"
     default_region: str = Field("GB", description="Phone numbering region when the record has no country")
+    schema_registry_url: str | None = Field(None, description="Avro on raw.<name> carries ids of this Schema Registry "
+                                            "(mock:// for tests); unset = the hub's local schema ids")
+    tokens_sha256: list[str] = Field(default_factory=list,
+                                     description="SHA-256 (hex) of each API token allowed to POST this source's events")
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest body POST /sources/<name>/events accepts")
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("tokens_sha256")
+    @classmethod
+    def _hex_digests(cls, value: list[str]) -> list[str]:
+        return TargetConfig._hex_digests(value)
 
     @property
     def raw_topic(self) -> str:
@@ -95,6 +105,59 @@ class TargetConfig(_Strict):
     @property
     def output_topic(self) -> str:
         return self.topic or f"mastered.{self.name}"
+
+
+def _matching(pattern: str, message: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+class ConnectorConfig(BaseModel):
+    """One source or target connector, named and tuned as in Kafka Connect
+    (`errors.tolerance`, `errors.retries`, `errors.deadletterqueue.topic.name`).
+    The URL's scheme chooses the connector (hub.connectors); `options` go to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    url: str = Field(..., description="scheme://... : the scheme chooses the connector")
+    target: str | None = Field(None, description="Sink connector: reads this target's topic")
+    source: str | None = Field(None, description="Source connector: writes this source's raw topic")
+    options: dict = Field(default_factory=dict, description="Connector-specific settings")
+    batch_size: int = Field(500, ge=1, alias="batch.size")
+    value_format: Literal["json", "avro"] = Field("json", alias="value.format",
+                                                 description="Source connectors: how events are written to raw.<source>")
+    errors_tolerance: Literal["none", "all"] = Field(
+        "all", alias="errors.tolerance",
+        description="all: a record still failing after the last retry goes to the DLQ; none: the connector stops")
+    errors_retries: int = Field(5, ge=0, alias="errors.retries", description="Retries of a failed delivery")
+    errors_retry_delay_ms: int = Field(200, ge=0, alias="errors.retry.delay.ms", description="First backoff, doubled per retry")
+    errors_retry_delay_max_ms: int = Field(5000, ge=0, alias="errors.retry.delay.max.ms")
+    errors_dlq_topic: str | None = Field(None, alias="errors.deadletterqueue.topic.name",
+                                         description="Defaults to dlq.connect.<name> (targets) or dlq.<source> (sources)")
+
+    _name = field_validator("name")(_matching(r"[a-z][a-z0-9_-]{0,63}$",
+                                              "must be lower-case letters, digits, - and _ (start with a letter)"))
+    _url = field_validator("url")(_matching(r"[a-z][a-z0-9+.-]*://",
+                                            "must start with scheme:// (the scheme chooses the connector)"))
+
+    @model_validator(mode="after")
+    def _one_side(self) -> "ConnectorConfig":
+        if (self.target is None) == (self.source is None):
+            raise ValueError("give exactly one of target (a sink connector) or source (a source connector)")
+        return self
+
+    @property
+    def dlq_topic(self) -> str:
+        if self.errors_dlq_topic:
+            return self.errors_dlq_topic
+        return f"dlq.{self.source}" if self.source else f"dlq.connect.{self.name}"
 
 
 class ComparisonLevelConfig(_Strict):
@@ -183,6 +246,7 @@ class PipelineConfig(_Strict):
     topics: "TopicNames" = Field(default_factory=lambda: TopicNames())
     steward_tokens_sha256: list[str] = Field(default_factory=list,
                                              description="SHA-256 (hex) of tokens allowed to read match explanations")
+    connectors: list[ConnectorConfig] = Field(default_factory=list, description="Run by `hub connect`")
 
     @field_validator("steward_tokens_sha256")
     @classmethod
@@ -201,7 +265,19 @@ class PipelineConfig(_Strict):
             unknown = sorted(set(target.purposes) - set(known))
             if unknown:
                 raise ValueError(f"targets.{i}.purposes: {unknown} not in purposes {known}")
+        names = [c.name for c in self.connectors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"connectors: duplicate name(s) {dupes}")
+        for i, connector in enumerate(self.connectors):
+            if connector.target and connector.target not in {t.name for t in self.targets}:
+                raise ValueError(f"connectors.{i}.target: no target named {connector.target!r}")
+            if connector.source and self.source(connector.source) is None:
+                raise ValueError(f"connectors.{i}.source: no source named {connector.source!r}")
         return self
+
+    def target(self, name: str) -> TargetConfig | None:
+        return next((t for t in self.targets if t.name == name), None)
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -214,7 +290,8 @@ class PipelineConfig(_Strict):
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]
-        return names
+        names += [c.dlq_topic for c in self.connectors]
+        return list(dict.fromkeys(names))
 
 
 class KafkaSettings(BaseModel):

@@ -167,6 +167,57 @@ class Feeder:
             raise RuntimeError("feeder could not deliver every event")
 
 
+class WebhookRecorder:
+    """An HTTP endpoint on loopback that records what a webhook sink POSTs, and
+    fails on demand: the first `fail_first` requests get `status`, and every
+    request whose body `reject(body)` is true gets 422."""
+
+    def __init__(self, fail_first: int = 0, status: int = 500, reject=None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import orjson
+
+        self.requests: list[tuple[dict, dict]] = []
+        self.fail_first = fail_first
+        self.status = status
+        self.reject = reject
+        self.calls = 0
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.calls += 1
+                failing = recorder.calls <= recorder.fail_first
+                rejected = not failing and recorder.reject is not None and recorder.reject(orjson.loads(body))
+                if not failing and not rejected:
+                    recorder.requests.append((dict(self.headers), orjson.loads(body)))
+                self.send_response(recorder.status if failing else 422 if rejected else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/customers"
+
+    def records(self) -> list[dict]:
+        return [record for _, body in self.requests for record in body["records"]]
+
+    def recover(self) -> None:
+        self.fail_first = self.calls
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class LocalHub:
     """Embedded broker + Redis + topics, and workers on demand."""
 

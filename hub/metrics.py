@@ -64,3 +64,8 @@ STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: appli
                           ["action", "outcome"], registry=REGISTRY)
 MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
                                  "Version of the estimated m/u in use (0: the built-in defaults)", registry=REGISTRY)
+CONNECTOR_RECORDS = Counter("hub_connector_records_total",
+                            "Records through a connector by outcome (delivered, dead_lettered, rejected, skipped)",
+                            ["connector", "outcome"], registry=REGISTRY)
+CONNECTOR_RETRIES = Counter("hub_connector_retries_total", "Deliveries a connector retried after a failure",
+                            ["connector"], registry=REGISTRY)

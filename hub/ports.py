@@ -9,17 +9,49 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hub.records import OutMessage
+from hub.records import InMessage, OutMessage
 
 
 class Sink(Protocol):
-    """Where a stage's outputs go. `flush` returns only when every added record
-    is acknowledged, and raises if any was not: input offsets are committed
-    after it returns, never before."""
+    """Where a stage's outputs go, and what a target connector writes to.
+    `flush` returns only when every added record is acknowledged, and raises
+    if any was not: input offsets are committed after it returns, never
+    before. After `flush` raises the sink holds nothing: the caller adds again
+    what it wants retried. Stages add OutMessages; target connectors add the
+    InMessage read from `mastered.<target>` (value None: the record is
+    withdrawn, its `hub.reason` header says why), so a sink can derive an
+    idempotency key from the record's origin."""
 
     def setup(self) -> None: ...
-    def add(self, record: OutMessage) -> None: ...
+    def add(self, record: OutMessage | InMessage) -> None: ...
     def flush(self) -> None: ...
+
+
+class Source(Protocol):
+    """Where a source connector reads customer events from (a file, a CDC
+    topic, ...). Constructed as `Source(url, source_config, **options)`.
+    `poll` returns the next events as CustomerEvent-shaped dicts (op delete
+    for a deletion) or `Rejected` for input that cannot become one (kept in
+    the source's DLQ with the reason); an empty list when nothing is ready
+    yet, None when the source is exhausted (a file read to its end).
+    `commit` is called once everything polled so far is acknowledged by the
+    broker, so a source that can resume (a consumer group) resumes there."""
+
+    def setup(self) -> None: ...
+    def poll(self, max_records: int) -> list[dict | Rejected] | None: ...
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Source input that cannot become a customer event: kept, with why."""
+
+    raw: bytes | None
+    reason: str
+    detail: str = ""
+    key: bytes | None = None
+    origin: tuple[str, int, int] | None = None  # topic, partition, offset it was read from
 
 
 @dataclass(slots=True)

@@ -95,16 +95,20 @@ def _from_json(payload: bytes) -> dict | StageError:
     return fastavro.schemaless_reader(buf, avro.schema, None)
 
 
-def decode_event(payload: bytes | None) -> dict | StageError:
-    """Bytes of a raw event to a CustomerEvent dict with every field present."""
+def decode_event(payload: bytes | None, avro_decode=None) -> dict | StageError:
+    """Bytes of a raw event to a CustomerEvent dict with every field present.
+    `avro_decode` reads the Avro wire format instead of the local schema ids
+    (a Schema Registry's, hub.connectors.serdes)."""
     if not payload:
         return _error(NOT_DECODABLE, "empty payload")
     if payload[0] == 0:
         try:
-            return codec(CUSTOMER_EVENT).decode(payload)
+            return (avro_decode or codec(CUSTOMER_EVENT).decode)(payload)
         except SchemaError as exc:
             reason = UNKNOWN_SCHEMA if str(exc).startswith(("unknown schema id", "schema id ")) else NOT_DECODABLE
             return _error(reason, str(exc))
+        except ConnectionError:
+            raise  # a schema registry out of reach: the stage retries, the record is not bad
         except Exception as exc:  # fastavro raises many types on truncated or hostile bytes
             return _error(NOT_DECODABLE, f"{type(exc).__name__}: {exc}"[:300])
     return _from_json(payload)
@@ -134,11 +138,12 @@ def check_event(event: dict, expected_source: str, rules: QualityConfig, now_ms:
     return None
 
 
-def validate_raw(payload: bytes | None, expected_source: str, rules: QualityConfig, now_ms: int) -> dict | StageError:
+def validate_raw(payload: bytes | None, expected_source: str, rules: QualityConfig, now_ms: int,
+                 avro_decode=None) -> dict | StageError:
     """The whole decode stage for one raw event."""
     if payload is not None and len(payload) > rules.max_event_bytes:
         return _error(OVERSIZED, f"{len(payload)} bytes > max_event_bytes {rules.max_event_bytes}")
-    event = decode_event(payload)
+    event = decode_event(payload, avro_decode)
     if isinstance(event, StageError):
         return event
     problem = check_event(event, expected_source, rules, now_ms)

@@ -8,6 +8,7 @@ if any delivery failed, so callers commit input offsets only after it returns.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -97,3 +98,25 @@ def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, ti
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return wanted
+
+
+class KafkaTopicSink:
+    """Target connector `kafka://host:port[,host:port]/topic`: copies a target's
+    records (tombstones and headers included) to a topic, on the same or
+    another cluster. Options are librdkafka producer settings."""
+
+    def __init__(self, url: str, **options):
+        parts = urlsplit(url)
+        self.topic = parts.path.strip("/")
+        if not parts.netloc or not self.topic:
+            raise ValueError(f"{url}: expected kafka://host:port/topic")
+        self.sink = KafkaSink(parts.netloc, **{k: v for k, v in options.items()})
+
+    def setup(self) -> None:
+        self.sink.setup()
+
+    def add(self, record) -> None:
+        self.sink.add(OutMessage(self.topic, record.key, record.value, list(record.headers or ())))
+
+    def flush(self) -> None:
+        self.sink.flush()

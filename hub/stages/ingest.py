@@ -33,6 +33,21 @@ class IngestStage:
         self.out_topic = config.topics.canonical
         self.codec = codec(CANONICAL)
         self._counters = {}
+        self._avro_decoders = {}
+        for source in config.sources:
+            self._avro_decode(source)  # a missing schemaregistry extra stops the worker at start, not per record
+
+    def _avro_decode(self, source):
+        """The Schema Registry's decoder when the source names one (else the local ids)."""
+        if not source.schema_registry_url:
+            return None
+        decode = self._avro_decoders.get(source.name)
+        if decode is None:
+            from hub.connectors.serdes import registry_avro
+
+            avro, topic = registry_avro(source.schema_registry_url), source.raw_topic
+            decode = self._avro_decoders[source.name] = lambda payload: avro.decode(topic, payload)
+        return decode
 
     def _count(self, source: str):
         counters = self._counters.get(source)
@@ -50,7 +65,8 @@ class IngestStage:
             source = self.by_topic[message.topic]
             events_in, events_valid, q_complete, q_valid, q_score, q_fresh = self._count(source.name)
             events_in.inc()
-            result = validate_raw(message.value, source.name, self.config.quality, now_ms)
+            result = validate_raw(message.value, source.name, self.config.quality, now_ms,
+                                  self._avro_decode(source))
             if isinstance(result, StageError):
                 metrics.DLQ.labels(source.name, result.stage, result.reason).inc()
                 out.append(result.dead_letter(message, source.dlq_topic))
