@@ -16,7 +16,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, metrics
+from hub import __version__, access, lookup_api, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
@@ -119,7 +119,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     runners = {
         "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
         "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
-        "master": StageRunner("master", MasterStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
+        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
         "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
         "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store), sink, source_dlq, is_async=True),
@@ -134,6 +134,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     _register_timers(hub)
     _register_lag_timer(hub)
     _register_views(hub)
+    lookup_api.register(hub)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
 

@@ -64,3 +64,8 @@ STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: appli
                           ["action", "outcome"], registry=REGISTRY)
 MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
                                  "Version of the estimated m/u in use (0: the built-in defaults)", registry=REGISTRY)
+_LOOKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LOOKUPS = Counter("hub_lookup_requests_total", "Lookup API requests by kind (golden_id, loyalty_id, email, phone, "
+                  "source, invalid) and HTTP status", ["kind", "status"], registry=REGISTRY)
+LOOKUP_SECONDS = Histogram("hub_lookup_duration_seconds", "Lookup API request handling time, in the worker",
+                           ["kind"], buckets=_LOOKUP_BUCKETS, registry=REGISTRY)

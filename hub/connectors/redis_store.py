@@ -13,6 +13,8 @@ record's keys in one slot):
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
   hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
+  hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
+                             or source record: hub/lookup.py), kept by the master with the golden records
 
 The matcher's reads and links run as one Lua call per batch: redis-py spends
 ~10 µs of worker CPU per command, and a batch needs thousands of lookups.
@@ -169,6 +171,32 @@ return changed
 """
 
 
+# One lookup, one round trip: a golden id (followed to its survivor when merged
+# away, so a caller holding an old id still finds the customer) or an index
+# key, and the golden records it names.
+_LOOKUP = """
+local gids
+if ARGV[1] == 'g' then
+  local gid = ARGV[2]
+  local hops = 0
+  local fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
+  while fwd and hops < 64 do
+    gid = fwd; hops = hops + 1
+    fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
+  end
+  gids = {gid}
+else
+  gids = redis.call('SRANDMEMBER', 'hub:lk:{' .. ARGV[2] .. '}', tonumber(ARGV[3]))
+end
+local out = {}
+for _, gid in ipairs(gids) do
+  local golden = redis.call('HGET', 'hub:gold:{' .. gid .. '}', 'golden')
+  if golden then out[#out + 1] = golden end
+end
+return out
+"""
+
+
 def mem_key(member: str) -> str:
     return f"{P}mem:{{{member}}}"
 
@@ -179,6 +207,10 @@ def gold_key(gid: str) -> str:
 
 def cons_key(member: str) -> str:
     return f"{P}cons:{{{member}}}"
+
+
+def lookup_key(index_key: str) -> str:
+    return f"{P}lk:{{{index_key}}}"
 
 
 def synd_key(gid: str) -> str:
@@ -201,6 +233,7 @@ class RedisStore:
         self._constraints = client.register_script(_CONSTRAINTS)
         self._move = client.register_script(_MOVE)
         self._put_consent = client.register_script(_PUT_CONSENT)
+        self._lookup = client.register_script(_LOOKUP)
 
     @classmethod
     def from_url(cls, url: str) -> "RedisStore":
@@ -364,8 +397,14 @@ class RedisStore:
             states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
         return states
 
-    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0) -> None:
+    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
         pipe = self.client.pipeline(transaction=False)
+        for gid, (removed, added) in (lookup or {}).items():
+            for key in removed:
+                pipe.srem(lookup_key(key), gid)
+            for key in added:
+                pipe.sadd(lookup_key(key), gid)
         if count_delta:
             pipe.incrby(f"{P}stats:golden", count_delta)
         activity = {s.golden_id: s.golden["last_event_time"] for s in states if s.golden is not None}
@@ -404,6 +443,20 @@ class RedisStore:
     async def golden(self, gid: str) -> dict | None:
         raw = self.client.hget(gold_key(gid), "golden")
         return orjson.loads(raw) if raw else None
+
+    def lookup(self, golden_id: str | None = None, index_key: str | None = None, limit: int = 10) -> list[dict]:
+        """Golden records by golden id (its survivor if merged away) or by a
+        lookup index key; one round trip. Synchronous: called from web views,
+        where it costs less than the asyncio client's machinery."""
+        started = time.perf_counter()
+        try:
+            found = self._lookup(args=["g", golden_id] if golden_id is not None else ["i", index_key, limit])
+        except Exception:
+            metrics.REDIS_ERRORS.labels("lookup").inc()
+            raise
+        finally:
+            metrics.REDIS_SECONDS.labels("lookup").observe(time.perf_counter() - started)
+        return sorted((orjson.loads(raw) for raw in found), key=lambda g: g["golden_id"])
 
     async def golden_count(self) -> int:
         return int(self.client.get(f"{P}stats:golden") or 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from hub import metrics
+from hub import lookup, metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
@@ -28,8 +28,10 @@ def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
 
 
 class MasterStage:
-    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore):
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
+                 secret: bytes):
         self.config = config
+        self.secret = secret  # the PII key: lookup index keys are keyed hashes
         self.index = index
         self.store = store
         self.consents = consents
@@ -139,7 +141,11 @@ class MasterStage:
         erased_members = [m for _, members in erased.values() for m in members]
         await self.index.unlink(erased_members)
         await self.consents.forget(erased_members)
-        await self.store.save(saved, deleted, count_delta)
+        # the lookup index follows the golden records: an erased or merged-away
+        # customer can no longer be found by any of its identifiers
+        lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
+        lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
+        await self.store.save(saved, deleted, count_delta, {g: c for g, c in lookups.items() if c[0] or c[1]})
         return StageOutput(out)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
