@@ -278,6 +278,35 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
 
 
 @cli.command()
+def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+                  port: int = typer.Option(6070, help="HTTP port"),
+                  config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (targets, tokens)")) -> None:
+    """Serve the lookup API (GET /targets/{target}/lookup) beside the workers, from the Redis they use."""
+    from aiohttp import web
+
+    from hub.connectors.redis_store import RedisStore
+    from hub.lookup_api import server_app
+
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = server_app(pipeline, RedisStore.from_url(settings.redis.url), settings.pii_key.encode())
+    typer.echo(f"hub: lookup API on http://{host}:{port}/targets/<target>/lookup", err=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+
+@cli.command()
 def new_token(target: str = typer.Argument(..., help="The target the token will read")) -> None:
     """Make an API token for one target: give the token to its consumer, put the digest in the config."""
     from hub.access import new_token as make

@@ -13,8 +13,12 @@ hashes of identifiers (hub/lookup.py), and one lookup is one Redis round trip.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+
+import orjson
 
 from hub import access, lookup, metrics
+from hub.config import PipelineConfig
 from hub.consent import ALLOWED, target_verdict
 from hub.matching.features import hash_key
 from hub.projection import encode_json, fingerprint, project
@@ -48,65 +52,129 @@ def parse_query(query, default_region: str) -> tuple[str, str | None] | tuple[No
     return kind, lookup.query_value(kind, value, query.get("region") or default_region)
 
 
-def register(hub) -> None:
-    """Add the lookup and OpenAPI routes to the worker's web server."""
-    app = hub.app
-    targets = {t.name: t for t in hub.pipeline.targets}
-    purposes = {p.name: p for p in hub.pipeline.purposes}
-    secret = hub.settings.pii_key.encode()
-    default_region = hub.pipeline.sources[0].default_region
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
-    @app.page("/targets/{target}/lookup")
-    async def lookup_customer(self, request, target: str):
-        """One customer by golden id, loyalty id, e-mail, phone or source record, as `target` may see them."""
+
+def _json(status: int, body: dict, **headers: str) -> Answer:
+    return Answer(status, orjson.dumps(body), headers)
+
+
+class LookupService:
+    """The lookup itself, independent of the web server that carries it (the
+    worker's Faust server, or `hub lookup-server` beside the workers)."""
+
+    def __init__(self, pipeline: PipelineConfig, store, secret: bytes):
+        self.pipeline = pipeline
+        self.store = store
+        self.secret = secret
+        self.targets = {t.name: t for t in pipeline.targets}
+        self.purposes = {p.name: p for p in pipeline.purposes}
+        self.default_region = pipeline.sources[0].default_region
+
+    def answer(self, target: str, query, authorization: str | None, if_none_match: str | None) -> Answer:
         started = time.perf_counter()
-        kind, status, payload, headers = "invalid", 400, None, {}
+        kind, result = "none", None
         try:
-            auth = access.authorize(hub.pipeline, access.bearer(request.headers.get("Authorization")), target)
-            if auth != access.OK:
-                status = auth
-                body = {"error": "unauthorized" if auth == access.UNAUTHENTICATED else "forbidden"}
-                if auth == access.UNAUTHENTICATED:
-                    headers["WWW-Authenticate"] = "Bearer"
-                return self.json(body, status=status, headers=headers)
-            kind, value = parse_query(request.query, default_region)
-            if kind is None:
-                kind = "invalid"
-                return self.json({"error": "bad_request", "detail": value}, status=400)
-            if value is None:
-                return self.json({"error": "invalid_value", "lookup": kind,
-                                  "detail": f"not a valid {kind.replace('_', ' ')} once standardised"}, status=400)
-            if kind == "golden_id":
-                found = hub.store.lookup(golden_id=value)
-            else:
-                found = hub.store.lookup(index_key=hash_key(secret, value), limit=MAX_MATCHES)
-            now_ms = int(time.time() * 1000)
-            config = targets[target]
-            visible = [g for g in found if target_verdict(g, config, purposes, now_ms) == ALLOWED]
-            if not visible:
-                # withheld and unknown look the same: the answer must not reveal who exists
-                status = 404
-                return self.json({"error": "not_found", "lookup": kind, "detail": _NOT_FOUND[kind]}, status=404)
-            if len(visible) > 1:
-                status = 409
-                return self.json({"error": "ambiguous", "lookup": kind, "golden_ids": [g["golden_id"] for g in visible],
-                                  "detail": "several customers share this identifier: look one up by golden_id"},
-                                 status=409)
-            payload = encode_json(project(visible[0], config))
-            etag = f'"{fingerprint(payload)}"'
-            if request.headers.get("If-None-Match") == etag:
-                status = 304
-                return self.bytes(b"", status=304, headers={"ETag": etag})
-            status = 200
-            return self.bytes(payload, content_type="application/json", headers={"ETag": etag})
+            result = self._answer(target, query, authorization, if_none_match)
+            kind = result.headers.pop("X-Lookup-Kind", kind)
+            return result
         finally:
-            metrics.LOOKUPS.labels(kind, str(status)).inc()
+            metrics.LOOKUPS.labels(kind, str(result.status if result else 500)).inc()
             metrics.LOOKUP_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
-    @app.page("/openapi.json")
+    def _answer(self, target: str, query, authorization: str | None, if_none_match: str | None) -> Answer:
+        auth = access.authorize(self.pipeline, access.bearer(authorization), target)
+        if auth == access.UNAUTHENTICATED:
+            return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+        if auth == access.FORBIDDEN:
+            return _json(403, {"error": "forbidden"})
+        kind, value = parse_query(query, self.default_region)
+        if kind is None:
+            return _json(400, {"error": "bad_request", "detail": value})
+        tag = {"X-Lookup-Kind": kind}
+        if value is None:
+            return _json(400, {"error": "invalid_value", "lookup": kind,
+                               "detail": f"not a valid {kind.replace('_', ' ')} once standardised"}, **tag)
+        if kind == "golden_id":
+            found = self.store.lookup(golden_id=value)
+        else:
+            found = self.store.lookup(index_key=hash_key(self.secret, value), limit=MAX_MATCHES)
+        now_ms = int(time.time() * 1000)
+        config = self.targets[target]
+        visible = [g for g in found if target_verdict(g, config, self.purposes, now_ms) == ALLOWED]
+        if not visible:
+            # withheld and unknown look the same: the answer must not reveal who exists
+            return _json(404, {"error": "not_found", "lookup": kind, "detail": _NOT_FOUND[kind]}, **tag)
+        if len(visible) > 1:
+            return _json(409, {"error": "ambiguous", "lookup": kind, "golden_ids": [g["golden_id"] for g in visible],
+                               "detail": "several customers share this identifier: look one up by golden_id"}, **tag)
+        payload = encode_json(project(visible[0], config))
+        etag = f'"{fingerprint(payload)}"'
+        if if_none_match == etag:
+            return Answer(304, b"", {"ETag": etag, **tag})
+        return Answer(200, payload, {"ETag": etag, **tag})
+
+
+def register(hub) -> None:
+    """Add the lookup and OpenAPI routes to the worker's web server."""
+    service = LookupService(hub.pipeline, hub.store, hub.settings.pii_key.encode())
+
+    @hub.app.page("/targets/{target}/lookup")
+    async def lookup_customer(self, request, target: str):
+        """One customer by golden id, loyalty id, e-mail, phone or source record, as `target` may see them."""
+        answer = service.answer(target, request.query, request.headers.get("Authorization"),
+                                request.headers.get("If-None-Match"))
+        return self.bytes(answer.body, status=answer.status, headers=answer.headers,
+                          content_type="application/json")
+
+    @hub.app.page("/openapi.json")
     async def openapi(self, request):
         """The OpenAPI 3 description of the worker's HTTP routes."""
         return self.json(OPENAPI)
+
+
+# Routes of `hub lookup-server`: the read path on its own event loop, beside
+# the workers, so a batch being mastered never delays a till.
+SERVER_PATHS = ("/targets/{target}/lookup", "/openapi.json", "/health", "/metrics")
+
+
+def server_app(pipeline: PipelineConfig, store, secret: bytes):
+    """An aiohttp application serving the lookup API alone (stateless: any number may run)."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    service = LookupService(pipeline, store, secret)
+    spec = {**OPENAPI, "paths": {p: OPENAPI["paths"][p] for p in SERVER_PATHS}}
+
+    async def lookup_customer(request):
+        answer = service.answer(request.match_info["target"], request.query, request.headers.get("Authorization"),
+                                request.headers.get("If-None-Match"))
+        return web.Response(body=answer.body, status=answer.status, headers=answer.headers,
+                            content_type="application/json" if answer.body else None)
+
+    async def openapi(request):
+        return web.json_response(spec)
+
+    async def health(request):
+        try:
+            await store.ping()
+        except Exception as exc:
+            return web.json_response({"status": "degraded", "redis": type(exc).__name__}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def prometheus_metrics(request):
+        return web.Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    app = web.Application()
+    app.router.add_get(SERVER_PATHS[0], lookup_customer)
+    app.router.add_get(SERVER_PATHS[1], openapi)
+    app.router.add_get(SERVER_PATHS[2], health)
+    app.router.add_get(SERVER_PATHS[3], prometheus_metrics)
+    return app
 
 
 def _error(description: str) -> dict:

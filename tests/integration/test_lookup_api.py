@@ -5,6 +5,9 @@ updates and erasure."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -16,6 +19,7 @@ import yaml
 
 from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
+from hub.connectors.embedded import free_port, stop_process
 from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, codec
 
@@ -63,6 +67,30 @@ def _get(base: str, path: str, token: str | None, etag: str | None = None):
             return response.status, response.read(), response.headers
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), exc.headers
+
+
+class _Server(str):
+    process: subprocess.Popen
+
+
+def _lookup_server(redis_url: str, config_path, tmp_path) -> _Server:
+    port = free_port()
+    log = open(tmp_path / "lookup-server.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "hub", "lookup-server", "--port", str(port), "--config",
+                                str(config_path)], env={**os.environ, "HUB_REDIS__URL": redis_url},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = _Server(f"http://127.0.0.1:{port}")
+    base.process = process
+    assert _until(lambda: _probe(base + "/health")), (tmp_path / "lookup-server.log").read_text()
+    return base
+
+
+def _probe(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def _until(probe, timeout_s: float = 30.0):
@@ -126,6 +154,17 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         status, body, _ = _get(worker.base_url, "/targets/contact_center/lookup?phone=07911123456",
                                tokens["contact_center"])
         assert status == 200 and orjson.loads(body)["birth_date"] == "1980-02-03"
+
+        # `hub lookup-server` beside the worker answers from the same Redis with the same bytes
+        server = _lookup_server(hub.redis_url, config_path, tmp_path)
+        try:
+            for query in ("phone=07911123456", "golden_id=" + anna["golden_id"], "email=nobody%40example.com"):
+                expected = _get(worker.base_url, "/targets/pos/lookup?" + query, tokens["pos"])
+                got = _get(server, "/targets/pos/lookup?" + query, tokens["pos"])
+                assert (got[0], got[1], got[2].get("ETag")) == (expected[0], expected[1], expected[2].get("ETag"))
+            assert _get(server, "/targets/pos/lookup?phone=07911123456", tokens["marketing"])[0] == 403
+        finally:
+            stop_process(server.process)
 
         # the index follows the golden record: a changed e-mail finds Anna, the old one no longer does
         feeder.send("raw.crm", b"crm:C1", codec(CUSTOMER_EVENT).encode(

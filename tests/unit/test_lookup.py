@@ -94,3 +94,12 @@ def test_openapi_describes_every_route_the_worker_serves(tmp_path):
     for path, item in OPENAPI["paths"].items():
         params = {p["name"] for p in item["get"].get("parameters", []) if p["in"] == "path"}
         assert params == set(part[1:-1] for part in path.split("/") if part.startswith("{")), path
+
+
+def test_openapi_describes_every_route_of_the_lookup_server():
+    from hub.lookup_api import server_app
+
+    app = server_app(load_pipeline(None), store=None, secret=SECRET)
+    served = {resource.canonical for resource in app.router.resources()}
+    assert served == {"/targets/{target}/lookup", "/openapi.json", "/health", "/metrics"}
+    assert served <= set(OPENAPI["paths"])
