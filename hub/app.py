@@ -30,6 +30,7 @@ from hub.stages import StageOutput
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
 from hub.stages.steward import StewardStage
+from hub.stages.survey import SurveyStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -114,22 +115,25 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
             return topics.erasure_dlq
         if message.topic == topics.steward:
             return topics.steward_dlq
+        if message.topic == topics.survey:
+            return topics.survey_dlq
         return topics.internal_dlq
 
     runners = {
         "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
         "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
-        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret), sink, source_dlq, is_async=True),
+        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
         "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
-        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store), sink, source_dlq, is_async=True),
+        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
         "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
+        "survey": StageRunner("survey", SurveyStage(pipeline, store, store), sink, source_dlq, is_async=True),
     }
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
-    from hub.agents import consent, erasure, ingest, master, match, steward, syndicate
+    from hub.agents import consent, erasure, ingest, master, match, steward, survey, syndicate
 
-    for module in (ingest, match, master, syndicate, consent, erasure, steward):
+    for module in (ingest, match, master, syndicate, consent, erasure, steward, survey):
         module.register(hub)
     _register_timers(hub)
     _register_lag_timer(hub)

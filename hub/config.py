@@ -25,7 +25,7 @@ GOLDEN_FIELDS = (
     "golden_id", "version", "record_type", "given_name", "middle_name", "family_name",
     "birth_date", "gender", "national_id", "loyalty_id", "organisation_name", "emails",
     "phones", "addresses", "preferences", "consents", "lineage", "members",
-    "quality_score", "updated_at",
+    "quality_score", "updated_at", "survey",
 )
 
 
@@ -166,6 +166,8 @@ class TopicNames(_Strict):
     erasure_dlq: str = "dlq.erasure"
     steward: str = "steward.actions"
     steward_dlq: str = "dlq.steward"
+    survey: str = "survey.events"
+    survey_dlq: str = "dlq.survey"
 
 
 class PipelineConfig(_Strict):
@@ -209,7 +211,7 @@ class PipelineConfig(_Strict):
         """Every topic the hub reads or writes."""
         t = self.topics
         names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
-                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq]
+                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]

@@ -69,3 +69,5 @@ LOOKUPS = Counter("hub_lookup_requests_total", "Lookup API requests by kind (gol
                   "source, invalid) and HTTP status", ["kind", "status"], registry=REGISTRY)
 LOOKUP_SECONDS = Histogram("hub_lookup_duration_seconds", "Lookup API request handling time, in the worker",
                            ["kind"], buckets=_LOOKUP_BUCKETS, registry=REGISTRY)
+SURVEY_EVENTS = Counter("hub_survey_events_total", "Survey / NPS answers received, applied, pending (record not "
+                        "seen yet), rejected", ["outcome"], registry=REGISTRY)

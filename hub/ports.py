@@ -98,6 +98,15 @@ class ConsentStore(Protocol):
         """Erase every statement held for these members."""
 
 
+class SurveyStore(Protocol):
+    async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store survey answers per member; the latest per survey by responded_at
+        wins. True for each member whose answers changed."""
+    async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]: ...
+    async def forget_surveys(self, members: list[str]) -> None:
+        """Erase every answer held for these members."""
+
+
 class SyndicationState(Protocol):
     """What each target last received per golden id: (key, projection hash)."""
 

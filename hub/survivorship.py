@@ -11,6 +11,7 @@ one preferred (verified first, then most sources, then most recent).
 from __future__ import annotations
 
 from hub.config import SurvivorshipConfig
+from hub.surveys import summary as survey_summary
 
 SINGLE = ("record_type", "given_name", "middle_name", "family_name", "birth_date", "gender",
           "national_id", "loyalty_id", "organisation_name")
@@ -65,7 +66,7 @@ def winning_consents(statements_by_member: dict[str, list[dict]]) -> list[dict]:
 
 
 def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[str, list[dict]],
-                 rules: SurvivorshipConfig) -> dict:
+                 rules: SurvivorshipConfig, surveys: dict[str, list[dict]] | None = None) -> dict:
     """The golden record's content (version and timestamps are set by `stamp`)."""
     priority = {name: rank for rank, name in enumerate(rules.source_priority)}
     items = sorted(contributions.items())
@@ -97,6 +98,7 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
                 preferences[key] = (record["event_time"], value)
     golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())}
     golden["consents"] = winning_consents(consents)
+    golden["survey"] = survey_summary(surveys or {})
     golden["lineage"] = lineage
     golden["members"] = [m for m, _ in items]
     scores = [c["quality"]["score"] for _, c in items]

@@ -12,6 +12,7 @@ record's keys in one slot):
   hub:pin:{<member>}   set   members a steward keeps together with this one
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
+  hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<answer JSON>" (the latest answer per survey)
   hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
   hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
                              or source record: hub/lookup.py), kept by the master with the golden records
@@ -154,8 +155,8 @@ redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
 return from
 """
 
-# Latest statement per (purpose, channel) wins by its own event_time.
-_PUT_CONSENT = """
+# Latest statement per (purpose, channel), or answer per survey, wins by its own time.
+_PUT_LATEST = """
 local changed = 0
 for i = 1, #ARGV, 3 do
   local field, at, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
@@ -213,6 +214,10 @@ def lookup_key(index_key: str) -> str:
     return f"{P}lk:{{{index_key}}}"
 
 
+def survey_key(member: str) -> str:
+    return f"{P}srv:{{{member}}}"
+
+
 def synd_key(gid: str) -> str:
     return f"{P}synd:{{{gid}}}"
 
@@ -232,7 +237,7 @@ class RedisStore:
         self._members = client.register_script(_MEMBERS)
         self._constraints = client.register_script(_CONSTRAINTS)
         self._move = client.register_script(_MOVE)
-        self._put_consent = client.register_script(_PUT_CONSENT)
+        self._put_latest = client.register_script(_PUT_LATEST)
         self._lookup = client.register_script(_LOOKUP)
 
     @classmethod
@@ -473,7 +478,7 @@ class RedisStore:
             for st in statements[member]:
                 args += [f"{st['purpose']}|{st['channel']}", st["event_time"],
                          orjson.dumps(st, option=orjson.OPT_SORT_KEYS)]
-            self._put_consent(keys=[cons_key(member)], args=args, client=pipe)
+            self._put_latest(keys=[cons_key(member)], args=args, client=pipe)
         return {m: bool(c) for m, c in zip(members, await self._run(pipe, "consent_put"))}
 
     async def get(self, members: list[str]) -> dict[str, list[dict]]:
@@ -492,6 +497,38 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.delete(*(cons_key(m) for m in members))
             await self._run(pipe, "consent_forget")
+
+    # survey store
+    async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store answers per member, the latest per survey; True for each member whose answers changed."""
+        members = [m for m, items in answers.items() if items]
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            args = []
+            for answer in answers[member]:
+                args += [answer["survey_id"], answer["responded_at"], orjson.dumps(answer, option=orjson.OPT_SORT_KEYS)]
+            self._put_latest(keys=[survey_key(member)], args=args, client=pipe)
+        return {m: bool(c) for m, c in zip(members, await self._run(pipe, "survey_put"))}
+
+    async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hvals(survey_key(member))
+        result = {}
+        for member, values in zip(members, await self._run(pipe, "survey_get")):
+            if values:
+                result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
+        return result
+
+    async def forget_surveys(self, members: list[str]) -> None:
+        if members:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*(survey_key(m) for m in members))
+            await self._run(pipe, "survey_forget")
 
     # syndication state
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:

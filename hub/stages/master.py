@@ -14,7 +14,7 @@ import time
 
 from hub import lookup, metrics
 from hub.config import PipelineConfig
-from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex
+from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
@@ -29,8 +29,9 @@ def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
 
 class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
-                 secret: bytes):
+                 secret: bytes, surveys: SurveyStore):
         self.config = config
+        self.surveys = surveys
         self.secret = secret  # the PII key: lookup index keys are keyed hashes
         self.index = index
         self.store = store
@@ -89,6 +90,7 @@ class MasterStage:
 
         members = sorted({m for gid in touched for m in states[gid].contributions})
         statements = await self.consents.get(members)
+        answers = await self.surveys.get_surveys(members)
         saved: list[GoldenState] = []
         deleted: list[str] = []
         count_delta = 0
@@ -111,7 +113,8 @@ class MasterStage:
             produced_at = canonical["origin"]["produced_at"] if canonical else None
             cause = item["cause"] if item["kind"] in ("contribution", "split") else "recompute"
             content = build_golden(gid, state.contributions,
-                                   {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship)
+                                   {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
+                                   {m: answers[m] for m in state.contributions if m in answers})
             golden = stamp(content, previous, now_ms, cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
@@ -141,6 +144,7 @@ class MasterStage:
         erased_members = [m for _, members in erased.values() for m in members]
         await self.index.unlink(erased_members)
         await self.consents.forget(erased_members)
+        await self.surveys.forget_surveys(erased_members)
         # the lookup index follows the golden records: an erased or merged-away
         # customer can no longer be found by any of its identifiers
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}

@@ -1,7 +1,7 @@
 """The lookup API on the real broker and Redis: a customer found by golden
 id, loyalty id, e-mail, phone and source record, in the target's projection
 with an ETag; the same 404 for unknown and withheld; the index following
-updates and erasure."""
+updates and erasure; NPS answers visible through it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
 from hub.connectors.embedded import free_port, stop_process
 from hub.harness import Feeder, LocalHub, Watcher
-from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, codec
+from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +176,36 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         assert _until(lambda: lookup(email="anna.smith@gmail.com")[0] == 404)
         assert lookup(loyalty_id="L000000042")[0] == 200
 
+        # NPS: an unhappy answer reaches the contact centre's view before the next call; a bad one is dead-lettered
+        feeder.send("survey.events", b"pos:P3", codec(SURVEY_RESPONSE).encode(
+            {"source": "pos", "source_id": "P3", "survey_id": "nps-2026-q4", "score": 3,
+             "responded_at": T0 + 7000, "channel": "email"}))
+        feeder.send("survey.events", b"crm:C1", orjson.dumps(  # JSON works too; older, other survey
+            {"source": "crm", "source_id": "C1", "survey_id": "nps-2026-q3", "score": 9, "responded_at": T0}))
+        feeder.send("survey.events", b"crm:C1", orjson.dumps(
+            {"source": "crm", "source_id": "C1", "survey_id": "nps-2026-q3", "score": 42, "responded_at": T0}))
+        feeder.send("survey.events", b"web:W9", orjson.dumps(  # a record not seen yet: waits for it
+            {"source": "ecommerce", "source_id": "W9", "survey_id": "nps-2026-q4", "score": 10,
+             "responded_at": T0}))
+        feeder.flush()
+
+        def survey_of(query: str, target: str = "contact_center"):
+            status, body, _ = _get(worker.base_url, f"/targets/{target}/lookup?{query}", tokens[target])
+            return orjson.loads(body).get("survey") if status == 200 else None
+
+        assert _until(lambda: (survey_of("loyalty_id=L000000042") or {}).get("responses") == 2)
+        survey = survey_of("loyalty_id=L000000042")
+        assert survey == {"last_survey_at": T0 + 7000, "last_survey_id": "nps-2026-q4", "last_score": 3,
+                          "last_category": "detractor", "responses": 2, "average_score": 6.0, "source": "pos:P3"}
+        assert survey_of("phone=07911123456", target="pos")["last_category"] == "detractor"
+        view = watcher.wait_until(lambda v: v.counts["dlq.survey"] == 1, quiet_s=0.2)
+        assert view.reasons[("dlq.survey", "absurd_value")] == 1
+        feeder.send("raw.ecommerce", b"ecommerce:W9", codec(CUSTOMER_EVENT).encode(
+            event("ecommerce", "W9", given_name="Walt", family_name="Nine", emails=[{"address": "walt9@example.com"}])))
+        feeder.flush()
+        assert _until(lambda: (survey_of("email=walt9@example.com") or {}).get("last_category") == "promoter")
+        assert worker.metric("hub_survey_events_total", outcome="pending") == 1
+
         # erasure: no identifier finds her any more, and no lookup key in Redis names her
         feeder.send("erasure.requests", b"pos:P3", codec(ERASURE_REQUEST).encode(
             {"source": "pos", "source_id": "P3", "golden_id": None, "requester": "dpo",
@@ -188,6 +218,7 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         client = redis.Redis.from_url(hub.redis_url)
         for key in client.scan_iter(match="hub:lk:*", count=1000):
             assert anna["golden_id"].encode() not in client.smembers(key)
+        assert not client.exists("hub:srv:{pos:P3}", "hub:srv:{crm:C1}")  # her survey answers went too
         assert lookup(email="bob.jones@yahoo.co.uk")[0] == 200  # everybody else is still there
 
         status, body, _ = _get(worker.base_url, "/openapi.json", None)

@@ -101,6 +101,8 @@ def golden() -> dict:
         "lineage": {"given_name": {"source": "crm", "source_id": "C-1001", "event_time": T0, "rule": "source_priority"}},
         "members": ["crm:C-1001", "pos:P-9"], "quality_score": 0.88, "updated_at": T0 + 20,
         "last_event_time": T0, "trigger_produced_at": T0 + 1, "cause": "source_event",
+        "survey": {"last_survey_at": T0 - 10, "last_survey_id": "nps-2026-q4", "last_score": 3,
+                   "last_category": "detractor", "responses": 2, "average_score": 5.5, "source": "crm:C-1001"},
     }
 
 
@@ -114,7 +116,13 @@ def consent_event() -> dict:
     return {"source": "ecommerce", "source_id": "E-5", "statement": consent_statement(channel="sms", status="revoked")}
 
 
+def survey_response() -> dict:
+    return {"source": "crm", "source_id": "C-1001", "survey_id": "nps-2026-q4", "score": 3,
+            "responded_at": T0 - 10, "channel": "email"}
+
+
 EXAMPLES = {
+    "hub.SurveyResponse": survey_response,
     "hub.CustomerEvent": customer_event,
     "hub.CanonicalCustomer": canonical,
     "hub.LinkedRecord": linked,
