@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from hub import lookup, metrics
+from hub import history, lookup, metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
@@ -111,7 +111,7 @@ class MasterStage:
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None
-            cause = item["cause"] if item["kind"] in ("contribution", "split") else "recompute"
+            cause = item["cause"]  # source_event, consent_changed, survey_received, a steward's split...
             content = build_golden(gid, state.contributions,
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
                                    {m: answers[m] for m in state.contributions if m in answers})
@@ -126,7 +126,8 @@ class MasterStage:
                 audit = {"audit_id": _audit_id(gid, golden["version"], kind), "at": now_ms, "kind": kind,
                          "golden_id": gid, "subject": subject, "cause": cause, "decision": None,
                          "before_version": previous["version"] if previous else None,
-                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden)}
+                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden),
+                         "changes": history.diff(previous, golden)}
                 state.last_audit = self.audit_codec.encode(audit)
             if golden is not previous or state.contributions != held[gid]:
                 state.golden = golden

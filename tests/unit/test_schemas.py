@@ -109,7 +109,8 @@ def golden() -> dict:
 def audit() -> dict:
     return {"audit_id": "A-1", "at": T0 + 30, "kind": "golden_merged", "golden_id": "G0123456789abcdef0123",
             "subject": "pos:P-9", "cause": "source_event", "decision": match_decision(),
-            "before_version": 2, "after_version": 3, "changed_attributes": ["emails", "members"]}
+            "before_version": 2, "after_version": 3, "changed_attributes": ["emails", "members"],
+            "changes": [{"attribute": "members", "before": '["crm:C-1001"]', "after": '["crm:C-1001","pos:P-9"]'}]}
 
 
 def consent_event() -> dict:
