@@ -53,8 +53,8 @@ def ordered(events: list[dict], golden_id: str) -> list[dict]:
 
 
 def rebuild(events: list[dict], golden_id: str, at_ms: int | None = None) -> dict | None:
-    """The golden record as it stood at `at_ms` (now when None): its content
-    attributes and version; None when it did not exist then."""
+    """The golden record as it stood at `at_ms` (now when None): its version
+    and every attribute that had a value; None when it did not exist then."""
     state: dict | None = None
     for event in ordered(events, golden_id):
         if at_ms is not None and event["at"] > at_ms:
