@@ -131,9 +131,9 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     }
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
-    from hub.agents import consent, erasure, ingest, master, match, steward, survey, syndicate
+    from hub.agents import consent, decay, erasure, ingest, master, match, steward, survey, syndicate
 
-    for module in (ingest, match, master, syndicate, consent, erasure, steward, survey):
+    for module in (ingest, match, master, syndicate, consent, erasure, steward, survey, decay):
         module.register(hub)
     _register_timers(hub)
     _register_lag_timer(hub)
@@ -154,19 +154,25 @@ async def run_batches(hub: Hub, stage: str, stream) -> None:
         await runner.run([to_in_message(e) for e in events])
 
 
+async def recompute_due(hub: Hub, kind: str, cause: str) -> None:
+    """Ask the master to recompute the golden records whose `kind` schedule is due."""
+    due = await hub.store.take_due(int(time.time() * 1000), kind=kind)
+    if not due:
+        return
+    linked_codec = codec(LINKED)
+    requests = [OutMessage(hub.pipeline.topics.linked, gid.encode(), linked_codec.encode(
+        {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
+         "absorbed_golden_ids": [], "cause": cause})) for gid in due]
+    await deliver(hub.sink, StageOutput(requests))
+
+
 def _register_timers(hub: Hub) -> None:
     linked_codec = codec(LINKED)
 
     @hub.app.timer(interval=1.0)
     async def enforce_consent_expiry() -> None:
         """Consent that expires (or starts) needs no new event to take effect."""
-        due = await hub.store.take_due(int(time.time() * 1000))
-        if not due:
-            return
-        requests = [OutMessage(hub.pipeline.topics.linked, gid.encode(), linked_codec.encode(
-            {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
-             "absorbed_golden_ids": [], "cause": "consent_schedule"})) for gid in due]
-        await deliver(hub.sink, StageOutput(requests))
+        await recompute_due(hub, "consent", "consent_schedule")
 
     retention = hub.pipeline.retention
     audit_codec = codec(AUDIT)

@@ -118,10 +118,16 @@ class MatchConfig(_Strict):
         return self
 
 
+SurvivorshipRule = Literal["source_priority", "most_recent", "most_complete", "most_frequent"]
+
+
 class SurvivorshipConfig(_Strict):
     source_priority: list[str] = Field(default_factory=list, description="Most trusted source first")
-    default_rule: Literal["source_priority", "most_recent", "most_complete"] = "source_priority"
-    rules: dict[str, Literal["source_priority", "most_recent", "most_complete"]] = Field(default_factory=dict)
+    default_rule: SurvivorshipRule = "source_priority"
+    rules: dict[str, SurvivorshipRule] = Field(default_factory=dict)
+    stale_after_days: float | None = Field(730, gt=0, description="A value no source has stated for this long is "
+                                           "flagged stale (unset = never)")
+    decay_check_interval_s: float = Field(60.0, gt=0, description="How often values about to go stale are looked for")
 
     @field_validator("rules")
     @classmethod

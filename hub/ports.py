@@ -87,6 +87,8 @@ class GoldenStore(Protocol):
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
         """Save golden states, delete golden records; `lookup` maps a golden id
         to the lookup index keys (hub.lookup) it (removes, adds), in the same round trip."""
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
+        """When each golden record must next be recomputed for `kind` (consent, decay); None: never."""
 
 
 class ConsentStore(Protocol):
@@ -112,6 +114,6 @@ class SyndicationState(Protocol):
 
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]: ...
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None: ...
-    async def schedule(self, due: dict[str, int | None]) -> None:
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
         """When each golden record's consent verdict can next change (None: never)."""
-    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]: ...
+    async def take_due(self, now_ms: int, limit: int = 1000, kind: str = "consent") -> list[str]: ...

@@ -552,24 +552,25 @@ class RedisStore:
         if updates:
             await self._run(pipe, "syndication_save")
 
-    async def schedule(self, due: dict[str, int | None]) -> None:
-        """Remember when each golden record's consent verdict can next change."""
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
+        """Remember when each golden record's consent verdict (kind consent) or
+        freshness (kind decay) can next change."""
         if not due:
             return
         pipe = self.client.pipeline(transaction=False)
         later = {gid: at for gid, at in due.items() if at is not None}
         gone = [gid for gid, at in due.items() if at is None]
         if later:
-            pipe.zadd(f"{P}consent:due", later)
+            pipe.zadd(f"{P}{kind}:due", later)
         if gone:
-            pipe.zrem(f"{P}consent:due", *gone)
-        await self._run(pipe, "consent_schedule")
+            pipe.zrem(f"{P}{kind}:due", *gone)
+        await self._run(pipe, f"{kind}_schedule")
 
-    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]:
+    async def take_due(self, now_ms: int, limit: int = 1000, kind: str = "consent") -> list[str]:
         """Golden ids whose consent verdict may have changed by now. They are
         pushed 60 s ahead, not removed: syndicating them sets their real next
         time, and one lost on the way is retried."""
-        key = f"{P}consent:due"
+        key = f"{P}{kind}:due"
         found = self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
         if found:
             self.client.zadd(key, {gid: now_ms + 60_000 for gid in found})

@@ -18,7 +18,7 @@ from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, Sur
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
-from hub.survivorship import build_golden, changed_attributes, stamp
+from hub.survivorship import build_golden, changed_attributes, merge_contribution, next_stale_ms, stamp
 
 STAGE = "master"
 
@@ -114,7 +114,7 @@ class MasterStage:
             cause = item["cause"]  # source_event, consent_changed, survey_received, a steward's split...
             content = build_golden(gid, state.contributions,
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
-                                   {m: answers[m] for m in state.contributions if m in answers})
+                                   {m: answers[m] for m in state.contributions if m in answers}, now_ms)
             golden = stamp(content, previous, now_ms, cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
@@ -151,6 +151,10 @@ class MasterStage:
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
         lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
         await self.store.save(saved, deleted, count_delta, {g: c for g, c in lookups.items() if c[0] or c[1]})
+        # data decay: recompute each record when its next value goes stale, with no new event needed
+        decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
+        decay.update({gid: None for gid in deleted})
+        await self.store.schedule(decay, "decay")
         return StageOutput(out)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
@@ -171,15 +175,14 @@ class MasterStage:
         record = canonical["record"]
         member = member_key(record["source"], record["source_id"])
         held = state.contributions.get(member)
-        if held is not None and held["record"]["event_time"] > record["event_time"]:
-            return  # an older event arriving late must not undo a newer one
         if record["op"] == "delete":
-            state.contributions.pop(member, None)
+            if held is None or held["record"]["event_time"] <= record["event_time"]:
+                state.contributions.pop(member, None)
             return
-        state.contributions[member] = {
-            "record": {k: v for k, v in record.items() if k != "consents"},
-            "quality": canonical["quality"],
-        }
+        # per attribute, the newer statement wins: an older event arriving late undoes nothing newer,
+        # and a patch changes only what it carries
+        state.contributions[member] = merge_contribution(
+            held, {k: v for k, v in record.items() if k != "consents"}, canonical["quality"])
 
     def _gone(self, gid: str, previous: dict, kind: str, now_ms: int):
         audit = {"audit_id": _audit_id(gid, previous["version"] + 1, kind), "at": now_ms, "kind": kind,

@@ -152,6 +152,10 @@ class MatchStage:
             entry = entries.get(member)
             if entry is not None:
                 decision = Decision(EXISTING, entry.golden_id, None)
+                if canonical["record"]["op"] == "patch":
+                    # a patch states only some attributes: what the index knew of the rest still holds
+                    feats = {k: (v if v else entry.features.get(k, v)) for k, v in feats.items()}
+                    blocks = sorted(set(entry.blocks) | set(blocks))
             else:
                 candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored)
                 apart, pinned = constraints.get(member, ((), ()))

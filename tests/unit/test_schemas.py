@@ -91,14 +91,17 @@ def golden() -> dict:
         "given_name": "Ann", "middle_name": None, "family_name": "Smith", "birth_date": "1984-07-12",
         "gender": "female", "national_id": None, "loyalty_id": "L-77", "organisation_name": None,
         "emails": [{"address": "ann.smith@example.com", "verified": True, "preferred": True,
-                    "sources": ["crm:C-1001", "pos:P-9"]}],
-        "phones": [{"number": "+447911123456", "verified": False, "preferred": True, "sources": ["crm:C-1001"]}],
+                    "sources": ["crm:C-1001", "pos:P-9"], "confirmed_at": T0, "stale": False}],
+        "phones": [{"number": "+447911123456", "verified": False, "preferred": True, "sources": ["crm:C-1001"],
+                    "confirmed_at": T0 - 900 * 86_400_000, "stale": True}],
         "addresses": [{"line1": "12 High Street", "line2": None, "city": "Leeds", "region": None,
                        "postcode": "LS1 4AB", "country": "GB", "verified": False, "preferred": True,
-                       "sources": ["crm:C-1001"]}],
+                       "sources": ["crm:C-1001"], "confirmed_at": T0, "stale": False}],
         "preferences": {"language": "en"},
         "consents": [{"subject": "crm:C-1001", "statement": consent_statement()}],
-        "lineage": {"given_name": {"source": "crm", "source_id": "C-1001", "event_time": T0, "rule": "source_priority"}},
+        "lineage": {"given_name": {"source": "crm", "source_id": "C-1001", "event_time": T0, "rule": "source_priority",
+                                   "confirmed_at": T0, "stale": False}},
+        "freshness": 0.6667, "stale_attributes": ["phones"],
         "members": ["crm:C-1001", "pos:P-9"], "quality_score": 0.88, "updated_at": T0 + 20,
         "last_event_time": T0, "trigger_produced_at": T0 + 1, "cause": "source_event",
         "survey": {"last_survey_at": T0 - 10, "last_survey_id": "nps-2026-q4", "last_score": 3,
@@ -310,6 +313,14 @@ def _check_resolved(written, resolved, writer_schema, reader_schema, local):
             else:
                 assert "default" in field, f"{fname} added without a default"
                 assert resolved[fname] == field["default"], fname
+    elif isinstance(reader_schema, dict) and reader_schema.get("type") == "array":
+        assert len(resolved) == len(written)
+        for w, r in zip(written, resolved):
+            _check_resolved(w, r, writer_schema["items"], reader_schema["items"], local)
+    elif isinstance(reader_schema, dict) and reader_schema.get("type") == "map":
+        assert set(resolved) == set(written)
+        for key in written:
+            _check_resolved(written[key], resolved[key], writer_schema["values"], reader_schema["values"], local)
     else:
         assert resolved == written
 

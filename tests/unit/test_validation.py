@@ -214,7 +214,7 @@ def test_avro_with_trailing_bytes_is_not_decodable():
 # ------------------------------------------------------------------ unknown_schema
 
 
-@pytest.mark.parametrize("schema_id", [0, 3, 99, 2**31])
+@pytest.mark.parametrize("schema_id", [0, 4, 99, 2**31])
 def test_magic_zero_with_unknown_id_is_unknown_schema(schema_id):
     body = avro(raw())[5:]
     assert_error(run(struct.pack(">BI", 0, schema_id) + body), UNKNOWN_SCHEMA)
