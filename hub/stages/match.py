@@ -181,7 +181,8 @@ class MatchStage:
             for b in blocks:
                 if b in overlay_blocks:
                     overlay_blocks[b].add(member)
-            seen = {b: views[b].version for b in blocks} if verify else {}
+            # a patch keeps the blocks it had: only those read now can have moved since
+            seen = {b: views[b].version for b in blocks if b in views} if verify else {}
             request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen)
             planned.append(((member, canonical, decision, skipped), request))
         return planned
