@@ -25,7 +25,8 @@ GOLDEN_FIELDS = (
     "golden_id", "version", "record_type", "given_name", "middle_name", "family_name",
     "birth_date", "gender", "national_id", "loyalty_id", "organisation_name", "emails",
     "phones", "addresses", "preferences", "consents", "lineage", "members",
-    "quality_score", "updated_at", "survey",
+    "quality_score", "updated_at", "survey", "account_ref", "lifecycle", "account_golden_id", "household_id",
+    "freshness", "stale_attributes",
 )
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import orjson
 
 from hub.config import SurvivorshipConfig
+from hub.matching.features import fold, hash_key
 from hub.standardise import quality as score_quality
 from hub.surveys import summary as survey_summary
 
 SINGLE = ("record_type", "given_name", "middle_name", "family_name", "birth_date", "gender",
-          "national_id", "loyalty_id", "organisation_name")
+          "national_id", "loyalty_id", "organisation_name", "account_ref", "lifecycle")
 MULTI = ("emails", "phones", "addresses")
 TRACKED = (*SINGLE, *MULTI, "preferences")  # attributes whose statement time a contribution keeps
 _EMPTY = (None, [], {})
@@ -69,12 +70,12 @@ def merge_contribution(held: dict | None, record: dict, quality: dict) -> dict:
             newest_quality = quality
         merged["event_time"] = max(merged["event_time"], at)
     for attr in TRACKED:
-        value = record[attr]
+        value = record.get(attr)
         if patch and (value in _EMPTY or attr == "record_type"):
             continue  # not stated by this patch (a record's type is not patched: its default says nothing)
         known = times.get(attr, -1)
         if at > known or (at == known and orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-                          > orjson.dumps(merged[attr], option=orjson.OPT_SORT_KEYS)):
+                          > orjson.dumps(merged.get(attr), option=orjson.OPT_SORT_KEYS)):
             merged[attr] = value
             times[attr] = at
     merged["op"] = "upsert"
@@ -136,11 +137,27 @@ def winning_consents(statements_by_member: dict[str, list[dict]]) -> list[dict]:
     return [{"subject": member, "statement": st} for slot, (_, member, st) in sorted(best.items())]
 
 
+def household_id(golden: dict, secret: bytes) -> str | None:
+    """B2C: people whose surname and preferred address agree share one id (a
+    keyed hash: the id says nothing about either)."""
+    if golden["record_type"] != "person" or not golden["family_name"] or not golden["addresses"]:
+        return None
+    address = golden["addresses"][0]
+    postcode = (address["postcode"] or "").replace(" ", "").upper()
+    street = fold(address["line1"])
+    if not postcode or not street:
+        return None
+    return "HH" + hash_key(secret, f"household:{fold(golden['family_name'])}|{postcode}|{street}")
+
+
 def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[str, list[dict]],
                  rules: SurvivorshipConfig, surveys: dict[str, list[dict]] | None = None,
-                 now_ms: int | None = None) -> dict:
+                 now_ms: int | None = None, accounts: dict[str, str] | None = None,
+                 household_secret: bytes | None = None) -> dict:
     """The golden record's content (version and timestamps are set by `stamp`).
-    With `now_ms`, values no source has stated for `rules.stale_after_days` are flagged stale."""
+    With `now_ms`, values no source has stated for `rules.stale_after_days` are
+    flagged stale; `accounts` maps account source records to their golden ids
+    (B2B); with `household_secret`, a person gets a household id (B2C)."""
     priority = {name: rank for rank, name in enumerate(rules.source_priority)}
     stale_before = None
     if now_ms is not None and rules.stale_after_days is not None:
@@ -150,7 +167,7 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
     lineage = {}
     for attr in SINGLE:
         rule = rules.rules.get(attr, rules.default_rule)
-        holders = [(m, c) for m, c in items if c["record"][attr] is not None]
+        holders = [(m, c) for m, c in items if c["record"].get(attr) is not None]
         if not holders:
             golden[attr] = "person" if attr == "record_type" else None
             continue
@@ -182,6 +199,8 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
                 preferences[key] = (stated, value)
     golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())}
     golden["consents"] = winning_consents(consents)
+    golden["account_golden_id"] = (accounts or {}).get(golden["account_ref"]) if golden["account_ref"] else None
+    golden["household_id"] = household_id(golden, household_secret) if household_secret else None
     golden["survey"] = survey_summary(surveys or {})
     golden["lineage"] = lineage
     golden["members"] = [m for m, _ in items]

@@ -91,6 +91,10 @@ class MasterStage:
         members = sorted({m for gid in touched for m in states[gid].contributions})
         statements = await self.consents.get(members)
         answers = await self.surveys.get_surveys(members)
+        # B2B: each contact's account, by the golden record its organisation record belongs to now
+        refs = sorted({c["record"].get("account_ref") for gid in touched for c in states[gid].contributions.values()}
+                      - {None})
+        accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
         count_delta = 0
@@ -114,7 +118,8 @@ class MasterStage:
             cause = item["cause"]  # source_event, consent_changed, survey_received, a steward's split...
             content = build_golden(gid, state.contributions,
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
-                                   {m: answers[m] for m in state.contributions if m in answers}, now_ms)
+                                   {m: answers[m] for m in state.contributions if m in answers}, now_ms,
+                                   accounts, self.secret)
             golden = stamp(content, previous, now_ms, cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"

@@ -133,6 +133,10 @@ class MatchStage:
         constraints = await self.index.constraints(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
         wanted |= {m for apart, pinned in constraints.values() for m in apart | pinned}
+        # a lead converted into this record: the record joins the lead's golden record, history and all
+        converted = {m: c["record"].get("converted_from") for m, c, feats, _ in items
+                     if feats is not None and c["record"].get("converted_from")}
+        wanted |= set(converted.values()) - known.keys()
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
 
@@ -159,6 +163,8 @@ class MatchStage:
             else:
                 candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored)
                 apart, pinned = constraints.get(member, ((), ()))
+                if member in converted:
+                    pinned = {*pinned, converted[member]}
                 # a steward's split keeps this record out of golden records holding those it was split from
                 forbidden = {entries[m].golden_id for m in apart if m in entries}
                 candidates = [Candidate(m, entries[m].golden_id, entries[m].features)

@@ -56,6 +56,7 @@ def full_event() -> dict:
         "addresses": [{"line1": "12 High Street", "line2": None, "city": "Leeds", "region": None,
                        "postcode": "LS1 4AB", "country": "GB", "kind": "home", "verified": False}],
         "national_id": "QQ123456C", "loyalty_id": "L-77", "organisation_name": None,
+        "account_ref": "crm:A-1", "lifecycle": "customer", "converted_from": None,
         "preferences": {"language": "en"},
         "consents": [{"purpose": "marketing", "channel": "email", "status": "granted",
                       "legal_basis": "consent", "effective_at": None, "expires_at": None,
