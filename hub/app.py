@@ -26,7 +26,7 @@ from hub.consent import ALLOWED, target_verdict
 from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
-from hub.stages import StageOutput
+from hub.stages import StageOutput, recompute_message
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
 from hub.stages.steward import StewardStage
@@ -157,13 +157,8 @@ async def run_batches(hub: Hub, stage: str, stream) -> None:
 async def recompute_due(hub: Hub, kind: str, cause: str) -> None:
     """Ask the master to recompute the golden records whose `kind` schedule is due."""
     due = await hub.store.take_due(int(time.time() * 1000), kind=kind)
-    if not due:
-        return
-    linked_codec = codec(LINKED)
-    requests = [OutMessage(hub.pipeline.topics.linked, gid.encode(), linked_codec.encode(
-        {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
-         "absorbed_golden_ids": [], "cause": cause})) for gid in due]
-    await deliver(hub.sink, StageOutput(requests))
+    if due:
+        await deliver(hub.sink, StageOutput([recompute_message(hub.pipeline.topics.linked, gid, cause) for gid in due]))
 
 
 def _register_timers(hub: Hub) -> None:

@@ -237,7 +237,7 @@ class RedisStore:
         self._members = client.register_script(_MEMBERS)
         self._constraints = client.register_script(_CONSTRAINTS)
         self._move = client.register_script(_MOVE)
-        self._put_latest = client.register_script(_PUT_LATEST)
+        self._put_latest_script = client.register_script(_PUT_LATEST)
         self._lookup = client.register_script(_LOOKUP)
 
     @classmethod
@@ -467,30 +467,37 @@ class RedisStore:
         return int(self.client.get(f"{P}stats:golden") or 0)
 
     # consent store
-    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
-        """Store statements per member; True for each member whose consent changed."""
-        members = [m for m, sts in statements.items() if sts]
+    async def _put_latest(self, key, items: dict[str, list[dict]], slot, at: str, operation: str) -> dict[str, bool]:
+        """Per member hash `key(member)`: each item in its `slot(item)`, kept
+        only if newer (by `item[at]`) than what the slot holds. True for each
+        member whose hash changed."""
+        members = [m for m, found in items.items() if found]
         if not members:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             args = []
-            for st in statements[member]:
-                args += [f"{st['purpose']}|{st['channel']}", st["event_time"],
-                         orjson.dumps(st, option=orjson.OPT_SORT_KEYS)]
-            self._put_latest(keys=[cons_key(member)], args=args, client=pipe)
-        return {m: bool(c) for m, c in zip(members, await self._run(pipe, "consent_put"))}
+            for item in items[member]:
+                args += [slot(item), item[at], orjson.dumps(item, option=orjson.OPT_SORT_KEYS)]
+            self._put_latest_script(keys=[key(member)], args=args, client=pipe)
+        return {m: bool(c) for m, c in zip(members, await self._run(pipe, operation))}
 
-    async def get(self, members: list[str]) -> dict[str, list[dict]]:
+    async def _latest(self, key, members: list[str], operation: str) -> dict[str, list[dict]]:
         if not members:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for member in members:
-            pipe.hvals(cons_key(member))
-        result = {}
-        for member, values in zip(members, await self._run(pipe, "consent_get")):
-            result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
-        return result
+            pipe.hvals(key(member))
+        return {member: [orjson.loads(v.split(b"|", 1)[1]) for v in values]
+                for member, values in zip(members, await self._run(pipe, operation))}
+
+    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store statements per member; True for each member whose consent changed."""
+        return await self._put_latest(cons_key, statements, lambda st: f"{st['purpose']}|{st['channel']}",
+                                      "event_time", "consent_put")
+
+    async def get(self, members: list[str]) -> dict[str, list[dict]]:
+        return await self._latest(cons_key, members, "consent_get")
 
     async def forget(self, members: list[str]) -> None:
         if members:
@@ -501,28 +508,11 @@ class RedisStore:
     # survey store
     async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
         """Store answers per member, the latest per survey; True for each member whose answers changed."""
-        members = [m for m, items in answers.items() if items]
-        if not members:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            args = []
-            for answer in answers[member]:
-                args += [answer["survey_id"], answer["responded_at"], orjson.dumps(answer, option=orjson.OPT_SORT_KEYS)]
-            self._put_latest(keys=[survey_key(member)], args=args, client=pipe)
-        return {m: bool(c) for m, c in zip(members, await self._run(pipe, "survey_put"))}
+        return await self._put_latest(survey_key, answers, lambda a: a["survey_id"], "responded_at", "survey_put")
 
     async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]:
-        if not members:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            pipe.hvals(survey_key(member))
-        result = {}
-        for member, values in zip(members, await self._run(pipe, "survey_get")):
-            if values:
-                result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
-        return result
+        found = await self._latest(survey_key, members, "survey_get")
+        return {m: answers for m, answers in found.items() if answers}
 
     async def forget_surveys(self, members: list[str]) -> None:
         if members:

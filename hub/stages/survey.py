@@ -15,8 +15,8 @@ from hub import metrics, surveys
 from hub.config import PipelineConfig
 from hub.ports import IdentityIndex, SurveyStore
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import LINKED, SURVEY_RESPONSE, codec
-from hub.stages import StageOutput, decode_or_error
+from hub.schemas import SURVEY_RESPONSE
+from hub.stages import StageOutput, decode_or_error, recompute_members
 
 STAGE = "survey"
 
@@ -26,7 +26,6 @@ class SurveyStage:
         self.config = config
         self.index = index
         self.store = store
-        self.linked = codec(LINKED)
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
@@ -49,14 +48,6 @@ class SurveyStage:
             answers.setdefault(member_key(response["source"], response["source_id"]), []).append(
                 surveys.stored(response))
         changed = [m for m, did in (await self.store.put_surveys(answers)).items() if did]
-        linked = await self.index.members(changed)
-        for member in changed:
-            entry = linked.get(member)
-            if entry is None:
-                metrics.SURVEY_EVENTS.labels("pending").inc()
-                continue
-            metrics.SURVEY_EVENTS.labels("applied").inc()
-            request = {"golden_id": entry.golden_id, "kind": "recompute", "canonical": None, "decision": None,
-                       "absorbed_golden_ids": [], "cause": "survey_received"}
-            out.append(OutMessage(self.config.topics.linked, entry.golden_id.encode(), self.linked.encode(request)))
+        out += await recompute_members(self.index, changed, self.config.topics.linked, "survey_received",
+                                       metrics.SURVEY_EVENTS)
         return StageOutput(out)

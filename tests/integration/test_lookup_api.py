@@ -15,10 +15,9 @@ import urllib.request
 import orjson
 import pytest
 import redis
-import yaml
 
-from hub.access import new_token
-from hub.config import PipelineConfig, load_pipeline
+from hub.config import load_pipeline
+from hub.demo import with_demo_tokens
 from hub.connectors.embedded import free_port, stop_process
 from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
@@ -43,18 +42,6 @@ DORA_CRM = event("crm", "C9", given_name="Dora", family_name="Quill", birth_date
                  consents=[{"purpose": "service", "channel": "any", "status": "denied", "legal_basis": "contract",
                             "effective_at": None, "expires_at": None, "collection_point": "app",
                             "notice_version": "v1", "evidence": None, "event_time": T0}])
-
-
-def _config(tmp_path):
-    data = load_pipeline(None).model_dump(mode="json")
-    tokens = {}
-    for target in data["targets"]:
-        token, digest = new_token()
-        tokens[target["name"]] = token
-        target["tokens_sha256"] = [digest]
-    path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return PipelineConfig.model_validate(data), tokens, path
 
 
 def _get(base: str, path: str, token: str | None, etag: str | None = None):
@@ -103,7 +90,8 @@ def _until(probe, timeout_s: float = 30.0):
 
 
 def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
-    pipeline, tokens, config_path = _config(tmp_path)
+    config_path = tmp_path / "hub.yaml"
+    pipeline, tokens = with_demo_tokens(load_pipeline(None), config_path)
     pos_fields = {"golden_id", *next(t for t in pipeline.targets if t.name == "pos").fields}
     with LocalHub(pipeline, tmp_path) as hub:
         worker = hub.worker(config_file=config_path)
