@@ -332,6 +332,30 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
 
 
 @cli.command()
+def reindex_lookups() -> None:
+    """Add every golden record's identifiers to the lookup index (reads and writes HUB_REDIS__URL): for golden
+    records saved before the lookup index existed. Safe to run while workers run, and more than once."""
+    from hub.connectors.redis_store import RedisStore
+    from hub.lookup import index_keys
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    store = RedisStore.from_url(settings.redis.url)
+    secret = settings.pii_key.encode()
+    done = 0
+    batch: dict[str, set[str]] = {}
+    for golden in store.all_golden():
+        batch[golden["golden_id"]] = index_keys(golden, secret)
+        if len(batch) >= 1000:
+            store.add_lookup_keys(batch)
+            done += len(batch)
+            batch = {}
+    store.add_lookup_keys(batch)
+    typer.echo(f"indexed {done + len(batch)} golden records")
+
+
+@cli.command()
 def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
                   port: int = typer.Option(6070, help="HTTP port"),
                   config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (targets, tokens)")) -> None:

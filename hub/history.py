@@ -77,7 +77,7 @@ def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _short(value: str | None, width: int = 60) -> str:
+def _short(value: str | None, width: int = 300) -> str:
     if value is None:
         return "-"
     return value if len(value) <= width else value[:width - 1] + "…"

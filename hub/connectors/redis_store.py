@@ -463,6 +463,31 @@ class RedisStore:
             metrics.REDIS_SECONDS.labels("lookup").observe(time.perf_counter() - started)
         return sorted((orjson.loads(raw) for raw in found), key=lambda g: g["golden_id"])
 
+    def all_golden(self, batch: int = 1000):
+        """Every golden record held, in batches (for `hub reindex-lookups`)."""
+        keys = []
+        for key in self.client.scan_iter(match=f"{P}gold:*", count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                yield from self._golden_of(keys)
+                keys = []
+        yield from self._golden_of(keys)
+
+    def _golden_of(self, keys: list[bytes]):
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "golden")
+        for raw in pipe.execute():
+            if raw:
+                yield orjson.loads(raw)
+
+    def add_lookup_keys(self, keys: dict[str, set[str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for gid, found in keys.items():
+            for key in found:
+                pipe.sadd(lookup_key(key), gid)
+        pipe.execute()
+
     async def golden_count(self) -> int:
         return int(self.client.get(f"{P}stats:golden") or 0)
 

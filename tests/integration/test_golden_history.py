@@ -93,13 +93,13 @@ def test_shuffled_stream_gives_the_same_golden_records(tmp_path):
     assert alice["addresses"][0]["line1"] == "1 New Street" and len(alice["addresses"]) == 1
     assert alice["loyalty_id"] == "L000000001"  # most_recent: crm's newest view, never pos's older LOLD1
     assert alice["lineage"]["loyalty_id"] == {"source": "crm", "source_id": "C1", "event_time": T0 + 50_000,
-                                              "rule": "most_recent"}
+                                              "rule": "most_recent", "confirmed_at": T0 + 50_000, "stale": False}
     assert alice["gender"] == "F" and alice["lineage"]["gender"]["source"] == "ecommerce"
     # lineage of every attribute the record holds
     kept = [k for k in ("record_type", "given_name", "family_name", "birth_date", "gender", "loyalty_id") if alice[k]]
     assert sorted(alice["lineage"]) == sorted(kept)
     assert alice["lineage"]["given_name"] == {"source": "crm", "source_id": "C1", "event_time": T0 + 50_000,
-                                              "rule": "source_priority"}
+                                              "rule": "source_priority", "confirmed_at": T0 + 50_000, "stale": False}
     assert {e["address"]: e["sources"] for e in alice["emails"]} == {
         "alice.archer@example.com": ["crm:C1", "ecommerce:E1", "pos:P1"], "alice1@work.example": ["ecommerce:E1"]}
     assert alice["emails"][0]["preferred"] and alice["emails"][0]["verified"]

@@ -104,3 +104,29 @@ def test_openapi_describes_every_route_of_the_lookup_server():
     served = {resource.canonical for resource in app.router.resources()}
     assert served == {"/targets/{target}/lookup", "/openapi.json", "/health", "/metrics"}
     assert served <= set(OPENAPI["paths"])
+
+
+def test_reindex_makes_golden_records_saved_before_the_index_findable(tmp_path, monkeypatch):
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from hub.cli import cli
+    from hub.connectors.embedded import EmbeddedRedis
+    from hub.connectors.redis_store import RedisStore
+    from hub.ports import GoldenState
+
+    redis = EmbeddedRedis(tmp_path).start()
+    try:
+        store = RedisStore.from_url(redis.url)
+        asyncio.run(store.save([GoldenState("G1", {}, {**GOLDEN, "version": 1, "last_event_time": 1})], []))  # no lookup keys
+        secret = load_settings().pii_key.encode()
+        key = hash_key(secret, "e:anna.smith@gmail.com")
+        assert store.lookup(index_key=key) == []
+        monkeypatch.setenv("HUB_REDIS__URL", redis.url)
+        result = CliRunner().invoke(cli, ["reindex-lookups"])
+        assert result.exit_code == 0 and "indexed 1 golden records" in result.output
+        assert [g["golden_id"] for g in store.lookup(index_key=key)] == ["G1"]
+        assert [g["golden_id"] for g in store.lookup(index_key=hash_key(secret, "s:pos:P3"))] == ["G1"]
+    finally:
+        redis.stop()
