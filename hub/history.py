@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import orjson
 
-from hub.survivorship import _CONTENT_SKIP
+from hub.survivorship import STAMP_FIELDS
 
 _ENDS = ("golden_merged", "member_withdrawn", "golden_deleted", "erased")
 
@@ -32,7 +32,7 @@ def _json(value) -> str | None:
 def diff(before: dict | None, after: dict | None) -> list[dict]:
     """Each attribute whose value differs, with its value before and after (JSON; None when absent)."""
     before, after = before or {}, after or {}
-    names = sorted(k for k in set(before) | set(after) if k not in _CONTENT_SKIP)
+    names = sorted(k for k in set(before) | set(after) if k not in STAMP_FIELDS)
     return [{"attribute": k, "before": _json(before.get(k)), "after": _json(after.get(k))}
             for k in names if before.get(k) != after.get(k)]
 

@@ -31,6 +31,8 @@ TRACKED = (*SINGLE, *MULTI, "preferences")  # attributes whose statement time a 
 _EMPTY = (None, [], {})
 # the weight of freshness in a golden record's quality score (the rest: its contributions' own scores)
 FRESHNESS_WEIGHT = 0.2
+# set when a version is stamped, not part of what a golden record says
+STAMP_FIELDS = ("version", "updated_at", "trigger_produced_at", "cause")
 
 
 def field_time(contribution: dict, attr: str) -> int:
@@ -81,7 +83,6 @@ def merge_contribution(held: dict | None, record: dict, quality: dict) -> dict:
     merged["op"] = "upsert"
     return {"record": merged, "quality": _recompleted(newest_quality, merged) if patch or held else quality,
             "times": times}
-_CONTENT_SKIP = ("version", "updated_at", "trigger_produced_at", "cause")
 
 
 def _rank_key(rule: str, priority: dict[str, int], member: str, contribution: dict, attr: str,
@@ -230,13 +231,13 @@ def next_stale_ms(golden: dict | None, stale_after_days: float | None) -> int | 
 def content_equal(a: dict | None, b: dict | None) -> bool:
     if a is None or b is None:
         return a is b
-    return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in _CONTENT_SKIP)
+    return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in STAMP_FIELDS)
 
 
 def changed_attributes(before: dict | None, after: dict) -> list[str]:
     if before is None:
-        return sorted(k for k in after if k not in _CONTENT_SKIP and k != "golden_id")
-    return sorted(k for k in set(before) | set(after) if k not in _CONTENT_SKIP and before.get(k) != after.get(k))
+        return sorted(k for k in after if k not in STAMP_FIELDS and k != "golden_id")
+    return sorted(k for k in set(before) | set(after) if k not in STAMP_FIELDS and before.get(k) != after.get(k))
 
 
 def stamp(content: dict, previous: dict | None, now_ms: int, cause: str, produced_at: int | None) -> dict:
