@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -209,17 +210,24 @@ def _with_local_hub(args, workdir: Path) -> dict:
         paths = queries_from_redis(hub.redis_url, args.target)
         print(f"loaded {raw} raw events; {len(paths)} distinct lookups", file=sys.stderr)
         if args.server == "worker":
+            cpu0 = _cpu_s(worker.process.pid)
             result = measure(worker.base_url, tokens[args.target], paths, args.rate, args.seconds, args.warmup,
                              workdir)
+            cpu = _cpu_s(worker.process.pid) - cpu0
             result["server_p99_bucket_s"] = _server_p99_bucket(worker.get("/metrics")[1])
         else:
             server = LookupServer(hub.redis_url, workdir / "hub.yaml", workdir)
             try:
+                cpu0 = _cpu_s(server.process.pid)
                 result = measure(server.base_url, tokens[args.target], paths, args.rate, args.seconds, args.warmup,
                                  workdir)
+                cpu = _cpu_s(server.process.pid) - cpu0
                 result["server_p99_bucket_s"] = _server_p99_bucket(server.get("/metrics"))
             finally:
                 server.stop()
+        # CPU the serving process spent per request (warm-up included): what a busy machine does not change
+        result["server_cpu_us_per_request"] = round(cpu / (args.rate * (args.seconds + args.warmup)) * 1e6, 1)
+        result["load_average_1m"] = os.getloadavg()[0]
         result["server"] = args.server
     return result
 
@@ -228,7 +236,6 @@ class LookupServer:
     """`hub lookup-server` in a child process, on the hub's Redis."""
 
     def __init__(self, redis_url: str, config_file: Path, workdir: Path):
-        import os
         import urllib.request
 
         from hub.connectors.embedded import free_port
@@ -262,6 +269,12 @@ class LookupServer:
 
         stop_process(self.process, grace_s=10)
         self.log.close()
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _server_p99_bucket(body: bytes) -> float | None:
