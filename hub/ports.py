@@ -60,7 +60,12 @@ class IdentityIndex(Protocol):
         shorter list means the next record's blocks changed since it was
         decided: it and the rest were not applied."""
     async def unlink(self, members: list[str]) -> list[str | None]:
-        """Remove records; returns the golden id each belonged to."""
+        """Remove records, and what is remembered of their deletion (an
+        erasure); returns the golden id each belonged to."""
+    async def tombstones(self, members: list[str]) -> dict[str, int]:
+        """When each of these records was deleted by its source (absent: never)."""
+    async def add_tombstones(self, deleted: dict[str, int]) -> None:
+        """Remember deletions; the latest time per record is kept."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...

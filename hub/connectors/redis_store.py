@@ -8,6 +8,7 @@ record's keys in one slot):
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:deleted          zset  member -> time its source deleted it (older events for it are superseded)
   hub:apart:{<member>} set   members a steward keeps apart from this one
   hub:pin:{<member>}   set   members a steward keeps together with this one
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
@@ -371,8 +372,24 @@ class RedisStore:
         return (gid.decode() if gid else None), (orjson.loads(decision) if decision else None)
 
     async def unlink(self, members: list[str]) -> list[str | None]:
-        """Remove records from the index; the golden id each belonged to (None if none)."""
+        """Remove records from the index, and their deletion times; the golden id each belonged to (None if none)."""
+        if members:
+            self.client.zrem(f"{P}deleted", *members)
         return await self.link(list(members))
+
+    async def tombstones(self, members: list[str]) -> dict[str, int]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zmscore(f"{P}deleted", members)
+        (scores,) = await self._run(pipe, "index_tombstones")
+        return {m: int(s) for m, s in zip(members, scores) if s is not None}
+
+    async def add_tombstones(self, deleted: dict[str, int]) -> None:
+        if deleted:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(f"{P}deleted", deleted, gt=True)
+            await self._run(pipe, "index_tombstones")
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless it was merged away)."""

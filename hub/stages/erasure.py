@@ -48,6 +48,7 @@ class ErasureStage:
         unknown = [m for m in members if m not in linked]
         await self.consents.forget(unknown)  # consent that waited for a record never seen
         await self.surveys.forget_surveys(unknown)  # and survey answers
+        await self.index.unlink(unknown)  # and when a source deleted it
         for request in requests:
             if request["golden_id"]:
                 gid = survivors[request["golden_id"]]
