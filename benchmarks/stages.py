@@ -33,7 +33,7 @@ async def run(events: int, batch: int) -> dict:
     redis = EmbeddedRedis(tempfile.mkdtemp()).start()
     store = RedisStore.from_url(redis.url)
     stages = {"ingest": IngestStage(pipeline), "match": MatchStage(pipeline, store, b"k"),
-              "master": MasterStage(pipeline, store, store, store), "syndicate": SyndicateStage(pipeline, store),
+              "master": MasterStage(pipeline, store, store, store, b"k", store), "syndicate": SyndicateStage(pipeline, store),
               "consent": ConsentStage(pipeline, store, store)}
     now = int(time.time() * 1000)
     generated = generate(max(10, int(events / 2.8)), seed=3, start_ms=now - 86_400_000)

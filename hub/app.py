@@ -16,7 +16,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, ingest_api, metrics
+from hub import __version__, access, ingest_api, lookup_api, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
@@ -26,10 +26,11 @@ from hub.consent import ALLOWED, target_verdict
 from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
-from hub.stages import StageOutput
+from hub.stages import StageOutput, recompute_message
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
 from hub.stages.steward import StewardStage
+from hub.stages.survey import SurveyStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -114,26 +115,30 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
             return topics.erasure_dlq
         if message.topic == topics.steward:
             return topics.steward_dlq
+        if message.topic == topics.survey:
+            return topics.survey_dlq
         return topics.internal_dlq
 
     runners = {
         "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
         "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
-        "master": StageRunner("master", MasterStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
+        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
         "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
-        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store), sink, source_dlq, is_async=True),
+        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
         "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
+        "survey": StageRunner("survey", SurveyStage(pipeline, store, store), sink, source_dlq, is_async=True),
     }
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
-    from hub.agents import consent, erasure, ingest, master, match, steward, syndicate
+    from hub.agents import consent, decay, erasure, ingest, master, match, steward, survey, syndicate
 
-    for module in (ingest, match, master, syndicate, consent, erasure, steward):
+    for module in (ingest, match, master, syndicate, consent, erasure, steward, survey, decay):
         module.register(hub)
     _register_timers(hub)
     _register_lag_timer(hub)
     _register_views(hub)
+    lookup_api.register(hub)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
 
@@ -149,19 +154,20 @@ async def run_batches(hub: Hub, stage: str, stream) -> None:
         await runner.run([to_in_message(e) for e in events])
 
 
+async def recompute_due(hub: Hub, kind: str, cause: str) -> None:
+    """Ask the master to recompute the golden records whose `kind` schedule is due."""
+    due = await hub.store.take_due(int(time.time() * 1000), kind=kind)
+    if due:
+        await deliver(hub.sink, StageOutput([recompute_message(hub.pipeline.topics.linked, gid, cause) for gid in due]))
+
+
 def _register_timers(hub: Hub) -> None:
     linked_codec = codec(LINKED)
 
     @hub.app.timer(interval=1.0)
     async def enforce_consent_expiry() -> None:
         """Consent that expires (or starts) needs no new event to take effect."""
-        due = await hub.store.take_due(int(time.time() * 1000))
-        if not due:
-            return
-        requests = [OutMessage(hub.pipeline.topics.linked, gid.encode(), linked_codec.encode(
-            {"golden_id": gid, "kind": "recompute", "canonical": None, "decision": None,
-             "absorbed_golden_ids": [], "cause": "consent_schedule"})) for gid in due]
-        await deliver(hub.sink, StageOutput(requests))
+        await recompute_due(hub, "consent", "consent_schedule")
 
     retention = hub.pipeline.retention
     audit_codec = codec(AUDIT)

@@ -296,6 +296,111 @@ def _bootstrap_or_fail(settings) -> str:
     if not settings.kafka.bootstrap_servers:
         _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
     return settings.kafka.bootstrap_servers
+def _parse_time(text: str) -> int:
+    """Epoch milliseconds, or an ISO-8601 time (UTC when no offset is given)."""
+    from datetime import datetime, timezone
+
+    if text.isdigit():
+        return int(text)
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+@cli.command()
+def history(golden_id: str = typer.Argument(..., help="The golden id"),
+            at: Optional[str] = typer.Option(None, "--at", help="Print the golden record as it was at this time "
+                                             "(ISO 8601 or epoch ms), rebuilt from the audit trail"),
+            as_json: bool = typer.Option(False, "--json", help="The audit events (or, with --at, the record) as JSON")) -> None:
+    """Every change of a golden record, with its cause and each attribute before and after (reads the audit topic)."""
+    import orjson
+
+    from hub import history as golden_history
+    from hub.connectors.kafka import read_topic
+    from hub.schemas import AUDIT, codec
+
+    settings = load_settings()
+    pipeline = load_pipeline(settings.config_file)
+    if not settings.kafka.bootstrap_servers:
+        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    try:
+        at_ms = _parse_time(at) if at else None
+    except ValueError:
+        _fail(f"--at {at!r}: not an ISO-8601 time or epoch milliseconds")
+    keys = {golden_id.encode(), golden_history.erased_id(golden_id).encode()}
+    try:
+        records = read_topic(settings.kafka.bootstrap_servers, pipeline.topics.audit, keys)
+    except Exception as exc:
+        _fail(f"cannot read {pipeline.topics.audit} from {settings.kafka.bootstrap_servers}: {exc}")
+    audit = codec(AUDIT)
+    events = [audit.decode(value) for _, value in records if value]
+    if at_ms is not None:
+        state = golden_history.rebuild(events, golden_id, at_ms)
+        if state is None:
+            typer.echo(f"{golden_id} did not exist at {at}", err=True)
+            raise typer.Exit(1)
+        typer.echo(orjson.dumps(state, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode())
+    elif as_json:
+        for event in golden_history.ordered(events, golden_id):
+            typer.echo(orjson.dumps(event).decode())
+    else:
+        typer.echo(golden_history.describe(events, golden_id))
+    if not events:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def reindex_lookups() -> None:
+    """Add every golden record's identifiers to the lookup index (reads and writes HUB_REDIS__URL): for golden
+    records saved before the lookup index existed. Safe to run while workers run, and more than once."""
+    from hub.connectors.redis_store import RedisStore
+    from hub.lookup import index_keys
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    store = RedisStore.from_url(settings.redis.url)
+    secret = settings.pii_key.encode()
+    done = 0
+    batch: dict[str, set[str]] = {}
+    for golden in store.all_golden():
+        batch[golden["golden_id"]] = index_keys(golden, secret)
+        if len(batch) >= 1000:
+            store.add_lookup_keys(batch)
+            done += len(batch)
+            batch = {}
+    store.add_lookup_keys(batch)
+    typer.echo(f"indexed {done + len(batch)} golden records")
+
+
+@cli.command()
+def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+                  port: int = typer.Option(6070, help="HTTP port"),
+                  config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (targets, tokens)")) -> None:
+    """Serve the lookup API (GET /targets/{target}/lookup) beside the workers, from the Redis they use."""
+    from aiohttp import web
+
+    from hub.connectors.redis_store import RedisStore
+    from hub.lookup_api import server_app
+
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = server_app(pipeline, RedisStore.from_url(settings.redis.url), settings.pii_key.encode())
+    typer.echo(f"hub: lookup API on http://{host}:{port}/targets/<target>/lookup", err=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
 
 
 @cli.command()

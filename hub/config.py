@@ -25,7 +25,8 @@ GOLDEN_FIELDS = (
     "golden_id", "version", "record_type", "given_name", "middle_name", "family_name",
     "birth_date", "gender", "national_id", "loyalty_id", "organisation_name", "emails",
     "phones", "addresses", "preferences", "consents", "lineage", "members",
-    "quality_score", "updated_at",
+    "quality_score", "updated_at", "survey", "account_ref", "lifecycle", "account_golden_id", "household_id",
+    "freshness", "stale_attributes",
 )
 
 
@@ -182,10 +183,16 @@ class MatchConfig(_Strict):
         return self
 
 
+SurvivorshipRule = Literal["source_priority", "most_recent", "most_complete", "most_frequent"]
+
+
 class SurvivorshipConfig(_Strict):
     source_priority: list[str] = Field(default_factory=list, description="Most trusted source first")
-    default_rule: Literal["source_priority", "most_recent", "most_complete"] = "source_priority"
-    rules: dict[str, Literal["source_priority", "most_recent", "most_complete"]] = Field(default_factory=dict)
+    default_rule: SurvivorshipRule = "source_priority"
+    rules: dict[str, SurvivorshipRule] = Field(default_factory=dict)
+    stale_after_days: float | None = Field(730, gt=0, description="A value no source has stated for this long is "
+                                           "flagged stale (unset = never)")
+    decay_check_interval_s: float = Field(60.0, gt=0, description="How often values about to go stale are looked for")
 
     @field_validator("rules")
     @classmethod
@@ -230,6 +237,8 @@ class TopicNames(_Strict):
     erasure_dlq: str = "dlq.erasure"
     steward: str = "steward.actions"
     steward_dlq: str = "dlq.steward"
+    survey: str = "survey.events"
+    survey_dlq: str = "dlq.survey"
 
 
 class PipelineConfig(_Strict):
@@ -286,7 +295,7 @@ class PipelineConfig(_Strict):
         """Every topic the hub reads or writes."""
         t = self.topics
         names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
-                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq]
+                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]

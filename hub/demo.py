@@ -102,7 +102,11 @@ def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: flo
         first = pipeline.targets[0].name
         lines.append(f"             curl -H 'Authorization: Bearer {tokens[first]}' "
                      f"http://127.0.0.1:{web_port}/targets/{first}/customers/{example}")
-    lines += [
+        lines.append(f"             curl -H 'Authorization: Bearer {tokens[first]}' "
+                     f"'http://127.0.0.1:{web_port}/targets/{first}/lookup?golden_id={example}'"
+                     "   (or loyalty_id=, email=, phone=, source=&source_id=)")
+    lines += [f"  API        http://127.0.0.1:{web_port}/openapi.json",
+              f"  history    HUB_KAFKA__BOOTSTRAP_SERVERS={bootstrap} hub history <golden id>",
               f"  health     http://127.0.0.1:{web_port}/health"]
     return "\n".join(lines)
 

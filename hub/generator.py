@@ -630,7 +630,8 @@ def _blank(source: str, source_id: str, op: str = "upsert") -> dict:
     return {"source": source, "source_id": source_id, "op": op, "event_time": 0, "record_type": "person",
             "given_name": None, "middle_name": None, "family_name": None, "birth_date": None, "gender": None,
             "emails": [], "phones": [], "addresses": [], "national_id": None, "loyalty_id": None,
-            "organisation_name": None, "preferences": {}, "consents": []}
+            "organisation_name": None, "account_ref": None, "lifecycle": None, "converted_from": None,
+            "preferences": {}, "consents": []}
 
 
 _LANG = {"GB": "en-GB", "US": "en-US", "IE": "en-IE", "DE": "de-DE", "FR": "fr-FR", "ES": "es-ES", "NL": "nl-NL"}

@@ -69,3 +69,10 @@ CONNECTOR_RECORDS = Counter("hub_connector_records_total",
                             ["connector", "outcome"], registry=REGISTRY)
 CONNECTOR_RETRIES = Counter("hub_connector_retries_total", "Deliveries a connector retried after a failure",
                             ["connector"], registry=REGISTRY)
+_LOOKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LOOKUPS = Counter("hub_lookup_requests_total", "Lookup API requests by kind (golden_id, loyalty_id, email, phone, "
+                  "source, invalid) and HTTP status", ["kind", "status"], registry=REGISTRY)
+LOOKUP_SECONDS = Histogram("hub_lookup_duration_seconds", "Lookup API request handling time, in the worker",
+                           ["kind"], buckets=_LOOKUP_BUCKETS, registry=REGISTRY)
+SURVEY_EVENTS = Counter("hub_survey_events_total", "Survey / NPS answers received, applied, pending (record not "
+                        "seen yet), rejected", ["outcome"], registry=REGISTRY)

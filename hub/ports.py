@@ -92,7 +92,12 @@ class IdentityIndex(Protocol):
         shorter list means the next record's blocks changed since it was
         decided: it and the rest were not applied."""
     async def unlink(self, members: list[str]) -> list[str | None]:
-        """Remove records; returns the golden id each belonged to."""
+        """Remove records, and what is remembered of their deletion (an
+        erasure); returns the golden id each belonged to."""
+    async def tombstones(self, members: list[str]) -> dict[str, int]:
+        """When each of these records was deleted by its source (absent: never)."""
+    async def add_tombstones(self, deleted: dict[str, int]) -> None:
+        """Remember deletions; the latest time per record is kept."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...
@@ -117,7 +122,12 @@ class GoldenState:
 
 class GoldenStore(Protocol):
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
-    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0) -> None: ...
+    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
+        """Save golden states, delete golden records; `lookup` maps a golden id
+        to the lookup index keys (hub.lookup) it (removes, adds), in the same round trip."""
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
+        """When each golden record must next be recomputed for `kind` (consent, decay); None: never."""
 
 
 class ConsentStore(Protocol):
@@ -129,11 +139,20 @@ class ConsentStore(Protocol):
         """Erase every statement held for these members."""
 
 
+class SurveyStore(Protocol):
+    async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store survey answers per member; the latest per survey by responded_at
+        wins. True for each member whose answers changed."""
+    async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]: ...
+    async def forget_surveys(self, members: list[str]) -> None:
+        """Erase every answer held for these members."""
+
+
 class SyndicationState(Protocol):
     """What each target last received per golden id: (key, projection hash)."""
 
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]: ...
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None: ...
-    async def schedule(self, due: dict[str, int | None]) -> None:
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
         """When each golden record's consent verdict can next change (None: never)."""
-    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]: ...
+    async def take_due(self, now_ms: int, limit: int = 1000, kind: str = "consent") -> list[str]: ...

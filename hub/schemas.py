@@ -30,6 +30,7 @@ AUDIT = "hub.AuditEvent"
 CONSENT_EVENT = "hub.ConsentEvent"
 ERASURE_REQUEST = "hub.ErasureRequest"
 STEWARD_ACTION = "hub.StewardAction"
+SURVEY_RESPONSE = "hub.SurveyResponse"
 
 
 def schema_dir() -> Path:

@@ -34,6 +34,10 @@ __all__ = [
     "normalise_country",
     "quality",
     "standardise",
+    "standard_email",
+    "standard_identifier",
+    "standard_phone",
+    "standardise",
     "standardise_and_score",
 ]
 
@@ -748,3 +752,21 @@ def standardise_and_score(event: dict, *, default_region: str = "GB") -> tuple[d
     """standardise() then quality(): (standardised event, hub.Quality dict)."""
     clean, issues = standardise(event, default_region=default_region)
     return clean, quality(clean, issues, count_supplied(event))
+
+
+# One value at a time, exactly as in a record: lookups standardise a query the
+# way ingest standardised what it is compared with.
+
+
+def standard_email(value: str) -> str | None:
+    emails = _emails([value], [])
+    return emails[0]["address"] if emails else None
+
+
+def standard_phone(value: str, region: str = "GB") -> str | None:
+    phones = _phones([value], region if region in _PHONE_REGIONS else "GB", [])
+    return phones[0]["number"] if phones else None
+
+
+def standard_identifier(value: str) -> str | None:
+    return _identifier(value, "identifier", [])

@@ -120,3 +120,35 @@ class KafkaTopicSink:
 
     def flush(self) -> None:
         self.sink.flush()
+def read_topic(bootstrap_servers: str, topic: str, keys: set[bytes] | None = None,
+               timeout_s: float = 60.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of `topic` up to its current end (those whose key is in
+    `keys`, when given), read without a consumer group: for tools like
+    `hub history`, not the hot path."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "hub-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": False, "fetch.wait.max.ms": 20})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        found = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout_s} s")
+            for message in consumer.consume(1000, timeout=0.2):
+                if message.error():
+                    continue
+                if keys is None or message.key() in keys:
+                    found.append((message.key(), message.value()))
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        return found
+    finally:
+        consumer.close()

@@ -8,11 +8,15 @@ record's keys in one slot):
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:deleted          zset  member -> time its source deleted it (older events for it are superseded)
   hub:apart:{<member>} set   members a steward keeps apart from this one
   hub:pin:{<member>}   set   members a steward keeps together with this one
   hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
+  hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<answer JSON>" (the latest answer per survey)
   hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
+  hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
+                             or source record: hub/lookup.py), kept by the master with the golden records
 
 The matcher's reads and links run as one Lua call per batch: redis-py spends
 ~10 µs of worker CPU per command, and a batch needs thousands of lookups.
@@ -152,8 +156,8 @@ redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
 return from
 """
 
-# Latest statement per (purpose, channel) wins by its own event_time.
-_PUT_CONSENT = """
+# Latest statement per (purpose, channel), or answer per survey, wins by its own time.
+_PUT_LATEST = """
 local changed = 0
 for i = 1, #ARGV, 3 do
   local field, at, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
@@ -169,6 +173,32 @@ return changed
 """
 
 
+# One lookup, one round trip: a golden id (followed to its survivor when merged
+# away, so a caller holding an old id still finds the customer) or an index
+# key, and the golden records it names.
+_LOOKUP = """
+local gids
+if ARGV[1] == 'g' then
+  local gid = ARGV[2]
+  local hops = 0
+  local fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
+  while fwd and hops < 64 do
+    gid = fwd; hops = hops + 1
+    fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
+  end
+  gids = {gid}
+else
+  gids = redis.call('SRANDMEMBER', 'hub:lk:{' .. ARGV[2] .. '}', tonumber(ARGV[3]))
+end
+local out = {}
+for _, gid in ipairs(gids) do
+  local golden = redis.call('HGET', 'hub:gold:{' .. gid .. '}', 'golden')
+  if golden then out[#out + 1] = golden end
+end
+return out
+"""
+
+
 def mem_key(member: str) -> str:
     return f"{P}mem:{{{member}}}"
 
@@ -179,6 +209,14 @@ def gold_key(gid: str) -> str:
 
 def cons_key(member: str) -> str:
     return f"{P}cons:{{{member}}}"
+
+
+def lookup_key(index_key: str) -> str:
+    return f"{P}lk:{{{index_key}}}"
+
+
+def survey_key(member: str) -> str:
+    return f"{P}srv:{{{member}}}"
 
 
 def synd_key(gid: str) -> str:
@@ -200,7 +238,8 @@ class RedisStore:
         self._members = client.register_script(_MEMBERS)
         self._constraints = client.register_script(_CONSTRAINTS)
         self._move = client.register_script(_MOVE)
-        self._put_consent = client.register_script(_PUT_CONSENT)
+        self._put_latest_script = client.register_script(_PUT_LATEST)
+        self._lookup = client.register_script(_LOOKUP)
 
     @classmethod
     def from_url(cls, url: str) -> "RedisStore":
@@ -358,8 +397,24 @@ class RedisStore:
         return (gid.decode() if gid else None), (orjson.loads(decision) if decision else None)
 
     async def unlink(self, members: list[str]) -> list[str | None]:
-        """Remove records from the index; the golden id each belonged to (None if none)."""
+        """Remove records from the index, and their deletion times; the golden id each belonged to (None if none)."""
+        if members:
+            self.client.zrem(f"{P}deleted", *members)
         return await self.link(list(members))
+
+    async def tombstones(self, members: list[str]) -> dict[str, int]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zmscore(f"{P}deleted", members)
+        (scores,) = await self._run(pipe, "index_tombstones")
+        return {m: int(s) for m, s in zip(members, scores) if s is not None}
+
+    async def add_tombstones(self, deleted: dict[str, int]) -> None:
+        if deleted:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(f"{P}deleted", deleted, gt=True)
+            await self._run(pipe, "index_tombstones")
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless it was merged away)."""
@@ -389,8 +444,14 @@ class RedisStore:
             states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
         return states
 
-    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0) -> None:
+    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
         pipe = self.client.pipeline(transaction=False)
+        for gid, (removed, added) in (lookup or {}).items():
+            for key in removed:
+                pipe.srem(lookup_key(key), gid)
+            for key in added:
+                pipe.sadd(lookup_key(key), gid)
         if count_delta:
             pipe.incrby(f"{P}stats:golden", count_delta)
         activity = {s.golden_id: s.golden["last_event_time"] for s in states if s.golden is not None}
@@ -430,40 +491,101 @@ class RedisStore:
         raw = self.client.hget(gold_key(gid), "golden")
         return orjson.loads(raw) if raw else None
 
+    def lookup(self, golden_id: str | None = None, index_key: str | None = None, limit: int = 10) -> list[dict]:
+        """Golden records by golden id (its survivor if merged away) or by a
+        lookup index key; one round trip. Synchronous: called from web views,
+        where it costs less than the asyncio client's machinery."""
+        started = time.perf_counter()
+        try:
+            found = self._lookup(args=["g", golden_id] if golden_id is not None else ["i", index_key, limit])
+        except Exception:
+            metrics.REDIS_ERRORS.labels("lookup").inc()
+            raise
+        finally:
+            metrics.REDIS_SECONDS.labels("lookup").observe(time.perf_counter() - started)
+        return sorted((orjson.loads(raw) for raw in found), key=lambda g: g["golden_id"])
+
+    def all_golden(self, batch: int = 1000):
+        """Every golden record held, in batches (for `hub reindex-lookups`)."""
+        keys = []
+        for key in self.client.scan_iter(match=f"{P}gold:*", count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                yield from self._golden_of(keys)
+                keys = []
+        yield from self._golden_of(keys)
+
+    def _golden_of(self, keys: list[bytes]):
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "golden")
+        for raw in pipe.execute():
+            if raw:
+                yield orjson.loads(raw)
+
+    def add_lookup_keys(self, keys: dict[str, set[str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for gid, found in keys.items():
+            for key in found:
+                pipe.sadd(lookup_key(key), gid)
+        pipe.execute()
+
     async def golden_count(self) -> int:
         return int(self.client.get(f"{P}stats:golden") or 0)
 
     # consent store
-    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
-        """Store statements per member; True for each member whose consent changed."""
-        members = [m for m, sts in statements.items() if sts]
+    async def _put_latest(self, key, items: dict[str, list[dict]], slot, at: str, operation: str) -> dict[str, bool]:
+        """Per member hash `key(member)`: each item in its `slot(item)`, kept
+        only if newer (by `item[at]`) than what the slot holds. True for each
+        member whose hash changed."""
+        members = [m for m, found in items.items() if found]
         if not members:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             args = []
-            for st in statements[member]:
-                args += [f"{st['purpose']}|{st['channel']}", st["event_time"],
-                         orjson.dumps(st, option=orjson.OPT_SORT_KEYS)]
-            self._put_consent(keys=[cons_key(member)], args=args, client=pipe)
-        return {m: bool(c) for m, c in zip(members, await self._run(pipe, "consent_put"))}
+            for item in items[member]:
+                args += [slot(item), item[at], orjson.dumps(item, option=orjson.OPT_SORT_KEYS)]
+            self._put_latest_script(keys=[key(member)], args=args, client=pipe)
+        return {m: bool(c) for m, c in zip(members, await self._run(pipe, operation))}
 
-    async def get(self, members: list[str]) -> dict[str, list[dict]]:
+    async def _latest(self, key, members: list[str], operation: str) -> dict[str, list[dict]]:
         if not members:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for member in members:
-            pipe.hvals(cons_key(member))
-        result = {}
-        for member, values in zip(members, await self._run(pipe, "consent_get")):
-            result[member] = [orjson.loads(v.split(b"|", 1)[1]) for v in values]
-        return result
+            pipe.hvals(key(member))
+        return {member: [orjson.loads(v.split(b"|", 1)[1]) for v in values]
+                for member, values in zip(members, await self._run(pipe, operation))}
+
+    async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store statements per member; True for each member whose consent changed."""
+        return await self._put_latest(cons_key, statements, lambda st: f"{st['purpose']}|{st['channel']}",
+                                      "event_time", "consent_put")
+
+    async def get(self, members: list[str]) -> dict[str, list[dict]]:
+        return await self._latest(cons_key, members, "consent_get")
 
     async def forget(self, members: list[str]) -> None:
         if members:
             pipe = self.client.pipeline(transaction=False)
             pipe.delete(*(cons_key(m) for m in members))
             await self._run(pipe, "consent_forget")
+
+    # survey store
+    async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
+        """Store answers per member, the latest per survey; True for each member whose answers changed."""
+        return await self._put_latest(survey_key, answers, lambda a: a["survey_id"], "responded_at", "survey_put")
+
+    async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]:
+        found = await self._latest(survey_key, members, "survey_get")
+        return {m: answers for m, answers in found.items() if answers}
+
+    async def forget_surveys(self, members: list[str]) -> None:
+        if members:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*(survey_key(m) for m in members))
+            await self._run(pipe, "survey_forget")
 
     # syndication state
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
@@ -487,24 +609,25 @@ class RedisStore:
         if updates:
             await self._run(pipe, "syndication_save")
 
-    async def schedule(self, due: dict[str, int | None]) -> None:
-        """Remember when each golden record's consent verdict can next change."""
+    async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
+        """Remember when each golden record's consent verdict (kind consent) or
+        freshness (kind decay) can next change."""
         if not due:
             return
         pipe = self.client.pipeline(transaction=False)
         later = {gid: at for gid, at in due.items() if at is not None}
         gone = [gid for gid, at in due.items() if at is None]
         if later:
-            pipe.zadd(f"{P}consent:due", later)
+            pipe.zadd(f"{P}{kind}:due", later)
         if gone:
-            pipe.zrem(f"{P}consent:due", *gone)
-        await self._run(pipe, "consent_schedule")
+            pipe.zrem(f"{P}{kind}:due", *gone)
+        await self._run(pipe, f"{kind}_schedule")
 
-    async def take_due(self, now_ms: int, limit: int = 1000) -> list[str]:
+    async def take_due(self, now_ms: int, limit: int = 1000, kind: str = "consent") -> list[str]:
         """Golden ids whose consent verdict may have changed by now. They are
         pushed 60 s ahead, not removed: syndicating them sets their real next
         time, and one lost on the way is retried."""
-        key = f"{P}consent:due"
+        key = f"{P}{kind}:due"
         found = self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
         if found:
             self.client.zadd(key, {gid: now_ms + 60_000 for gid in found})

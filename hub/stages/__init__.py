@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hub.records import OutMessage, StageError
-from hub.schemas import SchemaError, decode_avro_or_json
+from hub.schemas import LINKED, SchemaError, codec, decode_avro_or_json
 
 
 @dataclass(slots=True)
@@ -20,6 +20,29 @@ class StageOutput:
     # Runs once every message is acknowledged by the broker, before input
     # offsets are committed: state that says "already sent" goes here.
     after_delivery: Callable[[], Awaitable[None]] | None = None
+
+
+def recompute_message(topic: str, golden_id: str, cause: str) -> OutMessage:
+    """Ask the master to rebuild a golden record with no new contribution (consent, survey, a timer)."""
+    return OutMessage(topic, golden_id.encode(), codec(LINKED).encode(
+        {"golden_id": golden_id, "kind": "recompute", "canonical": None, "decision": None,
+         "absorbed_golden_ids": [], "cause": cause}))
+
+
+async def recompute_members(index, members: list[str], topic: str, cause: str, counter) -> list[OutMessage]:
+    """Recompute requests for the golden records these source records belong
+    to; a record the hub has not seen yet is counted `pending` (what it got
+    waits for it), the others `applied`."""
+    linked = await index.members(members)
+    out = []
+    for member in members:
+        entry = linked.get(member)
+        if entry is None:
+            counter.labels("pending").inc()
+            continue
+        counter.labels("applied").inc()
+        out.append(recompute_message(topic, entry.golden_id, cause))
+    return out
 
 
 def decode_or_error(stage: str, schema: str, payload: bytes | None) -> dict | StageError:

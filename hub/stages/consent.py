@@ -15,8 +15,8 @@ from hub import metrics
 from hub.config import PipelineConfig
 from hub.ports import ConsentStore, IdentityIndex
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import CONSENT_EVENT, LINKED, codec
-from hub.stages import StageOutput, decode_or_error
+from hub.schemas import CONSENT_EVENT
+from hub.stages import StageOutput, decode_or_error, recompute_members
 
 STAGE = "consent"
 
@@ -26,7 +26,6 @@ class ConsentStage:
         self.config = config
         self.index = index
         self.store = store
-        self.linked = codec(LINKED)
         self.purposes = {p.name for p in config.purposes}
 
 
@@ -44,14 +43,6 @@ class ConsentStage:
             metrics.CONSENT_EVENTS.labels("received").inc()
             statements.setdefault(member_key(event["source"], event["source_id"]), []).append(event["statement"])
         changed = [m for m, did in (await self.store.put(statements)).items() if did]
-        linked = await self.index.members(changed)
-        for member in changed:
-            entry = linked.get(member)
-            if entry is None:
-                metrics.CONSENT_EVENTS.labels("pending").inc()
-                continue
-            metrics.CONSENT_EVENTS.labels("applied").inc()
-            request = {"golden_id": entry.golden_id, "kind": "recompute", "canonical": None, "decision": None,
-                       "absorbed_golden_ids": [], "cause": "consent_changed"}
-            out.append(OutMessage(self.config.topics.linked, entry.golden_id.encode(), self.linked.encode(request)))
+        out += await recompute_members(self.index, changed, self.config.topics.linked, "consent_changed",
+                                       metrics.CONSENT_EVENTS)
         return StageOutput(out)

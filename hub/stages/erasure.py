@@ -3,7 +3,8 @@ the master, which owns the golden record's partition.
 
 A request names a source record or a golden id; the whole customer (every
 member of the golden record) is erased. A request for someone the hub does
-not hold still removes any consent waiting for that source record.
+not hold still removes any consent or survey answer waiting for that source
+record.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from hub import metrics
 from hub.config import PipelineConfig
-from hub.ports import ConsentStore, IdentityIndex
+from hub.ports import ConsentStore, IdentityIndex, SurveyStore
 from hub.records import InMessage, OutMessage, StageError, member_key
 from hub.schemas import ERASURE_REQUEST, LINKED, codec
 from hub.stages import StageOutput, decode_or_error
@@ -20,10 +21,11 @@ STAGE = "erasure"
 
 
 class ErasureStage:
-    def __init__(self, config: PipelineConfig, index: IdentityIndex, consents: ConsentStore):
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, consents: ConsentStore, surveys: SurveyStore):
         self.config = config
         self.index = index
         self.consents = consents
+        self.surveys = surveys
         self.linked = codec(LINKED)
 
 
@@ -45,6 +47,8 @@ class ErasureStage:
         survivors = await self.index.resolve_forward([r["golden_id"] for r in requests if r["golden_id"]])
         unknown = [m for m in members if m not in linked]
         await self.consents.forget(unknown)  # consent that waited for a record never seen
+        await self.surveys.forget_surveys(unknown)  # and survey answers
+        await self.index.unlink(unknown)  # and when a source deleted it
         for request in requests:
             if request["golden_id"]:
                 gid = survivors[request["golden_id"]]

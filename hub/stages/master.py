@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import time
 
-from hub import metrics
+from hub import history, lookup, metrics
 from hub.config import PipelineConfig
-from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex
+from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
-from hub.survivorship import build_golden, changed_attributes, stamp
+from hub.survivorship import build_golden, changed_attributes, merge_contribution, next_stale_ms, stamp
 
 STAGE = "master"
 
@@ -28,8 +28,11 @@ def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
 
 
 class MasterStage:
-    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore):
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
+                 secret: bytes, surveys: SurveyStore):
         self.config = config
+        self.surveys = surveys
+        self.secret = secret  # the PII key: lookup index keys are keyed hashes
         self.index = index
         self.store = store
         self.consents = consents
@@ -87,6 +90,11 @@ class MasterStage:
 
         members = sorted({m for gid in touched for m in states[gid].contributions})
         statements = await self.consents.get(members)
+        answers = await self.surveys.get_surveys(members)
+        # B2B: each contact's account, by the golden record its organisation record belongs to now
+        refs = sorted({c["record"].get("account_ref") for gid in touched for c in states[gid].contributions.values()}
+                      - {None})
+        accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
         count_delta = 0
@@ -107,9 +115,11 @@ class MasterStage:
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None
-            cause = item["cause"] if item["kind"] in ("contribution", "split") else "recompute"
+            cause = item["cause"]  # source_event, consent_changed, survey_received, a steward's split...
             content = build_golden(gid, state.contributions,
-                                   {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship)
+                                   {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
+                                   {m: answers[m] for m in state.contributions if m in answers}, now_ms,
+                                   accounts, self.secret)
             golden = stamp(content, previous, now_ms, cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
@@ -121,7 +131,8 @@ class MasterStage:
                 audit = {"audit_id": _audit_id(gid, golden["version"], kind), "at": now_ms, "kind": kind,
                          "golden_id": gid, "subject": subject, "cause": cause, "decision": None,
                          "before_version": previous["version"] if previous else None,
-                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden)}
+                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden),
+                         "changes": history.diff(previous, golden)}
                 state.last_audit = self.audit_codec.encode(audit)
             if golden is not previous or state.contributions != held[gid]:
                 state.golden = golden
@@ -140,7 +151,16 @@ class MasterStage:
         await self.index.forget_references(erased_members)
         await self.index.unlink(erased_members)
         await self.consents.forget(erased_members)
-        await self.store.save(saved, deleted, count_delta)
+        await self.surveys.forget_surveys(erased_members)
+        # the lookup index follows the golden records: an erased or merged-away
+        # customer can no longer be found by any of its identifiers
+        lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
+        lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
+        await self.store.save(saved, deleted, count_delta, {g: c for g, c in lookups.items() if c[0] or c[1]})
+        # data decay: recompute each record when its next value goes stale, with no new event needed
+        decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
+        decay.update({gid: None for gid in deleted})
+        await self.store.schedule(decay, "decay")
         return StageOutput(out)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
@@ -161,15 +181,14 @@ class MasterStage:
         record = canonical["record"]
         member = member_key(record["source"], record["source_id"])
         held = state.contributions.get(member)
-        if held is not None and held["record"]["event_time"] > record["event_time"]:
-            return  # an older event arriving late must not undo a newer one
         if record["op"] == "delete":
-            state.contributions.pop(member, None)
+            if held is None or held["record"]["event_time"] <= record["event_time"]:
+                state.contributions.pop(member, None)
             return
-        state.contributions[member] = {
-            "record": {k: v for k, v in record.items() if k != "consents"},
-            "quality": canonical["quality"],
-        }
+        # per attribute, the newer statement wins: an older event arriving late undoes nothing newer,
+        # and a patch changes only what it carries
+        state.contributions[member] = merge_contribution(
+            held, {k: v for k, v in record.items() if k != "consents"}, canonical["quality"])
 
     def _gone(self, gid: str, previous: dict, kind: str, now_ms: int):
         audit = {"audit_id": _audit_id(gid, previous["version"] + 1, kind), "at": now_ms, "kind": kind,

@@ -79,7 +79,7 @@ class MatchStage:
         self.audit = codec(AUDIT)
         self.decision_codec = codec(MATCH_DECISION)
         self._decision_counters = {d: metrics.MATCH_DECISIONS.labels(d) for d in (MERGE, REVIEW, NEW, EXISTING)}
-        for outcome in ("delete", "delete_unknown"):
+        for outcome in ("delete", "delete_unknown", "superseded"):
             self._decision_counters[outcome] = metrics.MATCH_DECISIONS.labels(outcome)
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
@@ -96,7 +96,9 @@ class MatchStage:
                 continue
             feats = features(record)
             blocks = [hash_key(self.secret, value) for value in blocking_values(feats)]
+            feats["t"] = record["event_time"]  # when the source said it: an older event never undoes a newer one
             items.append((member, canonical, feats, blocks))
+        items = await self._drop_superseded(items)
 
         results: list[tuple[str, dict, Decision, int]] = []
         pending = items
@@ -119,6 +121,26 @@ class MatchStage:
         await self.index.remember_decisions(explained)
         return StageOutput(out)
 
+    async def _drop_superseded(self, items: list) -> list:
+        """A source record its source deleted stays deleted for every older
+        event, whatever order they arrive in; the deletions are remembered."""
+        deletes: dict[str, int] = {}
+        for member, canonical, feats, _ in items:
+            if feats is None:
+                deletes[member] = max(deletes.get(member, -1), canonical["record"]["event_time"])
+        deleted_at = await self.index.tombstones(sorted({m for m, _, feats, _ in items if feats is not None}))
+        for member, at in deletes.items():
+            deleted_at[member] = max(deleted_at.get(member, -1), at)
+        kept = []
+        for item in items:
+            member, canonical, feats, _ = item
+            if feats is not None and deleted_at.get(member, -1) >= canonical["record"]["event_time"]:
+                self._decision_counters["superseded"].inc()
+                continue
+            kept.append(item)
+        await self.index.add_tombstones(deletes)
+        return kept
+
     async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
         """Read the index once for these records and decide each in order, the
         later ones seeing the earlier ones. One (result, index operation) per record."""
@@ -133,17 +155,26 @@ class MatchStage:
         constraints = await self.index.constraints(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
         wanted |= {m for apart, pinned in constraints.values() for m in apart | pinned}
+        # a lead converted into this record: the record joins the lead's golden record, history and all
+        converted = {m: c["record"].get("converted_from") for m, c, feats, _ in items
+                     if feats is not None and c["record"].get("converted_from")}
+        wanted |= set(converted.values()) - known.keys()
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
 
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for member, canonical, feats, blocks in items:
             if feats is None:
-                entry = entries.pop(member, None)
+                entry = entries.get(member)
                 if entry is None:
                     self._decision_counters["delete_unknown"].inc()
                     planned.append((None, None))
                     continue
+                if entry.features.get("t", -1) > canonical["record"]["event_time"]:
+                    self._decision_counters["superseded"].inc()  # the source said more since it deleted it
+                    planned.append((None, None))
+                    continue
+                del entries[member]
                 for b in entry.blocks:
                     overlay_blocks.get(b, set()).discard(member)
                 planned.append(((member, canonical, Decision("delete", entry.golden_id, None), 0), member))
@@ -152,9 +183,17 @@ class MatchStage:
             entry = entries.get(member)
             if entry is not None:
                 decision = Decision(EXISTING, entry.golden_id, None)
+                if entry.features.get("t", -1) > feats["t"]:
+                    feats, blocks = entry.features, entry.blocks  # the index keeps the newer view
+                elif canonical["record"]["op"] == "patch":
+                    # a patch states only some attributes: what the index knew of the rest still holds
+                    feats = {k: (v if v else entry.features.get(k, v)) for k, v in feats.items()}
+                    blocks = sorted(set(entry.blocks) | set(blocks))
             else:
                 candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored)
                 apart, pinned = constraints.get(member, ((), ()))
+                if member in converted:
+                    pinned = {*pinned, converted[member]}
                 # a steward's split keeps this record out of golden records holding those it was split from
                 forbidden = {entries[m].golden_id for m in apart if m in entries}
                 candidates = [Candidate(m, entries[m].golden_id, entries[m].features)
@@ -177,7 +216,8 @@ class MatchStage:
             for b in blocks:
                 if b in overlay_blocks:
                     overlay_blocks[b].add(member)
-            seen = {b: views[b].version for b in blocks} if verify else {}
+            # a patch keeps the blocks it had: only those read now can have moved since
+            seen = {b: views[b].version for b in blocks if b in views} if verify else {}
             request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen)
             planned.append(((member, canonical, decision, skipped), request))
         return planned

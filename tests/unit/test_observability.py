@@ -26,7 +26,7 @@ DATASOURCE_UID = "hub-prometheus"
 
 # label names of hub metrics: closed sets of values (never ids or personal data)
 ALLOWED_LABELS = {"source", "target", "stage", "reason", "decision", "dimension", "operation", "kind", "outcome",
-                  "topic", "version", "action", "purpose", "connector"}
+                  "topic", "version", "action", "purpose", "connector", "status"}
 # labels Prometheus adds (job, instance) or histograms carry (le)
 SCRAPE_LABELS = {"job", "instance", "le"}
 

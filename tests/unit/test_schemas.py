@@ -30,7 +30,8 @@ def customer_event() -> dict:
         "phones": [{"number": "+447911123456", "kind": "mobile", "verified": False}],
         "addresses": [{"line1": "12 High Street", "line2": None, "city": "Leeds", "region": None,
                        "postcode": "LS1 4AB", "country": "GB", "kind": "home", "verified": False}],
-        "national_id": None, "loyalty_id": "L-77", "organisation_name": None,
+        "national_id": None, "loyalty_id": "L-77", "organisation_name": "Acme Ltd",
+        "account_ref": "crm:A-7", "lifecycle": "contact", "converted_from": "marketing:L-5",
         "preferences": {"language": "en"},
         "consents": [consent_statement()],
     }
@@ -90,31 +91,44 @@ def golden() -> dict:
         "golden_id": "G0123456789abcdef0123", "version": 3, "record_type": "person",
         "given_name": "Ann", "middle_name": None, "family_name": "Smith", "birth_date": "1984-07-12",
         "gender": "female", "national_id": None, "loyalty_id": "L-77", "organisation_name": None,
+        "account_ref": "crm:A-7", "lifecycle": "contact", "account_golden_id": "G9", "household_id": "HH1f",
         "emails": [{"address": "ann.smith@example.com", "verified": True, "preferred": True,
-                    "sources": ["crm:C-1001", "pos:P-9"]}],
-        "phones": [{"number": "+447911123456", "verified": False, "preferred": True, "sources": ["crm:C-1001"]}],
+                    "sources": ["crm:C-1001", "pos:P-9"], "confirmed_at": T0, "stale": False}],
+        "phones": [{"number": "+447911123456", "verified": False, "preferred": True, "sources": ["crm:C-1001"],
+                    "confirmed_at": T0 - 900 * 86_400_000, "stale": True}],
         "addresses": [{"line1": "12 High Street", "line2": None, "city": "Leeds", "region": None,
                        "postcode": "LS1 4AB", "country": "GB", "verified": False, "preferred": True,
-                       "sources": ["crm:C-1001"]}],
+                       "sources": ["crm:C-1001"], "confirmed_at": T0, "stale": False}],
         "preferences": {"language": "en"},
         "consents": [{"subject": "crm:C-1001", "statement": consent_statement()}],
-        "lineage": {"given_name": {"source": "crm", "source_id": "C-1001", "event_time": T0, "rule": "source_priority"}},
+        "lineage": {"given_name": {"source": "crm", "source_id": "C-1001", "event_time": T0, "rule": "source_priority",
+                                   "confirmed_at": T0, "stale": False}},
+        "freshness": 0.6667, "stale_attributes": ["phones"],
         "members": ["crm:C-1001", "pos:P-9"], "quality_score": 0.88, "updated_at": T0 + 20,
         "last_event_time": T0, "trigger_produced_at": T0 + 1, "cause": "source_event",
+        "survey": {"last_survey_at": T0 - 10, "last_survey_id": "nps-2026-q4", "last_score": 3,
+                   "last_category": "detractor", "responses": 2, "average_score": 5.5, "source": "crm:C-1001"},
     }
 
 
 def audit() -> dict:
     return {"audit_id": "A-1", "at": T0 + 30, "kind": "golden_merged", "golden_id": "G0123456789abcdef0123",
             "subject": "pos:P-9", "cause": "source_event", "decision": match_decision(),
-            "before_version": 2, "after_version": 3, "changed_attributes": ["emails", "members"]}
+            "before_version": 2, "after_version": 3, "changed_attributes": ["emails", "members"],
+            "changes": [{"attribute": "members", "before": '["crm:C-1001"]', "after": '["crm:C-1001","pos:P-9"]'}]}
 
 
 def consent_event() -> dict:
     return {"source": "ecommerce", "source_id": "E-5", "statement": consent_statement(channel="sms", status="revoked")}
 
 
+def survey_response() -> dict:
+    return {"source": "crm", "source_id": "C-1001", "survey_id": "nps-2026-q4", "score": 3,
+            "responded_at": T0 - 10, "channel": "email"}
+
+
 EXAMPLES = {
+    "hub.SurveyResponse": survey_response,
     "hub.CustomerEvent": customer_event,
     "hub.CanonicalCustomer": canonical,
     "hub.LinkedRecord": linked,
@@ -301,8 +315,40 @@ def _check_resolved(written, resolved, writer_schema, reader_schema, local):
             else:
                 assert "default" in field, f"{fname} added without a default"
                 assert resolved[fname] == field["default"], fname
+    elif isinstance(reader_schema, list) and written is not None:  # a union: the branch the writer used
+        branch = next(b for b in reader_schema if _branch_name(b, local) == _type_name(written, writer_schema, local))
+        writer_branch = next(b for b in writer_schema if _branch_name(b, local) == _branch_name(branch, local))
+        _check_resolved(written, resolved, writer_branch, branch, local)
+    elif isinstance(reader_schema, dict) and reader_schema.get("type") == "array":
+        assert len(resolved) == len(written)
+        for w, r in zip(written, resolved):
+            _check_resolved(w, r, writer_schema["items"], reader_schema["items"], local)
+    elif isinstance(reader_schema, dict) and reader_schema.get("type") == "map":
+        assert set(resolved) == set(written)
+        for key in written:
+            _check_resolved(written[key], resolved[key], writer_schema["values"], reader_schema["values"], local)
     else:
         assert resolved == written
+
+
+def _branch_name(branch, local) -> str:
+    if isinstance(branch, str):
+        return branch
+    return branch.get("name") or branch["type"]
+
+
+def _type_name(value, union, local) -> str:
+    """Which branch of a union the writer used for `value` (records by their fields)."""
+    if isinstance(value, dict):
+        for branch in union:
+            node = local.get(branch, branch) if isinstance(branch, str) else branch
+            if isinstance(node, dict) and node.get("type") == "record" and set(value) == {
+                    f["name"] for f in node["fields"]}:
+                return _branch_name(branch, local)
+    for branch in union:
+        if _branch_name(branch, local) in ("string", "long", "int", "double", "boolean") and not isinstance(value, dict):
+            return _branch_name(branch, local)
+    raise AssertionError(f"no branch for {value!r}")
 
 
 @pytest.mark.parametrize("history_name", HISTORY)

@@ -83,7 +83,7 @@ def test_most_recent_rule():
     g = golden()
     assert g["loyalty_id"] == "LNEW"
     assert g["lineage"]["loyalty_id"] == {"source": "pos", "source_id": "P-9", "event_time": T0 + 5000,
-                                          "rule": "most_recent"}
+                                          "rule": "most_recent", "confirmed_at": T0 + 5000, "stale": False}
     everything_recent = SurvivorshipConfig(source_priority=["crm"], default_rule="most_recent")
     assert golden(rules=everything_recent)["given_name"] == "Jon"
 
@@ -116,7 +116,7 @@ def test_lineage_of_every_single_valued_attribute():
     assert set(g["lineage"]) == present
     assert {"given_name", "family_name", "birth_date", "gender", "loyalty_id", "middle_name", "record_type"} <= present
     for attr, lineage in g["lineage"].items():
-        assert set(lineage) == {"source", "source_id", "event_time", "rule"}
+        assert set(lineage) == {"source", "source_id", "event_time", "rule", "confirmed_at", "stale"}
         record = contribs[f"{lineage['source']}:{lineage['source_id']}"]["record"]
         assert record[attr] == g[attr]
         assert record["event_time"] == lineage["event_time"]
@@ -184,8 +184,9 @@ def test_members_quality_and_last_event_time():
     g = golden(contribs)
     assert g["golden_id"] == "G1"
     assert g["members"] == ["crm:C-1", "ecommerce:E-3", "pos:P-9"]
-    expected = sum(c["quality"]["score"] for c in contribs.values()) / 3
-    assert g["quality_score"] == pytest.approx(expected, abs=1e-4)
+    own = sum(c["quality"]["score"] for c in contribs.values()) / 3
+    assert g["freshness"] == 1.0  # no staleness without a time to judge it by
+    assert g["quality_score"] == pytest.approx(0.8 * own + 0.2, abs=1e-4)
     assert g["last_event_time"] == T0 + 5000
 
 
@@ -304,3 +305,103 @@ def test_build_golden_carries_winning_consents():
     g = golden(consents=consents)
     assert g["consents"] == winning_consents(consents)
     assert g["consents"][0]["statement"]["status"] == "revoked"
+
+
+# ------------------------------------------------------------------ partial updates (op=patch)
+
+
+def _event(source_id: str, at: int, op: str = "upsert", **fields) -> tuple[dict, dict]:
+    from hub.standardise import standardise_and_score
+
+    raw = {"source": "crm", "source_id": source_id, "op": op, "event_time": at, "record_type": "person", **fields}
+    record, quality = standardise_and_score(raw)
+    record.pop("consents")
+    return record, quality
+
+
+def _fold(events) -> dict:
+    from hub.survivorship import merge_contribution
+
+    held = None
+    for record, quality in events:
+        held = merge_contribution(held, record, quality)
+    return held
+
+
+FULL = _event("C1", T0, given_name="Anna", family_name="Smith", birth_date="1980-02-03",
+              emails=[{"address": "anna@old.example"}], phones=[{"number": "07911 123456"}])
+PATCH = _event("C1", T0 + 10, op="patch", emails=[{"address": "anna@new.example"}])
+LATER_FULL = _event("C1", T0 + 20, given_name="Anna", family_name="Jones")
+
+
+def test_a_patch_changes_only_what_it_carries():
+    merged = _fold([FULL, PATCH])
+    record = merged["record"]
+    assert [e["address"] for e in record["emails"]] == ["anna@new.example"]
+    assert record["given_name"] == "Anna" and record["birth_date"] == "1980-02-03"
+    assert record["phones"][0]["number"] == "+447911123456"
+    assert record["event_time"] == T0 + 10 and record["op"] == "upsert"
+    assert merged["times"]["emails"] == T0 + 10 and merged["times"]["given_name"] == T0
+    # completeness is that of the merged record, not of the sparse patch
+    assert merged["quality"]["completeness"] == FULL[1]["completeness"] > PATCH[1]["completeness"]
+
+
+def test_an_upsert_states_everything_a_missing_value_included():
+    record = _fold([FULL, PATCH, LATER_FULL])["record"]
+    assert record["family_name"] == "Jones" and record["emails"] == [] and record["birth_date"] is None
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (1, 2, 0), (0, 2, 1), (2, 0, 1)])
+def test_contributions_do_not_depend_on_arrival_order(order):
+    events = [FULL, PATCH, _event("C1", T0 + 5, op="patch", phones=[{"number": "07911 123457"}])]
+    reference = _fold(events)
+    assert _fold([events[i] for i in order]) == reference
+    assert reference["record"]["phones"][0]["number"] == "+447911123457"
+
+
+def test_an_older_upsert_arriving_late_undoes_nothing_newer():
+    assert _fold([FULL, LATER_FULL])["record"] == _fold([LATER_FULL, FULL])["record"]
+
+
+def test_lineage_time_is_when_the_attribute_was_stated():
+    contribs = {"crm:C1": _fold([FULL, PATCH])}
+    g = build_golden("G1", contribs, {}, RULES)
+    assert g["lineage"]["given_name"]["event_time"] == T0
+    assert [e["confirmed_at"] for e in g["emails"]] == [T0 + 10]
+
+
+# ------------------------------------------------------------------ most frequent, data decay
+
+
+def test_most_frequent_rule():
+    rules = SurvivorshipConfig(source_priority=["crm"], default_rule="most_frequent")
+    c = contributions(contribution("crm", "1", T0, given_name="Jonathan"),
+                      contribution("pos", "2", T0, given_name="Jon"),
+                      contribution("ecommerce", "3", T0, given_name="Jon"))
+    g = golden(c, rules=rules)
+    assert g["given_name"] == "Jon" and g["lineage"]["given_name"]["rule"] == "most_frequent"
+    assert g["lineage"]["given_name"]["source"] == "ecommerce"  # of the two holders, ecommerce ranks first
+
+
+def test_values_no_source_confirmed_for_long_are_stale():
+    from hub.survivorship import next_stale_ms
+
+    day = 86_400_000
+    rules = SurvivorshipConfig(source_priority=["crm", "pos"], stale_after_days=365)
+    c = contributions(contribution("crm", "1", T0 - 400 * day, given_name="Jonathan", family_name="Smith",
+                                   emails=[{"address": "old@example.com"}]),
+                      contribution("pos", "2", T0 - 10 * day, family_name="Smith",
+                                   emails=[{"address": "new@example.com"}]))
+    g = build_golden("G1", c, {}, rules, now_ms=T0)
+    assert g["lineage"]["given_name"]["stale"] is True  # only crm said it, 400 days ago
+    assert g["lineage"]["family_name"]["stale"] is False  # crm's value, but pos confirmed it 10 days ago
+    assert g["lineage"]["family_name"]["confirmed_at"] == T0 - 10 * day
+    assert {e["address"]: e["stale"] for e in g["emails"]} == {"old@example.com": True, "new@example.com": False}
+    assert g["stale_attributes"] == ["emails", "given_name"]
+    assert g["freshness"] == pytest.approx(2 / 4)  # given, family, two e-mails (record_type does not decay)
+    fresh = build_golden("G1", c, {}, rules, now_ms=T0 - 300 * day)
+    assert fresh["stale_attributes"] == [] and fresh["freshness"] == 1.0
+    assert g["quality_score"] < fresh["quality_score"]
+    # the next value to go stale: pos's family name and e-mail, 365 days after they were stated
+    assert next_stale_ms(g, 365) == T0 - 10 * day + 365 * day + 1
+    assert next_stale_ms(g, None) is None

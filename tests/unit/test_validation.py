@@ -56,6 +56,7 @@ def full_event() -> dict:
         "addresses": [{"line1": "12 High Street", "line2": None, "city": "Leeds", "region": None,
                        "postcode": "LS1 4AB", "country": "GB", "kind": "home", "verified": False}],
         "national_id": "QQ123456C", "loyalty_id": "L-77", "organisation_name": None,
+        "account_ref": "crm:A-1", "lifecycle": "customer", "converted_from": None,
         "preferences": {"language": "en"},
         "consents": [{"purpose": "marketing", "channel": "email", "status": "granted",
                       "legal_basis": "consent", "effective_at": None, "expires_at": None,
@@ -214,7 +215,7 @@ def test_avro_with_trailing_bytes_is_not_decodable():
 # ------------------------------------------------------------------ unknown_schema
 
 
-@pytest.mark.parametrize("schema_id", [0, 3, 99, 2**31])
+@pytest.mark.parametrize("schema_id", [0, 4, 99, 2**31])
 def test_magic_zero_with_unknown_id_is_unknown_schema(schema_id):
     body = avro(raw())[5:]
     assert_error(run(struct.pack(">BI", 0, schema_id) + body), UNKNOWN_SCHEMA)
