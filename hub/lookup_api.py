@@ -248,6 +248,20 @@ OPENAPI = {
                            {"name": "source_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "source, source_id, golden_id, decision"},
                           "401": _error("Not a steward token"), "404": _error("Record not in the identity index")}}},
+        "/sources/{source}/events": {"post": {
+            "summary": "Ingest one event or a batch from a source system (hub.CustomerEvent as JSON)",
+            "description": "A JSON object (one event) or an array of them; validated as the ingest stage does. 202 "
+                           "once every event is on the source's raw topic; 400 with the reasons per record when "
+                           "any is refused (then none is written).",
+            "security": [{"targetToken": []}],
+            "parameters": [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}}}},
+            "responses": {"202": {"description": "accepted, topic"},
+                          "400": {"description": "accepted 0, errors: the reason per refused record"},
+                          "401": _error("Missing token, or not one of this source's"),
+                          "404": {"description": "Unknown source"},
+                          "413": {"description": "Body over the source's max_request_bytes"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text format)",
                              "responses": {"200": {"description": "text/plain exposition format"}}}},
         "/health": {"get": {"summary": "Liveness and Redis reachability",

@@ -93,8 +93,9 @@ def test_openapi_describes_every_route_the_worker_serves(tmp_path):
     assert "/targets/{target}/lookup" in served and "/openapi.json" in served
     assert served == set(OPENAPI["paths"]), served ^ set(OPENAPI["paths"])
     for path, item in OPENAPI["paths"].items():
-        params = {p["name"] for p in item["get"].get("parameters", []) if p["in"] == "path"}
-        assert params == set(part[1:-1] for part in path.split("/") if part.startswith("{")), path
+        for operation in item.values():
+            params = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert params == set(part[1:-1] for part in path.split("/") if part.startswith("{")), path
 
 
 def test_openapi_describes_every_route_of_the_lookup_server():
