@@ -246,6 +246,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")
+    pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
+                                                   "(first seals, all open); unset = derived from pii_key")
+
+    @field_validator("pii_keys")
+    @classmethod
+    def _keyring(cls, value: str | None) -> str | None:
+        if value:
+            from hub.crypto import parse_keys
+
+            parse_keys(value)
+        return value
 
 
 def _describe(error: ValidationError, origin: str) -> str:

@@ -211,3 +211,22 @@ class LocalHub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def redis_dump(client) -> bytes:
+    """Every key and every value a Redis database holds, as one byte string (for PII scans)."""
+    parts = []
+    for key in client.scan_iter(count=1000):
+        parts.append(key)
+        kind = client.type(key)
+        if kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"hash":
+            parts.extend(x for kv in client.hgetall(key).items() for x in kv)
+        elif kind == b"set":
+            parts.extend(client.smembers(key))
+        elif kind == b"zset":
+            parts.extend(m for m, _ in client.zrange(key, 0, -1, withscores=True))
+        elif kind == b"list":
+            parts.extend(client.lrange(key, 0, -1))
+    return b"\n".join(parts)
