@@ -21,7 +21,7 @@ from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
-from hub.runner import StageRunner, deliver
+from hub.runner import StageRunner, deliver, survives_outages
 from hub.consent import ALLOWED, target_verdict
 from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
@@ -153,6 +153,7 @@ def _register_timers(hub: Hub) -> None:
     linked_codec = codec(LINKED)
 
     @hub.app.timer(interval=1.0)
+    @survives_outages("consent_timer")
     async def enforce_consent_expiry() -> None:
         """Consent that expires (or starts) needs no new event to take effect."""
         due = await hub.store.take_due(int(time.time() * 1000))
@@ -167,6 +168,7 @@ def _register_timers(hub: Hub) -> None:
     audit_codec = codec(AUDIT)
 
     @hub.app.timer(interval=retention.check_interval_s)
+    @survives_outages("retention_timer")
     async def apply_retention() -> None:
         """Customers no source has confirmed for the retention period: flag them
         (an audit event per customer) or erase them, as the policy says."""
@@ -195,6 +197,7 @@ def _register_timers(hub: Hub) -> None:
     parameters = {"version": 0}
 
     @hub.app.timer(interval=10.0, on_leader=False)
+    @survives_outages("parameters_timer")
     async def reload_match_parameters() -> None:
         """m and u re-estimated with `hub estimate` reach every worker without a restart."""
         version, stored = await hub.store.load_parameters(parameters["version"])
@@ -205,6 +208,7 @@ def _register_timers(hub: Hub) -> None:
             log.info("match parameters version %s loaded (estimated from %s records)", version, stored["records"])
 
     @hub.app.timer(interval=5.0)
+    @survives_outages("gauges_timer")
     async def refresh_gauges() -> None:
         metrics.GOLDEN_RECORDS.set(await hub.store.golden_count())
 

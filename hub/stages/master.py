@@ -67,7 +67,12 @@ class MasterStage:
                 if absorbed == gid or absorbed not in states:
                     continue
                 gone = states[absorbed]
-                state.contributions.update(gone.contributions)
+                for member, contribution in gone.contributions.items():
+                    # a member's newer event may have reached the survivor first (it was
+                    # forwarded there while this merge waited on another partition)
+                    mine = state.contributions.get(member)
+                    if mine is None or mine["record"]["event_time"] <= contribution["record"]["event_time"]:
+                        state.contributions[member] = contribution
                 gone.contributions = {}
                 absorbed_ids.add(absorbed)
             canonical = item["canonical"]
