@@ -8,6 +8,7 @@ record's keys in one slot):
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:fold:{<gid>}     set   golden ids merged into this one, contributions not yet folded in by the master
   hub:apart:{<member>} set   members a steward keeps apart from this one
   hub:pin:{<member>}   set   members a steward keeps together with this one
   hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit bytes)
@@ -106,6 +107,8 @@ local link = function(member, gid, feats, blocks, absorbed_ids)
       end
       redis.call('DEL', 'hub:gm:{' .. absorbed .. '}')
       redis.call('SET', 'hub:fwd:{' .. absorbed .. '}', gid)
+      -- the merge must reach the golden store even if the linked record saying so is lost
+      redis.call('SADD', 'hub:fold:{' .. gid .. '}', absorbed)
     end
   end
   return gid
@@ -438,6 +441,22 @@ class RedisStore:
                     nxt.append(gid)
             pending = nxt
         return resolved
+
+    async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
+        if not golden_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for gid in golden_ids:
+            pipe.smembers(f"{P}fold:{{{gid}}}")
+        rows = await self._run(pipe, "index_folds")
+        return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
+
+    async def folded(self, folds: dict[str, list[str]]) -> None:
+        if folds:
+            pipe = self.client.pipeline(transaction=False)
+            for gid, absorbed in folds.items():
+                pipe.srem(f"{P}fold:{{{gid}}}", *absorbed)
+            await self._run(pipe, "index_folds")
 
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:

@@ -41,7 +41,18 @@ class MasterStage:
         now_ms = now_ms or int(time.time() * 1000)
         linked = [self.linked.decode(m.value) for m in batch]
         survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
+        # merges the index made whose linked record a crash may have lost are folded in too
+        folds = await self.index.pending_folds(sorted(set(survivors.values())))
+        done_folds = dict(folds)
+        root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
+        while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others
+            deeper = await self.index.pending_folds(sorted(root.keys() - done_folds.keys()))
+            done_folds.update(dict.fromkeys(root.keys() - done_folds.keys(), []), **deeper)
+            for parent, absorbed in deeper.items():
+                folds[root[parent]] = [*folds[root[parent]], *absorbed]
+                root.update(dict.fromkeys(absorbed, root[parent]))
         needed = set(survivors.values()) | {a for x in linked for a in x["absorbed_golden_ids"]}
+        needed |= {a for absorbed in folds.values() for a in absorbed}
         needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
@@ -63,7 +74,7 @@ class MasterStage:
         for item in linked:
             gid = survivors[item["golden_id"]]
             state = states[gid]
-            for absorbed in item["absorbed_golden_ids"]:
+            for absorbed in [*item["absorbed_golden_ids"], *folds.pop(gid, ())]:
                 if absorbed == gid or absorbed not in states:
                     continue
                 gone = states[absorbed]
@@ -109,6 +120,8 @@ class MasterStage:
                     deleted.append(gid)
                     count_delta -= 1
                     out.extend(self._gone(gid, previous, "member_withdrawn", now_ms))
+                else:  # gone from the store already: a crash may have lost the tombstone, send it again
+                    out.append(self._tombstone(gid, "member_withdrawn"))
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None
@@ -141,10 +154,13 @@ class MasterStage:
                 count_delta -= 1
                 metrics.MERGES.inc()
                 out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
+            else:  # merged before a crash that may have lost the tombstone: idempotent, send it again
+                out.append(self._tombstone(absorbed, "golden_merged"))
         erased_members = [m for _, members in erased.values() for m in members]
         await self.index.unlink(erased_members)
         await self.consents.forget(erased_members)
         await self.store.save(saved, deleted, count_delta)
+        await self.index.folded({gid: absorbed for gid, absorbed in done_folds.items() if absorbed})
         return StageOutput(out)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
@@ -182,5 +198,8 @@ class MasterStage:
         if kind == "member_withdrawn":
             metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
         yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))
-        yield OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, kind.encode())])
+        yield self._tombstone(gid, kind)
+
+    def _tombstone(self, gid: str, kind: str) -> OutMessage:
+        return OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, kind.encode())])
 
