@@ -27,6 +27,14 @@ def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
     return "A" + hashlib.blake2s(f"{golden_id}|{version}|{kind}".encode(), digest_size=10).hexdigest()
 
 
+def _event_clock(content: dict, previous: dict | None) -> int:
+    """`updated_at` of a golden record: the latest event time behind it (source
+    events, consent statements), never the wall clock, so replaying the same
+    events gives byte-identical golden records; never earlier than before."""
+    latest = max([content["last_event_time"], *(c["statement"]["event_time"] for c in content["consents"])])
+    return max(latest, previous["updated_at"]) if previous else latest
+
+
 class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore):
         self.config = config
@@ -128,7 +136,7 @@ class MasterStage:
             cause = item["cause"] if item["kind"] in ("contribution", "split") else "recompute"
             content = build_golden(gid, state.contributions,
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship)
-            golden = stamp(content, previous, now_ms, cause, produced_at)
+            golden = stamp(content, previous, _event_clock(content, previous), cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
                 count_delta += previous is None
