@@ -16,7 +16,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, metrics
+from hub import __version__, access, limits, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
@@ -134,6 +134,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     _register_timers(hub)
     _register_lag_timer(hub)
     _register_views(hub)
+    web = settings.web
+    limits.install(app.web.web_app, web.max_body_bytes, web.rate_per_s, web.burst)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
 

@@ -230,6 +230,9 @@ class RedisSettings(BaseModel):
 class WebSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(6066, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger requests: 413")
+    rate_per_s: float = Field(50.0, gt=0, description="Requests per second per caller (token or address); over: 429")
+    burst: float = Field(100.0, ge=1, description="Requests a caller may make at once before the rate applies")
 
 
 class Settings(BaseSettings):

@@ -64,3 +64,5 @@ STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: appli
                           ["action", "outcome"], registry=REGISTRY)
 MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
                                  "Version of the estimated m/u in use (0: the built-in defaults)", registry=REGISTRY)
+HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a limit (too_large, rate_limited)",
+                        ["reason"], registry=REGISTRY)
