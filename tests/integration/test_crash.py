@@ -132,7 +132,7 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
+             "--appendfsync", "everysec", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
             start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
