@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import load_pipeline
 from hub.connectors.embedded import free_port, stop_process
 from hub.connectors.redis_store import RedisStore
 from hub.demo import encode_event
