@@ -227,6 +227,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, keyring: Keyring | None = None):
         self.client = client
         self.keyring = keyring or default_keyring()
+        # id(contribution) -> (contribution, where, ciphertext) as loaded; holding the object keeps its id unique
+        self._sealed: dict[int, tuple[dict, str, bytes]] = {}
         self._link_many = client.register_script(_LINK_MANY)
         self._blocks = client.register_script(_BLOCKS)
         self._members = client.register_script(_MEMBERS)
@@ -245,6 +247,15 @@ class RedisStore:
 
     def _open(self, sealed: bytes, key: str, field: str) -> bytes:
         return self.keyring.open(sealed, f"{key}|{field}".encode())
+
+    def _reseal(self, contribution: dict, key: str, field: str) -> bytes:
+        """Contributions are replaced, never mutated: one saved where it was
+        loaded keeps its ciphertext (no encryption for unchanged members)."""
+        held = self._sealed.pop(id(contribution), None)
+        if held is not None and held[0] is contribution and held[1] == f"{key}|{field}" \
+                and self.keyring.is_current(held[2]):
+            return held[2]
+        return self._seal(orjson.dumps(contribution), key, field)
 
     async def close(self) -> None:
         self.client.close()
@@ -460,14 +471,19 @@ class RedisStore:
 
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
+        if len(self._sealed) > 100_000:  # loaded and never saved (unchanged records): forget
+            self._sealed.clear()
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
             pipe.hgetall(gold_key(gid))
         states = {}
         for gid, fields in zip(golden_ids, await self._run(pipe, "golden_load")):
             key = gold_key(gid)
-            contributions = {k[2:].decode(): orjson.loads(self._open(v, key, k.decode())) for k, v in fields.items()
-                             if k.startswith(b"c:")}
+            contributions = {}
+            for k, v in fields.items():
+                if k.startswith(b"c:"):
+                    contribution = contributions[k[2:].decode()] = orjson.loads(self._open(v, key, k.decode()))
+                    self._sealed[id(contribution)] = (contribution, f"{key}|{k.decode()}", v)
             golden = orjson.loads(self._open(fields[b"golden"], key, "golden")) if b"golden" in fields else None
             states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
         return states
@@ -486,7 +502,7 @@ class RedisStore:
         for state in states:
             key = gold_key(state.golden_id)
             pipe.delete(key)
-            mapping = {f"c:{m}": self._seal(orjson.dumps(c), key, f"c:{m}") for m, c in state.contributions.items()}
+            mapping = {f"c:{m}": self._reseal(c, key, f"c:{m}") for m, c in state.contributions.items()}
             if state.golden is not None:
                 mapping["golden"] = self._seal(orjson.dumps(state.golden), key, "golden")
             if state.last_audit is not None:
