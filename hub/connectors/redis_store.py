@@ -471,8 +471,7 @@ class RedisStore:
 
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
-        if len(self._sealed) > 100_000:  # loaded and never saved (unchanged records): forget
-            self._sealed.clear()
+        self._sealed.clear()  # one batch's worth at most; another stage loading in between only costs a re-seal
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
             pipe.hgetall(gold_key(gid))

@@ -24,7 +24,7 @@ from hub.validation import REASONS, decode_event, validate_raw
 NOW = int(time.time() * 1000)
 PIPELINE = load_pipeline(None)
 STAGE = IngestStage(PIPELINE)
-FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 hostile_text = st.one_of(st.sampled_from(NASTY_TEXT), st.text(max_size=80),
                          st.text(st.characters(codec="utf-8"), max_size=30))
