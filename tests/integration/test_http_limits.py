@@ -1,6 +1,6 @@
 """The worker's HTTP limits, on a real worker: 413 for a body over the size
-limit, 429 with Retry-After past a caller's rate (before any token is
-checked, so guessing tokens is slow), /metrics never throttled."""
+limit, 429 with Retry-After past a caller's rate, per address and per token
+(before any token is checked, so guessing tokens is slow), /metrics never throttled."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_size_and_rate_limits(local_hub):
     assert answers[:5] == [401] * 5 and answers[5:] == [429] * 3
     status, headers = _request(worker, "/targets/pos/customers/G1")
     assert status == 429 and int(headers["Retry-After"]) >= 1
-    assert _request(worker, "/targets/pos/customers/G1", token="another")[0] == 401  # its own bucket
+    assert _request(worker, "/targets/pos/customers/G1", token="another")[0] == 429  # the address is limited too
     assert all(worker.get("/metrics")[0] == 200 for _ in range(20))
     assert worker.metric("hub_http_rejected_total", reason="rate_limited") >= 4
     assert worker.metric("hub_http_rejected_total", reason="too_large") == 1
