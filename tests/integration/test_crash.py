@@ -253,6 +253,7 @@ def test_broker_connections_cut_for_a_while(pipeline, tmp_path):
         proxy.cut()
         time.sleep(8)  # longer than the group session timeout (2 s here)
         assert worker.process.poll() is None
+        assert worker.metric("hub_broker_errors_total") > 0  # the outage is reported, and the worker waits
         proxy.restore()
         _feed(feeder, events, len(events) // 2)
         view = _quiescent(watcher, pipeline, raw_count)
