@@ -66,5 +66,5 @@ MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
                                  "Version of the estimated m/u in use (0: the built-in defaults)", registry=REGISTRY)
 HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a limit (too_large, rate_limited)",
                         ["reason"], registry=REGISTRY)
-BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka code)",
-                        ["code"], registry=REGISTRY)
+BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka error name)",
+                        ["reason"], registry=REGISTRY)
