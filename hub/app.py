@@ -16,12 +16,12 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, ingest_api, lookup_api, metrics
+from hub import __version__, access, ingest_api, limits, lookup_api, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
-from hub.runner import StageRunner, deliver
+from hub.runner import StageRunner, deliver, survives_outages
 from hub.consent import ALLOWED, target_verdict
 from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
@@ -139,6 +139,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     _register_lag_timer(hub)
     _register_views(hub)
     lookup_api.register(hub)
+    web = settings.web
+    limits.install(app.web.web_app, web.max_body_bytes, web.rate_per_s, web.burst)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
 
@@ -165,6 +167,7 @@ def _register_timers(hub: Hub) -> None:
     linked_codec = codec(LINKED)
 
     @hub.app.timer(interval=1.0)
+    @survives_outages("consent_timer")
     async def enforce_consent_expiry() -> None:
         """Consent that expires (or starts) needs no new event to take effect."""
         await recompute_due(hub, "consent", "consent_schedule")
@@ -173,6 +176,7 @@ def _register_timers(hub: Hub) -> None:
     audit_codec = codec(AUDIT)
 
     @hub.app.timer(interval=retention.check_interval_s)
+    @survives_outages("retention_timer")
     async def apply_retention() -> None:
         """Customers no source has confirmed for the retention period: flag them
         (an audit event per customer) or erase them, as the policy says."""
@@ -201,6 +205,7 @@ def _register_timers(hub: Hub) -> None:
     parameters = {"version": 0}
 
     @hub.app.timer(interval=10.0, on_leader=False)
+    @survives_outages("parameters_timer")
     async def reload_match_parameters() -> None:
         """m and u re-estimated with `hub estimate` reach every worker without a restart."""
         version, stored = await hub.store.load_parameters(parameters["version"])
@@ -216,6 +221,7 @@ def _register_timers(hub: Hub) -> None:
                      version, stored["records"], match_stage.rules.upper_threshold)
 
     @hub.app.timer(interval=5.0)
+    @survives_outages("gauges_timer")
     async def refresh_gauges() -> None:
         metrics.GOLDEN_RECORDS.set(await hub.store.golden_count())
 

@@ -492,6 +492,31 @@ def new_token(target: str = typer.Argument(..., help="The target the token will 
                f" add  tokens_sha256: [{digest}]")
 
 
+@cli.command()
+def new_key(kid: str = typer.Argument(..., help="Id of the new key (1-32 characters, e.g. k2)")) -> None:
+    """Make an AES-256 key for sealing personal data in Redis (goes first in HUB_PII_KEYS)."""
+    from hub.crypto import new_key as make
+
+    typer.echo(f"{kid}:{make()}")
+
+
+@cli.command()
+def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch")) -> None:
+    """Re-seal every value in Redis with the first key of HUB_PII_KEYS (after a rotation; safe beside workers)."""
+    from hub.connectors.redis_store import RedisStore
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    store = RedisStore.from_url(settings.redis.url)
+    try:
+        counts = store.rekey(batch)
+    except Exception as exc:
+        _fail(f"rekey stopped: {type(exc).__name__}: {exc}")
+    typer.echo(f"sealed values scanned: {counts['scanned']}, re-sealed with key {store.keyring.current_kid}: "
+               f"{counts['resealed']}")
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli()

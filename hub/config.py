@@ -317,6 +317,9 @@ class RedisSettings(BaseModel):
 class WebSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(6066, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger requests: 413")
+    rate_per_s: float = Field(50.0, gt=0, description="Requests per second per caller (token or address); over: 429")
+    burst: float = Field(100.0, ge=1, description="Requests a caller may make at once before the rate applies")
 
 
 class Settings(BaseSettings):
@@ -333,6 +336,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")
+    pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
+                                                   "(first seals, all open); unset = derived from pii_key")
+
+    @field_validator("pii_keys")
+    @classmethod
+    def _keyring(cls, value: str | None) -> str | None:
+        if value:
+            from hub.crypto import parse_keys
+
+            parse_keys(value)
+        return value
 
 
 def _describe(error: ValidationError, origin: str) -> str:

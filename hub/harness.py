@@ -7,6 +7,7 @@ the hub wrote back from the topics.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,13 +46,14 @@ class Worker:
     def start(self, timeout_s: float = 60.0) -> "Worker":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        started_at = log.tell()  # a restarted worker appends: only its own lines say it is ready
         self.process = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
-            if b"Worker]: Ready" in self.log_path.read_bytes()[-20000:]:
+            if b"Worker]: Ready" in self.log_path.read_bytes()[started_at:][-20000:]:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready within {timeout_s}s; see {self.log_path}")
@@ -77,6 +79,12 @@ class Worker:
 
     def stop(self) -> None:
         stop_process(self.process, grace_s=30)
+
+    def kill(self) -> None:
+        """kill -9, no goodbye: what a crashed machine or the OOM killer does."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
 
 @dataclass
@@ -262,3 +270,22 @@ class LocalHub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def redis_dump(client) -> bytes:
+    """Every key and every value a Redis database holds, as one byte string (for PII scans)."""
+    parts = []
+    for key in client.scan_iter(count=1000):
+        parts.append(key)
+        kind = client.type(key)
+        if kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"hash":
+            parts.extend(x for kv in client.hgetall(key).items() for x in kv)
+        elif kind == b"set":
+            parts.extend(client.smembers(key))
+        elif kind == b"zset":
+            parts.extend(m for m, _ in client.zrange(key, 0, -1, withscores=True))
+        elif kind == b"list":
+            parts.extend(client.lrange(key, 0, -1))
+    return b"\n".join(parts)

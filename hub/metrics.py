@@ -76,3 +76,7 @@ LOOKUP_SECONDS = Histogram("hub_lookup_duration_seconds", "Lookup API request ha
                            ["kind"], buckets=_LOOKUP_BUCKETS, registry=REGISTRY)
 SURVEY_EVENTS = Counter("hub_survey_events_total", "Survey / NPS answers received, applied, pending (record not "
                         "seen yet), rejected", ["outcome"], registry=REGISTRY)
+HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a limit (too_large, rate_limited)",
+                        ["reason"], registry=REGISTRY)
+BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka error name)",
+                        ["reason"], registry=REGISTRY)

@@ -110,6 +110,9 @@ class IdentityIndex(Protocol):
         """Remove these (erased) records from other records' stored decisions."""
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless merged away)."""
+    async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
+        """Golden ids merged into each of these whose contributions the master has not folded in yet."""
+    async def folded(self, folds: dict[str, list[str]]) -> None: ...
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ hub.error.* headers, so one bad record cannot stop the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -28,6 +29,22 @@ log = logging.getLogger(__name__)
 
 INFRASTRUCTURE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DeliveryFailed,
                   KafkaException, ConnectionError, OSError)
+
+
+def survives_outages(name: str):
+    """For periodic jobs (Faust timers): a Redis or broker outage skips this
+    tick, counted in hub_stage_retries_total{stage=name}, and the next tick
+    tries again; unguarded, the exception would stop the whole worker."""
+    def wrap(job):
+        @functools.wraps(job)
+        async def guarded() -> None:
+            try:
+                await job()
+            except INFRASTRUCTURE as exc:
+                metrics.STAGE_RETRIES.labels(name).inc()
+                log.warning("%s: %s, trying again at the next tick", name, type(exc).__name__)
+        return guarded
+    return wrap
 
 
 async def deliver(sink: KafkaSink, output: StageOutput) -> None:

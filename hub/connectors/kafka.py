@@ -13,9 +13,15 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from hub import metrics
 from hub.records import OutMessage
 
 COMPACTED_PREFIXES = ("customer.golden", "mastered.")
+
+
+def _count_broker_error(err) -> None:
+    """librdkafka reconnects by itself; this makes an outage visible (hub_broker_errors_total)."""
+    metrics.BROKER_ERRORS.labels(err.name()).inc()
 
 
 class DeliveryFailed(RuntimeError):
@@ -33,6 +39,7 @@ class KafkaSink:
             "acks": "all",
             "compression.type": "none",
             "queue.buffering.max.messages": 1_000_000,
+            "error_cb": _count_broker_error,
             **extra,
         }
         self.producer: Producer | None = None

@@ -3,20 +3,28 @@ syndication state: the key layout and the Lua that makes each link atomic.
 
 Key layout (every key carries a hash tag, so Redis Cluster places a golden
 record's keys in one slot):
-  hub:mem:{<member>}   hash  gid, f (features JSON), b (blocking key hashes), d (last match decision)
+  hub:mem:{<member>}   hash  gid, f (features, sealed), b (blocking key hashes), d (last match decision, sealed)
   hub:blk:{<hash>}     set   members found under one blocking key
   hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
   hub:gm:{<gid>}       set   members of a golden record
   hub:fwd:{<gid>}      str   survivor of a golden record merged away
+  hub:fold:{<gid>}     set   golden ids merged into this one, contributions not yet folded in by the master
   hub:deleted          zset  member -> time its source deleted it (older events for it are superseded)
   hub:apart:{<member>} set   members a steward keeps apart from this one
   hub:pin:{<member>}   set   members a steward keeps together with this one
-  hub:gold:{<gid>}     hash  c:<member> (contribution JSON), golden (JSON), audit (last audit bytes)
-  hub:cons:{<member>}  hash  <purpose>|<channel> -> statement JSON
-  hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<answer JSON>" (the latest answer per survey)
-  hub:synd:{<gid>}     hash  <target> -> "<key>\\x1f<projection hash>"
+  hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit bytes)
+  hub:cons:{<member>}  hash  <purpose>|<channel> -> "<event_time>|<tie-break>|<statement, sealed>"
+  hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<tie-break>|<answer, sealed>" (the latest per survey)
+  hub:synd:{<gid>}     hash  <target> -> sealed "<key>\\x1f<projection hash>"
   hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
                              or source record: hub/lookup.py), kept by the master with the golden records
+
+Sealed = AES-GCM with the keyring of hub.crypto, associated data "<key>|<field>":
+no name, e-mail, phone or address is held in clear, and a value copied to
+another key does not open. Key names hold source record keys
+(<source>:<source_id>), golden ids and keyed hashes only. What the Lua
+scripts must read (golden id, blocking hashes, a consent statement's time)
+stays outside the sealed part.
 
 The matcher's reads and links run as one Lua call per batch: redis-py spends
 ~10 µs of worker CPU per command, and a batch needs thousands of lookups.
@@ -26,12 +34,14 @@ allows and Redis Cluster does not; on Cluster they must be grouped by slot.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import orjson
 import redis
 
 from hub import metrics
+from hub.crypto import Keyring, default_keyring
 from hub.ports import BlockView, GoldenState, LinkRequest, MemberEntry
 
 P = "hub:"
@@ -101,6 +111,8 @@ local link = function(member, gid, feats, blocks, absorbed_ids)
       end
       redis.call('DEL', 'hub:gm:{' .. absorbed .. '}')
       redis.call('SET', 'hub:fwd:{' .. absorbed .. '}', gid)
+      -- the merge must reach the golden store even if the linked record saying so is lost
+      redis.call('SADD', 'hub:fold:{' .. gid .. '}', absorbed)
     end
   end
   return gid
@@ -128,7 +140,7 @@ for _, req in ipairs(cjson.decode(ARGV[1])) do
       local now = tonumber(redis.call('GET', 'hub:bv:{' .. seen[1] .. '}') or '0')
       if now ~= seen[2] + (bumped[seen[1]] or 0) then return out end
     end
-    out[#out + 1] = link(req[1], req[2], req[3], req[4], req[5])
+    out[#out + 1] = link(req[1], req[2], ARGV[req[3]], req[4], req[5])
   end
 end
 return out
@@ -156,16 +168,21 @@ redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
 return from
 """
 
-# Latest statement per (purpose, channel), or answer per survey, wins by its own time.
+# Latest statement per (purpose, channel), or answer per survey, wins by its
+# own time; equal times are settled by a keyed digest of the item (the sealed
+# body is random-looking and differs on every write), so every worker agrees.
 _PUT_LATEST = """
 local changed = 0
-for i = 1, #ARGV, 3 do
-  local field, at, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+for i = 1, #ARGV, 4 do
+  local field, at, tie, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local held = redis.call('HGET', KEYS[1], field)
-  local held_at = -1
-  if held then held_at = tonumber(string.match(held, '^(%d+)|')) end
-  if at > held_at or (at == held_at and ('' .. at .. '|' .. body) > held) then
-    redis.call('HSET', KEYS[1], field, at .. '|' .. body)
+  local held_at, held_tie = -1, ''
+  if held then
+    local a, t = string.match(held, '^(%d+)|(%x*)|')
+    held_at, held_tie = tonumber(a), t
+  end
+  if at > held_at or (at == held_at and tie > held_tie) then
+    redis.call('HSET', KEYS[1], field, at .. '|' .. tie .. '|' .. body)
     changed = 1
   end
 end
@@ -175,7 +192,7 @@ return changed
 
 # One lookup, one round trip: a golden id (followed to its survivor when merged
 # away, so a caller holding an old id still finds the customer) or an index
-# key, and the golden records it names.
+# key, and the golden records it names (golden id, sealed record, ...).
 _LOOKUP = """
 local gids
 if ARGV[1] == 'g' then
@@ -193,9 +210,22 @@ end
 local out = {}
 for _, gid in ipairs(gids) do
   local golden = redis.call('HGET', 'hub:gold:{' .. gid .. '}', 'golden')
-  if golden then out[#out + 1] = golden end
+  if golden then out[#out + 1] = gid; out[#out + 1] = golden end
 end
 return out
+"""
+
+# Re-sealing one value only if nobody changed it since it was read, so
+# `hub rekey` can run beside working workers.
+_SWAP = """
+local n = 0
+for i = 1, #ARGV, 4 do
+  if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
+    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 3])
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -231,8 +261,11 @@ class RedisStore:
     millisecond on a local network), and the asyncio client spends ~45 µs of
     CPU per command on timeouts and futures, against ~10 µs here."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, keyring: Keyring | None = None):
         self.client = client
+        self.keyring = keyring or default_keyring()
+        # id(contribution) -> (contribution, where, ciphertext) as loaded; holding the object keeps its id unique
+        self._sealed: dict[int, tuple[dict, str, bytes]] = {}
         self._link_many = client.register_script(_LINK_MANY)
         self._blocks = client.register_script(_BLOCKS)
         self._members = client.register_script(_MEMBERS)
@@ -240,11 +273,27 @@ class RedisStore:
         self._move = client.register_script(_MOVE)
         self._put_latest_script = client.register_script(_PUT_LATEST)
         self._lookup = client.register_script(_LOOKUP)
+        self._swap = client.register_script(_SWAP)
 
     @classmethod
-    def from_url(cls, url: str) -> "RedisStore":
+    def from_url(cls, url: str, keyring: Keyring | None = None) -> "RedisStore":
         return cls(redis.Redis.from_url(url, decode_responses=False, socket_timeout=30,
-                                        health_check_interval=30))
+                                        health_check_interval=30), keyring)
+
+    def _seal(self, value: bytes, key: str, field: str) -> bytes:
+        return self.keyring.seal(value, f"{key}|{field}".encode())
+
+    def _open(self, sealed: bytes, key: str, field: str) -> bytes:
+        return self.keyring.open(sealed, f"{key}|{field}".encode())
+
+    def _reseal(self, contribution: dict, key: str, field: str) -> bytes:
+        """Contributions are replaced, never mutated: one saved where it was
+        loaded keeps its ciphertext (no encryption for unchanged members)."""
+        held = self._sealed.pop(id(contribution), None)
+        if held is not None and held[0] is contribution and held[1] == f"{key}|{field}" \
+                and self.keyring.is_current(held[2]):
+            return held[2]
+        return self._seal(orjson.dumps(contribution), key, field)
 
     async def close(self) -> None:
         self.client.close()
@@ -262,6 +311,49 @@ class RedisStore:
         finally:
             metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
+    def rekey(self, batch: int = 500) -> dict[str, int]:
+        """Re-seal every sealed value not sealed with the keyring's current key
+        (after a new key was put first). Safe beside running workers: a value
+        changed meanwhile is left alone (a worker wrote it with the current key)."""
+        counts = {"scanned": 0, "resealed": 0}
+        for pattern in (f"{P}mem:*", f"{P}gold:*", f"{P}cons:*", f"{P}synd:*"):
+            keys = []
+            for key in self.client.scan_iter(match=pattern, count=batch):
+                keys.append(key)
+                if len(keys) >= batch:
+                    self._rekey_keys(keys, counts)
+                    keys = []
+            self._rekey_keys(keys, counts)
+        return counts
+
+    def _rekey_keys(self, keys: list[bytes], counts: dict[str, int]) -> None:
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        args = []
+        for key, fields in zip(keys, pipe.execute()):
+            name = key.decode()
+            for field, value in fields.items():
+                field_name = field.decode()
+                if name.startswith(f"{P}cons:"):
+                    at, tie, sealed = value.split(b"|", 2)
+                    prefix = at + b"|" + tie + b"|"
+                elif name.startswith(f"{P}mem:") and field_name not in ("f", "d"):
+                    continue
+                elif name.startswith(f"{P}gold:") and field_name == "audit":
+                    continue
+                else:
+                    sealed, prefix = value, b""
+                counts["scanned"] += 1
+                if self.keyring.is_current(sealed):
+                    continue
+                fresh = self._seal(self._open(sealed, name, field_name), name, field_name)
+                args += [key, field, value, prefix + fresh]
+        if args:
+            counts["resealed"] += int(self._swap(args=args))
+
     # identity index
     async def members(self, members: list[str]) -> dict[str, MemberEntry]:
         if not members:
@@ -272,7 +364,7 @@ class RedisStore:
         found = {}
         for member, (gid, feats, blocks) in zip(members, rows):
             if gid is not None:
-                found[member] = MemberEntry(member, gid.decode(), orjson.loads(feats),
+                found[member] = MemberEntry(member, gid.decode(), orjson.loads(self._open(feats, mem_key(member), "f")),
                                             blocks.decode().split(",") if blocks else [])
         return found
 
@@ -290,11 +382,17 @@ class RedisStore:
     async def link(self, requests: list[LinkRequest | str]) -> list[str | None]:
         if not requests:
             return []
-        payload = orjson.dumps([[r] if isinstance(r, str) else
-                                [r.member, r.golden_id, orjson.dumps(r.features).decode(), r.blocks, r.absorbed,
-                                 [[b, v] for b, v in r.seen_versions.items()]] for r in requests])
+        sealed = []  # ARGV[2..]: features travel beside the JSON, as bytes
+        rows = []
+        for r in requests:
+            if isinstance(r, str):
+                rows.append([r])
+            else:
+                sealed.append(self._seal(orjson.dumps(r.features), mem_key(r.member), "f"))
+                rows.append([r.member, r.golden_id, len(sealed) + 1, r.blocks, r.absorbed,
+                             [[b, v] for b, v in r.seen_versions.items()]])
         pipe = self.client.pipeline(transaction=False)
-        self._link_many(args=[payload], client=pipe)
+        self._link_many(args=[orjson.dumps(rows), *sealed], client=pipe)
         (gids,) = await self._run(pipe, "index_link")
         return [gid.decode() or None for gid in gids]
 
@@ -340,7 +438,8 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hget(key, "f")
-        return [orjson.loads(f) for f in await self._run(pipe, "index_sample") if f]
+        return [orjson.loads(self._open(f, key.decode(), "f")) for key, f in zip(keys, await self._run(pipe, "index_sample"))
+                if f]
 
     async def save_parameters(self, parameters: dict) -> int:
         """Store estimated match parameters; returns their version (workers reload on change)."""
@@ -363,7 +462,7 @@ class RedisStore:
         if decisions:
             pipe = self.client.pipeline(transaction=False)
             for member, decision in decisions.items():
-                pipe.hset(mem_key(member), "d", decision)
+                pipe.hset(mem_key(member), "d", self._seal(decision, mem_key(member), "d"))
             await self._run(pipe, "index_decisions")
 
     async def forget_references(self, members: list[str]) -> None:
@@ -380,21 +479,25 @@ class RedisStore:
         for member in others:
             pipe.hget(mem_key(member), "d")
         rewrite = self.client.pipeline(transaction=False)
-        for member, raw in zip(others, await self._run(pipe, "index_decisions")):
-            if raw is None or not any(g.encode() in raw for g in gone):
+        for member, sealed in zip(others, await self._run(pipe, "index_decisions")):
+            if sealed is None:
+                continue
+            raw = self._open(sealed, mem_key(member), "d")
+            if not any(g.encode() in raw for g in gone):
                 continue
             decision = orjson.loads(raw)
             decision["candidates"] = [c for c in decision.get("candidates") or []
                                       if c.get("member") not in gone and c.get("golden_id") not in gone]
             decision["merged_golden_ids"] = [g for g in decision.get("merged_golden_ids") or [] if g not in gone]
-            rewrite.hset(mem_key(member), "d", orjson.dumps(decision))
+            rewrite.hset(mem_key(member), "d", self._seal(orjson.dumps(decision), mem_key(member), "d"))
         if len(rewrite):
             await self._run(rewrite, "index_decisions")
 
     async def decision(self, member: str) -> tuple[str | None, dict | None]:
         """A record's current golden id and the decision that placed it."""
         gid, decision = self.client.hmget(mem_key(member), "gid", "d")
-        return (gid.decode() if gid else None), (orjson.loads(decision) if decision else None)
+        return (gid.decode() if gid else None), (orjson.loads(self._open(decision, mem_key(member), "d"))
+                                                 if decision else None)
 
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records from the index, and their deletion times; the golden id each belonged to (None if none)."""
@@ -432,15 +535,37 @@ class RedisStore:
             pending = nxt
         return resolved
 
+    async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
+        if not golden_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for gid in golden_ids:
+            pipe.smembers(f"{P}fold:{{{gid}}}")
+        rows = await self._run(pipe, "index_folds")
+        return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
+
+    async def folded(self, folds: dict[str, list[str]]) -> None:
+        if folds:
+            pipe = self.client.pipeline(transaction=False)
+            for gid, absorbed in folds.items():
+                pipe.srem(f"{P}fold:{{{gid}}}", *absorbed)
+            await self._run(pipe, "index_folds")
+
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
+        self._sealed.clear()  # one batch's worth at most; another stage loading in between only costs a re-seal
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
             pipe.hgetall(gold_key(gid))
         states = {}
         for gid, fields in zip(golden_ids, await self._run(pipe, "golden_load")):
-            contributions = {k[2:].decode(): orjson.loads(v) for k, v in fields.items() if k.startswith(b"c:")}
-            golden = orjson.loads(fields[b"golden"]) if b"golden" in fields else None
+            key = gold_key(gid)
+            contributions = {}
+            for k, v in fields.items():
+                if k.startswith(b"c:"):
+                    contribution = contributions[k[2:].decode()] = orjson.loads(self._open(v, key, k.decode()))
+                    self._sealed[id(contribution)] = (contribution, f"{key}|{k.decode()}", v)
+            golden = orjson.loads(self._open(fields[b"golden"], key, "golden")) if b"golden" in fields else None
             states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
         return states
 
@@ -464,9 +589,9 @@ class RedisStore:
         for state in states:
             key = gold_key(state.golden_id)
             pipe.delete(key)
-            mapping = {f"c:{m}": orjson.dumps(c) for m, c in state.contributions.items()}
+            mapping = {f"c:{m}": self._reseal(c, key, f"c:{m}") for m, c in state.contributions.items()}
             if state.golden is not None:
-                mapping["golden"] = orjson.dumps(state.golden)
+                mapping["golden"] = self._seal(orjson.dumps(state.golden), key, "golden")
             if state.last_audit is not None:
                 mapping["audit"] = state.last_audit
             if mapping:
@@ -489,7 +614,7 @@ class RedisStore:
 
     async def golden(self, gid: str) -> dict | None:
         raw = self.client.hget(gold_key(gid), "golden")
-        return orjson.loads(raw) if raw else None
+        return orjson.loads(self._open(raw, gold_key(gid), "golden")) if raw else None
 
     def lookup(self, golden_id: str | None = None, index_key: str | None = None, limit: int = 10) -> list[dict]:
         """Golden records by golden id (its survivor if merged away) or by a
@@ -503,7 +628,9 @@ class RedisStore:
             raise
         finally:
             metrics.REDIS_SECONDS.labels("lookup").observe(time.perf_counter() - started)
-        return sorted((orjson.loads(raw) for raw in found), key=lambda g: g["golden_id"])
+        pairs = zip(found[::2], found[1::2])  # golden id, sealed record
+        return sorted((orjson.loads(self._open(sealed, gold_key(gid.decode()), "golden")) for gid, sealed in pairs),
+                      key=lambda g: g["golden_id"])
 
     def all_golden(self, batch: int = 1000):
         """Every golden record held, in batches (for `hub reindex-lookups`)."""
@@ -519,9 +646,9 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hget(key, "golden")
-        for raw in pipe.execute():
-            if raw:
-                yield orjson.loads(raw)
+        for key, sealed in zip(keys, pipe.execute()):
+            if sealed:
+                yield orjson.loads(self._open(sealed, key.decode(), "golden"))
 
     def add_lookup_keys(self, keys: dict[str, set[str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -544,9 +671,13 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             args = []
+            hash_key_ = key(member)
             for item in items[member]:
-                args += [slot(item), item[at], orjson.dumps(item, option=orjson.OPT_SORT_KEYS)]
-            self._put_latest_script(keys=[key(member)], args=args, client=pipe)
+                field = slot(item)
+                body = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+                tie = hashlib.blake2s(body, digest_size=8).hexdigest()
+                args += [field, item[at], tie, self._seal(body, hash_key_, field)]
+            self._put_latest_script(keys=[hash_key_], args=args, client=pipe)
         return {m: bool(c) for m, c in zip(members, await self._run(pipe, operation))}
 
     async def _latest(self, key, members: list[str], operation: str) -> dict[str, list[dict]]:
@@ -554,9 +685,13 @@ class RedisStore:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for member in members:
-            pipe.hvals(key(member))
-        return {member: [orjson.loads(v.split(b"|", 1)[1]) for v in values]
-                for member, values in zip(members, await self._run(pipe, operation))}
+            pipe.hgetall(key(member))
+        result = {}
+        for member, values in zip(members, await self._run(pipe, operation)):
+            hash_key_ = key(member)
+            result[member] = [orjson.loads(self._open(v.split(b"|", 2)[2], hash_key_, f.decode()))
+                              for f, v in sorted(values.items())]
+        return result
 
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
         """Store statements per member; True for each member whose consent changed."""
@@ -594,14 +729,17 @@ class RedisStore:
             pipe.hgetall(synd_key(gid))
         result = {}
         for gid, fields in zip(golden_ids, await self._run(pipe, "syndication_load")):
-            result[gid] = {t.decode(): tuple(v.decode().split("\x1f", 1)) for t, v in fields.items()}
+            key = synd_key(gid)
+            result[gid] = {t.decode(): tuple(self._open(v, key, t.decode()).decode().split("\x1f", 1))
+                           for t, v in fields.items()}
         return result
 
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for gid, per_target in updates.items():
             gone = [t for t, v in per_target.items() if v is None]
-            kept = {t: f"{v[0]}\x1f{v[1]}" for t, v in per_target.items() if v is not None}
+            kept = {t: self._seal(f"{v[0]}\x1f{v[1]}".encode(), synd_key(gid), t) for t, v in per_target.items()
+                    if v is not None}
             if gone:
                 pipe.hdel(synd_key(gid), *gone)
             if kept:

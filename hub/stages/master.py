@@ -27,6 +27,14 @@ def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
     return "A" + hashlib.blake2s(f"{golden_id}|{version}|{kind}".encode(), digest_size=10).hexdigest()
 
 
+def _event_clock(content: dict, previous: dict | None) -> int:
+    """`updated_at` of a golden record: the latest event time behind it (source
+    events, consent statements), never the wall clock, so replaying the same
+    events gives byte-identical golden records; never earlier than before."""
+    latest = max([content["last_event_time"], *(c["statement"]["event_time"] for c in content["consents"])])
+    return max(latest, previous["updated_at"]) if previous else latest
+
+
 class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
                  secret: bytes, surveys: SurveyStore):
@@ -44,7 +52,18 @@ class MasterStage:
         now_ms = now_ms or int(time.time() * 1000)
         linked = [self.linked.decode(m.value) for m in batch]
         survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
+        # merges the index made whose linked record a crash may have lost are folded in too
+        folds = await self.index.pending_folds(sorted(set(survivors.values())))
+        done_folds = dict(folds)
+        root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
+        while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others
+            deeper = await self.index.pending_folds(sorted(root.keys() - done_folds.keys()))
+            done_folds.update(dict.fromkeys(root.keys() - done_folds.keys(), []), **deeper)
+            for parent, absorbed in deeper.items():
+                folds[root[parent]] = [*folds[root[parent]], *absorbed]
+                root.update(dict.fromkeys(absorbed, root[parent]))
         needed = set(survivors.values()) | {a for x in linked for a in x["absorbed_golden_ids"]}
+        needed |= {a for absorbed in folds.values() for a in absorbed}
         needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
@@ -66,11 +85,16 @@ class MasterStage:
         for item in linked:
             gid = survivors[item["golden_id"]]
             state = states[gid]
-            for absorbed in item["absorbed_golden_ids"]:
+            for absorbed in [*item["absorbed_golden_ids"], *folds.pop(gid, ())]:
                 if absorbed == gid or absorbed not in states:
                     continue
                 gone = states[absorbed]
-                state.contributions.update(gone.contributions)
+                for member, contribution in gone.contributions.items():
+                    # a member's newer event may have reached the survivor first (it was
+                    # forwarded there while this merge waited on another partition)
+                    mine = state.contributions.get(member)
+                    if mine is None or mine["record"]["event_time"] <= contribution["record"]["event_time"]:
+                        state.contributions[member] = contribution
                 gone.contributions = {}
                 absorbed_ids.add(absorbed)
             canonical = item["canonical"]
@@ -112,6 +136,8 @@ class MasterStage:
                     deleted.append(gid)
                     count_delta -= 1
                     out.extend(self._gone(gid, previous, "member_withdrawn", now_ms))
+                else:  # gone from the store already: a crash may have lost the tombstone, send it again
+                    out.append(self._tombstone(gid, "member_withdrawn"))
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None
@@ -120,7 +146,7 @@ class MasterStage:
                                    {m: statements.get(m, []) for m in state.contributions}, self.config.survivorship,
                                    {m: answers[m] for m in state.contributions if m in answers}, now_ms,
                                    accounts, self.secret)
-            golden = stamp(content, previous, now_ms, cause, produced_at)
+            golden = stamp(content, previous, _event_clock(content, previous), cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
                 count_delta += previous is None
@@ -147,6 +173,8 @@ class MasterStage:
                 count_delta -= 1
                 metrics.MERGES.inc()
                 out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
+            else:  # merged before a crash that may have lost the tombstone: idempotent, send it again
+                out.append(self._tombstone(absorbed, "golden_merged"))
         erased_members = [m for _, members in erased.values() for m in members]
         await self.index.forget_references(erased_members)
         await self.index.unlink(erased_members)
@@ -161,6 +189,7 @@ class MasterStage:
         decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
         decay.update({gid: None for gid in deleted})
         await self.store.schedule(decay, "decay")
+        await self.index.folded({gid: absorbed for gid, absorbed in done_folds.items() if absorbed})
         return StageOutput(out)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
@@ -197,5 +226,8 @@ class MasterStage:
         if kind == "member_withdrawn":
             metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
         yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))
-        yield OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, kind.encode())])
+        yield self._tombstone(gid, kind)
+
+    def _tombstone(self, gid: str, kind: str) -> OutMessage:
+        return OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, kind.encode())])
 
