@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
@@ -60,8 +61,9 @@ def _day_month_swapped(a: str, b: str) -> bool:
     return len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7] and a != b
 
 
-def _house_numbers(line: str) -> list[str]:
-    return [token for token in line.split() if any(c.isdigit() for c in token)]
+@lru_cache(maxsize=65536)
+def _house_numbers(line: str) -> tuple[str, ...]:
+    return tuple(token for token in line.split() if any(c.isdigit() for c in token))
 
 
 def _same_house_numbers(a: str, b: str) -> bool:
@@ -98,16 +100,23 @@ def compare(comparison: Comparison, a, b) -> tuple[int, float]:
     as their best-agreeing pair (any shared e-mail is an exact e-mail match)."""
     if not a or not b:
         return -1, 0.0
-    left = a if isinstance(a, list) else (a,)
-    right = b if isinstance(b, list) else (b,)
-    best = len(comparison.levels) - 1
-    for i, level in enumerate(comparison.levels):
-        if i >= best:
-            break
-        if any(_holds(level, x, y) for x in left for y in right):
-            best = i
-            break
-    return best, comparison.weights[best]
+    levels = comparison.levels
+    last = len(levels) - 1
+    # the scoring hot path: a scalar pair (most features) without building pairs
+    if type(a) is not list and type(b) is not list:
+        for i in range(last):
+            if _holds(levels[i], a, b):
+                return i, comparison.weights[i]
+        return last, comparison.weights[last]
+    left = a if type(a) is list else (a,)
+    right = b if type(b) is list else (b,)
+    for i in range(last):
+        level = levels[i]
+        for x in left:
+            for y in right:
+                if _holds(level, x, y):
+                    return i, comparison.weights[i]
+    return last, comparison.weights[last]
 
 
 _SWAP = ("gn", "fn")
@@ -134,12 +143,13 @@ def _score(comparisons, a: dict, b: dict, note: str) -> tuple[float, list[tuple[
     total = 0.0
     evidence = []
     for comparison in comparisons:
-        index, weight = compare(comparison, a.get(comparison.feature), b.get(comparison.feature))
+        feature = comparison.feature
+        index, weight = compare(comparison, a.get(feature), b.get(feature))
         total += weight
         label = "null" if index < 0 else comparison.labels[index]
-        if note and comparison.feature in _SWAP:
+        if note and feature in _SWAP:
             label += note
-        evidence.append((comparison.attribute, label, round(weight, 4)))
+        evidence.append((comparison.attribute, label, weight))  # rounded where it is shown (decide)
     return total, evidence
 
 

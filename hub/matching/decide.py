@@ -108,7 +108,7 @@ def decide(member: str, feats: dict, candidates: list[Candidate], comparisons: t
     ranked = sorted(best_per_golden.items(), key=lambda item: (-item[1][0], item[0]))[:max_candidates]
     evidence = [
         {"golden_id": gid, "member": cand.member, "score": round(total, 4),
-         "comparisons": [{"attribute": a, "level": lv, "weight": w} for a, lv, w in ev]}
+         "comparisons": [{"attribute": a, "level": lv, "weight": round(w, 4)} for a, lv, w in ev]}
         for gid, (total, cand, ev) in ranked[:EVIDENCE_KEPT]
     ]
     if not ranked:

@@ -161,6 +161,10 @@ class MatchStage:
         wanted |= set(converted.values()) - known.keys()
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
+        # golden id -> the entries held under it, so a merge relabels its members without scanning every entry
+        by_golden: dict[str, list[MemberEntry]] = {}
+        for entry in entries.values():
+            by_golden.setdefault(entry.golden_id, []).append(entry)
 
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for member, canonical, feats, blocks in items:
@@ -209,10 +213,12 @@ class MatchStage:
                     if decision.absorbed and constraints:
                         decision = _respect_splits(decision, entries, constraints)
                 for absorbed in decision.absorbed:
-                    for other in entries.values():
-                        if other.golden_id == absorbed:
-                            other.golden_id = decision.golden_id
+                    moved = by_golden.pop(absorbed, [])
+                    for other in moved:
+                        other.golden_id = decision.golden_id
+                    by_golden.setdefault(decision.golden_id, []).extend(moved)
             entries[member] = MemberEntry(member, decision.golden_id, feats, blocks)
+            by_golden.setdefault(decision.golden_id, []).append(entries[member])
             for b in blocks:
                 if b in overlay_blocks:
                     overlay_blocks[b].add(member)
