@@ -12,7 +12,7 @@ record's keys in one slot):
   hub:deleted          zset  member -> time its source deleted it (older events for it are superseded)
   hub:apart:{<member>} set   members a steward keeps apart from this one
   hub:pin:{<member>}   set   members a steward keeps together with this one
-  hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit bytes)
+  hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit event, sealed)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> "<event_time>|<tie-break>|<statement, sealed>"
   hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<tie-break>|<answer, sealed>" (the latest per survey)
   hub:synd:{<gid>}     hash  <target> -> sealed "<key>\\x1f<projection hash>"
@@ -337,12 +337,10 @@ class RedisStore:
             name = key.decode()
             for field, value in fields.items():
                 field_name = field.decode()
-                if name.startswith(f"{P}cons:"):
+                if name.startswith((f"{P}cons:", f"{P}srv:")):
                     at, tie, sealed = value.split(b"|", 2)
                     prefix = at + b"|" + tie + b"|"
                 elif name.startswith(f"{P}mem:") and field_name not in ("f", "d"):
-                    continue
-                elif name.startswith(f"{P}gold:") and field_name == "audit":
                     continue
                 else:
                     sealed, prefix = value, b""
@@ -566,7 +564,8 @@ class RedisStore:
                     contribution = contributions[k[2:].decode()] = orjson.loads(self._open(v, key, k.decode()))
                     self._sealed[id(contribution)] = (contribution, f"{key}|{k.decode()}", v)
             golden = orjson.loads(self._open(fields[b"golden"], key, "golden")) if b"golden" in fields else None
-            states[gid] = GoldenState(gid, contributions, golden, fields.get(b"audit"))
+            audit = self._open(fields[b"audit"], key, "audit") if b"audit" in fields else None
+            states[gid] = GoldenState(gid, contributions, golden, audit)
         return states
 
     async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
@@ -593,7 +592,7 @@ class RedisStore:
             if state.golden is not None:
                 mapping["golden"] = self._seal(orjson.dumps(state.golden), key, "golden")
             if state.last_audit is not None:
-                mapping["audit"] = state.last_audit
+                mapping["audit"] = self._seal(state.last_audit, key, "audit")  # it holds before/after values
             if mapping:
                 pipe.hset(key, mapping=mapping)
         for gid in deleted:
