@@ -41,17 +41,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 def queries_from_redis(redis_url: str, target: str, limit: int = 20000, seed: int = 5) -> list[str]:
     """Query strings for customers the hub holds, a few for nobody."""
-    import orjson
-    import redis
+    from hub.connectors.redis_store import RedisStore
 
-    client = redis.Redis.from_url(redis_url)
     rng = random.Random(seed)
     out = []
-    for key in client.scan_iter(match="hub:gold:*", count=1000):
-        raw = client.hget(key, "golden")
-        if not raw:
-            continue
-        golden = orjson.loads(raw)
+    for golden in RedisStore.from_url(redis_url).all_golden():  # records are sealed: the store opens them
         choices = [{"golden_id": golden["golden_id"]}]
         source, _, source_id = rng.choice(golden["members"]).partition(":")
         choices.append({"source": source, "source_id": source_id})

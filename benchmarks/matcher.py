@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 
+from hub import metrics
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
@@ -67,8 +68,24 @@ async def _preload(store: RedisStore, target: int, already: int, seed: int) -> i
     return loaded
 
 
-async def _measure(store: RedisStore, queries: int, seed: int) -> tuple[float, float]:
-    stage = MatchStage(load_pipeline(None), store, SECRET)
+def _pipeline(max_scored: int | None):
+    pipeline = load_pipeline(None)
+    if max_scored is None:
+        return pipeline
+    return pipeline.model_copy(update={"match": pipeline.match.model_copy(update={"max_scored": max_scored})})
+
+
+def _candidates_scored() -> tuple[float, float]:
+    """(sum, count) of the hub_match_candidates histogram so far."""
+    found = {s.name: s.value for m in metrics.REGISTRY.collect() if m.name == "hub_match_candidates"
+             for s in m.samples if s.name.endswith(("_sum", "_count"))}
+    return found.get("hub_match_candidates_sum", 0.0), found.get("hub_match_candidates_count", 0.0)
+
+
+async def _measure(store: RedisStore, queries: int, seed: int, max_scored: int | None = None
+                   ) -> tuple[float, float, float]:
+    stage = MatchStage(_pipeline(max_scored), store, SECRET)
+    scored_before = _candidates_scored()
     canonical = codec(CANONICAL)
     messages = [InMessage("customer.canonical", 0, i, None, canonical.encode(
         {"record": r, "quality": q, "ingested_at": 0,
@@ -79,10 +96,12 @@ async def _measure(store: RedisStore, queries: int, seed: int) -> tuple[float, f
     for start in range(0, len(messages), 1000):
         await stage.process(messages[start:start + 1000])
     elapsed = time.perf_counter() - started
-    return len(messages) / elapsed, (time.process_time() - cpu) / len(messages) * 1e6
+    scored_after = _candidates_scored()
+    per_record = (scored_after[0] - scored_before[0]) / max(1.0, scored_after[1] - scored_before[1])
+    return len(messages) / elapsed, (time.process_time() - cpu) / len(messages) * 1e6, per_record
 
 
-async def run(sizes: list[int], queries: int) -> dict:
+async def run(sizes: list[int], queries: int, max_scored: int | None = None) -> dict:
     redis = EmbeddedRedis(tempfile.mkdtemp(prefix="hub-matcher-")).start()
     store = RedisStore.from_url(redis.url)
     result = {"queries": queries}
@@ -92,10 +111,12 @@ async def run(sizes: list[int], queries: int) -> dict:
             t0 = time.perf_counter()
             loaded = await _preload(store, size, loaded, seed=100 + size)
             preload_s = time.perf_counter() - t0
-            rate, cpu_us = await _measure(store, queries, seed=7 + size)
+            rate, cpu_us, scored = await _measure(store, queries, seed=7 + size, max_scored=max_scored)
             memory = store.client.info("memory")["used_memory"] / 2 ** 20
             print(f"index {loaded:>9,} records: {rate:8,.0f} records/s matched, {cpu_us:6.0f} µs worker CPU each, "
-                  f"Redis {memory:,.0f} MiB (preload {preload_s:.0f} s)", flush=True)
+                  f"{scored:4.1f} candidates scored each, Redis {memory:,.0f} MiB (preload {preload_s:.0f} s)",
+                  flush=True)
+            result[f"candidates_scored_at_{size}"] = round(scored, 1)
             result[f"records_per_s_at_{size}"] = round(rate, 1)
             result[f"cpu_us_at_{size}"] = round(cpu_us, 1)
             result[f"redis_mib_at_{size}"] = round(memory, 1)
@@ -113,8 +134,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Matcher throughput as the identity index grows")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=5000)
+    parser.add_argument("--max-scored", type=int, default=None, help="Override match.max_scored")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.sizes, args.queries))))
+    print(json.dumps(asyncio.run(run(args.sizes, args.queries, args.max_scored))))
 
 
 if __name__ == "__main__":
