@@ -9,7 +9,9 @@ production), then:
      event-to-target latency (target record timestamp minus source event
      timestamp, from the hub.event.ts header), which full speed cannot show.
 
-Prints a readable report; the last line is one JSON object.
+First, as the floor to compare with, a plain confluent-kafka consume ->
+produce loop moves the same records on the same broker. Prints a readable
+report; the last line is one JSON object.
 
     python benchmarks/throughput.py --events 20000
 """
@@ -61,6 +63,44 @@ def _worker_peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _raw_pipe(bootstrap: str, values: list[tuple[bytes | None, bytes]]) -> float:
+    """The floor to compare with: a plain confluent-kafka consume -> produce
+    loop over the same records on the same broker (no decoding, no state).
+    Timed from the first record consumed, so the group join is not counted."""
+    from confluent_kafka import Consumer, Producer
+
+    from hub.connectors.kafka import ensure_topics
+
+    source, sink = "bench.raw.in", "bench.raw.out"
+    ensure_topics(bootstrap, [source, sink], partitions=1)
+    settings = {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+    producer = Producer(settings)
+    for key, value in values:
+        producer.produce(source, value, key)
+        producer.poll(0)
+    producer.flush()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw-pipe", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000, "fetch.wait.max.ms": 10})
+    consumer.subscribe([source])
+    out = Producer(settings)
+    moved, started, deadline = 0, None, time.monotonic() + 300
+    while moved < len(values) and time.monotonic() < deadline:
+        batch = consumer.consume(1000, timeout=0.5)
+        if batch and started is None:
+            started = time.monotonic()
+        for message in batch:
+            if message.error() is None:
+                out.produce(sink, message.value(), message.key())
+                moved += 1
+        out.poll(0)
+        if batch:
+            consumer.commit(asynchronous=True)
+    out.flush()
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return moved / elapsed if elapsed > 0 else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000, help="events in the full-speed run (about)")
@@ -78,6 +118,9 @@ def main() -> int:
     raw_steady = sum(1 for t, _, _ in steady if t.startswith("raw."))
 
     with LocalHub(pipeline, Path(tempfile.mkdtemp(prefix="hub-bench-"))) as hub:
+        raw_pipe_per_s = _raw_pipe(hub.bootstrap, [(k, v) for _, k, v in burst])
+        print(f"raw pipe (plain confluent-kafka consume -> produce, same broker, same records): "
+              f"{raw_pipe_per_s:,.0f} events/s", flush=True)
         worker = hub.worker()
         pid = worker.process.pid
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
@@ -130,13 +173,15 @@ def main() -> int:
         "p50_ms": round(_percentile(latencies, 0.5), 1), "p95_ms": round(_percentile(latencies, 0.95), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
         "worker_peak_rss_mb": round(peak_mb, 1),
+        "raw_pipe_events_per_s": round(raw_pipe_per_s, 1),
+        "share_of_raw_pipe": round(events_per_s / raw_pipe_per_s, 4),
     }
     print(f"full speed: {len(burst)} events in {elapsed:.2f} s = {events_per_s:,.0f} events/s "
           f"({result['worker_cpu_us_per_event']} µs worker CPU per event)")
     print(f"steady at {rate:,.0f} events/s: event-to-target p50 {result['p50_ms']} ms, "
           f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} target records"
           f" (mean {statistics.fmean(latencies) if latencies else float('nan'):.1f} ms)")
-    print(f"worker peak RSS {peak_mb:.0f} MB")
+    print(f"worker peak RSS {peak_mb:.0f} MB; the hub runs at {result['share_of_raw_pipe']:.1%} of the raw pipe")
     print(json.dumps(result))
     return 0
 
