@@ -447,7 +447,10 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
 
 @cli.command()
 def connect(only: list[str] = typer.Option(None, "--only", help="Run only these connectors (default: all)"),
-            config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML"),
+            metrics_port: Optional[int] = typer.Option(None, "--metrics-port",
+                                                       help="Serve Prometheus /metrics on this port (default: off)"),
+            metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port")) -> None:
     """Run the pipeline's connectors (its `connectors:` section) until stopped: sinks fed from their
     target's topic, sources (CDC) writing raw.<source>. Exit status 1 if a connector stopped on an error."""
     import signal
@@ -467,6 +470,13 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
     if unknown or not pipeline.connectors:
         _fail(f"no connector named {unknown}" if unknown else "the pipeline configures no connectors")
     bootstrap = _bootstrap_or_fail(settings)
+    if metrics_port is not None:
+        # connectors run in their own process: without this, hub_connector_* never reach Prometheus
+        from prometheus_client import start_http_server
+
+        from hub import metrics
+
+        start_http_server(metrics_port, addr=metrics_host, registry=metrics.REGISTRY)
     ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

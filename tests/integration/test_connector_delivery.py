@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import urllib.request
 from contextlib import contextmanager
 
 import orjson
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hub import metrics
 from hub.config import ConnectorConfig, PipelineConfig
+from hub.connectors.embedded import free_port
 from hub.connectors.kafka import ensure_topics
 from hub.connectors.lookup_cache import LookupCache
 from hub.connectors.runner import ConnectorFailed, SinkConnector, run_all
@@ -270,8 +272,10 @@ def test_a_killed_connector_process_loses_nothing(local_hub, tmp_path):
            "HUB_KAFKA__SESSION_TIMEOUT_S": "2"}
     produce(local_hub.bootstrap, "mastered.pos", projections(300))
 
-    def start():
-        return subprocess.Popen([sys.executable, "-m", "hub", "connect"], env=env, stdout=subprocess.DEVNULL,
+    metrics_port = free_port()
+
+    def start(*extra):
+        return subprocess.Popen([sys.executable, "-m", "hub", "connect", *extra], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
 
     process = start()
@@ -282,8 +286,13 @@ def test_a_killed_connector_process_loses_nothing(local_hub, tmp_path):
         at_kill = len(server.records())
         assert at_kill < 300
         delay.set()
-        process = start()
+        process = start("--metrics-port", str(metrics_port))
         wait_for(lambda: {r["key"] for r in server.records()} >= {f"G{i}" for i in range(300)}, timeout_s=90)
+        # the connector process serves its own metrics for Prometheus
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        delivered = [line for line in page.splitlines()
+                     if line.startswith('hub_connector_records_total{connector="pos-kill",outcome="delivered"}')]
+        assert delivered and float(delivered[0].rsplit(" ", 1)[1]) > 0, delivered
     finally:
         process.terminate()
         process.wait(30)
