@@ -125,7 +125,7 @@ class GoldenState:
 
 class GoldenStore(Protocol):
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
-    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
+    async def save(self, states: list[GoldenState], deleted: list[str],
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
         """Save golden states, delete golden records; `lookup` maps a golden id
         to the lookup index keys (hub.lookup) it (removes, adds), in the same round trip."""

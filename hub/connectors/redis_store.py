@@ -568,7 +568,7 @@ class RedisStore:
             states[gid] = GoldenState(gid, contributions, golden, audit)
         return states
 
-    async def save(self, states: list[GoldenState], deleted: list[str], count_delta: int = 0,
+    async def save(self, states: list[GoldenState], deleted: list[str],
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
         pipe = self.client.pipeline(transaction=False)
         for gid, (removed, added) in (lookup or {}).items():
@@ -576,8 +576,6 @@ class RedisStore:
                 pipe.srem(lookup_key(key), gid)
             for key in added:
                 pipe.sadd(lookup_key(key), gid)
-        if count_delta:
-            pipe.incrby(f"{P}stats:golden", count_delta)
         activity = {s.golden_id: s.golden["last_event_time"] for s in states if s.golden is not None}
         if activity:  # for the retention policy: when a source last confirmed each customer
             pipe.zadd(f"{P}activity", activity)
@@ -657,7 +655,9 @@ class RedisStore:
         pipe.execute()
 
     async def golden_count(self) -> int:
-        return int(self.client.get(f"{P}stats:golden") or 0)
+        # the activity index holds each live golden record once (ZADD/ZREM are
+        # idempotent), so a batch retried after a Redis crash cannot count twice
+        return int(self.client.zcard(f"{P}activity"))
 
     # consent store
     async def _put_latest(self, key, items: dict[str, list[dict]], slot, at: str, operation: str) -> dict[str, bool]:

@@ -121,20 +121,17 @@ class MasterStage:
         accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
-        count_delta = 0
         for gid, item in touched.items():
             state = states[gid]
             previous = before[gid]
             if gid in erased:
                 cause, members = erased[gid]
                 deleted.append(gid)
-                count_delta -= previous is not None
                 out.extend(self._erase(gid, members, cause, now_ms))
                 continue
             if not state.contributions:
                 if previous is not None:
                     deleted.append(gid)
-                    count_delta -= 1
                     out.extend(self._gone(gid, previous, "member_withdrawn", now_ms))
                 else:  # gone from the store already: a crash may have lost the tombstone, send it again
                     out.append(self._tombstone(gid, "member_withdrawn"))
@@ -149,7 +146,6 @@ class MasterStage:
             golden = stamp(content, previous, _event_clock(content, previous), cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
-                count_delta += previous is None
                 metrics.GOLDEN_CHANGES.labels(kind).inc()
                 subject = None
                 if canonical:
@@ -170,7 +166,6 @@ class MasterStage:
             previous = before.get(absorbed)
             deleted.append(absorbed)
             if previous is not None:
-                count_delta -= 1
                 metrics.MERGES.inc()
                 out.extend(self._gone(absorbed, previous, "golden_merged", now_ms))
             else:  # merged before a crash that may have lost the tombstone: idempotent, send it again
@@ -184,7 +179,7 @@ class MasterStage:
         # customer can no longer be found by any of its identifiers
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
         lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
-        await self.store.save(saved, deleted, count_delta, {g: c for g, c in lookups.items() if c[0] or c[1]})
+        await self.store.save(saved, deleted, {g: c for g, c in lookups.items() if c[0] or c[1]})
         # data decay: recompute each record when its next value goes stale, with no new event needed
         decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
         decay.update({gid: None for gid in deleted})
