@@ -264,7 +264,7 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     probability 0.9), and store them; running workers pick them up within 10 s."""
     from hub.connectors.redis_store import RedisStore
     from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
-    from hub.matching.estimate import MERGE_PROBABILITY, estimate_parameters
+    from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
 
@@ -280,9 +280,7 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
         levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
         typer.echo(f"{comparison.attribute:<18} {levels}")
     upper = round(found.upper_threshold(), 4)
-    typer.echo(f"estimated from {len(feature_list)} records; match share among candidate pairs "
-               f"{found.match_share:.3f}, among all pairs {found.random_pair_prior:.2e}; "
-               f"merge threshold {upper} (match probability {MERGE_PROBABILITY})")
+    typer.echo(found.describe())
     if not dry_run:
         stored = {"comparisons": to_json(found.comparisons), "records": len(feature_list),
                   "match_share": found.match_share}

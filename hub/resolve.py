@@ -160,14 +160,11 @@ def estimated_comparisons(events: list[dict], default_region: str, errors: IO[st
         print(f"{len(events)} records: too few to estimate m/u (needs {MIN_RECORDS_TO_ESTIMATE}); "
               "using the defaults", file=errors)
         return DEFAULT_COMPARISONS, None
-    from hub.matching.estimate import MERGE_PROBABILITY, estimate_parameters
+    from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values, features
 
     feature_list = [features(standardise_and_score(e, default_region=default_region)[0]) for e in events]
     estimate = estimate_parameters(DEFAULT_COMPARISONS, feature_list,
                                    [blocking_values(f) for f in feature_list])
-    upper = round(estimate.upper_threshold(), 4)
-    print(f"estimated m/u from {len(feature_list)} records (match share among candidate pairs "
-          f"{estimate.match_share:.3f}, among all pairs {estimate.random_pair_prior:.2e}); "
-          f"merging at weight >= {upper} (match probability >= {MERGE_PROBABILITY})", file=errors)
-    return estimate.comparisons, upper
+    print(estimate.describe(), file=errors)
+    return estimate.comparisons, round(estimate.upper_threshold(), 4)

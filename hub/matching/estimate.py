@@ -300,6 +300,12 @@ class Estimate:
         threshold follows from the data rather than being tuned for it."""
         return match_prior_weight(probability) - match_prior_weight(self.random_pair_prior)
 
+    def describe(self) -> str:
+        """One line for people: what was estimated from what, and where records merge."""
+        return (f"estimated from {self.records} records; match share among candidate pairs {self.match_share:.3f}, "
+                f"among all pairs {self.random_pair_prior:.2e}; merge threshold {round(self.upper_threshold(), 4)} "
+                f"(match probability {MERGE_PROBABILITY})")
+
 
 def estimate_parameters(comparisons, feature_list: list[dict], blocking_keys: list[list[str]], *,
                         seed: int = 1) -> Estimate:

@@ -49,6 +49,17 @@ def _feed(feeder: Feeder, events, start: int = 0, stop: int | None = None) -> No
     feeder.flush()
 
 
+def _first_half_running(hub, pipeline, events):
+    """A worker with the first half of the stream fed and a quarter of the customers mastered:
+    the moment an outage is staged."""
+    worker = hub.worker()
+    watcher = Watcher(hub.bootstrap, pipeline.all_topics())
+    feeder = Feeder(hub.bootstrap)
+    _feed(feeder, events, 0, len(events) // 2)
+    watcher.wait_until(lambda v: v.counts[pipeline.topics.golden] >= 0.25 * PERSONS, timeout_s=60, quiet_s=0)
+    return worker, watcher, feeder
+
+
 def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 150):
     """Every raw event ingested, and nothing new on any topic for a while."""
     dlqs = [s.dlq_topic for s in pipeline.sources]
@@ -159,11 +170,7 @@ def test_redis_killed_and_restarted_from_aof(pipeline, tmp_path):
     raw_count = sum(1 for ev in events if ev.topic.startswith("raw."))
     try:
         with LocalHub(pipeline, tmp_path / "hub", redis_url=server.url) as hub:
-            worker = hub.worker()
-            watcher = Watcher(hub.bootstrap, pipeline.all_topics())
-            feeder = Feeder(hub.bootstrap)
-            _feed(feeder, events, 0, len(events) // 2)
-            watcher.wait_until(lambda v: v.counts[pipeline.topics.golden] >= 0.25 * PERSONS, timeout_s=60, quiet_s=0)
+            worker, watcher, feeder = _first_half_running(hub, pipeline, events)
             server.kill()
             _feed(feeder, events, len(events) // 2)
             time.sleep(4)  # the worker meets the outage: it must retry, not exit
@@ -248,11 +255,7 @@ def test_broker_connections_cut_for_a_while(pipeline, tmp_path):
     hub.broker = EmbeddedBroker(log_path=tmp_path / "broker.log", advertised_port=proxy_port)
     proxy = CuttableProxy(hub.broker.port, proxy_port)
     with hub:
-        worker = hub.worker()
-        watcher = Watcher(hub.bootstrap, pipeline.all_topics())
-        feeder = Feeder(hub.bootstrap)
-        _feed(feeder, events, 0, len(events) // 2)
-        watcher.wait_until(lambda v: v.counts[pipeline.topics.golden] >= 0.25 * PERSONS, timeout_s=60, quiet_s=0)
+        worker, watcher, feeder = _first_half_running(hub, pipeline, events)
         proxy.cut()
         time.sleep(8)  # longer than the group session timeout (2 s here)
         assert worker.process.poll() is None
