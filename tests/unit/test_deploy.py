@@ -181,7 +181,8 @@ def test_redis(services):
     assert redis["image"] == "redis:7.2"
     cmd = _command_text(redis)
     assert re.search(r"--appendonly\s+yes", cmd)
-    assert re.search(r"--appendfsync\s+everysec", cmd)
+    # the system of record for golden ids: an acknowledged write must survive a crash
+    assert re.search(r"--appendfsync\s+always", cmd)
     assert "ping" in " ".join(redis["healthcheck"]["test"])
     assert any(str(v).startswith("redis-data:") for v in redis["volumes"])
 
