@@ -21,51 +21,16 @@ from hub import metrics
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
-from hub.generator import iter_events
-from hub.matching.decide import new_golden_id
-from hub.matching.features import blocking_values, features, hash_key
-from hub.ports import LinkRequest
+from hub.harness import preload_index, standardised_records
 from hub.records import InMessage
 from hub.schemas import CANONICAL, codec
 from hub.stages.match import MatchStage
-from hub.standardise import standardise_and_score
 
 SECRET = b"bench"
 
 
-def _records(count: int, seed: int, prefix: str):
-    """Standardised, distinct source records from the generator."""
-    seen = set()
-    for event in iter_events(max(10, count), seed=seed):
-        if event.kind != "upsert":
-            continue
-        record, quality = standardise_and_score(event.value)
-        record["source_id"] = prefix + record["source_id"]
-        key = (record["source"], record["source_id"])
-        if key in seen:
-            continue
-        seen.add(key)
-        yield record, quality
-        if len(seen) >= count:
-            return
-
-
 async def _preload(store: RedisStore, target: int, already: int, seed: int) -> int:
-    batch = []
-    loaded = already
-    for record, _ in _records(target - already, seed, f"pre{already}-"):
-        member = f"{record['source']}:{record['source_id']}"
-        feats = features(record)
-        blocks = [hash_key(SECRET, v) for v in blocking_values(feats)]
-        batch.append(LinkRequest(member, new_golden_id(member), feats, blocks))
-        if len(batch) == 2000:
-            await store.link(batch)
-            loaded += len(batch)
-            batch = []
-    if batch:
-        await store.link(batch)
-        loaded += len(batch)
-    return loaded
+    return already + await preload_index(store, target - already, SECRET, seed, f"pre{already}-")
 
 
 def _pipeline(max_scored: int | None):
@@ -90,7 +55,7 @@ async def _measure(store: RedisStore, queries: int, seed: int, max_scored: int |
     messages = [InMessage("customer.canonical", 0, i, None, canonical.encode(
         {"record": r, "quality": q, "ingested_at": 0,
          "origin": {"topic": "raw", "partition": 0, "offset": i, "produced_at": None}}))
-        for i, (r, q) in enumerate(_records(queries, seed, f"q{seed}-"))]
+        for i, (r, q) in enumerate(standardised_records(queries, seed, f"q{seed}-"))]
     started = time.perf_counter()
     cpu = time.process_time()
     for start in range(0, len(messages), 1000):

@@ -13,12 +13,20 @@ First, as the floor to compare with, a plain confluent-kafka consume ->
 produce loop moves the same records on the same broker. Prints a readable
 report; the last line is one JSON object.
 
+`--preload N` puts N customers in the identity index first (through the
+matcher's own link script), to see whether per-event cost stays flat as the
+index grows; `--workers 2` runs two worker processes in one consumer group
+(worker CPU and memory are then summed over them).
+
     python benchmarks/throughput.py --events 20000
+    python benchmarks/throughput.py --events 20000 --preload 100000
+    python benchmarks/throughput.py --events 20000 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -27,10 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hub.config import load_pipeline
+from hub.config import load_pipeline, load_settings
+from hub.connectors.redis_store import RedisStore
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, LocalHub, Watcher
+from hub.harness import Feeder, LocalHub, Watcher, preload_index
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,6 +70,14 @@ def _worker_peak_rss_mb(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+async def _preload(redis_url: str, count: int) -> int:
+    store = RedisStore.from_url(redis_url)
+    try:
+        return await preload_index(store, count, load_settings().pii_key.encode(), seed=1000 + count)
+    finally:
+        await store.close()
 
 
 def _raw_pipe(bootstrap: str, values: list[tuple[bytes | None, bytes]]) -> float:
@@ -105,6 +122,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000, help="events in the full-speed run (about)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--preload", type=int, default=0, help="customers in the identity index before the run")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     args = parser.parse_args()
 
     pipeline = load_pipeline(None)
@@ -121,11 +140,16 @@ def main() -> int:
         raw_pipe_per_s = _raw_pipe(hub.bootstrap, [(k, v) for _, k, v in burst])
         print(f"raw pipe (plain confluent-kafka consume -> produce, same broker, same records): "
               f"{raw_pipe_per_s:,.0f} events/s", flush=True)
-        worker = hub.worker()
-        pid = worker.process.pid
+        preloaded = 0
+        if args.preload:
+            t0 = time.monotonic()
+            preloaded = asyncio.run(_preload(hub.redis_url, args.preload))
+            print(f"preloaded {preloaded:,} customers into the identity index in {time.monotonic() - t0:.0f} s",
+                  flush=True)
+        pids = [hub.worker().process.pid for _ in range(args.workers)]
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)
-        cpu0 = _worker_cpu_s(pid)
+        cpu0 = sum(map(_worker_cpu_s, pids))
         started = time.monotonic()
         for topic, key, value in burst:
             feeder.send(topic, key, value)
@@ -137,14 +161,14 @@ def main() -> int:
                 print("gave up: pipeline did not finish within 900 s", file=sys.stderr)
                 return 1
         elapsed = watcher.view.last_arrival - started
-        burst_cpu = _worker_cpu_s(pid) - cpu0
+        burst_cpu = sum(map(_worker_cpu_s, pids)) - cpu0
         events_per_s = len(burst) / elapsed
         burst_latencies = list(watcher.view.latencies_ms)
 
         rate = events_per_s / 2
         watcher.view.latencies_ms.clear()
         accounted_before = _accounted(watcher.view, pipeline)
-        cpu1 = _worker_cpu_s(pid)
+        cpu1 = sum(map(_worker_cpu_s, pids))
         steady_started = time.monotonic()
         for i, (topic, key, value) in enumerate(steady):
             due = steady_started + i / rate
@@ -158,13 +182,14 @@ def main() -> int:
                or time.monotonic() - watcher.view.last_arrival < 2.0):
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started
-        steady_cpu = _worker_cpu_s(pid) - cpu1
+        steady_cpu = sum(map(_worker_cpu_s, pids)) - cpu1
         latencies = watcher.view.latencies_ms
-        peak_mb = _worker_peak_rss_mb(pid)
+        peak_mb = sum(map(_worker_peak_rss_mb, pids))
         watcher.close()
 
     result = {
-        "events": len(burst), "events_per_s": round(events_per_s, 1),
+        "events": len(burst), "workers": args.workers, "preloaded_customers": preloaded,
+        "events_per_s": round(events_per_s, 1),
         "feed_s": round(fed_s, 2), "full_speed_s": round(elapsed, 2),
         "worker_cpu_us_per_event": round(burst_cpu / len(burst) * 1e6, 1),
         "full_speed_p50_ms": round(_percentile(burst_latencies, 0.5), 1),

@@ -1,7 +1,8 @@
 """A whole hub on this machine, for the demo, the integration tests and the
 benchmarks: the embedded broker and Redis, a worker as a separate process
 (exactly what `hub run` starts), a feeder, and a watcher that reads what
-the hub wrote back from the topics.
+the hub wrote back from the topics, and an identity-index preloader for
+benchmarks that need customers already known.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hub.config import PipelineConfig
-from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port, stop_process
+from hub.connectors.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    free_port,
+    stop_process,
+)
 from hub.connectors.kafka import ensure_topics
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
@@ -289,3 +295,47 @@ def redis_dump(client) -> bytes:
         elif kind == b"list":
             parts.extend(client.lrange(key, 0, -1))
     return b"\n".join(parts)
+
+
+def standardised_records(count: int, seed: int, prefix: str):
+    """Distinct standardised source records from the generator (source ids prefixed)."""
+    from hub.generator import iter_events
+    from hub.standardise import standardise_and_score
+
+    seen = set()
+    for event in iter_events(max(10, count), seed=seed):
+        if event.kind != "upsert":
+            continue
+        record, quality = standardise_and_score(event.value)
+        record["source_id"] = prefix + record["source_id"]
+        key = (record["source"], record["source_id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        yield record, quality
+        if len(seen) >= count:
+            return
+
+
+async def preload_index(store, count: int, secret: bytes, seed: int, prefix: str = "pre-") -> int:
+    """Put `count` generated records into the identity index through the
+    matcher's own link script, each its own golden record, as if matched
+    earlier; `secret` must be the workers' PII key so their blocking keys meet."""
+    from hub.matching.decide import new_golden_id
+    from hub.matching.features import blocking_values, features, hash_key
+    from hub.ports import LinkRequest
+
+    batch, loaded = [], 0
+    for record, _ in standardised_records(count, seed, prefix):
+        member = f"{record['source']}:{record['source_id']}"
+        feats = features(record)
+        batch.append(LinkRequest(member, new_golden_id(member), feats,
+                                 [hash_key(secret, v) for v in blocking_values(feats)]))
+        if len(batch) == 2000:
+            await store.link(batch)
+            loaded += len(batch)
+            batch = []
+    if batch:
+        await store.link(batch)
+        loaded += len(batch)
+    return loaded
