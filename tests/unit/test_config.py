@@ -234,6 +234,23 @@ def test_bad_setting_names_the_field_in_one_line(monkeypatch):
     assert "web.port" in message and "HUB_" in message
 
 
+@pytest.mark.parametrize("url", ["redis+cluster://r1:7000,r2:7000", "rediss+cluster://u:p@r1:7000/0",
+                                 "unix:///run/redis.sock", "rediss://cache:6380/1"])
+def test_redis_urls_of_one_server_or_a_cluster(monkeypatch, url):
+    monkeypatch.setenv("HUB_REDIS__URL", url)
+    assert load_settings().redis.url == url
+
+
+@pytest.mark.parametrize("url, says", [("redis-cluster://r1:7000", "scheme"),
+                                       ("redis+cluster://r1:7000/3", "database 0")])
+def test_bad_redis_url_is_one_line_naming_the_field(monkeypatch, url, says):
+    monkeypatch.setenv("HUB_REDIS__URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message and "redis.url" in message and says in message
+
+
 # ------------------------------------------------------------------ hub check-config
 
 

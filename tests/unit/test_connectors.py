@@ -106,7 +106,7 @@ def test_debezium_microsecond_times_and_bad_envelopes():
 @pytest.mark.parametrize("url, cls", [
     ("http://h/x", "WebhookSink"), ("https://h/x", "WebhookSink"), ("file:///tmp/x.jsonl", "FileSink"),
     ("redis://h:6379/0", "LookupCacheSink"), ("unix:///tmp/r.sock", "LookupCacheSink"),
-    ("kafka://h:9092/t", "KafkaTopicSink")])
+    ("redis+cluster://h1:7000,h2:7000", "LookupCacheSink"), ("kafka://h:9092/t", "KafkaTopicSink")])
 def test_sinks_are_chosen_by_scheme(url, cls):
     assert registry.load("sink", registry.scheme_of(url)).__name__ == cls
 
