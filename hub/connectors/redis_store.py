@@ -1,23 +1,37 @@
 """Redis implementation of the identity index, golden store, consent store and
 syndication state: the key layout and the Lua that makes each link atomic.
 
-Key layout (every key carries a hash tag, so Redis Cluster places a golden
-record's keys in one slot):
-  hub:mem:{<member>}   hash  gid, f (features, sealed), b (blocking key hashes), d (last match decision, sealed)
-  hub:blk:{<hash>}     set   members found under one blocking key
-  hub:bv:{<hash>}      str   version of that set: +1 whenever a member joins it
-  hub:gm:{<gid>}       set   members of a golden record
-  hub:fwd:{<gid>}      str   survivor of a golden record merged away
-  hub:fold:{<gid>}     set   golden ids merged into this one, contributions not yet folded in by the master
-  hub:deleted          zset  member -> time its source deleted it (older events for it are superseded)
-  hub:apart:{<member>} set   members a steward keeps apart from this one
-  hub:pin:{<member>}   set   members a steward keeps together with this one
+The identity index is where concurrent workers agree: one atomic Lua call
+links a batch, reading and writing whichever records, blocking keys and golden
+ids it meets. So every index key starts with one hash tag, `{hub:}` (the key
+prefix in braces: with another prefix, another slot), and on Redis Cluster
+the whole index is one slot on one shard. That is the price of an atomic
+decision across records: the index does not spread over shards (about 2.8 GiB
+at 1M source records, benchmarks/matcher.py), and that shard serves every
+match. Everything kept per golden record or per source record has a hash tag
+of its own and spreads over the shards.
+
+Identity index (one slot):
+  {hub:}mem:<member>       hash  gid, f (features, sealed), b (blocking key hashes), d (last match decision, sealed)
+  {hub:}blk:<hash>         set   members found under one blocking key
+  {hub:}bv:<hash>          str   version of that set: +1 whenever a member joins it
+  {hub:}gm:<gid>           set   members of a golden record
+  {hub:}fwd:<gid>          str   survivor of a golden record merged away
+  {hub:}fold:<gid>         set   golden ids merged into this one, contributions not yet folded in by the master
+  {hub:}deleted            zset  member -> time its source deleted it (older events for it are superseded)
+  {hub:}apart:<member>     set   members a steward keeps apart from this one
+  {hub:}pin:<member>       set   members a steward keeps together with this one
+  {hub:}stats:constraints  str   steward constraints ever made (while 0, matching does not read them)
+  {hub:}params             str   estimated match parameters (JSON), with {hub:}params:version
+Per record (a slot each):
   hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit event, sealed)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> "<event_time>|<tie-break>|<statement, sealed>"
   hub:srv:{<member>}   hash  <survey id> -> "<responded_at>|<tie-break>|<answer, sealed>" (the latest per survey)
   hub:synd:{<gid>}     hash  <target> -> sealed "<key>\\x1f<projection hash>"
   hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
                              or source record: hub/lookup.py), kept by the master with the golden records
+Schedules (one key each, no script touches them):
+  hub:activity, hub:retention:flagged, hub:consent:due, hub:decay:due
 
 Sealed = AES-GCM with the keyring of hub.crypto, associated data "<key>|<field>":
 no name, e-mail, phone or address is held in clear, and a value copied to
@@ -28,8 +42,19 @@ stays outside the sealed part.
 
 The matcher's reads and links run as one Lua call per batch: redis-py spends
 ~10 µs of worker CPU per command, and a batch needs thousands of lookups.
-Those scripts compute key names inside Lua, which a single Redis server
-allows and Redis Cluster does not; on Cluster they must be grouped by slot.
+Those scripts build key names inside Lua, from the index prefix they get as
+KEYS[1]: a cluster client routes them by it, and every name they build is in
+its slot. On a cluster (Redis 7 or later) every script starts with a `#!lua`
+line, with which Redis refuses a key outside the declared slot instead of
+accepting any key the node happens to hold (which would break when slots
+move). No script reads keys of two kinds: a lookup reads the index, then the
+golden records. Redis-py's cluster pipelines are not transactional and refuse
+EVALSHA: pipelines here only batch independent commands, the per-member
+consent and survey script goes through one plain pipeline per node
+(_eval_each), and the one MULTI (the match parameters) stays inside the index
+slot. tests/unit/test_key_layout.py checks every script's keys against one
+slot without a cluster; tests/integration/test_redis_cluster.py runs the hub
+on a real one.
 """
 
 from __future__ import annotations
@@ -39,12 +64,21 @@ import time
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from hub import metrics
+from hub.connectors.redis_client import client_from_url
 from hub.crypto import Keyring, default_keyring
 from hub.ports import BlockView, GoldenState, LinkRequest, MemberEntry
 
 P = "hub:"
+# The identity index's prefix: the key prefix as a hash tag, so every index key
+# is in one slot. As short as the per-record names it replaced ("hub:blk:{h}"
+# and "{hub:}blk:h" are equally long): at 1M records a longer tag costs memory.
+IDX = "{" + P + "}"
+
+# Every index script gets IDX as KEYS[1] and names keys only as KEYS[1] .. <kind>:<name>.
 
 # Links records in order, each as if alone: a record already in the index
 # keeps its golden id (re-matching is an explicit act), and a golden id merged
@@ -54,12 +88,12 @@ P = "hub:"
 # caller decides it again, so two workers matching the same person at the
 # same moment cannot found two golden records. One atomic call per batch.
 _BLOCKS = """
-local limit = tonumber(ARGV[1])
+local idx, limit = KEYS[1], tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV do
-  local found = redis.call('SRANDMEMBER', 'hub:blk:{' .. ARGV[i] .. '}', limit + 1)
+  local found = redis.call('SRANDMEMBER', idx .. 'blk:' .. ARGV[i], limit + 1)
   if #found > limit then found = {'*'} end
-  table.insert(found, 1, redis.call('GET', 'hub:bv:{' .. ARGV[i] .. '}') or '0')
+  table.insert(found, 1, redis.call('GET', idx .. 'bv:' .. ARGV[i]) or '0')
   out[#out + 1] = found
 end
 return out
@@ -68,64 +102,65 @@ return out
 _MEMBERS = """
 local out = {}
 for i = 1, #ARGV do
-  out[#out + 1] = redis.call('HMGET', 'hub:mem:{' .. ARGV[i] .. '}', 'gid', 'f', 'b')
+  out[#out + 1] = redis.call('HMGET', KEYS[1] .. 'mem:' .. ARGV[i], 'gid', 'f', 'b')
 end
 return out
 """
 
 _LINK_MANY = """
+local idx = KEYS[1]
 local bumped = {}
 local link = function(member, gid, feats, blocks, absorbed_ids)
-  local memkey = 'hub:mem:{' .. member .. '}'
+  local memkey = idx .. 'mem:' .. member
   local current = redis.call('HGET', memkey, 'gid')
   if current then gid = current end
-  local fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
-  while fwd do gid = fwd; fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}') end
+  local fwd = redis.call('GET', idx .. 'fwd:' .. gid)
+  while fwd do gid = fwd; fwd = redis.call('GET', idx .. 'fwd:' .. gid) end
   local wanted = {}
   for _, h in ipairs(blocks) do wanted[h] = true end
   local old = redis.call('HGET', memkey, 'b')
   if old then
     for h in string.gmatch(old, '[^,]+') do
-      if not wanted[h] then redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
+      if not wanted[h] then redis.call('SREM', idx .. 'blk:' .. h, member) end
     end
   end
   for _, h in ipairs(blocks) do
-    if redis.call('SADD', 'hub:blk:{' .. h .. '}', member) == 1 then
-      redis.call('INCR', 'hub:bv:{' .. h .. '}')
+    if redis.call('SADD', idx .. 'blk:' .. h, member) == 1 then
+      redis.call('INCR', idx .. 'bv:' .. h)
       bumped[h] = (bumped[h] or 0) + 1
     end
   end
-  if current and current ~= gid then redis.call('SREM', 'hub:gm:{' .. current .. '}', member) end
+  if current and current ~= gid then redis.call('SREM', idx .. 'gm:' .. current, member) end
   redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(blocks, ','))
-  redis.call('SADD', 'hub:gm:{' .. gid .. '}', member)
+  redis.call('SADD', idx .. 'gm:' .. gid, member)
   for _, absorbed in ipairs(absorbed_ids) do
     while true do
-      local nxt = redis.call('GET', 'hub:fwd:{' .. absorbed .. '}')
+      local nxt = redis.call('GET', idx .. 'fwd:' .. absorbed)
       if not nxt then break end
       absorbed = nxt
     end
     if absorbed ~= gid then
-      for _, m in ipairs(redis.call('SMEMBERS', 'hub:gm:{' .. absorbed .. '}')) do
-        redis.call('HSET', 'hub:mem:{' .. m .. '}', 'gid', gid)
-        redis.call('SADD', 'hub:gm:{' .. gid .. '}', m)
+      for _, m in ipairs(redis.call('SMEMBERS', idx .. 'gm:' .. absorbed)) do
+        redis.call('HSET', idx .. 'mem:' .. m, 'gid', gid)
+        redis.call('SADD', idx .. 'gm:' .. gid, m)
       end
-      redis.call('DEL', 'hub:gm:{' .. absorbed .. '}')
-      redis.call('SET', 'hub:fwd:{' .. absorbed .. '}', gid)
+      redis.call('DEL', idx .. 'gm:' .. absorbed)
+      redis.call('SET', idx .. 'fwd:' .. absorbed, gid)
       -- the merge must reach the golden store even if the linked record saying so is lost
-      redis.call('SADD', 'hub:fold:{' .. gid .. '}', absorbed)
+      redis.call('SADD', idx .. 'fold:' .. gid, absorbed)
     end
   end
   return gid
 end
 local unlink = function(member)
-  local memkey = 'hub:mem:{' .. member .. '}'
+  local memkey = idx .. 'mem:' .. member
   local gid = redis.call('HGET', memkey, 'gid')
   if not gid then return '' end
   local old = redis.call('HGET', memkey, 'b')
   if old then
-    for h in string.gmatch(old, '[^,]+') do redis.call('SREM', 'hub:blk:{' .. h .. '}', member) end
+    for h in string.gmatch(old, '[^,]+') do redis.call('SREM', idx .. 'blk:' .. h, member) end
   end
-  redis.call('SREM', 'hub:gm:{' .. gid .. '}', member)
+  redis.call('SREM', idx .. 'gm:' .. gid, member)
   redis.call('DEL', memkey)
   return gid
 end
@@ -137,7 +172,7 @@ for _, req in ipairs(cjson.decode(ARGV[1])) do
     -- the record was decided on blocks as they were when read; if another
     -- worker added to one since, stop here: the caller re-reads and re-decides
     for _, seen in ipairs(req[6]) do
-      local now = tonumber(redis.call('GET', 'hub:bv:{' .. seen[1] .. '}') or '0')
+      local now = tonumber(redis.call('GET', idx .. 'bv:' .. seen[1]) or '0')
       if now ~= seen[2] + (bumped[seen[1]] or 0) then return out end
     end
     out[#out + 1] = link(req[1], req[2], ARGV[req[3]], req[4], req[5])
@@ -147,25 +182,42 @@ return out
 """
 
 _CONSTRAINTS = """
-if tonumber(redis.call('GET', 'hub:stats:constraints') or '0') == 0 then return {} end
+local idx = KEYS[1]
+if tonumber(redis.call('GET', idx .. 'stats:constraints') or '0') == 0 then return {} end
 local out = {}
 for i = 1, #ARGV do
-  out[#out + 1] = {redis.call('SMEMBERS', 'hub:apart:{' .. ARGV[i] .. '}'),
-                   redis.call('SMEMBERS', 'hub:pin:{' .. ARGV[i] .. '}')}
+  out[#out + 1] = {redis.call('SMEMBERS', idx .. 'apart:' .. ARGV[i]),
+                   redis.call('SMEMBERS', idx .. 'pin:' .. ARGV[i])}
 end
 return out
 """
 
 # Moves one record to another golden record (a steward's split).
 _MOVE = """
-local member, to = ARGV[1], ARGV[2]
-local memkey = 'hub:mem:{' .. member .. '}'
+local idx, member, to = KEYS[1], ARGV[1], ARGV[2]
+local memkey = idx .. 'mem:' .. member
 local from = redis.call('HGET', memkey, 'gid')
 if not from then return false end
 redis.call('HSET', memkey, 'gid', to)
-redis.call('SREM', 'hub:gm:{' .. from .. '}', member)
-redis.call('SADD', 'hub:gm:{' .. to .. '}', member)
+redis.call('SREM', idx .. 'gm:' .. from, member)
+redis.call('SADD', idx .. 'gm:' .. to, member)
 return from
+"""
+
+# Each golden id followed to its survivor (itself unless merged away); the
+# hop limit guards a lookup against a cycle no code path should make.
+_FORWARD = """
+local out = {}
+for i = 1, #ARGV do
+  local gid, hops = ARGV[i], 0
+  local fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
+  while fwd and hops < 64 do
+    gid = fwd; hops = hops + 1
+    fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
+  end
+  out[#out + 1] = gid
+end
+return out
 """
 
 # Latest statement per (purpose, channel), or answer per survey, wins by its
@@ -189,48 +241,37 @@ end
 return changed
 """
 
-
-# One lookup, one round trip: a golden id (followed to its survivor when merged
-# away, so a caller holding an old id still finds the customer) or an index
-# key, and the golden records it names (golden id, sealed record, ...).
-_LOOKUP = """
-local gids
-if ARGV[1] == 'g' then
-  local gid = ARGV[2]
-  local hops = 0
-  local fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
-  while fwd and hops < 64 do
-    gid = fwd; hops = hops + 1
-    fwd = redis.call('GET', 'hub:fwd:{' .. gid .. '}')
-  end
-  gids = {gid}
-else
-  gids = redis.call('SRANDMEMBER', 'hub:lk:{' .. ARGV[2] .. '}', tonumber(ARGV[3]))
-end
-local out = {}
-for _, gid in ipairs(gids) do
-  local golden = redis.call('HGET', 'hub:gold:{' .. gid .. '}', 'golden')
-  if golden then out[#out + 1] = gid; out[#out + 1] = golden end
-end
-return out
-"""
-
-# Re-sealing one value only if nobody changed it since it was read, so
-# `hub rekey` can run beside working workers.
+# Re-sealing a hash's values only where nobody changed them since they were
+# read, so `hub rekey` can run beside working workers.
 _SWAP = """
 local n = 0
-for i = 1, #ARGV, 4 do
-  if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
-    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 3])
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
     n = n + 1
   end
 end
 return n
 """
 
+# scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
+_READ_ONLY = (_BLOCKS, _MEMBERS, _CONSTRAINTS, _FORWARD)
 
-def mem_key(member: str) -> str:
-    return f"{P}mem:{{{member}}}"
+
+def _index_key(kind: str):
+    def key(name: str) -> str:
+        return f"{IDX}{kind}:{name}"
+    key.__name__ = f"{kind}_key"
+    return key
+
+
+# <kind>_key(name): the index's key of one member, blocking hash or golden id (the Lua names them alike)
+mem_key, blk_key, bv_key, gm_key, fwd_key, fold_key, apart_key, pin_key = map(
+    _index_key, ("mem", "blk", "bv", "gm", "fwd", "fold", "apart", "pin"))
+DELETED = f"{IDX}deleted"
+CONSTRAINTS = f"{IDX}stats:constraints"
+PARAMS = f"{IDX}params"
+PARAMS_VERSION = f"{IDX}params:version"
 
 
 def gold_key(gid: str) -> str:
@@ -261,24 +302,31 @@ class RedisStore:
     millisecond on a local network), and the asyncio client spends ~45 µs of
     CPU per command on timeouts and futures, against ~10 µs here."""
 
-    def __init__(self, client: redis.Redis, keyring: Keyring | None = None):
+    def __init__(self, client: redis.Redis | RedisCluster, keyring: Keyring | None = None):
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.keyring = keyring or default_keyring()
         # id(contribution) -> (contribution, where, ciphertext) as loaded; holding the object keeps its id unique
         self._sealed: dict[int, tuple[dict, str, bytes]] = {}
-        self._link_many = client.register_script(_LINK_MANY)
-        self._blocks = client.register_script(_BLOCKS)
-        self._members = client.register_script(_MEMBERS)
-        self._constraints = client.register_script(_CONSTRAINTS)
-        self._move = client.register_script(_MOVE)
-        self._put_latest_script = client.register_script(_PUT_LATEST)
-        self._lookup = client.register_script(_LOOKUP)
-        self._swap = client.register_script(_SWAP)
+        self._link_many = self._script(_LINK_MANY)
+        self._blocks = self._script(_BLOCKS)
+        self._members = self._script(_MEMBERS)
+        self._constraints = self._script(_CONSTRAINTS)
+        self._move = self._script(_MOVE)
+        self._forward = self._script(_FORWARD)
+        self._put_latest_script = self._script(_PUT_LATEST)
+        self._swap = self._script(_SWAP)
 
     @classmethod
     def from_url(cls, url: str, keyring: Keyring | None = None) -> "RedisStore":
-        return cls(redis.Redis.from_url(url, decode_responses=False, socket_timeout=30,
-                                        health_check_interval=30), keyring)
+        """`redis://`, `rediss://`, `unix://` for one server; `redis+cluster://host:port[,host:port]` for a cluster."""
+        return cls(client_from_url(url, decode_responses=False, socket_timeout=30, health_check_interval=30),
+                   keyring)
+
+    def _script(self, source: str):
+        if self.cluster:  # Redis >= 7: the shebang makes the server refuse keys outside the declared slot
+            source = ("#!lua flags=no-writes\n" if source in _READ_ONLY else "#!lua\n") + source
+        return self.client.register_script(source)
 
     def _seal(self, value: bytes, key: str, field: str) -> bytes:
         return self.keyring.seal(value, f"{key}|{field}".encode())
@@ -301,22 +349,57 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(self.client.ping())
 
-    async def _run(self, pipe, operation: str):
+    def _timed(self, operation: str, call, *args, **kwargs):
         started = time.perf_counter()
         try:
-            return pipe.execute()
+            return call(*args, **kwargs)
         except Exception:
             metrics.REDIS_ERRORS.labels(operation).inc()
             raise
         finally:
             metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
+    async def _run(self, pipe, operation: str):
+        return self._timed(operation, pipe.execute)
+
+    async def _index(self, script, args: list, operation: str):
+        """One call of an index script, routed to the index's slot. Called
+        directly rather than in a pipeline: a pipeline asks SCRIPT EXISTS
+        first, a round trip per call."""
+        return self._timed(operation, script, keys=[IDX], args=args)
+
+    def _eval_each(self, script, calls: list[tuple[str, list]]) -> list:
+        """A single-key script once per (key, args), pipelined. A cluster
+        client's pipeline refuses EVALSHA, so there each node gets a plain
+        pipeline of its own; a call that meets a node without the script, or
+        a slot that moved meanwhile, is made again through the cluster client,
+        which loads scripts and follows redirections."""
+        groups: dict[int, tuple[redis.Redis, list[int]]] = {}
+        for i, (key, _) in enumerate(calls):
+            client = self.client.get_node_from_key(key).redis_connection if self.cluster else self.client
+            groups.setdefault(id(client), (client, []))[1].append(i)
+        results: list = [None] * len(calls)
+        for client, positions in groups.values():
+            pipe = client.pipeline(transaction=False)
+            for i in positions:
+                key, args = calls[i]
+                pipe.evalsha(script.sha, 1, key, *args)
+            for i, result in zip(positions, pipe.execute(raise_on_error=False)):
+                results[i] = result
+        for i, result in enumerate(results):
+            if isinstance(result, (NoScriptError, MovedError, AskError, TryAgainError)):
+                key, args = calls[i]
+                results[i] = script(keys=[key], args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return results
+
     def rekey(self, batch: int = 500) -> dict[str, int]:
         """Re-seal every sealed value not sealed with the keyring's current key
         (after a new key was put first). Safe beside running workers: a value
         changed meanwhile is left alone (a worker wrote it with the current key)."""
         counts = {"scanned": 0, "resealed": 0}
-        for pattern in (f"{P}mem:*", f"{P}gold:*", f"{P}cons:*", f"{P}synd:*"):
+        for pattern in (f"{IDX}mem:*", f"{P}gold:*", f"{P}cons:*", f"{P}srv:*", f"{P}synd:*"):
             keys = []
             for key in self.client.scan_iter(match=pattern, count=batch):
                 keys.append(key)
@@ -332,7 +415,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        args = []
+        swaps: dict[bytes, list] = {}
         for key, fields in zip(keys, pipe.execute()):
             name = key.decode()
             for field, value in fields.items():
@@ -340,7 +423,7 @@ class RedisStore:
                 if name.startswith((f"{P}cons:", f"{P}srv:")):
                     at, tie, sealed = value.split(b"|", 2)
                     prefix = at + b"|" + tie + b"|"
-                elif name.startswith(f"{P}mem:") and field_name not in ("f", "d"):
+                elif name.startswith(f"{IDX}mem:") and field_name not in ("f", "d"):
                     continue
                 else:
                     sealed, prefix = value, b""
@@ -348,17 +431,15 @@ class RedisStore:
                 if self.keyring.is_current(sealed):
                     continue
                 fresh = self._seal(self._open(sealed, name, field_name), name, field_name)
-                args += [key, field, value, prefix + fresh]
-        if args:
-            counts["resealed"] += int(self._swap(args=args))
+                swaps.setdefault(key, []).extend((field, value, prefix + fresh))
+        if swaps:
+            counts["resealed"] += sum(int(n) for n in self._eval_each(self._swap, list(swaps.items())))
 
     # identity index
     async def members(self, members: list[str]) -> dict[str, MemberEntry]:
         if not members:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        self._members(args=members, client=pipe)
-        (rows,) = await self._run(pipe, "index_members")
+        rows = await self._index(self._members, members, "index_members")
         found = {}
         for member, (gid, feats, blocks) in zip(members, rows):
             if gid is not None:
@@ -369,9 +450,7 @@ class RedisStore:
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
         if not block_keys:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        self._blocks(args=[limit, *block_keys], client=pipe)
-        (rows,) = await self._run(pipe, "index_blocks")
+        rows = await self._index(self._blocks, [limit, *block_keys], "index_blocks")
         views = {}
         for key, (version, *found) in zip(block_keys, rows):
             views[key] = BlockView(None if found == [b"*"] else [m.decode() for m in found], int(version))
@@ -389,18 +468,14 @@ class RedisStore:
                 sealed.append(self._seal(orjson.dumps(r.features), mem_key(r.member), "f"))
                 rows.append([r.member, r.golden_id, len(sealed) + 1, r.blocks, r.absorbed,
                              [[b, v] for b, v in r.seen_versions.items()]])
-        pipe = self.client.pipeline(transaction=False)
-        self._link_many(args=[orjson.dumps(rows), *sealed], client=pipe)
-        (gids,) = await self._run(pipe, "index_link")
+        gids = await self._index(self._link_many, [orjson.dumps(rows), *sealed], "index_link")
         return [gid.decode() or None for gid in gids]
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints per member: (kept apart from, kept together with)."""
         if not members:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        self._constraints(args=members, client=pipe)
-        (rows,) = await self._run(pipe, "index_constraints")
+        rows = await self._index(self._constraints, members, "index_constraints")
         result = {}
         for member, (apart, pinned) in zip(members, rows or ()):
             if apart or pinned:
@@ -409,27 +484,25 @@ class RedisStore:
 
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None:
         """Both directions: each record of the pair knows it."""
-        prefix = "apart" if kind == "split" else "pin"
         pipe = self.client.pipeline(transaction=False)
-        pipe.incr(f"{P}stats:constraints")  # while none exist, matching skips looking them up
+        key = apart_key if kind == "split" else pin_key
+        pipe.incr(CONSTRAINTS)  # while none exist, matching skips looking them up
         for other in others:
-            pipe.sadd(f"{P}{prefix}:{{{member}}}", other)
-            pipe.sadd(f"{P}{prefix}:{{{other}}}", member)
+            pipe.sadd(key(member), other)
+            pipe.sadd(key(other), member)
         await self._run(pipe, "index_constraints")
 
     async def move(self, member: str, golden_id: str) -> str | None:
-        pipe = self.client.pipeline(transaction=False)
-        self._move(args=[member, golden_id], client=pipe)
-        (previous,) = await self._run(pipe, "index_move")
+        previous = await self._index(self._move, [member, golden_id], "index_move")
         return previous.decode() if previous else None
 
     async def golden_members(self, golden_id: str) -> list[str]:
-        return sorted(m.decode() for m in self.client.smembers(f"{P}gm:{{{golden_id}}}"))
+        return sorted(m.decode() for m in self.client.smembers(gm_key(golden_id)))
 
     async def sample_features(self, limit: int) -> list[dict]:
         """Features of up to `limit` records in the index (for re-estimating m and u)."""
         keys = []
-        for key in self.client.scan_iter(match=f"{P}mem:*", count=1000):
+        for key in self.client.scan_iter(match=f"{IDX}mem:*", count=1000):
             keys.append(key)
             if len(keys) >= limit:
                 break
@@ -441,18 +514,18 @@ class RedisStore:
 
     async def save_parameters(self, parameters: dict) -> int:
         """Store estimated match parameters; returns their version (workers reload on change)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{P}params", orjson.dumps(parameters))
-        pipe.incr(f"{P}params:version")
+        pipe = self.client.pipeline(transaction=True)  # both keys in the index slot: a cluster MULTI needs one
+        pipe.set(PARAMS, orjson.dumps(parameters))
+        pipe.incr(PARAMS_VERSION)
         _, version = await self._run(pipe, "params_save")
         return int(version)
 
     async def load_parameters(self, known_version: int) -> tuple[int, dict | None]:
         """(version, parameters), parameters None when unchanged since `known_version`."""
-        version = int(self.client.get(f"{P}params:version") or 0)
+        version = int(self.client.get(PARAMS_VERSION) or 0)
         if version == known_version:
             return version, None
-        raw = self.client.get(f"{P}params")
+        raw = self.client.get(PARAMS)
         return version, (orjson.loads(raw) if raw else None)
 
     async def remember_decisions(self, decisions: dict[str, bytes]) -> None:
@@ -500,45 +573,36 @@ class RedisStore:
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records from the index, and their deletion times; the golden id each belonged to (None if none)."""
         if members:
-            self.client.zrem(f"{P}deleted", *members)
+            self.client.zrem(DELETED, *members)
         return await self.link(list(members))
 
     async def tombstones(self, members: list[str]) -> dict[str, int]:
         if not members:
             return {}
         pipe = self.client.pipeline(transaction=False)
-        pipe.zmscore(f"{P}deleted", members)
+        pipe.zmscore(DELETED, members)
         (scores,) = await self._run(pipe, "index_tombstones")
         return {m: int(s) for m, s in zip(members, scores) if s is not None}
 
     async def add_tombstones(self, deleted: dict[str, int]) -> None:
         if deleted:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(f"{P}deleted", deleted, gt=True)
+            pipe.zadd(DELETED, deleted, gt=True)
             await self._run(pipe, "index_tombstones")
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless it was merged away)."""
-        resolved = {gid: gid for gid in golden_ids}
-        pending = list(golden_ids)
-        while pending:
-            pipe = self.client.pipeline(transaction=False)
-            for gid in pending:
-                pipe.get(f"{P}fwd:{{{resolved[gid]}}}")
-            nxt = []
-            for gid, target in zip(pending, await self._run(pipe, "index_forward")):
-                if target is not None:
-                    resolved[gid] = target.decode()
-                    nxt.append(gid)
-            pending = nxt
-        return resolved
+        if not golden_ids:
+            return {}
+        found = await self._index(self._forward, golden_ids, "index_forward")
+        return {gid: survivor.decode() for gid, survivor in zip(golden_ids, found)}
 
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         if not golden_ids:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
-            pipe.smembers(f"{P}fold:{{{gid}}}")
+            pipe.smembers(fold_key(gid))
         rows = await self._run(pipe, "index_folds")
         return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
 
@@ -546,7 +610,7 @@ class RedisStore:
         if folds:
             pipe = self.client.pipeline(transaction=False)
             for gid, absorbed in folds.items():
-                pipe.srem(f"{P}fold:{{{gid}}}", *absorbed)
+                pipe.srem(fold_key(gid), *absorbed)
             await self._run(pipe, "index_folds")
 
     # golden store
@@ -615,19 +679,31 @@ class RedisStore:
 
     def lookup(self, golden_id: str | None = None, index_key: str | None = None, limit: int = 10) -> list[dict]:
         """Golden records by golden id (its survivor if merged away) or by a
-        lookup index key; one round trip. Synchronous: called from web views,
-        where it costs less than the asyncio client's machinery."""
-        started = time.perf_counter()
-        try:
-            found = self._lookup(args=["g", golden_id] if golden_id is not None else ["i", index_key, limit])
-        except Exception:
-            metrics.REDIS_ERRORS.labels("lookup").inc()
-            raise
-        finally:
-            metrics.REDIS_SECONDS.labels("lookup").observe(time.perf_counter() - started)
-        pairs = zip(found[::2], found[1::2])  # golden id, sealed record
-        return sorted((orjson.loads(self._open(sealed, gold_key(gid.decode()), "golden")) for gid, sealed in pairs),
-                      key=lambda g: g["golden_id"])
+        lookup index key; one or two round trips. Synchronous: called from web
+        views, where it costs less than the asyncio client's machinery."""
+        found = self._timed("lookup", self._lookup_sealed, golden_id, index_key, limit)
+        return sorted((orjson.loads(self._open(sealed, gold_key(gid), "golden")) for gid, sealed in found.items()
+                       if sealed), key=lambda g: g["golden_id"])
+
+    def _lookup_sealed(self, golden_id: str | None, index_key: str | None, limit: int) -> dict[str, bytes | None]:
+        # the index (forwarding) and the golden records live in different slots: read one, then the other
+        if golden_id is not None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(fwd_key(golden_id))  # merged away: the survivor, found in the index
+            pipe.hget(gold_key(golden_id), "golden")
+            merged, sealed = pipe.execute()
+            if merged is None:
+                return {golden_id: sealed}
+            (survivor,) = self._forward(keys=[IDX], args=[golden_id])
+            gids = [survivor.decode()]
+        else:
+            gids = [gid.decode() for gid in self.client.srandmember(lookup_key(index_key), limit)]
+        if len(gids) == 1:  # the usual answer; a pipeline costs more client CPU than the command
+            return {gids[0]: self.client.hget(gold_key(gids[0]), "golden")}
+        pipe = self.client.pipeline(transaction=False)
+        for gid in gids:
+            pipe.hget(gold_key(gid), "golden")
+        return dict(zip(gids, pipe.execute()))
 
     def all_golden(self, batch: int = 1000):
         """Every golden record held, in batches (for `hub reindex-lookups`)."""
@@ -667,7 +743,7 @@ class RedisStore:
         members = [m for m, found in items.items() if found]
         if not members:
             return {}
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for member in members:
             args = []
             hash_key_ = key(member)
@@ -676,8 +752,9 @@ class RedisStore:
                 body = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
                 tie = hashlib.blake2s(body, digest_size=8).hexdigest()
                 args += [field, item[at], tie, self._seal(body, hash_key_, field)]
-            self._put_latest_script(keys=[hash_key_], args=args, client=pipe)
-        return {m: bool(c) for m, c in zip(members, await self._run(pipe, operation))}
+            calls.append((hash_key_, args))
+        changed = self._timed(operation, self._eval_each, self._put_latest_script, calls)
+        return {m: bool(c) for m, c in zip(members, changed)}
 
     async def _latest(self, key, members: list[str], operation: str) -> dict[str, list[dict]]:
         if not members:
@@ -703,7 +780,8 @@ class RedisStore:
     async def forget(self, members: list[str]) -> None:
         if members:
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*(cons_key(m) for m in members))
+            for member in members:
+                pipe.delete(cons_key(member))
             await self._run(pipe, "consent_forget")
 
     # survey store
@@ -718,7 +796,8 @@ class RedisStore:
     async def forget_surveys(self, members: list[str]) -> None:
         if members:
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*(survey_key(m) for m in members))
+            for member in members:
+                pipe.delete(survey_key(member))
             await self._run(pipe, "survey_forget")
 
     # syndication state

@@ -69,6 +69,7 @@ def test_store_holds_only_sealed_values_and_rekey_reseals(tmp_path):
                                       {"golden_id": "G1", "given_name": "Zebulonia", "last_event_time": 1}, None)], [])
             await s.put({"crm:1": [{"purpose": "marketing", "channel": "email", "status": "granted", "event_time": 5}]})
             await s.save_syndication({"G1": {"pos": ("L0042", "abc")}})
+            await s.put_surveys({"crm:1": [{"survey_id": "nps-q4", "score": 3, "responded_at": 5}]})
 
         asyncio.run(write(store))
         client = store.client
@@ -80,12 +81,13 @@ def test_store_holds_only_sealed_values_and_rekey_reseals(tmp_path):
 
         async def read(s):
             return ((await s.members(["crm:1"]))["crm:1"].features, await s.golden("G1"),
-                    await s.get(["crm:1"]), await s.load_syndication(["G1"]), await s.decision("crm:1"))
+                    await s.get(["crm:1"]), await s.load_syndication(["G1"]), await s.decision("crm:1"),
+                    await s.get_surveys(["crm:1"]))
 
         before = asyncio.run(read(store))
         assert before[0] == feats and before[3] == {"G1": {"pos": ("L0042", "abc")}}
         counts = rotated.rekey(batch=2)
-        assert counts == {"scanned": 6, "resealed": 6}
+        assert counts == {"scanned": 7, "resealed": 7}
         assert rotated.rekey()["resealed"] == 0
         only_new = RedisStore.from_url(redis.url, Keyring([NEW]))
         assert asyncio.run(read(only_new)) == before  # nothing needs the old key any more
