@@ -67,6 +67,15 @@ def _linked_golden_ids(output) -> set[str]:
 
 
 def test_two_matchers_deciding_at_once_agree_on_one_golden_record(shared_redis):
+    race_two_matchers(shared_redis)
+
+
+def test_two_worker_processes_give_one_golden_record_per_person(shared_redis, tmp_path):
+    race_two_worker_processes(shared_redis, tmp_path)
+
+
+def race_two_matchers(redis_url: str) -> None:
+    """Both matchers read before either links (also run on a Redis Cluster: test_redis_cluster.py)."""
     from hub import metrics
 
     pipeline = load_pipeline(None)
@@ -74,7 +83,7 @@ def test_two_matchers_deciding_at_once_agree_on_one_golden_record(shared_redis):
 
     async def race():
         barrier = asyncio.Barrier(2)
-        stores = [RedisStore.from_url(shared_redis) for _ in range(2)]
+        stores = [RedisStore.from_url(redis_url) for _ in range(2)]
         stages = [MatchStage(pipeline, ReadThenWait(store, barrier), b"k") for store in stores]
         a, b = await asyncio.gather(
             stages[0].process([canonical("crm", "1", "maria.lopez@gmail.com")]),
@@ -90,12 +99,12 @@ def test_two_matchers_deciding_at_once_agree_on_one_golden_record(shared_redis):
     assert metrics.MATCH_CONFLICTS._value.get() - conflicts_before >= 1  # the second one had to decide again
 
 
-def test_two_worker_processes_give_one_golden_record_per_person(shared_redis, tmp_path):
+def race_two_worker_processes(redis_url: str, tmp_path) -> None:
     """Real workers on the same topics: each person's records arrive on
     different source topics at the same moment and land on different workers."""
     pipeline = load_pipeline(None)
     persons = 150
-    with LocalHub(pipeline, tmp_path, redis_url=shared_redis) as hub:
+    with LocalHub(pipeline, tmp_path, redis_url=redis_url) as hub:
         workers = [hub.worker(), hub.worker()]
         time.sleep(4)  # both members of the group assigned before the burst
         watcher = Watcher(hub.bootstrap, pipeline.all_topics())
