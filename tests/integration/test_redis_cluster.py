@@ -175,6 +175,11 @@ def test_golden_store_consent_lookup_and_rotation_on_a_cluster(cluster_url):
         assert await store.unlink(["crm:59"]) == ["G059"]
         assert await store.save_parameters({"comparisons": []}) == 1  # MULTI inside the index slot
         assert await store.load_parameters(0) == (1, {"comparisons": []})
+        assert len(await store.sample_features(500)) == 60 and (await store.sample_features(1))[0] == feats
+        await store.remember_decisions({"crm:11": b'{"candidates": [{"member": "crm:4"}]}'})  # both under b4
+        assert await store.decision("crm:11") == ("G011", {"candidates": [{"member": "crm:4"}]})
+        await store.forget_references(["crm:4"])
+        assert await store.decision("crm:11") == ("G011", {"candidates": [], "merged_golden_ids": []})
         # golden store with its lookup index, syndication state, schedules
         states = [GoldenState(gid, {f"crm:{i}": {"record": {"i": i}}},
                               {"golden_id": gid, "members": [], "last_event_time": i}) for i, gid in
@@ -185,6 +190,11 @@ def test_golden_store_consent_lookup_and_rotation_on_a_cluster(cluster_url):
         loaded = await store.load(golden_ids[:5])
         assert loaded["G003"].contributions == {"crm:3": {"record": {"i": 3}}} and loaded["G001"].golden is None
         assert await store.golden_count() == 58
+        assert (await store.golden("G010"))["golden_id"] == "G010"
+        assert await store.inactive(5) == ["G000", "G003", "G004", "G005"]
+        await store.mark_flagged(["G000"])
+        assert await store.inactive(5) == ["G003", "G004", "G005"]
+        store.add_lookup_keys({"G010": {"lk-extra"}})
         await store.save_syndication({gid: {"pos": (gid, "h")} for gid in golden_ids})
         assert (await store.load_syndication(["G010"]))["G010"] == {"pos": ("G010", "h")}
         await store.schedule({"G010": 5, "G011": 6}, kind="consent")
@@ -204,6 +214,7 @@ def test_golden_store_consent_lookup_and_rotation_on_a_cluster(cluster_url):
     asyncio.run(scenario())
     # lookups: by golden id (merged away: its survivor has no golden record yet), by index key
     assert [g["golden_id"] for g in store.lookup(golden_id="G010")] == ["G010"]
+    assert [g["golden_id"] for g in store.lookup(index_key="lk-extra")] == ["G010"]
     assert store.lookup(golden_id="G001") == []
     assert sorted(g["golden_id"] for g in store.lookup(index_key="lk-shared", limit=100)) == sorted(
         set(golden_ids) - {"G001", "G002"})
