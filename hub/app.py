@@ -96,8 +96,14 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         producer_linger=settings.kafka.linger_ms / 1000,
         stream_buffer_maxsize=settings.batch_size * 4,
         broker_max_poll_records=settings.batch_size,
+        consumer_max_fetch_size=settings.kafka.max_fetch_bytes_per_partition,
         stream_wait_empty=False,
     )
+    if settings.debug.memory_report is not None:
+        from hub import memdebug
+
+        memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
+                         settings.debug.tracemalloc_frames)
     store = RedisStore.from_url(redis_url)
     sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms)
     sink.setup()

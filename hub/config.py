@@ -308,6 +308,9 @@ class KafkaSettings(BaseModel):
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
     session_timeout_s: float = Field(6.0, gt=0)
     linger_ms: int = Field(5, ge=0)
+    max_fetch_bytes_per_partition: int = Field(
+        1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
+        "under a backlog the worker holds up to this times its partitions")
 
 
 class RedisSettings(BaseModel):
@@ -339,6 +342,14 @@ class WebSettings(BaseModel):
     burst: float = Field(100.0, ge=1, description="Requests a caller may make at once before the rate applies")
 
 
+class DebugSettings(BaseModel):
+    memory_report: Path | None = Field(None, description="Append a memory report (hub.memdebug) to this file; "
+                                                         "unset = off")
+    memory_report_interval_s: float = Field(60.0, gt=0, description="Seconds between memory reports")
+    tracemalloc_frames: int = Field(0, ge=0, le=64, description="With memory_report: trace Python allocations this "
+                                                                "many frames deep (0 = off; costs CPU)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
 
@@ -348,6 +359,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     web: WebSettings = WebSettings()
+    debug: DebugSettings = DebugSettings()
     batch_size: int = Field(1000, ge=1)
     batch_wait_s: float = Field(0.02, gt=0)
     log_level: str = "INFO"

@@ -25,6 +25,8 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from hub import caches
+
 __all__ = [
     "DROPPED_CODES",
     "ISSUE_CODES",
@@ -180,7 +182,7 @@ def _name_case(text: str) -> str:
 _TITLE_INITIALS = frozenset("mMdDpPsSrRhHfF")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.VOCABULARY)
 def _name_form(text: str, strip_title: bool) -> str | None:
     """Cleaned name -> standard form, or None if it is not a name."""
     if strip_title and text[0] in _TITLE_INITIALS:
@@ -258,7 +260,7 @@ _COMPACT_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _ISO_DATETIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ]\d")
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=caches.VOCABULARY)
 def _parse_birth_date(text: str) -> str | None:
     """Syntax and calendar only; the future check is done by the caller so
     this cache never goes stale across midnight."""
@@ -476,7 +478,7 @@ def _postcode(text: str | None, country: str | None, issues: list[str]) -> str |
 _EMAIL_PRECHECK_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def _validate_email(address: str) -> str | None:
     if not _EMAIL_PRECHECK_RE.match(address):
         return None
@@ -493,7 +495,7 @@ _E164 = phonenumbers.PhoneNumberFormat.E164
 _PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def _parse_phone(number: str, region: str) -> str | None:
     try:
         parsed = phonenumbers.parse(number, region)
@@ -504,7 +506,7 @@ def _parse_phone(number: str, region: str) -> str | None:
     return phonenumbers.format_number(parsed, _E164)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def _phone_e164(text: str, region: str) -> str | None:
     if not _PHONE_DIGITS_RE.search(text):
         return None
@@ -607,7 +609,7 @@ def _address_form(raw: tuple) -> tuple[tuple | None, tuple[str, ...]]:
 
 
 # Addresses repeat across a customer's updates; raw strings are the cache key.
-_address_form_cached = lru_cache(maxsize=65536)(_address_form)
+_address_form_cached = lru_cache(maxsize=caches.CUSTOMER_VALUES)(_address_form)
 
 
 def _addresses(items: Any, issues: list[str]) -> list[dict]:

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
+from hub import caches
 from hub.matching.nicknames import same_name
 
 
@@ -61,7 +62,7 @@ def _day_month_swapped(a: str, b: str) -> bool:
     return len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7] and a != b
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def _house_numbers(line: str) -> tuple[str, ...]:
     return tuple(token for token in line.split() if any(c.isdigit() for c in token))
 

@@ -13,8 +13,10 @@ from functools import lru_cache
 
 import jellyfish
 
+from hub import caches
 
-@lru_cache(maxsize=65536)
+
+@lru_cache(maxsize=caches.VOCABULARY)
 def fold(text: str | None) -> str | None:
     """Lower-case, accent-free, letters and digits only: the form names are compared in."""
     if not text:
@@ -25,7 +27,7 @@ def fold(text: str | None) -> str | None:
     return kept or None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=caches.VOCABULARY)
 def phonetic(text: str | None) -> str | None:
     if not text:
         return None
