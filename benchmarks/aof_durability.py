@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,21 +30,7 @@ from pathlib import Path
 
 import redis
 
-from hub.connectors.embedded import free_port
-
-
-def _start(port: int, directory: Path, policy: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-         "--appendfsync", policy, "--dir", str(directory), "--logfile", str(directory / "redis.log")])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis(port=port).ping():
-                return process
-        except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+from hub.harness import RedisServer
 
 
 def _busy_disk(path: Path, stop: threading.Event) -> None:
@@ -58,12 +43,11 @@ def _busy_disk(path: Path, stop: threading.Event) -> None:
 
 def trial(policy: str, seconds: float) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="hub-aof-"))
-    port = free_port()
-    process = _start(port, directory, policy)
+    server = RedisServer(directory, policy).start()
     stop = threading.Event()
     hog = threading.Thread(target=_busy_disk, args=(directory / "hog", stop))
     try:
-        client = redis.Redis(port=port)
+        client = redis.Redis(port=server.port)
         hog.start()
         acknowledged, payload = 0, b"x" * 2000
         deadline = time.monotonic() + seconds
@@ -71,21 +55,19 @@ def trial(policy: str, seconds: float) -> dict:
             acknowledged = client.incr("counter")
             client.set(f"value:{acknowledged}", payload)
         pending_fsync = client.info("persistence").get("aof_pending_bio_fsync")
-        process.kill()
-        process.wait()
+        server.kill()
         stop.set()
         hog.join()
         (directory / "hog").unlink()
-        process = _start(port, directory, policy)
-        recovered = int(redis.Redis(port=port).get("counter") or 0)
+        server.start()
+        recovered = int(redis.Redis(port=server.port).get("counter") or 0)
         return {"acknowledged": acknowledged, "recovered": recovered, "lost": acknowledged - recovered,
                 "fsync_pending_at_kill": pending_fsync}
     finally:
         stop.set()
         if hog.is_alive():
             hog.join()
-        process.kill()
-        process.wait()
+        server.kill()
         shutil.rmtree(directory, ignore_errors=True)
 
 

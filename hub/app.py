@@ -108,33 +108,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms)
     sink.setup()
     secret = settings.pii_key.encode()
-    topics = pipeline.topics
-    by_raw_topic = {s.raw_topic: s for s in pipeline.sources}
-
-    def source_dlq(message: InMessage) -> str:
-        source = by_raw_topic.get(message.topic)
-        if source is not None:
-            return source.dlq_topic
-        if message.topic == topics.consent:
-            return topics.consent_dlq
-        if message.topic == topics.erasure:
-            return topics.erasure_dlq
-        if message.topic == topics.steward:
-            return topics.steward_dlq
-        if message.topic == topics.survey:
-            return topics.survey_dlq
-        return topics.internal_dlq
-
-    runners = {
-        "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
-        "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
-        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
-        "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
-        "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
-        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
-        "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
-        "survey": StageRunner("survey", SurveyStage(pipeline, store, store), sink, source_dlq, is_async=True),
-    }
+    runners = stage_runners(pipeline, store, sink, secret)
     hub = Hub(settings, pipeline, app, store, sink, runners)
 
     from hub.agents import consent, decay, erasure, ingest, master, match, steward, survey, syndicate
@@ -149,6 +123,45 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     limits.install(app.web.web_app, web.max_body_bytes, web.rate_per_s, web.burst)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
+
+
+def stage_runners(pipeline: PipelineConfig, store: RedisStore, sink: KafkaSink, secret: bytes) -> dict[str, StageRunner]:
+    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
+    source_dlq = dead_letter_topics(pipeline)
+    return {
+        "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
+        "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
+        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
+        "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
+        "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
+        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
+        "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
+        "survey": StageRunner("survey", SurveyStage(pipeline, store, store), sink, source_dlq, is_async=True),
+    }
+
+
+def dead_letter_topics(pipeline: PipelineConfig):
+    """Where a record that failed in a stage goes: the dead-letter topic of the input it came from."""
+    topics = pipeline.topics
+    by_raw_topic = {s.raw_topic: s for s in pipeline.sources}
+    own = {topics.consent: topics.consent_dlq, topics.erasure: topics.erasure_dlq,
+           topics.steward: topics.steward_dlq, topics.survey: topics.survey_dlq}
+
+    def source_dlq(message: InMessage) -> str:
+        source = by_raw_topic.get(message.topic)
+        if source is not None:
+            return source.dlq_topic
+        return own.get(message.topic, topics.internal_dlq)
+    return source_dlq
+
+
+def apply_match_parameters(stage: MatchStage, pipeline: PipelineConfig, stored: dict) -> None:
+    """m/u (and the merge threshold, unless kept) estimated with `hub estimate`."""
+    stage.comparisons = from_json(stored["comparisons"])
+    upper = stored.get("upper_threshold")
+    configured = pipeline.match
+    stage.rules = configured if upper is None else configured.model_copy(update={
+        "upper_threshold": upper, "lower_threshold": min(configured.lower_threshold, upper)})
 
 
 def raw_topic(app: faust.App, *names: str):
@@ -216,11 +229,7 @@ def _register_timers(hub: Hub) -> None:
         """m and u re-estimated with `hub estimate` reach every worker without a restart."""
         version, stored = await hub.store.load_parameters(parameters["version"])
         if stored is not None:
-            match_stage.comparisons = from_json(stored["comparisons"])
-            upper = stored.get("upper_threshold")
-            configured = hub.pipeline.match
-            match_stage.rules = configured if upper is None else configured.model_copy(update={
-                "upper_threshold": upper, "lower_threshold": min(configured.lower_threshold, upper)})
+            apply_match_parameters(match_stage, hub.pipeline, stored)
             parameters["version"] = version
             metrics.MATCH_PARAMETERS_VERSION.set(version)
             log.info("match parameters version %s loaded (estimated from %s records; merge at weight >= %s)",

@@ -349,6 +349,38 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
 
 
 @cli.command()
+def replay(batch: int = typer.Option(500, help="Input records per batch (part of what makes two replays identical)"),
+           commit: bool = typer.Option(True, help="Move the workers' consumer group to the end of every topic read"),
+           force: bool = typer.Option(False, help="Replay into a Redis that already holds golden records")) -> None:
+    """Rebuild the state from the input topics (sources, consent, erasure, steward, surveys) into an empty Redis,
+    in one order that depends only on what the topics hold: the same golden ids and records every time.
+    Stop the workers first."""
+    from hub.replay import IndexNotEmpty, replay as run_replay
+
+    settings = load_settings()
+    try:
+        pipeline = load_pipeline(settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    setup_logging(settings.log_level, settings.log_json)
+    bootstrap = _bootstrap_or_fail(settings)
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the (empty) Redis to rebuild into")
+    try:
+        counts = asyncio.run(run_replay(pipeline, bootstrap, settings.redis.url, settings.pii_key.encode(),
+                                        settings.app_id, batch, settings.kafka.linger_ms, commit, force))
+    except IndexNotEmpty as exc:
+        _fail(f"{exc} (--force to replay anyway)")
+    inputs = sum(counts.inputs.values())
+    typer.echo(f"replayed {inputs} input records in {counts.seconds:.1f} s "
+               f"({inputs / max(counts.seconds, 1e-9):.0f}/s): "
+               + ", ".join(f"{topic} {n}" for topic, n in sorted(counts.inputs.items())))
+    typer.echo("wrote " + ", ".join(f"{topic} {n}" for topic, n in sorted(counts.outputs.items())))
+    if commit:
+        typer.echo(f"consumer group {settings.app_id} moved to the end of every topic the stages read")
+
+
+@cli.command()
 def reindex_lookups() -> None:
     """Add every golden record's identifiers to the lookup index (reads and writes HUB_REDIS__URL): for golden
     records saved before the lookup index existed. Safe to run while workers run, and more than once."""

@@ -1,8 +1,9 @@
 """A whole hub on this machine, for the demo, the integration tests and the
 benchmarks: the embedded broker and Redis, a worker as a separate process
 (exactly what `hub run` starts), a feeder, and a watcher that reads what
-the hub wrote back from the topics, and an identity-index preloader for
-benchmarks that need customers already known.
+the hub wrote back from the topics, an identity-index preloader for
+benchmarks that need customers already known, and a redis-server with AOF
+that can be killed and restarted (crash tests, the AOF durability benchmark).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Watcher:
     """Reads every partition of the given topics from the beginning, without a group."""
 
     def __init__(self, bootstrap: str, topics: list[str], keep_values: set[str] | None = None):
+        self.bootstrap = bootstrap
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hub-watcher", "enable.auto.commit": False,
                                   "fetch.wait.max.ms": 20, "enable.partition.eof": False})
         metadata = self.consumer.list_topics(timeout=10)
@@ -160,9 +162,37 @@ class Watcher:
         self.consumer.close()
 
 
+def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 120.0) -> None:
+    """Until the consumer group has committed the end of every partition of
+    `topics` (twice in a row, half a second apart): the workers have done
+    everything there is, not merely gone quiet for a while."""
+    from hub.connectors.kafka import end_offsets
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + timeout_s
+        streak = 0
+        behind: dict = {}
+        while time.monotonic() < deadline:
+            ends = end_offsets(bootstrap, topics)
+            committed = {(tp.topic, tp.partition): tp.offset
+                         for tp in consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)}
+            behind = {tp: end - max(committed.get(tp, 0), 0) for tp, end in ends.items()
+                      if end > max(committed.get(tp, 0), 0)}
+            streak = 0 if behind else streak + 1
+            if streak >= 2:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"group {group} still behind after {timeout_s}s: {behind}")
+    finally:
+        consumer.close()
+
+
 class Feeder:
-    def __init__(self, bootstrap: str):
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    def __init__(self, bootstrap: str, linger_ms: int = 5):
+        # linger_ms bounds how long a record waits to share a batch: a slow steady
+        # feed makes about one batch per record, which the embedded broker pays for
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True})
         self.sent = 0
 
     def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
@@ -230,6 +260,65 @@ class WebhookRecorder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def process_rss_mb(pid: int) -> float:
+    """A process's resident memory, MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RedisServer:
+    """The machine's redis-server with AOF in `directory`, on a port of its
+    own, that can be killed (SIGKILL) and restarted from its AOF.
+
+    `appendfsync always` by default, as in docker-compose.yml: with `everysec`
+    Redis answers writes whose AOF write it postponed behind a slow fsync, so
+    a kill can lose acknowledged writes (benchmarks/aof_durability.py)."""
+
+    def __init__(self, directory: Path, appendfsync: str = "always"):
+        self.dir = Path(directory)
+        self.appendfsync = appendfsync
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 20.0) -> "RedisServer":
+        import redis
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", self.appendfsync, "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
+            start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return self
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError, redis.exceptions.TimeoutError):
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start within {timeout_s} s; see {self.dir / 'redis.log'}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.process)
 
 
 class LocalHub:

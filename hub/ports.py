@@ -98,6 +98,10 @@ class IdentityIndex(Protocol):
         """When each of these records was deleted by its source (absent: never)."""
     async def add_tombstones(self, deleted: dict[str, int]) -> None:
         """Remember deletions; the latest time per record is kept."""
+    async def remember_deleted_from(self, golden_ids: dict[str, str]) -> None:
+        """Remember the golden record each deleted record left (before it leaves the index)."""
+    async def deleted_from(self, members: list[str]) -> dict[str, str]:
+        """The golden record each of these deleted records left (absent: not deleted, or erased)."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hub import metrics
-from hub.records import OutMessage
+from hub.records import InMessage, OutMessage
 
 COMPACTED_PREFIXES = ("customer.golden", "mastered.")
 
@@ -127,35 +127,135 @@ class KafkaTopicSink:
 
     def flush(self) -> None:
         self.sink.flush()
+def _reader(bootstrap_servers: str, **extra):
+    from confluent_kafka import Consumer
+
+    # partition EOF, not the high watermark, says where a partition ends: Tansu
+    # reports the watermark as the last batch's base offset + 1
+    return Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "hub-reader", "enable.auto.commit": False,
+                     "enable.partition.eof": True, "fetch.wait.max.ms": 20, **extra})
+
+
+def _partitions(consumer, topics: list[str]) -> list[tuple[str, int]]:
+    metadata = consumer.list_topics(timeout=10).topics
+    return [(t, p) for t in dict.fromkeys(topics) if t in metadata for p in sorted(metadata[t].partitions)]
+
+
 def read_topic(bootstrap_servers: str, topic: str, keys: set[bytes] | None = None,
                timeout_s: float = 60.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of `topic` up to its current end (those whose key is in
     `keys`, when given), read without a consumer group: for tools like
     `hub history`, not the hot path."""
+    return [(m.key, m.value) for m in MergedReader(bootstrap_servers, [topic], timeout_s=timeout_s)
+            if keys is None or m.key in keys]
+
+
+def order_key(message: InMessage) -> tuple:
+    """The replay order: by timestamp, then where the record sits. It depends
+    only on what the topics hold, never on which partition a fetch returned first."""
+    return (message.timestamp_ms if message.timestamp_ms is not None else -1, message.topic, message.partition,
+            message.offset)
+
+
+class MergedReader:
+    """Every partition of `topics` from the beginning up to where it ends when
+    first reached, as one stream in `order_key` order: a k-way merge, each
+    partition in offset order (as Kafka Streams merges a task's partitions).
+    One consumer, no group; a partition whose buffer fills is paused, so memory
+    stays bounded by `buffer` records per partition. Records written to a
+    partition after its end was reached are not read."""
+
+    def __init__(self, bootstrap_servers: str, topics: list[str], buffer: int = 10_000, timeout_s: float | None = None):
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
+        self.buffer = buffer
+        self.timeout_s = timeout_s
+        self.ends: dict[tuple[str, int], int] = {}  # where each partition ended
+
+    def __iter__(self):
+        import heapq
+        from collections import deque
+
+        from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+        consumer = _reader(self.bootstrap_servers)
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        try:
+            parts = _partitions(consumer, self.topics)
+            buffers = {tp: deque() for tp in parts}
+            paused: set = set()
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+
+            def fill() -> None:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.topics} not read to the end within {self.timeout_s} s")
+                for message in consumer.consume(1000, timeout=0.2):
+                    tp = (message.topic(), message.partition())
+                    if tp in self.ends:
+                        continue  # past the end this read stopped at
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            self.ends[tp] = message.offset()
+                            continue
+                        raise KafkaException(error)
+                    timestamp_type, timestamp = message.timestamp()
+                    buffers[tp].append(InMessage(tp[0], tp[1], message.offset(), message.key(), message.value(),
+                                                 timestamp if timestamp_type else None,
+                                                 list(message.headers() or ()) or None))
+                    if len(buffers[tp]) >= self.buffer and tp not in paused:
+                        consumer.pause([TopicPartition(*tp)])
+                        paused.add(tp)
+                for tp in [tp for tp in paused if len(buffers[tp]) < self.buffer // 2]:
+                    consumer.resume([TopicPartition(*tp)])
+                    paused.discard(tp)
+
+            def partition(tp):
+                queue = buffers[tp]
+                while True:
+                    while not queue:
+                        if tp in self.ends:
+                            return
+                        fill()
+                    yield queue.popleft()
+
+            yield from heapq.merge(*(partition(tp) for tp in parts), key=order_key)
+        finally:
+            consumer.close()
+
+
+def end_offsets(bootstrap_servers: str, topics: list[str], timeout_s: float = 60.0) -> dict[tuple[str, int], int]:
+    """Where each partition of `topics` ends now (read forward from the high
+    watermark to partition EOF, so it is right on Tansu too)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer = _reader(bootstrap_servers)
+    try:
+        parts = _partitions(consumer, topics)
+        starts = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)[1] for tp in parts}
+        consumer.assign([TopicPartition(t, p, max(starts[(t, p)] - 1, 0)) for t, p in parts])
+        ends: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end found for {sorted(set(parts) - ends.keys())} on {bootstrap_servers}")
+            for message in consumer.consume(1000, timeout=0.2):
+                error = message.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    ends[(message.topic(), message.partition())] = message.offset()
+                elif error is not None:
+                    raise KafkaException(error)
+        return ends
+    finally:
+        consumer.close()
+
+
+def commit_group(bootstrap_servers: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Set a consumer group's committed offsets (the group must have no members running)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "hub-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": False, "fetch.wait.max.ms": 20})
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        found = []
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {timeout_s} s")
-            for message in consumer.consume(1000, timeout=0.2):
-                if message.error():
-                    continue
-                if keys is None or message.key() in keys:
-                    found.append((message.key(), message.value()))
-                if message.offset() + 1 >= ends.get(message.partition(), 0):
-                    ends.pop(message.partition(), None)
-        return found
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], asynchronous=False)
     finally:
         consumer.close()

@@ -254,6 +254,17 @@ end
 return n
 """
 
+# A golden record's hash replaced in one step: a crash between deleting the old
+# hash and writing the new one would lose the members the batch did not touch,
+# and the retried batch rebuilds the record from what it finds.
+_REPLACE = """
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
 # scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
 _READ_ONLY = (_BLOCKS, _MEMBERS, _CONSTRAINTS, _FORWARD)
 
@@ -269,6 +280,7 @@ def _index_key(kind: str):
 mem_key, blk_key, bv_key, gm_key, fwd_key, fold_key, apart_key, pin_key = map(
     _index_key, ("mem", "blk", "bv", "gm", "fwd", "fold", "apart", "pin"))
 DELETED = f"{IDX}deleted"
+DELETED_FROM = f"{IDX}deleted_from"  # member -> the golden id it was deleted from
 CONSTRAINTS = f"{IDX}stats:constraints"
 PARAMS = f"{IDX}params"
 PARAMS_VERSION = f"{IDX}params:version"
@@ -316,6 +328,7 @@ class RedisStore:
         self._forward = self._script(_FORWARD)
         self._put_latest_script = self._script(_PUT_LATEST)
         self._swap = self._script(_SWAP)
+        self._replace = self._script(_REPLACE)
 
     @classmethod
     def from_url(cls, url: str, keyring: Keyring | None = None) -> "RedisStore":
@@ -574,6 +587,7 @@ class RedisStore:
         """Remove records from the index, and their deletion times; the golden id each belonged to (None if none)."""
         if members:
             self.client.zrem(DELETED, *members)
+            self.client.hdel(DELETED_FROM, *members)
         return await self.link(list(members))
 
     async def tombstones(self, members: list[str]) -> dict[str, int]:
@@ -589,6 +603,20 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.zadd(DELETED, deleted, gt=True)
             await self._run(pipe, "index_tombstones")
+
+    async def remember_deleted_from(self, golden_ids: dict[str, str]) -> None:
+        if golden_ids:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(DELETED_FROM, mapping=golden_ids)
+            await self._run(pipe, "index_tombstones")
+
+    async def deleted_from(self, members: list[str]) -> dict[str, str]:
+        if not members:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(DELETED_FROM, members)
+        (found,) = await self._run(pipe, "index_tombstones")
+        return {m: gid.decode() for m, gid in zip(members, found) if gid is not None}
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:
         """Each golden id mapped to its survivor (itself unless it was merged away)."""
@@ -634,6 +662,11 @@ class RedisStore:
 
     async def save(self, states: list[GoldenState], deleted: list[str],
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
+        """In an order a crash can stop anywhere: a retried batch finds each
+        golden record as it was or as it is now, never half written. What is
+        derived from the records (lookup keys, activity) goes first, since a
+        retry that finds a record already written derives nothing; merged-away
+        records go last, once the survivors hold their members."""
         pipe = self.client.pipeline(transaction=False)
         for gid, (removed, added) in (lookup or {}).items():
             for key in removed:
@@ -647,19 +680,26 @@ class RedisStore:
         if deleted:
             pipe.zrem(f"{P}activity", *deleted)
             pipe.srem(f"{P}retention:flagged", *deleted)
+        if len(pipe):
+            await self._run(pipe, "golden_save")
+        replacements = []
         for state in states:
             key = gold_key(state.golden_id)
-            pipe.delete(key)
-            mapping = {f"c:{m}": self._reseal(c, key, f"c:{m}") for m, c in state.contributions.items()}
+            fields: list = []
+            for m, c in state.contributions.items():
+                fields += [f"c:{m}", self._reseal(c, key, f"c:{m}")]
             if state.golden is not None:
-                mapping["golden"] = self._seal(orjson.dumps(state.golden), key, "golden")
+                fields += ["golden", self._seal(orjson.dumps(state.golden), key, "golden")]
             if state.last_audit is not None:
-                mapping["audit"] = self._seal(state.last_audit, key, "audit")  # it holds before/after values
-            if mapping:
-                pipe.hset(key, mapping=mapping)
-        for gid in deleted:
-            pipe.delete(gold_key(gid))  # syndication state stays: the syndicate stage tombstones from it
-        await self._run(pipe, "golden_save")
+                fields += ["audit", self._seal(state.last_audit, key, "audit")]  # it holds before/after values
+            replacements.append((key, fields))
+        if replacements:
+            self._timed("golden_save", self._eval_each, self._replace, replacements)
+        if deleted:  # syndication state stays: the syndicate stage tombstones from it
+            pipe = self.client.pipeline(transaction=False)
+            for gid in deleted:
+                pipe.delete(gold_key(gid))
+            await self._run(pipe, "golden_save")
 
     async def inactive(self, before_ms: int, limit: int = 1000) -> list[str]:
         """Golden ids with no source event since `before_ms`, not flagged yet."""

@@ -78,6 +78,13 @@ class MasterStage:
                 embedded.setdefault(member_key(record["source"], record["source_id"]), []).extend(record["consents"])
         await self.consents.put(embedded)
 
+        # a record its source deleted stays deleted for every older event, however the
+        # inputs interleave: an event linked under a golden id that merged elsewhere can
+        # reach this stage after the deletion linked under the survivor (another partition)
+        stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
+                         for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
+        deleted_at = await self.index.tombstones(stated)
+
         out: list[OutMessage] = []
         touched: dict[str, dict] = {}  # gid -> the last input that touched it
         absorbed_ids: set[str] = set()
@@ -101,15 +108,20 @@ class MasterStage:
             if item["kind"] == "split":
                 # a steward's split: the record's contribution moves with it
                 moved = state.contributions.pop(item["split_member"], None)
+                target = states[item["split_to"]]
                 if moved is not None:
-                    states[item["split_to"]].contributions[item["split_member"]] = moved
+                    target.contributions[item["split_member"]] = moved
+                if item["split_member"] in target.contributions:  # moved now, or before a crash lost the output
                     touched[item["split_to"]] = item
             if item["kind"] == "erase":
                 erased[gid] = (item["cause"], sorted(state.contributions))
                 state.contributions = {}
             elif canonical is not None:
-                erased.pop(gid, None)  # a later event starts the customer again, from nothing
-                self._apply(state, canonical)
+                record = canonical["record"]
+                if record["op"] == "delete" or deleted_at.get(
+                        member_key(record["source"], record["source_id"]), -1) < record["event_time"]:
+                    erased.pop(gid, None)  # a later event starts the customer again, from nothing
+                    self._apply(state, canonical)
             touched[gid] = item
 
         members = sorted({m for gid in touched for m in states[gid].contributions})

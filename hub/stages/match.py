@@ -166,10 +166,15 @@ class MatchStage:
         for entry in entries.values():
             by_golden.setdefault(entry.golden_id, []).append(entry)
 
+        left = await self.index.deleted_from(sorted({m for m, _, feats, _ in items if feats is None} - entries.keys()))
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for member, canonical, feats, blocks in items:
             if feats is None:
                 entry = entries.get(member)
+                if entry is None and member in left:
+                    # unlinked already, its linked record maybe lost in a crash: tell the master again
+                    planned.append(((member, canonical, Decision("delete", left[member], None), 0), None))
+                    continue
                 if entry is None:
                     self._decision_counters["delete_unknown"].inc()
                     planned.append((None, None))
@@ -233,6 +238,9 @@ class MatchStage:
         Returns how many records are done: all, unless another worker changed
         the blocks of one since it was decided."""
         positions = [i for i, (_, op) in enumerate(planned) if op is not None]
+        # before the index forgets them: where deleted records were, for a redelivered deletion
+        await self.index.remember_deleted_from({op: result[2].golden_id for result, op in planned
+                                                if isinstance(op, str)})
         final_ids = await self.index.link([planned[i][1] for i in positions])
         for i, gid in zip(positions, final_ids):
             if not isinstance(planned[i][1], str):

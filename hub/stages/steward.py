@@ -65,18 +65,27 @@ class StewardStage:
             instruction = None
             if kind == "split" and member in entries:
                 current = entries[member].golden_id
-                if any(entries[o].golden_id == current for o in others if o in entries):
+                held = {entries[o].golden_id for o in others if o in entries}
+                if current in held:
                     target = split_golden_id(member, current)
                     await self.index.move(member, target)
-                    instruction = {"golden_id": current, "kind": "split", "canonical": None, "decision": None,
-                                   "absorbed_golden_ids": [], "cause": cause, "split_member": member,
-                                   "split_to": target}
+                    instruction = self._split(current, member, target, cause)
+                else:
+                    # split already (this batch retried, or its output lost in a crash): tell the master
+                    # again, which moves the contribution if it has not
+                    origins = sorted(g for g in held if split_golden_id(member, g) == current)
+                    if origins:
+                        instruction = self._split(origins[0], member, current, cause)
             elif kind == "link" and member in entries:
                 entry = entries[member]
                 absorbed = sorted({entries[o].golden_id for o in others if o in entries} - {entry.golden_id})
+                survivor = entry.golden_id
                 if absorbed:
                     (survivor,) = await self.index.link([LinkRequest(member, entry.golden_id, entry.features,
                                                                      entry.blocks, absorbed)])
+                if absorbed or any(o in entries for o in others):
+                    # linked already, maybe by this batch before a crash: the master folds in what the
+                    # index merged and the golden store has not (the index's pending folds)
                     instruction = {"golden_id": survivor, "kind": "contribution", "canonical": None,
                                    "decision": None, "absorbed_golden_ids": absorbed, "cause": cause,
                                    "split_member": None, "split_to": None}
@@ -91,3 +100,8 @@ class StewardStage:
                 out.append(OutMessage(topics.linked, instruction["golden_id"].encode(),
                                       self.linked.encode(instruction)))
         return StageOutput(out)
+
+    @staticmethod
+    def _split(current: str, member: str, target: str, cause: str) -> dict:
+        return {"golden_id": current, "kind": "split", "canonical": None, "decision": None, "absorbed_golden_ids": [],
+                "cause": cause, "split_member": member, "split_to": target}

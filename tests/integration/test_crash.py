@@ -14,15 +14,14 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from hub.connectors.embedded import free_port, stop_process
+from hub.connectors.embedded import free_port
 from hub.connectors.redis_store import RedisStore
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, LocalHub, Watcher
+from hub.harness import Feeder, LocalHub, RedisServer, Watcher, wait_caught_up
 from hub.projection import encode, project, target_key
 from hub.schemas import GOLDEN, codec
 
@@ -61,11 +60,16 @@ def _first_half_running(hub, pipeline, events):
 
 
 def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 150):
-    """Every raw event ingested, and nothing new on any topic for a while."""
+    """Every raw event ingested, the workers' group at the end of every topic
+    it reads (a restarted worker may sit quiet a while before it catches up),
+    and nothing new on any topic for a while."""
     dlqs = [s.dlq_topic for s in pipeline.sources]
-    return watcher.wait_until(
-        lambda v: v.counts[pipeline.topics.canonical] + sum(v.counts[t] for t in dlqs) >= raw_count,
-        timeout_s=timeout_s, quiet_s=4.0)
+    watcher.wait_until(lambda v: v.counts[pipeline.topics.canonical] + sum(v.counts[t] for t in dlqs) >= raw_count,
+                       timeout_s=timeout_s, quiet_s=0)
+    topics = pipeline.topics
+    wait_caught_up(watcher.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
+                                             topics.canonical, topics.linked, topics.golden], timeout_s)
+    return watcher.wait_until(lambda v: True, timeout_s=timeout_s, quiet_s=2.0)
 
 
 def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
@@ -91,7 +95,8 @@ def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
     lost = sorted(expected - owners.keys())
     assert not duplicated, f"in two golden records: {duplicated[:5]}"
     assert not lost, f"not in any golden record: {lost[:5]}"
-    assert not owners.keys() - expected, "a deleted record still contributes"
+    still = sorted(owners.keys() - expected)
+    assert not still, f"{len(still)} deleted records still contribute: {still[:5]}"
     # each contribution is the latest event of its source record
     states = asyncio.run(store.load(sorted(live)))
     stale = [(m, gid, c["record"]["event_time"], latest[m]["event_time"]) for gid, state in states.items()
@@ -127,43 +132,6 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(local_hub, feeder
     watcher.close()
 
 
-class RedisServer:
-    """A redis-server of the test's own, with AOF, that can be killed and restarted.
-
-    `appendfsync always`, as in docker-compose.yml: with `everysec` Redis
-    answers writes whose AOF write it postponed behind a slow fsync, so a kill
-    can lose acknowledged writes (benchmarks/aof_durability.py shows it); this
-    test once failed that way ("golden on the topic, not in the store")."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.port = free_port()
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-            start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                import redis
-                with contextlib.suppress(redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
-                    if redis.Redis(port=self.port).ping():
-                        return self
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
 def test_redis_killed_and_restarted_from_aof(pipeline, tmp_path):
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
         pytest.skip("no redis-server binary")
@@ -188,7 +156,7 @@ def test_redis_killed_and_restarted_from_aof(pipeline, tmp_path):
             assert b"retrying" in worker.log_path.read_bytes()
             watcher.close()
     finally:
-        stop_process(server.process)
+        server.stop()
 
 
 class CuttableProxy:

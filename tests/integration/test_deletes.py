@@ -10,7 +10,6 @@ import itertools
 import pytest
 
 from hub.config import load_pipeline
-from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage
 from hub.schemas import CUSTOMER_EVENT, GOLDEN, codec
@@ -48,13 +47,6 @@ async def _run(redis_url: str, events: list[dict], batch: bool) -> dict | None:
                 if m.topic == "customer.golden":
                     golden = codec(GOLDEN).decode(m.value) if m.value is not None else None
     return golden
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    redis = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
-    yield redis.url
-    redis.stop()
 
 
 @pytest.mark.parametrize("batch", [False, True])

@@ -68,3 +68,79 @@ def test_a_merge_whose_linked_record_was_lost_still_reaches_the_golden_store(sta
     (gone,) = gids - {survivor}
     assert asyncio.run(store.golden(gone)) is None
     assert any(m.key == gone.encode() and m.value is None for m in out.messages)  # tombstone on the topic
+
+
+def test_an_event_older_than_a_deletion_does_not_bring_the_record_back(stages):
+    """The deletion reaches the master first (linked under the golden record
+    it merged into, on another partition, or redelivered after a crash): the
+    older event, arriving after it, changes nothing."""
+    ingest, match, master, store = stages
+
+    async def linked(message):
+        canonical = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process([message], NOW).messages]
+        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in (await match.process(canonical, NOW)).messages
+                if m.topic == "customer.linked"]
+
+    async def scenario():
+        upsert = await linked(raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}]))
+        deletion = await linked(raw("crm", "C1", NOW + 1000, op="delete"))
+        await master.process(deletion, NOW)
+        return (await master.process(upsert, NOW)).messages
+
+    out = asyncio.run(scenario())
+    assert asyncio.run(store.golden_count()) == 0
+    assert all(m.value is None for m in out if m.topic == "customer.golden")
+
+
+def test_a_merge_arriving_after_a_deletion_does_not_bring_the_deleted_record_back(stages):
+    """A merge's linked record waits on one partition while the deletions of
+    both merged records, linked under the survivor, are mastered first (the
+    index's pending fold brings the merged-away record in before the deletion
+    applies): the merge, arriving last, brings back neither."""
+    ingest, match, master, store = stages
+
+    async def linked(messages):
+        canonical = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process(messages, NOW).messages]
+        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in (await match.process(canonical, NOW)).messages
+                if m.topic == "customer.linked"]
+
+    async def scenario():
+        await master.process(await linked([raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])]), NOW)
+        await master.process(await linked([raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])]), NOW)
+        merge = await linked([raw("ecommerce", "E1", NOW + 2, **ANNA, emails=[{"address": "anna@x.example"}],
+                                  phones=[{"number": "07911 123456"}])])
+        deletions = [await linked([raw(source, sid, NOW + 1000, op="delete")]) for source, sid in
+                     (("crm", "C1"), ("pos", "P1"))]
+        for deletion in deletions:  # mastered before the merge
+            await master.process(deletion, NOW)
+        await master.process(merge, NOW)
+
+    asyncio.run(scenario())
+    survivor = asyncio.run(store.decision("ecommerce:E1"))[0]
+    golden = asyncio.run(store.golden(survivor))
+    assert golden["members"] == ["ecommerce:E1"]
+
+
+def test_a_deletion_whose_linked_record_was_lost_still_reaches_the_golden_store(stages):
+    """The match stage unlinked the deleted record, then the worker died before
+    its linked record was delivered: redelivered, the deletion is no longer in
+    the index, and must still reach the master."""
+    ingest, match, master, store = stages
+
+    async def canonical(message):
+        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process([message], NOW).messages]
+
+    async def scenario():
+        upsert = await canonical(raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}]))
+        await master.process([InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in
+                              (await match.process(upsert, NOW)).messages if m.topic == "customer.linked"], NOW)
+        deletion = await canonical(raw("crm", "C1", NOW + 1000, op="delete"))
+        await match.process(deletion, NOW)  # crash: the index changed, the linked record never arrived
+        redelivered = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in
+                       (await match.process(deletion, NOW)).messages if m.topic == "customer.linked"]
+        await master.process(redelivered, NOW)
+        return redelivered
+
+    redelivered = asyncio.run(scenario())
+    assert len(redelivered) == 1
+    assert asyncio.run(store.golden_count()) == 0

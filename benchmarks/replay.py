@@ -1,0 +1,158 @@
+"""Replay against live: how close is `hub replay` to what the workers built?
+
+Starts the embedded broker and Redis and feeds `--persons` generated
+customers (upserts, updates, duplicates across sources, consent, a few
+invalid events) to the raw topics: at `--rate` events/s to a running worker
+(live traffic), or, with `--rate 0`, all of them before the worker starts (a
+backlog, which the worker reads partition by partition in whatever order its
+fetches return). Once the worker has caught up it is stopped, and the hub replays
+every input topic twice, each time into an empty Redis. Prints the replay's
+rate, whether the two replays agree byte for byte, and how the replay
+compares with the live state: the same customers (the same source records
+grouped together), the same golden ids, the same content (the record without
+its version and timestamps), the same bytes. The last line is JSON.
+
+    python benchmarks/replay.py --persons 2000 --rate 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from hub.config import load_pipeline
+from hub.connectors.embedded import EmbeddedRedis
+from hub.connectors.kafka import MergedReader, end_offsets
+from hub.demo import encode_event
+from hub.generator import generate
+from hub.harness import Feeder, LocalHub
+from hub.replay import replay
+from hub.schemas import GOLDEN, codec
+from hub.survivorship import STAMP_FIELDS
+
+SECRET = "change-me-hub-dev-key"  # the worker's default HUB_PII_KEY
+
+
+def latest(bootstrap: str, topic: str, since: dict) -> dict[bytes, bytes | None]:
+    found = {}
+    for message in MergedReader(bootstrap, [topic], timeout_s=300):
+        if message.offset >= since.get((message.topic, message.partition), 0):
+            found[message.key] = message.value
+    return found
+
+
+def wait_quiet(bootstrap: str, topics: list[str], quiet_s: float, timeout_s: float) -> None:
+    """Until no topic has grown for `quiet_s` (the worker has caught up)."""
+    last, since = None, time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = end_offsets(bootstrap, topics)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(1)
+    raise TimeoutError("the worker did not catch up")
+
+
+def wait_ready(worker, timeout_s: float = 120) -> None:
+    """Until the worker has joined its group and takes traffic (its log says the partitions are assigned)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.log_path.exists() and "Setting newly assigned partitions" in worker.log_path.read_text():
+            time.sleep(2)
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the worker did not join its group")
+
+
+def compare(live: dict, replayed: dict) -> dict:
+    golden = codec(GOLDEN)
+    live_records = {k: golden.decode(v) for k, v in live.items() if v is not None}
+    replay_records = {k: golden.decode(v) for k, v in replayed.items() if v is not None}
+
+    def customers(records):
+        return {frozenset(r["members"]) for r in records.values()}
+
+    def content(record):
+        return {k: v for k, v in record.items() if k not in STAMP_FIELDS}
+
+    same_customers = customers(live_records) & customers(replay_records)
+    same_ids = live_records.keys() & replay_records.keys()
+    return {
+        "live_golden_records": len(live_records),
+        "replay_golden_records": len(replay_records),
+        "same_customers": len(same_customers),
+        "same_golden_ids": sum(1 for k in same_ids if live_records[k]["members"] == replay_records[k]["members"]),
+        "same_content": sum(1 for k in same_ids if content(live_records[k]) == content(replay_records[k])),
+        "same_bytes": sum(1 for k in same_ids if live[k] == replayed[k]),
+        # where records with the same content differ: which stamp fields
+        "stamp_differences": dict(Counter(
+            field for k in same_ids if content(live_records[k]) == content(replay_records[k])
+            for field in STAMP_FIELDS if live_records[k][field] != replay_records[k][field])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--persons", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=300, help="events/s to a running worker; 0: a backlog first")
+    args = parser.parse_args()
+    pipeline = load_pipeline(None)
+    golden_topic = pipeline.topics.golden
+    with tempfile.TemporaryDirectory() as state:
+        hub = LocalHub(pipeline, Path(state)).start()
+        try:
+            events = generate(args.persons, seed=args.seed)
+            feeder = Feeder(hub.bootstrap)
+            worker = hub.worker() if args.rate else None
+            if worker is not None:
+                wait_ready(worker)
+            started = time.monotonic()
+            for n, event in enumerate(events):
+                if args.rate:
+                    time.sleep(max(0.0, started + n / args.rate - time.monotonic()))
+                feeder.send(event.topic, event.key,
+                            event.raw if event.raw is not None else encode_event(event.topic, event.value))
+                if args.rate and n % 50 == 0:
+                    feeder.producer.poll(0)
+            feeder.flush()
+            worker = worker or hub.worker()
+            wait_quiet(hub.bootstrap, [pipeline.topics.canonical, pipeline.topics.linked, golden_topic], 8, 1800)
+            worker.stop()
+            live = latest(hub.bootstrap, golden_topic, {})
+            runs = []
+            for n in range(2):
+                before = end_offsets(hub.bootstrap, [golden_topic])
+                redis = EmbeddedRedis(Path(state) / f"replay{n}").start()
+                try:
+                    counts = asyncio.run(replay(pipeline, hub.bootstrap, redis.url, SECRET.encode(), "hub",
+                                                batch_size=args.batch, commit=False))
+                finally:
+                    redis.stop()
+                runs.append((counts, latest(hub.bootstrap, golden_topic, before)))
+        finally:
+            hub.stop()
+    (counts, first), (_, second) = runs
+    inputs = sum(counts.inputs.values())
+    result = {"events": len(events), "rate": args.rate, "replayed_inputs": inputs,
+              "replay_events_per_s": round(inputs / counts.seconds, 1),
+              "replays_byte_identical": first == second, **compare(live, first)}
+    print(f"{len(events)} events; replay read {inputs} input records at {result['replay_events_per_s']}/s; "
+          f"two replays byte-identical: {result['replays_byte_identical']}")
+    print(f"live {result['live_golden_records']} golden records, replay {result['replay_golden_records']}: "
+          f"same customers {result['same_customers']}, same golden ids {result['same_golden_ids']}, "
+          f"same content {result['same_content']}, same bytes {result['same_bytes']}; "
+          f"stamp fields that differ: {result['stamp_differences']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Replay: rebuild the hub's state from its input topics, in one process, in
+one order that depends only on what the topics hold.
+
+Live, the order in which workers meet the records of different partitions
+depends on timing, and matching is order-dependent: a record joins the
+golden record it meets first, a borderline record scored against an older or
+newer version of another can land on either side of a threshold. So running
+workers over the same topics twice can give different golden ids. A replay
+reads every partition of the input topics (the sources' raw topics, consent,
+erasure, steward actions, surveys) up to where each ends when it is reached,
+merges them by (timestamp, topic, partition, offset), and cuts that stream
+into batches of a fixed size; each batch goes through its input stages and
+then every stage downstream (match, master, syndicate) before the next. Every
+output goes to its topic as a worker would write it. Same topics and batch
+size, same bytes: the golden ids and each golden topic value per key are the
+same replay after replay, whatever the fetch timing.
+
+Stop the workers, point HUB_REDIS__URL at an empty Redis, run `hub replay`;
+it then commits the workers' consumer group at the end of every topic it read
+or wrote, so started again they carry on from there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hub.config import PipelineConfig
+from hub.connectors.kafka import KafkaSink
+from hub.records import InMessage, OutMessage
+from hub.runner import StageRunner
+
+
+ORDERED = ("erasure", "steward")
+STAGE_ORDER = ("ingest", "consent", "survey", "erasure", "steward")
+
+
+def input_stages(pipeline: PipelineConfig) -> dict[str, str]:
+    """Input topic -> the stage that reads it, for the topics from outside the hub."""
+    topics = pipeline.topics
+    entry = {source.raw_topic: "ingest" for source in pipeline.sources}
+    entry.update({topics.consent: "consent", topics.erasure: "erasure", topics.steward: "steward",
+                  topics.survey: "survey"})
+    return entry
+
+
+def internal_stages(pipeline: PipelineConfig) -> dict[str, str]:
+    """Topic -> the stage that reads it, for the topics the hub writes to itself."""
+    topics = pipeline.topics
+    return {topics.canonical: "match", topics.linked: "master", topics.golden: "syndicate"}
+
+
+class _TeeSink:
+    """The runners' sink during a replay: every record goes to the broker, and
+    those for a downstream stage are also kept for it, once delivered (a
+    delivery that failed is retried by the runner, its records kept again)."""
+
+    def __init__(self, sink: KafkaSink, internal: set[str]):
+        self.sink = sink
+        self.internal = internal
+        self._staged: list[OutMessage] = []
+        self.delivered: list[OutMessage] = []
+        self.counts: Counter = Counter()  # records delivered, per topic
+
+    def add(self, record: OutMessage) -> None:
+        self.sink.add(record)
+        self._staged.append(record)
+
+    def pending(self) -> int:
+        return self.sink.pending()
+
+    def poll(self) -> None:
+        self.sink.poll()
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        try:
+            self.sink.flush(timeout_s)
+        except Exception:
+            self._staged = []
+            raise
+        for record in self._staged:
+            self.counts[record.topic] += 1
+            if record.topic in self.internal:
+                self.delivered.append(record)
+        self._staged = []
+
+    def take(self) -> list[OutMessage]:
+        taken, self.delivered = self.delivered, []
+        return taken
+
+
+@dataclass
+class ReplayCounts:
+    inputs: Counter
+    outputs: Counter
+    seconds: float
+
+
+class Replay:
+    """Drives the stages over one ordered stream of input records."""
+
+    def __init__(self, pipeline: PipelineConfig, runners: dict[str, StageRunner], sink: KafkaSink,
+                 batch_size: int = 500):
+        self.entry = input_stages(pipeline)
+        self.downstream = internal_stages(pipeline)
+        self.tee = _TeeSink(sink, set(self.downstream))
+        self.runners = {name: StageRunner(name, runner.stage, self.tee, runner.dlq_topic, runner.is_async)
+                        for name, runner in runners.items()}
+        self.batch_size = batch_size
+        self._offset = 0
+        self.inputs: Counter = Counter()
+
+    async def run(self, messages: Iterable[InMessage]) -> ReplayCounts:
+        started = time.monotonic()
+        pending: dict[str, list[InMessage]] = {}
+        count, group = 0, None
+        for message in messages:
+            name = self.entry.get(message.topic)
+            if name is None:
+                continue
+            # consent statements and survey answers keep the latest per slot whatever
+            # order they come in, so they share a batch with source events; an erasure
+            # or a steward's action must come after what preceded it, so it batches alone
+            kind = name if name in ORDERED else "unordered"
+            if count and (kind != group or count >= self.batch_size):
+                await self._flush(pending)
+                pending, count = {}, 0
+            group = kind
+            pending.setdefault(name, []).append(message)
+            count += 1
+            self.inputs[message.topic] += 1
+        if count:
+            await self._flush(pending)
+        return ReplayCounts(self.inputs, self.tee.counts, time.monotonic() - started)
+
+    async def _flush(self, pending: dict[str, list[InMessage]]) -> None:
+        for name in STAGE_ORDER:
+            if name in pending:
+                await self._cascade(name, pending[name])
+
+    async def _cascade(self, stage: str, batch: list[InMessage]) -> None:
+        """One batch through its stage, then what it wrote for the stages
+        downstream through them, breadth first, before the next input batch."""
+        queue = [(stage, batch)]
+        while queue:
+            name, messages = queue.pop(0)
+            await self.runners[name].run(messages)
+            produced = self.tee.take()
+            by_stage: dict[str, list[InMessage]] = {}
+            now_ms = int(time.time() * 1000)
+            for record in produced:
+                self._offset += 1
+                by_stage.setdefault(self.downstream[record.topic], []).append(
+                    InMessage(record.topic, 0, self._offset, record.key, record.value, now_ms, record.headers))
+            for downstream in ("match", "master", "syndicate"):
+                if downstream in by_stage:
+                    queue.append((downstream, by_stage[downstream]))
+
+
+class IndexNotEmpty(RuntimeError):
+    """The Redis a replay was pointed at already holds golden records."""
+
+
+async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str, secret: bytes, group: str,
+                 batch_size: int = 500, linger_ms: int = 5, commit: bool = True,
+                 force: bool = False) -> ReplayCounts:
+    """Every input topic through the stages into the Redis at `redis_url`;
+    then, with `commit`, the workers' consumer group `group` is moved to the
+    end of every topic the stages read."""
+    from hub.app import apply_match_parameters, stage_runners
+    from hub.connectors.kafka import MergedReader, commit_group, end_offsets, ensure_topics
+    from hub.connectors.redis_store import RedisStore
+
+    store = RedisStore.from_url(redis_url)
+    if not force and await store.golden_count():
+        raise IndexNotEmpty(f"{redis_url} already holds golden records: a replay rebuilds into an empty Redis")
+    ensure_topics(bootstrap_servers, pipeline.all_topics(), pipeline.partitions)
+    sink = KafkaSink(bootstrap_servers, linger_ms=linger_ms)
+    sink.setup()
+    runners = stage_runners(pipeline, store, sink, secret)
+    _, stored = await store.load_parameters(-1)
+    if stored is not None:  # estimated with `hub estimate` and kept in this Redis: what the workers would use
+        apply_match_parameters(runners["match"].stage, pipeline, stored)
+    driver = Replay(pipeline, runners, sink, batch_size)
+    reader = MergedReader(bootstrap_servers, sorted(driver.entry))
+    counts = await driver.run(reader)
+    if commit:
+        offsets = dict(reader.ends)
+        offsets.update(end_offsets(bootstrap_servers, sorted(driver.downstream)))
+        commit_group(bootstrap_servers, group, offsets)
+    return counts

@@ -1,0 +1,261 @@
+"""Every Redis crash window of the match and master stages, in-process against
+a real Redis: the server "dies" after the first k commands of a batch have
+been applied (k = 0, 1, 2 ... every command the batch sends, the last one
+applied or not), the stage sees a connection error, and the runner retries the
+batch, as `hub.runner.StageRunner` does. Afterwards the index and the golden
+store must hold what one clean run leaves.
+
+With `appendfsync always` a killed Redis keeps exactly a prefix of the
+commands it executed, which is what is modelled here: a pipeline is cut
+between two commands, a MULTI/EXEC or a script is all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from hub.config import load_pipeline
+from hub.records import InMessage
+from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, STEWARD_ACTION, codec
+from hub.stages.erasure import ErasureStage
+from hub.stages.ingest import IngestStage
+from hub.stages.master import MasterStage
+from hub.stages.match import MatchStage
+from hub.stages.steward import StewardStage
+
+NOW = int(time.time() * 1000) - 60_000
+ANNA = {"given_name": "Annabel", "family_name": "Smithson", "birth_date": "1984-03-02"}
+BOB = {"given_name": "Robert", "family_name": "Kowalczyk", "birth_date": "1971-11-20"}
+
+
+def raw(source: str, sid: str, at: int, **fields) -> InMessage:
+    value = codec(CUSTOMER_EVENT).encode({"source": source, "source_id": sid, "event_time": at, **fields})
+    return InMessage(f"raw.{source}", 0, at, f"{source}:{sid}".encode(), value, NOW)
+
+
+# customers already mastered before the batch under test
+HISTORY = [
+    [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])],
+    [raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])],
+    [raw("ecommerce", "E1", NOW + 2, **ANNA, emails=[{"address": "anna@x.example"}],
+         phones=[{"number": "07911 123456"}])],
+    [raw("crm", "C2", NOW + 3, **BOB, emails=[{"address": "bob@y.example"}]),
+     raw("contact_center", "L2", NOW + 4, **BOB, phones=[{"number": "07700 900123"}])],
+    [raw("pos", "P3", NOW + 5, given_name="Carla", family_name="Ortiz", emails=[{"address": "carla@z.example"}])],
+]
+# the batch a crash interrupts: an update of a record in a three-member golden
+# record, a deletion, a merge of two golden records, and a new customer
+BATCH = [
+    raw("crm", "C1", NOW + 10, **ANNA, emails=[{"address": "anna@x.example"}],
+        addresses=[{"line1": "1 Station Road", "city": "Leeds", "postcode": "LS1 4DY", "country": "GB"}]),
+    raw("pos", "P3", NOW + 11, op="delete"),
+    raw("ecommerce", "E2", NOW + 12, **BOB, emails=[{"address": "bob@y.example"}],
+        phones=[{"number": "07700 900123"}]),
+    raw("ecommerce", "E4", NOW + 13, given_name="Dmitri", family_name="Volkov"),
+]
+MEMBERS = ["crm:C1", "pos:P1", "ecommerce:E1", "crm:C2", "contact_center:L2", "pos:P3", "ecommerce:E2", "ecommerce:E4"]
+
+
+class Crash:
+    """Lets `budget` Redis commands through, then fails every call as a dead
+    server would; a pipeline that crosses the budget applies its first commands.
+    With `reply_lost`, the call whose last command uses up the budget is applied
+    and still fails (the server died before answering)."""
+
+    def __init__(self):
+        self.budget: int | None = None
+        self.reply_lost = False
+        self.sent = 0
+
+    def take(self, commands: int) -> tuple[int, bool]:
+        """(how many of these commands are applied, whether the call fails)."""
+        self.sent += commands
+        if self.budget is None:
+            return commands, False
+        applied = min(commands, self.budget)
+        self.budget -= applied
+        return applied, applied < commands or (self.reply_lost and self.budget == 0)
+
+
+@pytest.fixture
+def crash(monkeypatch):
+    state = Crash()
+    plain_execute = redis.client.Pipeline.execute
+    plain_command = redis.client.Redis.execute_command
+
+    def execute(pipe, raise_on_error=True):
+        if state.budget is not None and state.budget == 0:
+            pipe.reset()
+            raise redis.ConnectionError("crash: the server is gone")
+        stack = pipe.command_stack
+        if pipe.transaction:  # MULTI/EXEC: all or nothing
+            applied, fails = state.take(len(stack))
+            if applied < len(stack):
+                pipe.reset()
+                raise redis.ConnectionError("crash: the server is gone")
+            result = plain_execute(pipe, raise_on_error)
+        else:
+            applied, fails = state.take(len(stack))
+            pipe.command_stack = stack[:applied]
+            result = plain_execute(pipe, raise_on_error) if applied else []
+        if fails:
+            raise redis.ConnectionError("crash: the server died mid-pipeline")
+        return result
+
+    def command(client, *args, **options):
+        if state.budget is not None and state.budget == 0:
+            raise redis.ConnectionError("crash: the server is gone")
+        applied, fails = state.take(1)
+        result = plain_command(client, *args, **options)
+        if fails:
+            raise redis.ConnectionError("crash: the server died before answering")
+        return result
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(redis.client.Redis, "execute_command", command)
+    return state
+
+
+def _stages(url):
+    from hub.connectors.redis_store import RedisStore
+
+    store = RedisStore.from_url(url)
+    store.client.flushall()
+    pipeline = load_pipeline(None)
+    return IngestStage(pipeline), MatchStage(pipeline, store, b"k"), MasterStage(pipeline, store, store, store, b"k",
+                                                                                  store), store
+
+
+def _as_input(messages, topic):
+    return [InMessage(m.topic, 0, i, m.key, m.value, NOW) for i, m in enumerate(messages) if m.topic == topic]
+
+
+async def _retried(process, crash: Crash):
+    """The stage's output once it succeeds; the first attempt meets the crash."""
+    try:
+        return await process()
+    except redis.ConnectionError:
+        crash.budget = None  # Redis is back: the runner retries the whole batch
+        return await process()
+
+
+def _state(store) -> dict:
+    """What the index and the golden store hold, version counters left out."""
+    members = {m: e.golden_id for m, e in asyncio.run(store.members(MEMBERS)).items()}
+    golden = {}
+    for key in store.client.scan_iter(match="hub:gold:*"):
+        gid = key.decode().split("{", 1)[1].rstrip("}")
+        record = asyncio.run(store.golden(gid))
+        assert record is not None, f"golden {gid}: contributions without a golden record"
+        golden[gid] = {k: v for k, v in record.items() if k not in ("version", "updated_at")}
+    return {"members": members, "golden": golden, "count": asyncio.run(store.golden_count())}
+
+
+def _steward(action: str, member: str, others: list[str]) -> InMessage:
+    value = codec(STEWARD_ACTION).encode({"action": action, "member": member, "others": others,
+                                          "actor": "steward-1", "reason": None, "at": NOW})
+    return InMessage("steward.actions", 0, 0, member.encode(), value, NOW)
+
+
+def _erasure(source: str, source_id: str) -> InMessage:
+    value = codec(ERASURE_REQUEST).encode({"source": source, "source_id": source_id, "golden_id": None,
+                                           "requester": "dpo", "requested_at": NOW})
+    return InMessage("erasure.requests", 0, 0, f"{source}:{source_id}".encode(), value, NOW)
+
+
+# scenario -> (the stage that makes the linked records, its input)
+SCENARIOS = {
+    "source events": ("match", BATCH),
+    "steward split": ("steward", [_steward("split", "crm:C1", ["pos:P1", "ecommerce:E1"])]),
+    "steward link": ("steward", [_steward("link", "crm:C2", ["pos:P3"])]),
+    "erasure": ("erasure", [_erasure("crm", "C2")]),
+}
+
+
+def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | None) -> tuple[dict, int]:
+    ingest, match, master, store = _stages(url)
+    pipeline = load_pipeline(None)
+    upstream = {"match": match, "steward": StewardStage(pipeline, store),
+                "erasure": ErasureStage(pipeline, store, store, store)}
+    first, batch = SCENARIOS[scenario]
+    sent = {}
+
+    async def step(name, call):
+        if name == crashed:
+            crash.sent, crash.budget = 0, budget
+        try:
+            return await _retried(call, crash)
+        finally:
+            if name == crashed:
+                sent[name], crash.budget = crash.sent, None
+
+    async def flow():
+        for history in HISTORY:
+            canonical = _as_input(ingest.process(history, NOW).messages, "customer.canonical")
+            linked = _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
+            await master.process(linked, NOW)
+        stage = upstream[first]
+        if first == "match":
+            batch_in = _as_input(ingest.process(batch, NOW).messages, "customer.canonical")
+            made = await step(first, lambda: stage.process(batch_in, NOW))
+        else:
+            made = await step(first, lambda: stage.process(batch))
+        linked = _as_input(made.messages, "customer.linked")
+        mastered = await step("master", lambda: master.process(linked, NOW))
+        # what the golden topic ends with: the retry sends everything, the crashed attempt delivered nothing
+        return {m.key.decode(): m.value for m in mastered.messages if m.topic == "customer.golden"}
+
+    topic = asyncio.run(flow())
+    return {**_state(store), "golden topic": topic}, sent.get(crashed, 0)
+
+
+def _difference(clean: dict, state: dict) -> str:
+    if state["members"] != clean["members"]:
+        return f"index {state['members']} != {clean['members']}"
+    if state["golden"].keys() != clean["golden"].keys():
+        return f"golden ids {sorted(state['golden'])} != {sorted(clean['golden'])}"
+    for gid, record in clean["golden"].items():
+        if state["golden"][gid] != record:
+            keys = [k for k in record if record[k] != state["golden"][gid].get(k)]
+            return f"golden {gid} differs in {keys}: {[state['golden'][gid].get(k) for k in keys]}"
+    if state["golden topic"] != clean["golden topic"]:
+        return "the golden topic's values differ"
+    return f"count {state['count']} != {clean['count']}"
+
+
+@pytest.mark.parametrize("reply_lost", [False, True], ids=["cut", "reply-lost"])
+@pytest.mark.parametrize(("scenario", "crashed"), [
+    ("source events", "match"), ("source events", "master"), ("steward split", "steward"),
+    ("steward split", "master"), ("steward link", "steward"), ("steward link", "master"), ("erasure", "master")])
+def test_a_batch_retried_after_redis_died_at_any_command_leaves_what_a_clean_run_leaves(
+        redis_url, crash, scenario, crashed, reply_lost):
+    clean, commands = _run(redis_url, crash, scenario, crashed, None)
+    assert commands > 0
+    crash.reply_lost = reply_lost
+    differing = []
+    for budget in range(commands + 1):
+        try:
+            state, _ = _run(redis_url, crash, scenario, crashed, budget)
+        except Exception as exc:  # noqa: BLE001 - a failed retry is a finding, not a test error
+            differing.append((budget, repr(exc)[:200]))
+            continue
+        if state != clean:
+            differing.append((budget, _difference(clean, state)))
+    assert not differing, f"{crashed}: a crash after these commands (of {commands}) leaves another state: {differing}"
+
+
+def test_the_scenarios_change_what_they_should(redis_url, crash):
+    """The sweeps above compare against these clean runs: they must do what they are named for."""
+    before, _ = _run(redis_url, crash, "source events", None, None)
+    assert len(before["golden"]) == 3 and before["count"] == 3  # Anna, Bob (E2 merged his two), Dmitri
+    assert "pos:P3" not in before["members"]
+    split, _ = _run(redis_url, crash, "steward split", None, None)
+    assert split["members"]["crm:C1"] != split["members"]["pos:P1"] == split["members"]["ecommerce:E1"]
+    assert [g["members"] for g in split["golden"].values()].count(["crm:C1"]) == 1
+    linked, _ = _run(redis_url, crash, "steward link", None, None)
+    assert linked["members"]["crm:C2"] == linked["members"]["pos:P3"]
+    erased, _ = _run(redis_url, crash, "erasure", None, None)
+    assert "crm:C2" not in erased["members"] and not any("crm:C2" in g["members"] for g in erased["golden"].values())
