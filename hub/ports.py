@@ -140,7 +140,9 @@ class GoldenStore(Protocol):
 class ConsentStore(Protocol):
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
         """Store statements per member; the latest per (purpose, channel) by
-        event_time wins. True for each member whose consent changed."""
+        event_time wins. True for each member whose consent changed, or that
+        holds one of these statements already (a retried batch must still
+        recompute the golden record its first pass did not)."""
     async def get(self, members: list[str]) -> dict[str, list[dict]]: ...
     async def forget(self, members: list[str]) -> None:
         """Erase every statement held for these members."""
@@ -149,7 +151,8 @@ class ConsentStore(Protocol):
 class SurveyStore(Protocol):
     async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
         """Store survey answers per member; the latest per survey by responded_at
-        wins. True for each member whose answers changed."""
+        wins. True for each member whose answers changed, or that holds one of
+        these answers already (as `ConsentStore.put`)."""
     async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]: ...
     async def forget_surveys(self, members: list[str]) -> None:
         """Erase every answer held for these members."""

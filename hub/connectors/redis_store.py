@@ -223,6 +223,8 @@ return out
 # Latest statement per (purpose, channel), or answer per survey, wins by its
 # own time; equal times are settled by a keyed digest of the item (the sealed
 # body is random-looking and differs on every write), so every worker agrees.
+# The same item again counts as a change: it may be a retried batch whose first
+# pass stored it and died before the golden record was recomputed.
 _PUT_LATEST = """
 local changed = 0
 for i = 1, #ARGV, 4 do
@@ -235,6 +237,8 @@ for i = 1, #ARGV, 4 do
   end
   if at > held_at or (at == held_at and tie > held_tie) then
     redis.call('HSET', KEYS[1], field, at .. '|' .. tie .. '|' .. body)
+    changed = 1
+  elseif at == held_at and tie == held_tie then
     changed = 1
   end
 end
@@ -779,7 +783,7 @@ class RedisStore:
     async def _put_latest(self, key, items: dict[str, list[dict]], slot, at: str, operation: str) -> dict[str, bool]:
         """Per member hash `key(member)`: each item in its `slot(item)`, kept
         only if newer (by `item[at]`) than what the slot holds. True for each
-        member whose hash changed."""
+        member whose hash changed or already held one of the items."""
         members = [m for m, found in items.items() if found]
         if not members:
             return {}
@@ -810,7 +814,7 @@ class RedisStore:
         return result
 
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
-        """Store statements per member; True for each member whose consent changed."""
+        """Store statements per member; True for each member whose consent changed (or holds one already)."""
         return await self._put_latest(cons_key, statements, lambda st: f"{st['purpose']}|{st['channel']}",
                                       "event_time", "consent_put")
 
@@ -826,7 +830,8 @@ class RedisStore:
 
     # survey store
     async def put_surveys(self, answers: dict[str, list[dict]]) -> dict[str, bool]:
-        """Store answers per member, the latest per survey; True for each member whose answers changed."""
+        """Store answers per member, the latest per survey; True for each member whose answers changed
+        (or hold one already)."""
         return await self._put_latest(survey_key, answers, lambda a: a["survey_id"], "responded_at", "survey_put")
 
     async def get_surveys(self, members: list[str]) -> dict[str, list[dict]]:

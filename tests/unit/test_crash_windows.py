@@ -19,12 +19,14 @@ import redis
 
 from hub.config import load_pipeline
 from hub.records import InMessage
-from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, STEWARD_ACTION, codec
+from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, STEWARD_ACTION, SURVEY_RESPONSE, codec
+from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.steward import StewardStage
+from hub.stages.survey import SurveyStage
 
 NOW = int(time.time() * 1000) - 60_000
 ANNA = {"given_name": "Annabel", "family_name": "Smithson", "birth_date": "1984-03-02"}
@@ -166,8 +168,25 @@ def _erasure(source: str, source_id: str) -> InMessage:
     return InMessage("erasure.requests", 0, 0, f"{source}:{source_id}".encode(), value, NOW)
 
 
+def _consent(member: str, purpose: str, status: str) -> InMessage:
+    source, source_id = member.split(":")
+    value = codec(CONSENT_EVENT).encode({"source": source, "source_id": source_id, "statement": {
+        "purpose": purpose, "channel": "email", "status": status, "event_time": NOW + 20}})
+    return InMessage("consent.events", 0, 0, member.encode(), value, NOW)
+
+
+def _survey(member: str, survey_id: str, score: int) -> InMessage:
+    source, source_id = member.split(":")
+    value = codec(SURVEY_RESPONSE).encode({"source": source, "source_id": source_id, "survey_id": survey_id,
+                                           "score": score, "responded_at": NOW + 20})
+    return InMessage("survey.events", 0, 0, member.encode(), value, NOW)
+
+
 # scenario -> (the stage that makes the linked records, its input)
 SCENARIOS = {
+    "consent": ("consent", [_consent("crm:C1", "marketing", "granted"), _consent("crm:C2", "marketing", "granted"),
+                            _consent("pos:P3", "analytics", "denied")]),
+    "survey": ("survey", [_survey("crm:C1", "nps", 9), _survey("contact_center:L2", "nps", 3)]),
     "source events": ("match", BATCH),
     "steward split": ("steward", [_steward("split", "crm:C1", ["pos:P1", "ecommerce:E1"])]),
     "steward link": ("steward", [_steward("link", "crm:C2", ["pos:P3"])]),
@@ -179,7 +198,8 @@ def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | No
     ingest, match, master, store = _stages(url)
     pipeline = load_pipeline(None)
     upstream = {"match": match, "steward": StewardStage(pipeline, store),
-                "erasure": ErasureStage(pipeline, store, store, store)}
+                "erasure": ErasureStage(pipeline, store, store, store), "consent": ConsentStage(pipeline, store, store),
+                "survey": SurveyStage(pipeline, store, store)}
     first, batch = SCENARIOS[scenario]
     sent = {}
 
@@ -198,7 +218,9 @@ def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | No
             linked = _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
             await master.process(linked, NOW)
         stage = upstream[first]
-        if first == "match":
+        if first in ("consent", "survey"):
+            made = await step(first, lambda: stage.process(batch, NOW))
+        elif first == "match":
             batch_in = _as_input(ingest.process(batch, NOW).messages, "customer.canonical")
             made = await step(first, lambda: stage.process(batch_in, NOW))
         else:
@@ -229,7 +251,8 @@ def _difference(clean: dict, state: dict) -> str:
 @pytest.mark.parametrize("reply_lost", [False, True], ids=["cut", "reply-lost"])
 @pytest.mark.parametrize(("scenario", "crashed"), [
     ("source events", "match"), ("source events", "master"), ("steward split", "steward"),
-    ("steward split", "master"), ("steward link", "steward"), ("steward link", "master"), ("erasure", "master")])
+    ("steward split", "master"), ("steward link", "steward"), ("steward link", "master"), ("erasure", "master"),
+    ("consent", "consent"), ("consent", "master"), ("survey", "survey")])
 def test_a_batch_retried_after_redis_died_at_any_command_leaves_what_a_clean_run_leaves(
         redis_url, crash, scenario, crashed, reply_lost):
     clean, commands = _run(redis_url, crash, scenario, crashed, None)
@@ -259,3 +282,7 @@ def test_the_scenarios_change_what_they_should(redis_url, crash):
     assert linked["members"]["crm:C2"] == linked["members"]["pos:P3"]
     erased, _ = _run(redis_url, crash, "erasure", None, None)
     assert "crm:C2" not in erased["members"] and not any("crm:C2" in g["members"] for g in erased["golden"].values())
+    consented, _ = _run(redis_url, crash, "consent", None, None)
+    assert sum(len(g["consents"]) for g in consented["golden"].values()) == 3
+    surveyed, _ = _run(redis_url, crash, "survey", None, None)
+    assert surveyed["golden"] != consented["golden"] and len(surveyed["golden topic"]) == 2
