@@ -103,6 +103,8 @@ class TopicView:
     latest: dict = field(default_factory=lambda: defaultdict(dict))  # topic -> key -> value (None = tombstone)
     reasons: Counter = field(default_factory=Counter)          # (topic, hub.error.reason or hub.reason)
     latencies_ms: list = field(default_factory=list)           # target record timestamp - source event timestamp
+    # topic -> key -> [(offset, "value" or the tombstone's reason)], for failure messages
+    history: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     last_arrival: float = 0.0
 
     def live(self, topic: str) -> dict:
@@ -138,13 +140,16 @@ class Watcher:
                 if value is None:
                     view.tombstones[topic] += 1
                 key = message.key().decode() if message.key() else None
-                if topic in self.keep_values:
-                    view.latest[topic][key] = value
+                what = "value"
                 for name, raw in message.headers() or ():
                     if name in (ERROR_REASON, REASON_HEADER):
                         view.reasons[(topic, raw.decode())] += 1
+                        what = raw.decode()
                     elif name == EVENT_TS_HEADER:
                         view.latencies_ms.append(message.timestamp()[1] - int(raw))
+                if topic in self.keep_values:
+                    view.latest[topic][key] = value
+                    view.history[topic][key].append((message.offset(), what if value is None else "value"))
         if seen:
             self.view.last_arrival = time.monotonic()
         return seen

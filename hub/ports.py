@@ -159,7 +159,9 @@ class SurveyStore(Protocol):
 
 
 class SyndicationState(Protocol):
-    """What each target last received per golden id: (key, projection hash)."""
+    """What each target last received per golden id: (key, projection hash),
+    saved once delivered; under `<target>|sending`, (key, "") for a key sent
+    whose delivery is not confirmed yet."""
 
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]: ...
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None: ...

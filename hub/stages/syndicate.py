@@ -4,7 +4,10 @@ For every target: if consent covers it, send the target's projection (only
 when that projection changed since the target's last record); if not, send
 nothing, or a tombstone with a `hub.reason` header when the target holds the
 record. What each target last received is saved only after delivery, so a
-crash can cause a re-send, never a gap.
+crash can cause a re-send, never a gap. A key a target is about to receive
+for the first time is noted before delivery (`<target>|sending`): a crash
+after delivery, before the save, must not leave a record there that a later
+deletion, consent withdrawal or key change would not know to tombstone.
 """
 
 from __future__ import annotations
@@ -42,15 +45,23 @@ class SyndicateStage:
         held = await self.state.load_syndication(list(latest))
         out: list[OutMessage] = []
         updates: dict[str, dict[str, tuple[str, str] | None]] = {}
+        sending: dict[str, dict[str, tuple[str, str]]] = {}
         due: dict[str, int | None] = {}
         for gid, (golden, gone_reason) in latest.items():
             sent = held.get(gid, {})
             changes = updates.setdefault(gid, {})
             for target in self.config.targets:
                 previous = sent.get(target.name)
+                # keys the target holds or may hold: the last confirmed, and one a crash left unconfirmed
+                maybe = sent.get(f"{target.name}|sending")
+                held_keys = [k for k in dict.fromkeys([previous[0] if previous else None, maybe[0] if maybe else None])
+                             if k]
+                if maybe:
+                    changes[f"{target.name}|sending"] = None
                 if golden is None:
+                    for held_key in held_keys:
+                        out.append(self._tombstone(target, held_key, gone_reason))
                     if previous:
-                        out.append(self._tombstone(target, previous[0], gone_reason))
                         changes[target.name] = None
                     continue
                 verdict, purpose = target_verdict_purpose(golden, target, self.purposes, now_ms)
@@ -59,17 +70,22 @@ class SyndicateStage:
                     verdict = NO_KEY
                 if verdict != ALLOWED:
                     metrics.SUPPRESSED.labels(target.name, verdict, purpose).inc()
+                    for held_key in held_keys:
+                        out.append(self._tombstone(target, held_key, verdict, purpose))
                     if previous:
-                        out.append(self._tombstone(target, previous[0], verdict, purpose))
                         changes[target.name] = None
                     continue
                 payload = encode(project(golden, target), target)
                 print_ = fingerprint(payload)
-                if previous and previous == (key, print_):
+                if previous and previous == (key, print_) and not maybe:
                     metrics.UNCHANGED.labels(target.name).inc()
                     continue
-                if previous and previous[0] != key:
-                    out.append(self._tombstone(target, previous[0], "key_changed"))
+                for held_key in held_keys:
+                    if held_key != key:
+                        out.append(self._tombstone(target, held_key, "key_changed"))
+                if not previous or previous[0] != key:
+                    sending.setdefault(gid, {})[f"{target.name}|sending"] = (key, "")
+                    changes[f"{target.name}|sending"] = None  # confirmed once delivered
                 produced_at = golden.get("trigger_produced_at")
                 headers = [(EVENT_TS_HEADER, str(produced_at).encode())] if produced_at else []
                 out.append(OutMessage(target.output_topic, key.encode(), payload, headers))
@@ -81,6 +97,7 @@ class SyndicateStage:
                 due[gid] = next_change_ms(golden["consents"], now_ms)
             else:
                 due[gid] = None
+        await self.state.save_syndication(sending)
 
         async def remember() -> None:
             await self.state.save_syndication({g: c for g, c in updates.items() if c})

@@ -72,6 +72,17 @@ def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 15
     return watcher.wait_until(lambda v: True, timeout_s=timeout_s, quiet_s=2.0)
 
 
+def _describe(store, view, pipeline, gids: list[str], target_topic: str | None = None) -> str:
+    """Where each of these golden ids stands, for a failure message."""
+    lines = []
+    for gid in gids:
+        fields = sorted(f.decode() for f in store.client.hkeys(f"hub:gold:{{{gid}}}"))
+        lines.append(f"{gid}: store fields {fields}, activity {store.client.zscore('hub:activity', gid)}, "
+                     f"golden topic {view.history[pipeline.topics.golden].get(gid)}"
+                     + (f", target {view.history[target_topic].get(gid)}" if target_topic else ""))
+    return "; ".join(lines)
+
+
 def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
     """The invariants; returns the figures."""
     golden_codec = codec(GOLDEN)
@@ -84,7 +95,8 @@ def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
     assert all(stored[gid] is not None for gid in live), "golden on the topic, not in the store"
     mismatched = [gid for gid, value in live.items() if golden_codec.encode(stored[gid]) != value]
     assert not mismatched, f"{len(mismatched)} golden records differ from the store"
-    assert asyncio.run(store.golden_count()) == len(live)
+    active = {g.decode() for g in store.client.zrange("hub:activity", 0, -1)}
+    assert active == live.keys(), _describe(store, view, pipeline, sorted(active ^ live.keys()))
     # every live source record in exactly one golden record
     owners: dict[str, list[str]] = {}
     for gid, golden in stored.items():
@@ -107,7 +119,8 @@ def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
         expected_values = {target_key(g, target): encode(project(g, target), target) for g in stored.values()}
         got = view.live(target.output_topic)
         wrong = [k for k, v in got.items() if expected_values.get(k) != v]
-        assert not wrong, f"{target.name}: {len(wrong)} records differ from the golden store"
+        assert not wrong, f"{target.name}: {len(wrong)} records differ from the golden store: " + \
+            _describe(store, view, pipeline, wrong[:5], target.output_topic)
     return {"golden": len(live), "records": len(owners), "lost": len(lost), "duplicated": len(duplicated)}
 
 

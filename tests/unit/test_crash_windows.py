@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from hub.config import load_pipeline
-from hub.records import InMessage
+from hub.records import REASON_HEADER, InMessage
 from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, STEWARD_ACTION, SURVEY_RESPONSE, codec
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
@@ -27,6 +27,7 @@ from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.steward import StewardStage
 from hub.stages.survey import SurveyStage
+from hub.stages.syndicate import SyndicateStage
 
 NOW = int(time.time() * 1000) - 60_000
 ANNA = {"given_name": "Annabel", "family_name": "Smithson", "birth_date": "1984-03-02"}
@@ -286,3 +287,32 @@ def test_the_scenarios_change_what_they_should(redis_url, crash):
     assert sum(len(g["consents"]) for g in consented["golden"].values()) == 3
     surveyed, _ = _run(redis_url, crash, "survey", None, None)
     assert surveyed["golden"] != consented["golden"] and len(surveyed["golden topic"]) == 2
+
+
+def test_a_target_record_delivered_before_a_crash_is_tombstoned_when_its_golden_record_goes(redis_url):
+    """The syndicate stage delivered a new golden record to the targets and
+    died before saving that it had; redelivered, its batch now ends with the
+    record's deletion (a merge, an erasure): every target gets the tombstone."""
+    ingest, match, master, store = _stages(redis_url)
+    pipeline = load_pipeline(None)
+    syndicate = SyndicateStage(pipeline, store)
+
+    async def flow():
+        canonical = _as_input(ingest.process(HISTORY[0], NOW).messages, "customer.canonical")
+        linked = _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
+        golden = _as_input((await master.process(linked, NOW)).messages, "customer.golden")
+        topics: dict[tuple[str, bytes], bytes | None] = {}
+        first = await syndicate.process(golden, NOW)  # delivered; the worker dies before `after_delivery`
+        topics.update({(m.topic, m.key): m.value for m in first.messages})
+        gone = InMessage("customer.golden", 0, 1, golden[0].key, None, NOW, [(REASON_HEADER, b"golden_merged")])
+        again = await syndicate.process([*golden, gone], NOW)
+        topics.update({(m.topic, m.key): m.value for m in again.messages})
+        await again.after_delivery()
+        return first, topics
+
+    first, topics = asyncio.run(flow())
+    delivered = {t for t, _ in topics}
+    assert len([m for m in first.messages if m.value is not None]) >= 2  # the record reached several targets
+    held = {topic: key for (topic, key), value in topics.items() if value is not None}
+    assert not held, f"targets still hold the deleted golden record: {held}"
+    assert delivered <= {t.output_topic for t in pipeline.targets}
