@@ -147,6 +147,7 @@ class MasterStage:
                     out.extend(self._gone(gid, previous, "member_withdrawn", now_ms))
                 else:  # gone from the store already: a crash may have lost the tombstone, send it again
                     out.append(self._tombstone(gid, "member_withdrawn"))
+                    deleted.append(gid)  # and may have left what is derived from it (activity, schedules)
                 continue
             canonical = item["canonical"]
             produced_at = canonical["origin"]["produced_at"] if canonical else None

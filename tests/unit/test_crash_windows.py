@@ -316,3 +316,35 @@ def test_a_target_record_delivered_before_a_crash_is_tombstoned_when_its_golden_
     held = {topic: key for (topic, key), value in topics.items() if value is not None}
     assert not held, f"targets still hold the deleted golden record: {held}"
     assert delivered <= {t.output_topic for t in pipeline.targets}
+
+
+def test_a_golden_record_created_before_a_crash_and_deleted_in_the_redelivered_batch_leaves_nothing(redis_url, crash):
+    """The master began saving a new golden record and died; redelivered, its
+    batch now also holds the record's deletion (batches form differently after
+    a restart): whatever the crash left, nothing of the customer remains."""
+    ingest, match, master, store = _stages(redis_url)
+
+    async def linked(messages):
+        canonical = _as_input(ingest.process(messages, NOW).messages, "customer.canonical")
+        return _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
+
+    async def attempt(budget: int | None):
+        store.client.flushall()
+        upsert = await linked(HISTORY[0])
+        crash.sent, crash.budget = 0, budget
+        try:
+            await master.process(upsert, NOW)
+        except redis.ConnectionError:
+            pass
+        crash.budget = None
+        deletion = await linked([raw("crm", "C1", NOW + 1000, op="delete")])  # the source deleted it meanwhile
+        await master.process([*upsert, *deletion], NOW)
+        return crash.sent
+
+    commands = asyncio.run(attempt(None))
+    left = []
+    for budget in range(commands + 1):
+        asyncio.run(attempt(budget))
+        if asyncio.run(store.golden_count()) or list(store.client.scan_iter(match="hub:gold:*")):
+            left.append(budget)
+    assert not left, f"a crash after these commands (of {commands}) leaves the deleted customer counted: {left}"
