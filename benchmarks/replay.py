@@ -27,37 +27,15 @@ from pathlib import Path
 
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.kafka import MergedReader, end_offsets
+from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, LocalHub
+from hub.harness import Feeder, LocalHub, latest_since, wait_caught_up
 from hub.replay import replay
 from hub.schemas import GOLDEN, codec
 from hub.survivorship import STAMP_FIELDS
 
 SECRET = "change-me-hub-dev-key"  # the worker's default HUB_PII_KEY
-
-
-def latest(bootstrap: str, topic: str, since: dict) -> dict[bytes, bytes | None]:
-    found = {}
-    for message in MergedReader(bootstrap, [topic], timeout_s=300):
-        if message.offset >= since.get((message.topic, message.partition), 0):
-            found[message.key] = message.value
-    return found
-
-
-def wait_quiet(bootstrap: str, topics: list[str], quiet_s: float, timeout_s: float) -> None:
-    """Until no topic has grown for `quiet_s` (the worker has caught up)."""
-    last, since = None, time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = end_offsets(bootstrap, topics)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(1)
-    raise TimeoutError("the worker did not catch up")
 
 
 def wait_ready(worker, timeout_s: float = 120) -> None:
@@ -125,9 +103,11 @@ def main() -> None:
                     feeder.producer.poll(0)
             feeder.flush()
             worker = worker or hub.worker()
-            wait_quiet(hub.bootstrap, [pipeline.topics.canonical, pipeline.topics.linked, golden_topic], 8, 1800)
+            topics = pipeline.topics
+            wait_caught_up(hub.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
+                                                  topics.canonical, topics.linked, golden_topic], 1800)
             worker.stop()
-            live = latest(hub.bootstrap, golden_topic, {})
+            live = latest_since(hub.bootstrap, golden_topic, {})
             runs = []
             for n in range(2):
                 before = end_offsets(hub.bootstrap, [golden_topic])
@@ -137,7 +117,7 @@ def main() -> None:
                                                 batch_size=args.batch, commit=False))
                 finally:
                     redis.stop()
-                runs.append((counts, latest(hub.bootstrap, golden_topic, before)))
+                runs.append((counts, latest_since(hub.bootstrap, golden_topic, before)))
         finally:
             hub.stop()
     (counts, first), (_, second) = runs

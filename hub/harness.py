@@ -167,30 +167,48 @@ class Watcher:
         self.consumer.close()
 
 
+def committed_offsets(bootstrap: str, group: str, partitions) -> dict[tuple[str, int], int]:
+    """A consumer group's committed offset per (topic, partition); negative where it committed none."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
 def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 120.0) -> None:
     """Until the consumer group has committed the end of every partition of
     `topics` (twice in a row, half a second apart): the workers have done
     everything there is, not merely gone quiet for a while."""
     from hub.connectors.kafka import end_offsets
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        deadline = time.monotonic() + timeout_s
-        streak = 0
-        behind: dict = {}
-        while time.monotonic() < deadline:
-            ends = end_offsets(bootstrap, topics)
-            committed = {(tp.topic, tp.partition): tp.offset
-                         for tp in consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)}
-            behind = {tp: end - max(committed.get(tp, 0), 0) for tp, end in ends.items()
-                      if end > max(committed.get(tp, 0), 0)}
-            streak = 0 if behind else streak + 1
-            if streak >= 2:
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"group {group} still behind after {timeout_s}s: {behind}")
-    finally:
-        consumer.close()
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    behind: dict = {}
+    while time.monotonic() < deadline:
+        ends = end_offsets(bootstrap, topics)
+        committed = committed_offsets(bootstrap, group, ends)
+        behind = {tp: end - max(committed.get(tp, 0), 0) for tp, end in ends.items()
+                  if end > max(committed.get(tp, 0), 0)}
+        streak = 0 if behind else streak + 1
+        if streak >= 2:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"group {group} still behind after {timeout_s}s: {behind}")
+
+
+def latest_since(bootstrap: str, topic: str, since: dict[tuple[str, int], int],
+                 timeout_s: float = 300.0) -> dict[bytes | None, bytes | None]:
+    """The last value per key among the records of `topic` at or after the
+    offsets `since` (a partition not named: from its beginning)."""
+    from hub.connectors.kafka import MergedReader
+
+    latest = {}
+    for message in MergedReader(bootstrap, [topic], timeout_s=timeout_s):
+        if message.offset >= since.get((message.topic, message.partition), 0):
+            latest[message.key] = message.value
+    return latest
 
 
 class Feeder:

@@ -127,6 +127,8 @@ class KafkaTopicSink:
 
     def flush(self) -> None:
         self.sink.flush()
+
+
 def _reader(bootstrap_servers: str, **extra):
     from confluent_kafka import Consumer
 

@@ -610,16 +610,12 @@ class RedisStore:
 
     async def remember_deleted_from(self, golden_ids: dict[str, str]) -> None:
         if golden_ids:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(DELETED_FROM, mapping=golden_ids)
-            await self._run(pipe, "index_tombstones")
+            self._timed("index_tombstones", self.client.hset, DELETED_FROM, mapping=golden_ids)
 
     async def deleted_from(self, members: list[str]) -> dict[str, str]:
         if not members:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(DELETED_FROM, members)
-        (found,) = await self._run(pipe, "index_tombstones")
+        found = self._timed("index_tombstones", self.client.hmget, DELETED_FROM, members)
         return {m: gid.decode() for m, gid in zip(members, found) if gid is not None}
 
     async def resolve_forward(self, golden_ids: list[str]) -> dict[str, str]:

@@ -54,8 +54,7 @@ class SyndicateStage:
                 previous = sent.get(target.name)
                 # keys the target holds or may hold: the last confirmed, and one a crash left unconfirmed
                 maybe = sent.get(f"{target.name}|sending")
-                held_keys = [k for k in dict.fromkeys([previous[0] if previous else None, maybe[0] if maybe else None])
-                             if k]
+                held_keys = list(dict.fromkeys(k for k in (previous and previous[0], maybe and maybe[0]) if k))
                 if maybe:
                     changes[f"{target.name}|sending"] = None
                 if golden is None:
@@ -77,7 +76,7 @@ class SyndicateStage:
                     continue
                 payload = encode(project(golden, target), target)
                 print_ = fingerprint(payload)
-                if previous and previous == (key, print_) and not maybe:
+                if previous == (key, print_) and not maybe:
                     metrics.UNCHANGED.labels(target.name).inc()
                     continue
                 for held_key in held_keys:

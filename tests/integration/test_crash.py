@@ -18,7 +18,7 @@ import time
 import pytest
 
 from hub.connectors.embedded import free_port
-from hub.connectors.redis_store import RedisStore
+from hub.connectors.redis_store import P, RedisStore, gold_key
 from hub.demo import encode_event
 from hub.generator import generate
 from hub.harness import Feeder, LocalHub, RedisServer, Watcher, wait_caught_up
@@ -28,6 +28,7 @@ from hub.schemas import GOLDEN, codec
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PERSONS = 400
+ACTIVITY = f"{P}activity"  # the golden ids the store holds (what golden_count counts)
 
 
 def _stream():
@@ -76,8 +77,8 @@ def _describe(store, view, pipeline, gids: list[str], target_topic: str | None =
     """Where each of these golden ids stands, for a failure message."""
     lines = []
     for gid in gids:
-        fields = sorted(f.decode() for f in store.client.hkeys(f"hub:gold:{{{gid}}}"))
-        lines.append(f"{gid}: store fields {fields}, activity {store.client.zscore('hub:activity', gid)}, "
+        fields = sorted(f.decode() for f in store.client.hkeys(gold_key(gid)))
+        lines.append(f"{gid}: store fields {fields}, activity {store.client.zscore(ACTIVITY, gid)}, "
                      f"golden topic {view.history[pipeline.topics.golden].get(gid)}"
                      + (f", target {view.history[target_topic].get(gid)}" if target_topic else ""))
     return "; ".join(lines)
@@ -95,7 +96,7 @@ def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
     assert all(stored[gid] is not None for gid in live), "golden on the topic, not in the store"
     mismatched = [gid for gid, value in live.items() if golden_codec.encode(stored[gid]) != value]
     assert not mismatched, f"{len(mismatched)} golden records differ from the store"
-    active = {g.decode() for g in store.client.zrange("hub:activity", 0, -1)}
+    active = {g.decode() for g in store.client.zrange(ACTIVITY, 0, -1)}
     assert active == live.keys(), _describe(store, view, pipeline, sorted(active ^ live.keys()))
     # every live source record in exactly one golden record
     owners: dict[str, list[str]] = {}

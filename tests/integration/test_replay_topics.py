@@ -10,10 +10,10 @@ import threading
 import time
 
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.kafka import MergedReader, end_offsets
+from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder
+from hub.harness import Feeder, committed_offsets, latest_since
 from hub.replay import IndexNotEmpty, replay
 
 SECRET = b"replay-test-key"
@@ -39,14 +39,6 @@ def _feed_concurrently(bootstrap: str, events, producers: int = 3) -> None:
         thread.join()
 
 
-def _latest_since(bootstrap: str, topic: str, since: dict) -> dict[bytes, bytes | None]:
-    latest = {}
-    for message in MergedReader(bootstrap, [topic], timeout_s=60):
-        if message.offset >= since.get((message.topic, message.partition), 0):
-            latest[message.key] = message.value
-    return latest
-
-
 def test_replay_twice_gives_byte_identical_golden_records(local_hub, pipeline, tmp_path):
     events = generate(250, seed=11)
     _feed_concurrently(local_hub.bootstrap, events)
@@ -57,7 +49,7 @@ def test_replay_twice_gives_byte_identical_golden_records(local_hub, pipeline, t
         assert sum(counts.inputs.values()) == len(events)  # every input record read, none twice
         assert counts.inputs[pipeline.topics.consent] > 0
         after_first = end_offsets(bootstrap, [golden])
-        first_golden = _latest_since(bootstrap, golden, {})
+        first_golden = latest_since(bootstrap, golden, {})
 
         try:
             asyncio.run(replay(pipeline, bootstrap, first.url, SECRET, "hub", batch_size=200))
@@ -66,24 +58,13 @@ def test_replay_twice_gives_byte_identical_golden_records(local_hub, pipeline, t
             pass
 
         asyncio.run(replay(pipeline, bootstrap, second.url, SECRET, "hub", batch_size=200, commit=False))
-        second_golden = _latest_since(bootstrap, golden, after_first)
+        second_golden = latest_since(bootstrap, golden, after_first)
     finally:
         first.stop()
         second.stop()
     live = {k: v for k, v in first_golden.items() if v is not None}
     assert len(live) > 150
     assert second_golden == first_golden  # same golden ids, same bytes, tombstones included
-
-
-def _committed(bootstrap: str, group: str, partitions) -> dict:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
-    finally:
-        consumer.close()
 
 
 def test_workers_carry_on_after_a_replay(local_hub, pipeline):
@@ -94,7 +75,7 @@ def test_workers_carry_on_after_a_replay(local_hub, pipeline):
             topics.canonical, topics.linked, topics.golden]
     asyncio.run(replay(pipeline, bootstrap, local_hub.redis_url, SECRET, "hub", batch_size=100))
     ends = end_offsets(bootstrap, read)
-    assert _committed(bootstrap, "hub", ends) == ends  # the workers' group, at the end of all it reads
+    assert committed_offsets(bootstrap, "hub", ends) == ends  # the workers' group, at the end of all it reads
     local_hub.worker(env={"HUB_PII_KEY": SECRET.decode()})
     newcomer = [e for e in generate(1, seed=99) if e.topic.startswith("raw.") and e.raw is None][:1]
     newcomer[0].value["source_id"] = "REPLAY-NEW"
@@ -103,11 +84,11 @@ def test_workers_carry_on_after_a_replay(local_hub, pipeline):
     deadline = time.monotonic() + 90
     canonical = golden = {}
     while time.monotonic() < deadline:
-        golden = _latest_since(bootstrap, topics.golden, ends)
+        golden = latest_since(bootstrap, topics.golden, ends)
         if golden:
             time.sleep(3)  # a worker starting over would still be writing
-            golden = _latest_since(bootstrap, topics.golden, ends)
-            canonical = _latest_since(bootstrap, topics.canonical, ends)
+            golden = latest_since(bootstrap, topics.golden, ends)
+            canonical = latest_since(bootstrap, topics.canonical, ends)
             break
         time.sleep(1)
     # only the new customer: what the replay did is not done again

@@ -26,6 +26,16 @@ def raw(source: str, sid: str, at: int, **fields) -> InMessage:
     return InMessage(f"raw.{source}", 0, at, f"{source}:{sid}".encode(), value, NOW)
 
 
+def delivered(output, topic: str | None = None) -> list[InMessage]:
+    """A stage's outputs as the next stage reads them (those on `topic`, when given)."""
+    return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in output.messages if topic in (None, m.topic)]
+
+
+async def linked(ingest, match, messages: list[InMessage]) -> list[InMessage]:
+    """Source events through ingest and match: what the master reads."""
+    return delivered(await match.process(delivered(ingest.process(messages, NOW)), NOW), "customer.linked")
+
+
 @pytest.fixture
 def stages(tmp_path):
     from hub.connectors.embedded import EmbeddedRedis
@@ -42,12 +52,8 @@ def test_a_merge_whose_linked_record_was_lost_still_reaches_the_golden_store(sta
     ingest, match, master, store = stages
 
     async def flow(messages, keep_linked=True):
-        canonical = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process(messages, NOW).messages]
-        linked = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in (await match.process(canonical, NOW)).messages
-                  if m.topic == "customer.linked"]
-        if keep_linked:
-            return await master.process(linked, NOW)
-        return None
+        found = await linked(ingest, match, messages)
+        return await master.process(found, NOW) if keep_linked else None
 
     async def scenario():
         # two sparse records found two golden records; a third links both (a merge)
@@ -76,14 +82,9 @@ def test_an_event_older_than_a_deletion_does_not_bring_the_record_back(stages):
     older event, arriving after it, changes nothing."""
     ingest, match, master, store = stages
 
-    async def linked(message):
-        canonical = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process([message], NOW).messages]
-        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in (await match.process(canonical, NOW)).messages
-                if m.topic == "customer.linked"]
-
     async def scenario():
-        upsert = await linked(raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}]))
-        deletion = await linked(raw("crm", "C1", NOW + 1000, op="delete"))
+        upsert = await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])])
+        deletion = await linked(ingest, match, [raw("crm", "C1", NOW + 1000, op="delete")])
         await master.process(deletion, NOW)
         return (await master.process(upsert, NOW)).messages
 
@@ -99,17 +100,12 @@ def test_a_merge_arriving_after_a_deletion_does_not_bring_the_deleted_record_bac
     applies): the merge, arriving last, brings back neither."""
     ingest, match, master, store = stages
 
-    async def linked(messages):
-        canonical = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process(messages, NOW).messages]
-        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in (await match.process(canonical, NOW)).messages
-                if m.topic == "customer.linked"]
-
     async def scenario():
-        await master.process(await linked([raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])]), NOW)
-        await master.process(await linked([raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])]), NOW)
-        merge = await linked([raw("ecommerce", "E1", NOW + 2, **ANNA, emails=[{"address": "anna@x.example"}],
+        await master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])]), NOW)
+        await master.process(await linked(ingest, match, [raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])]), NOW)
+        merge = await linked(ingest, match, [raw("ecommerce", "E1", NOW + 2, **ANNA, emails=[{"address": "anna@x.example"}],
                                   phones=[{"number": "07911 123456"}])])
-        deletions = [await linked([raw(source, sid, NOW + 1000, op="delete")]) for source, sid in
+        deletions = [await linked(ingest, match, [raw(source, sid, NOW + 1000, op="delete")]) for source, sid in
                      (("crm", "C1"), ("pos", "P1"))]
         for deletion in deletions:  # mastered before the merge
             await master.process(deletion, NOW)
@@ -127,17 +123,12 @@ def test_a_deletion_whose_linked_record_was_lost_still_reaches_the_golden_store(
     the index, and must still reach the master."""
     ingest, match, master, store = stages
 
-    async def canonical(message):
-        return [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in ingest.process([message], NOW).messages]
-
     async def scenario():
-        upsert = await canonical(raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}]))
-        await master.process([InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in
-                              (await match.process(upsert, NOW)).messages if m.topic == "customer.linked"], NOW)
-        deletion = await canonical(raw("crm", "C1", NOW + 1000, op="delete"))
+        await master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA,
+                                                              emails=[{"address": "anna@x.example"}])]), NOW)
+        deletion = delivered(ingest.process([raw("crm", "C1", NOW + 1000, op="delete")], NOW))
         await match.process(deletion, NOW)  # crash: the index changed, the linked record never arrived
-        redelivered = [InMessage(m.topic, 0, 0, m.key, m.value, NOW) for m in
-                       (await match.process(deletion, NOW)).messages if m.topic == "customer.linked"]
+        redelivered = delivered(await match.process(deletion, NOW), "customer.linked")
         await master.process(redelivered, NOW)
         return redelivered
 
