@@ -5,9 +5,9 @@
 #   docker build -t cmdm-hub .
 #   docker run --rm -p 6066:6066 \
 #     -e HUB_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 \
-#     -e HUB_REDIS__URL=redis://redis:6379/0 \
+#     -e HUB_REDIS__URL=redis://redis:6379/0 -e HUB_PII_KEY \
 #     -e HUB_CONFIG_FILE=/etc/hub/hub.yaml -v "$PWD/deploy/hub.yaml:/etc/hub/hub.yaml:ro" \
-#     cmdm-hub            # = `hub run`
+#     cmdm-hub            # = `hub run`; HUB_PII_KEY (required, kept): `hub new-key` makes one
 #
 # Two stages: some dependencies may build from source (no wheel for this
 # platform), so the compiler lives only in the build stage and the runtime

@@ -188,6 +188,7 @@ def _with_local_hub(args, workdir: Path) -> dict:
               for e in generate(args.persons, seed=13, start_ms=now - 86_400_000)]
     raw = sum(1 for t, _, _ in events if t.startswith("raw."))
     with LocalHub(pipeline, workdir) as hub:
+        os.environ.setdefault("HUB_PII_KEY", hub.pii_key)  # queries_from_redis opens the workers' sealed records
         worker = hub.worker(config_file=workdir / "hub.yaml")
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +36,6 @@ from hub.replay import replay
 from hub.schemas import GOLDEN, codec
 from hub.survivorship import STAMP_FIELDS
 
-SECRET = "change-me-hub-dev-key"  # the worker's default HUB_PII_KEY
 
 
 def wait_ready(worker, timeout_s: float = 120) -> None:
@@ -87,6 +87,8 @@ def main() -> None:
     golden_topic = pipeline.topics.golden
     with tempfile.TemporaryDirectory() as state:
         hub = LocalHub(pipeline, Path(state)).start()
+        # the replay's store (this process) opens with the workers' key
+        os.environ.setdefault("HUB_PII_KEY", hub.pii_key)
         try:
             events = generate(args.persons, seed=args.seed)
             feeder = Feeder(hub.bootstrap)
@@ -113,7 +115,7 @@ def main() -> None:
                 before = end_offsets(hub.bootstrap, [golden_topic])
                 redis = EmbeddedRedis(Path(state) / f"replay{n}").start()
                 try:
-                    counts = asyncio.run(replay(pipeline, hub.bootstrap, redis.url, SECRET.encode(), "hub",
+                    counts = asyncio.run(replay(pipeline, hub.bootstrap, redis.url, hub.pii_key.encode(), "hub",
                                                 batch_size=args.batch, commit=False))
                 finally:
                     redis.stop()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
+from hub.crypto import Keyring
 from hub.demo import encode_event
 from hub.generator import generate
 from hub.records import InMessage
@@ -33,7 +35,7 @@ from hub.stages.syndicate import SyndicateStage
 async def run(events: int, batch: int, redis_url: str | None = None) -> dict:
     pipeline = load_pipeline(None)
     redis = None if redis_url else EmbeddedRedis(tempfile.mkdtemp()).start()
-    store = RedisStore.from_url(redis_url or redis.url)
+    store = RedisStore.from_url(redis_url or redis.url, Keyring([("k0", os.urandom(32))]))
     stages = {"ingest": IngestStage(pipeline), "match": MatchStage(pipeline, store, b"k"),
               "master": MasterStage(pipeline, store, store, store, b"k", store), "syndicate": SyndicateStage(pipeline, store),
               "consent": ConsentStage(pipeline, store, store)}

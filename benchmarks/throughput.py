@@ -75,7 +75,7 @@ def _worker_peak_rss_mb(pid: int) -> float:
 async def _preload(redis_url: str, count: int) -> int:
     store = RedisStore.from_url(redis_url)
     try:
-        return await preload_index(store, count, load_settings().pii_key.encode(), seed=1000 + count)
+        return await preload_index(store, count, load_settings().pii_secret(), seed=1000 + count)
     finally:
         await store.close()
 
@@ -137,6 +137,7 @@ def main() -> int:
     raw_steady = sum(1 for t, _, _ in steady if t.startswith("raw."))
 
     with LocalHub(pipeline, Path(tempfile.mkdtemp(prefix="hub-bench-"))) as hub:
+        os.environ.setdefault("HUB_PII_KEY", hub.pii_key)  # the preload (this process) hashes as the workers do
         raw_pipe_per_s = _raw_pipe(hub.bootstrap, [(k, v) for _, k, v in burst])
         print(f"raw pipe (plain confluent-kafka consume -> produce, same broker, same records): "
               f"{raw_pipe_per_s:,.0f} events/s", flush=True)

@@ -104,10 +104,10 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
 
         memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
                          settings.debug.tracemalloc_frames)
-    store = RedisStore.from_url(redis_url)
+    store = RedisStore.from_url(redis_url, settings.keyring())
     sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms)
     sink.setup()
-    secret = settings.pii_key.encode()
+    secret = settings.pii_secret()
     runners = stage_runners(pipeline, store, sink, secret)
     hub = Hub(settings, pipeline, app, store, sink, runners)
 

@@ -26,6 +26,31 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _settings():
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _secret(settings) -> bytes:
+    """The workers' identifier-hashing key (HUB_PII_KEY); one line and exit 2 when unset."""
+    try:
+        return settings.pii_secret()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _redis_store(settings, missing: str = "set HUB_REDIS__URL to the Redis the workers use"):
+    """The workers' Redis, opened with their keys; one line and exit 2 when either is not configured."""
+    from hub.connectors.redis_store import RedisStore
+
+    if not settings.redis.url:
+        _fail(missing)
+    _secret(settings)
+    return RedisStore.from_url(settings.redis.url, settings.keyring())
+
+
 def setup_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
@@ -50,6 +75,13 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
         pipeline = load_pipeline(config or settings.config_file)
     except ConfigError as exc:
         _fail(str(exc))
+    if not settings.pii_key:
+        if settings.redis.url:
+            _secret(settings)
+        # the embedded Redis keeps its data in the state directory: so does its key
+        from hub.crypto import local_key
+
+        settings.pii_key = local_key(_state(settings))
     setup_logging(settings.log_level, settings.log_json)
     from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis
     from hub.connectors.kafka import ensure_topics
@@ -162,6 +194,8 @@ def resolve(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
         with open(file, encoding="utf-8", errors="replace") as source:
             report = resolve_file(source, target, pipeline, redis_url=redis_url, default_region=region,
                                   estimate=estimate)
+    except ConfigError as exc:
+        _fail(str(exc))
     finally:
         if out:
             target.close()
@@ -175,13 +209,11 @@ def explain(source: str = typer.Argument(...), source_id: str = typer.Argument(.
     """Why a source record belongs to its golden record: the match decision and its evidence (reads HUB_REDIS__URL)."""
     import orjson
 
-    from hub.connectors.redis_store import RedisStore
     from hub.explain import explain_text
 
-    settings = load_settings()
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use (the embedded one lives only as long as its worker)")
-    store = RedisStore.from_url(settings.redis.url)
+    settings = _settings()
+    store = _redis_store(settings, "set HUB_REDIS__URL to the Redis the workers use (the embedded one lives only "
+                                   "as long as its worker)")
     member = f"{source}:{source_id}"
     try:
         golden_id, decision = asyncio.run(store.decision(member))
@@ -226,15 +258,11 @@ def steward_split(source: str, source_id: str,
                   actor: str = typer.Option(..., help="Who decides (kept in the audit trail)"),
                   reason: Optional[str] = typer.Option(None)) -> None:
     """Un-merge: move a record out of its golden record, and keep it apart from the others from now on."""
-    from hub.connectors.redis_store import RedisStore
-
     member = f"{source}:{source_id}"
     others = list(apart_from or [])
     if not others:
-        settings = load_settings()
-        if not settings.redis.url:
-            _fail("set HUB_REDIS__URL (to list the records it is merged with), or name them with --from")
-        store = RedisStore.from_url(settings.redis.url)
+        store = _redis_store(_settings(), "set HUB_REDIS__URL (to list the records it is merged with), "
+                                          "or name them with --from")
         entry = asyncio.run(store.members([member])).get(member)
         if entry is None:
             _fail(f"{member} is not in the identity index")
@@ -262,16 +290,12 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     """Re-estimate m and u from the records in the identity index (no labels: u from random pairs, m by EM
     over blocked candidate pairs), and the merge threshold that follows from them (posterior match
     probability 0.9), and store them; running workers pick them up within 10 s."""
-    from hub.connectors.redis_store import RedisStore
     from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
 
-    settings = load_settings()
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use")
-    store = RedisStore.from_url(settings.redis.url)
+    store = _redis_store(_settings())
     feature_list = asyncio.run(store.sample_features(sample))
     if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
         _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
@@ -357,7 +381,7 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     Stop the workers first."""
     from hub.replay import IndexNotEmpty, replay as run_replay
 
-    settings = load_settings()
+    settings = _settings()
     try:
         pipeline = load_pipeline(settings.config_file)
     except ConfigError as exc:
@@ -367,7 +391,7 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     if not settings.redis.url:
         _fail("set HUB_REDIS__URL to the (empty) Redis to rebuild into")
     try:
-        counts = asyncio.run(run_replay(pipeline, bootstrap, settings.redis.url, settings.pii_key.encode(),
+        counts = asyncio.run(run_replay(pipeline, bootstrap, settings.redis.url, _secret(settings),
                                         settings.app_id, batch, settings.kafka.linger_ms, commit, force))
     except IndexNotEmpty as exc:
         _fail(f"{exc} (--force to replay anyway)")
@@ -384,14 +408,11 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
 def reindex_lookups() -> None:
     """Add every golden record's identifiers to the lookup index (reads and writes HUB_REDIS__URL): for golden
     records saved before the lookup index existed. Safe to run while workers run, and more than once."""
-    from hub.connectors.redis_store import RedisStore
     from hub.lookup import index_keys
 
-    settings = load_settings()
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use")
-    store = RedisStore.from_url(settings.redis.url)
-    secret = settings.pii_key.encode()
+    settings = _settings()
+    store = _redis_store(settings)
+    secret = settings.pii_secret()
     done = 0
     batch: dict[str, set[str]] = {}
     for golden in store.all_golden():
@@ -411,7 +432,6 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
     """Serve the lookup API (GET /targets/{target}/lookup) beside the workers, from the Redis they use."""
     from aiohttp import web
 
-    from hub.connectors.redis_store import RedisStore
     from hub.lookup_api import server_app
 
     try:
@@ -419,8 +439,7 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
         pipeline = load_pipeline(config or settings.config_file)
     except ConfigError as exc:
         _fail(str(exc))
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    store = _redis_store(settings)
     setup_logging(settings.log_level, settings.log_json)
     try:
         import uvloop
@@ -428,7 +447,7 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
         uvloop.install()
     except ImportError:
         pass
-    app = server_app(pipeline, RedisStore.from_url(settings.redis.url), settings.pii_key.encode())
+    app = server_app(pipeline, store, settings.pii_secret())
     typer.echo(f"hub: lookup API on http://{host}:{port}/targets/<target>/lookup", err=True)
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
@@ -533,22 +552,20 @@ def new_token(target: str = typer.Argument(..., help="The target the token will 
 
 
 @cli.command()
-def new_key(kid: str = typer.Argument(..., help="Id of the new key (1-32 characters, e.g. k2)")) -> None:
-    """Make an AES-256 key for sealing personal data in Redis (goes first in HUB_PII_KEYS)."""
+def new_key(kid: Optional[str] = typer.Argument(None, help="Id of the new key (1-32 characters, e.g. k2): "
+                                                "prints kid:key for HUB_PII_KEYS; without it, a key for HUB_PII_KEY")
+            ) -> None:
+    """Make a random 256-bit key: for HUB_PII_KEY (hashes identifiers), or with a key id, for sealing personal
+    data in Redis (goes first in HUB_PII_KEYS)."""
     from hub.crypto import new_key as make
 
-    typer.echo(f"{kid}:{make()}")
+    typer.echo(f"{kid}:{make()}" if kid else make())
 
 
 @cli.command()
 def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch")) -> None:
     """Re-seal every value in Redis with the first key of HUB_PII_KEYS (after a rotation; safe beside workers)."""
-    from hub.connectors.redis_store import RedisStore
-
-    settings = load_settings()
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use")
-    store = RedisStore.from_url(settings.redis.url)
+    store = _redis_store(_settings())
     try:
         counts = store.rekey(batch)
     except Exception as exc:

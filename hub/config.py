@@ -364,9 +364,33 @@ class Settings(BaseSettings):
     batch_wait_s: float = Field(0.02, gt=0)
     log_level: str = "INFO"
     log_json: bool = False
-    pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")
+    pii_key: str | None = Field(None, description="Key for hashing identifiers in the index (required outside the "
+                                                  "embedded setup; `hub new-key` makes one)")
     pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
                                                    "(first seals, all open); unset = derived from pii_key")
+
+    @field_validator("pii_key")
+    @classmethod
+    def _strong_enough(cls, value: str | None) -> str | None:
+        if value is not None:
+            from hub.crypto import check_pii_key
+
+            check_pii_key(value)
+        return value
+
+    def pii_secret(self) -> bytes:
+        """The identifier-hashing key; ConfigError (one line naming HUB_PII_KEY) when none is set."""
+        from hub.crypto import KEY_MISSING
+
+        if not self.pii_key:
+            raise ConfigError(KEY_MISSING)
+        return self.pii_key.encode()
+
+    def keyring(self):
+        """The keyring sealing personal data in Redis (HUB_PII_KEYS, else derived from HUB_PII_KEY)."""
+        from hub.crypto import Keyring
+
+        return Keyring.from_settings(self.pii_keys, self.pii_secret().decode())
 
     @field_validator("pii_keys")
     @classmethod

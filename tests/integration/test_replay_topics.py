@@ -16,7 +16,7 @@ from hub.generator import generate
 from hub.harness import Feeder, committed_offsets, latest_since
 from hub.replay import IndexNotEmpty, replay
 
-SECRET = b"replay-test-key"
+SECRET = b"replay-test-key-of-32-characters"
 
 
 def _feed_concurrently(bootstrap: str, events, producers: int = 3) -> None:
