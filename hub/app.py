@@ -119,8 +119,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     _register_lag_timer(hub)
     _register_views(hub)
     lookup_api.register(hub)
-    web = settings.web
-    limits.install(app.web.web_app, web.max_body_bytes, web.rate_per_s, web.burst)
+    limits.harden(app.web.web_app, settings.web)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
 

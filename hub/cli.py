@@ -447,7 +447,7 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
         uvloop.install()
     except ImportError:
         pass
-    app = server_app(pipeline, store, settings.pii_secret())
+    app = server_app(pipeline, store, settings.pii_secret(), settings.web)
     typer.echo(f"hub: lookup API on http://{host}:{port}/targets/<target>/lookup", err=True)
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
@@ -521,11 +521,13 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
     bootstrap = _bootstrap_or_fail(settings)
     if metrics_port is not None:
         # connectors run in their own process: without this, hub_connector_* never reach Prometheus
-        from prometheus_client import start_http_server
+        from hub.limits import BackgroundServer
+        from hub.metrics import metrics_app
 
-        from hub import metrics
-
-        start_http_server(metrics_port, addr=metrics_host, registry=metrics.REGISTRY)
+        try:
+            BackgroundServer(metrics_app(settings.web), metrics_host, metrics_port).start()
+        except OSError as exc:
+            _fail(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
     ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -142,10 +142,13 @@ def register(hub) -> None:
 SERVER_PATHS = ("/targets/{target}/lookup", "/openapi.json", "/health", "/metrics")
 
 
-def server_app(pipeline: PipelineConfig, store, secret: bytes):
-    """An aiohttp application serving the lookup API alone (stateless: any number may run)."""
+def server_app(pipeline: PipelineConfig, store, secret: bytes, web_settings=None, **hardening):
+    """An aiohttp application serving the lookup API alone (stateless: any number may run), with the
+    limits of `web_settings` (HUB_WEB__*; `hardening`: hub.limits.harden's timeouts)."""
     from aiohttp import web
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from hub.config import WebSettings
+    from hub.limits import harden
 
     service = LookupService(pipeline, store, secret)
     spec = {**OPENAPI, "paths": {p: OPENAPI["paths"][p] for p in SERVER_PATHS}}
@@ -166,14 +169,12 @@ def server_app(pipeline: PipelineConfig, store, secret: bytes):
             return web.json_response({"status": "degraded", "redis": type(exc).__name__}, status=503)
         return web.json_response({"status": "ok"})
 
-    async def prometheus_metrics(request):
-        return web.Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
     app = web.Application()
     app.router.add_get(SERVER_PATHS[0], lookup_customer)
     app.router.add_get(SERVER_PATHS[1], openapi)
     app.router.add_get(SERVER_PATHS[2], health)
-    app.router.add_get(SERVER_PATHS[3], prometheus_metrics)
+    app.router.add_get(SERVER_PATHS[3], metrics.exposition)
+    harden(app, web_settings or WebSettings(), **hardening)
     return app
 
 

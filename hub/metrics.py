@@ -76,7 +76,28 @@ LOOKUP_SECONDS = Histogram("hub_lookup_duration_seconds", "Lookup API request ha
                            ["kind"], buckets=_LOOKUP_BUCKETS, registry=REGISTRY)
 SURVEY_EVENTS = Counter("hub_survey_events_total", "Survey / NPS answers received, applied, pending (record not "
                         "seen yet), rejected", ["outcome"], registry=REGISTRY)
-HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a limit (too_large, rate_limited)",
-                        ["reason"], registry=REGISTRY)
+HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused: by a limit (too_large, rate_limited, "
+                        "body_timeout), by the HTTP parser (bad_method, line_too_long, bad_body, malformed), or failed "
+                        "in the hub (internal_error)", ["reason"], registry=REGISTRY)
 BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka error name)",
                         ["reason"], registry=REGISTRY)
+
+
+async def exposition(request):
+    """aiohttp handler of GET /metrics: this registry in Prometheus's text format."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return web.Response(body=generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def metrics_app(web_settings):
+    """A hardened HTTP server of /metrics alone, for processes that have no other (`hub connect`)."""
+    from aiohttp import web
+
+    from hub.limits import harden
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    harden(app, web_settings)
+    return app

@@ -33,3 +33,30 @@ def test_size_and_rate_limits(local_hub):
     assert all(worker.get("/metrics")[0] == 200 for _ in range(20))
     assert worker.metric("hub_http_rejected_total", reason="rate_limited") >= 4
     assert worker.metric("hub_http_rejected_total", reason="too_large") == 1
+
+
+def test_malformed_requests_idle_connections_and_headers_on_the_worker(local_hub):
+    """The worker's Faust web server gets the same hardening as every other (hub.limits.harden)."""
+    import socket
+    import time
+
+    token = "tok-5a4b3c2d1e0f99887766554433221100"
+    worker = local_hub.worker()
+    idle = socket.create_connection(("127.0.0.1", worker.web_port))
+    opened = time.monotonic()
+    for _ in range(50):
+        with socket.create_connection(("127.0.0.1", worker.web_port), timeout=5) as conn:
+            conn.sendall(b"GET /targets/pos/customers/G1 HTTP/1.1\r\nAuthorization: Bearer " + token.encode()
+                         + b"\x01\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.0 400")
+    status, headers = _request(worker, "/targets/pos/customers/G1")
+    assert status == 401 and headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+    assert worker.metric("hub_http_rejected_total", reason="malformed") == 50
+    # an idle connection is closed after the header timeout (10 s)
+    idle.settimeout(20)
+    assert idle.recv(100) == b"" and time.monotonic() - opened < 15
+    idle.close()
+    worker.stop()
+    log = worker.log_path.read_text()
+    assert token not in log and token[4:12] not in log
+    assert log.count("HTTP request refused: malformed") == 1
