@@ -10,6 +10,8 @@ give the same key.
 
 from __future__ import annotations
 
+import functools
+
 from hub.matching.features import hash_key
 from hub.standardise import standard_email, standard_identifier, standard_phone
 
@@ -56,3 +58,34 @@ def query_value(kind: str, value: str, region: str = "GB") -> str | None:
     if kind == "source":
         return f"s:{value}" if ":" in value and value.split(":", 1)[1] else None
     raise ValueError(f"unknown lookup kind {kind!r}")
+
+
+DECOY_GOLDEN_ID = "~decoy"  # never a golden id ("G" + hex): no key of the store ever holds it
+
+
+@functools.cache
+def decoy_golden() -> dict:
+    """A golden record of ordinary size and shape that belongs to nobody. A
+    lookup that finds nothing opens, parses and judges it, and throws it
+    away, so an identifier nobody holds costs what a withheld one costs: the
+    answer's time must not tell a target who exists beyond its consent."""
+    from hub.config import SurvivorshipConfig
+    from hub.standardise import standardise_and_score
+    from hub.survivorship import build_golden, stamp
+
+    contributions = {}
+    for n, source in enumerate(("crm", "pos")):
+        record, quality = standardise_and_score({
+            "source": source, "source_id": f"decoy{n}", "op": "upsert", "record_type": "person",
+            "event_time": 1_700_000_000_000 + n, "given_name": "Alexandra", "family_name": "Decoy-Whitfield",
+            "birth_date": "1984-06-21", "loyalty_id": "L000000000", "preferences": {"store": "Leeds", "language": "en"},
+            "emails": [{"address": f"alexandra.decoy{n}@example.com", "verified": True}],
+            "phones": [{"number": f"+44 7700 90000{n}"}],
+            "addresses": [{"line1": f"{n + 1} Decoy Street", "city": "Leeds", "postcode": "LS1 4AB", "country": "GB"}]})
+        contributions[f"{source}:decoy{n}"] = {"record": record, "quality": quality}
+    statements = {"crm:decoy0": [{"purpose": purpose, "channel": "email", "status": "denied", "legal_basis": "consent",
+                                  "effective_at": None, "expires_at": None, "collection_point": "web",
+                                  "notice_version": "v1", "evidence": None, "event_time": 1_700_000_000_002}
+                                 for purpose in ("service", "marketing", "analytics")]}
+    return stamp(build_golden(DECOY_GOLDEN_ID, contributions, statements, SurvivorshipConfig()), None,
+                 1_700_000_000_003, "source_event", None)

@@ -106,6 +106,8 @@ class LookupService:
         now_ms = int(time.time() * 1000)
         config = self.targets[target]
         visible = [g for g in found if target_verdict(g, config, self.purposes, now_ms) == ALLOWED]
+        if not found:  # judged like a withheld customer, and thrown away: the time must not tell (hub.lookup)
+            target_verdict(lookup.decoy_golden(), config, self.purposes, now_ms)
         if not visible:
             # withheld and unknown look the same: the answer must not reveal who exists
             return _json(404, {"error": "not_found", "lookup": kind, "detail": _NOT_FOUND[kind]}, **tag)

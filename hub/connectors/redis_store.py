@@ -59,6 +59,7 @@ on a real one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 
@@ -70,6 +71,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 from hub import metrics
 from hub.connectors.redis_client import client_from_url
 from hub.crypto import Keyring, default_keyring
+from hub.lookup import DECOY_GOLDEN_ID, decoy_golden
 from hub.ports import BlockView, GoldenState, LinkRequest, MemberEntry
 
 P = "hub:"
@@ -722,8 +724,15 @@ class RedisStore:
         lookup index key; one or two round trips. Synchronous: called from web
         views, where it costs less than the asyncio client's machinery."""
         found = self._timed("lookup", self._lookup_sealed, golden_id, index_key, limit)
-        return sorted((orjson.loads(self._open(sealed, gold_key(gid), "golden")) for gid, sealed in found.items()
-                       if sealed), key=lambda g: g["golden_id"])
+        records = sorted((orjson.loads(self._open(sealed, gold_key(gid), "golden")) for gid, sealed in found.items()
+                          if sealed), key=lambda g: g["golden_id"])
+        if not records:  # found nothing: open and parse a record anyway, as a found one costs (hub.lookup.decoy_golden)
+            orjson.loads(self._open(self._sealed_decoy, gold_key(DECOY_GOLDEN_ID), "golden"))
+        return records
+
+    @functools.cached_property
+    def _sealed_decoy(self) -> bytes:
+        return self._seal(orjson.dumps(decoy_golden()), gold_key(DECOY_GOLDEN_ID), "golden")
 
     def _lookup_sealed(self, golden_id: str | None, index_key: str | None, limit: int) -> dict[str, bytes | None]:
         # the index (forwarding) and the golden records live in different slots: read one, then the other
@@ -738,8 +747,11 @@ class RedisStore:
             gids = [survivor.decode()]
         else:
             gids = [gid.decode() for gid in self.client.srandmember(lookup_key(index_key), limit)]
-        if len(gids) == 1:  # the usual answer; a pipeline costs more client CPU than the command
-            return {gids[0]: self.client.hget(gold_key(gids[0]), "golden")}
+        if len(gids) <= 1:  # the usual answer; a pipeline costs more client CPU than the command
+            # an identifier nobody holds reads a record too (one that never exists): the round trips a lookup
+            # makes must not tell who exists
+            sealed = self.client.hget(gold_key(gids[0] if gids else DECOY_GOLDEN_ID), "golden")
+            return {gids[0]: sealed} if gids else {}
         pipe = self.client.pipeline(transaction=False)
         for gid in gids:
             pipe.hget(gold_key(gid), "golden")
