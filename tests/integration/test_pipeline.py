@@ -87,6 +87,9 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
     assert all(set(v) == allowed for v in pos.values())
     assert pos[anna["golden_id"]]["loyalty_id"] == "L000000042"
     assert "birth_date" not in pos[anna["golden_id"]]
+    # nor, inside its values, which source records they came from (pos has no members or lineage)
+    assert not [m for m in anna["members"] if m.encode() in view.live("mastered.pos")[anna["golden_id"]]]
+    assert pos[anna["golden_id"]]["emails"][0]["address"] == "anna.smith@gmail.com"
     assert view.live("mastered.marketing") == {}  # nobody opted in
     assert worker.metric("hub_consent_suppressed_total", target="marketing", reason="no_consent") >= 2
 
