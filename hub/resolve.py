@@ -1,6 +1,7 @@
 """`hub resolve`: records from a JSONL file through the streaming matcher, one
 at a time in file order, as a stream would deliver them; out comes
-`source,source_id,golden_id` for every record.
+`source,source_id,golden_id` for every record (cells a spreadsheet would run
+as a formula are neutralised: hub.csv_out).
 
 It uses the same standardisation, the same match stage and the same Redis
 identity index as the worker (an embedded one unless a Redis URL is given),
@@ -11,7 +12,6 @@ on stderr with its line number and skipped; the rest go on.
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import sys
 import tempfile
@@ -22,6 +22,7 @@ from typing import IO, Iterable
 import orjson
 
 from hub.config import PipelineConfig
+from hub.csv_out import write_rows
 from hub.matching.comparisons import DEFAULT_COMPARISONS
 from hub.records import InMessage, StageError, member_key
 from hub.schemas import CANONICAL, codec
@@ -151,9 +152,7 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
     finally:
         if embedded is not None:
             embedded.stop()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["source", "source_id", "golden_id"])
-    writer.writerows(rows)
+    write_rows(out, ["source", "source_id", "golden_id"], rows)
     return ResolveReport(records=len(rows), rejected=rejected, golden_records=len({r[2] for r in rows}),
                          seconds=time.monotonic() - started)
 
