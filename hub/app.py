@@ -22,9 +22,7 @@ from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver, survives_outages
-from hub.consent import ALLOWED, target_verdict
 from hub.matching.comparisons import from_json
-from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput, recompute_message
 from hub.stages.consent import ConsentStage
@@ -276,9 +274,7 @@ def _register_lag_timer(hub: Hub) -> None:
 
 def _register_views(hub: Hub) -> None:
     app = hub.app
-    ingest_api.register(hub)  # POST /sources/{source}/events
-    targets = {t.name: t for t in hub.pipeline.targets}
-    purposes = {p.name: p for p in hub.pipeline.purposes}
+    ingest_api.register(hub)  # POST /sources/{source}/events; the target-scoped routes: lookup_api.register
 
     @app.page("/metrics")
     async def prometheus_metrics(self, request):
@@ -301,32 +297,3 @@ def _register_views(hub: Hub) -> None:
         if golden_id is None:
             return self.json({"error": "not_found", "source": source, "source_id": source_id}, status=404)
         return self.json({"source": source, "source_id": source_id, "golden_id": golden_id, "decision": decision})
-
-    @app.page("/targets/{target}/schema")
-    async def schema_of_target(self, request, target: str):
-        """The Avro schema of a target's records and its wire-format id (not personal data)."""
-        if target not in targets:
-            return self.json({"error": "unknown_target", "target": target}, status=404)
-        schema, schema_id = target_schema(targets[target])
-        return self.json({"target": target, "format": targets[target].format, "schema_id": schema_id,
-                          "schema": schema})
-
-    @app.page("/targets/{target}/customers/{golden_id}")
-    async def customer_for_target(self, request, target: str, golden_id: str):
-        """What `target` may see of one customer: its projection, only with a
-        token for that target and only while consent covers it."""
-        status = access.authorize(hub.pipeline, access.bearer(request.headers.get("Authorization")), target)
-        if status == access.UNAUTHENTICATED:
-            return self.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
-        if status == access.FORBIDDEN:
-            return self.json({"error": "forbidden"}, status=403)
-        config = targets[target]
-        golden = await hub.store.golden(golden_id)
-        if golden is None or target_verdict(golden, config, purposes, int(time.time() * 1000)) != ALLOWED:
-            # withheld and unknown look the same: the answer must not reveal who exists
-            return self.json({"error": "not_found", "golden_id": golden_id}, status=404)
-        payload = encode_json(project(golden, config))
-        etag = f'"{fingerprint(payload)}"'
-        if request.headers.get("If-None-Match") == etag:
-            return self.bytes(b"", status=304, headers={"ETag": etag})
-        return self.bytes(payload, content_type="application/json", headers={"ETag": etag})

@@ -32,8 +32,14 @@ from hub.crypto import local_key as local_pii_key
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
 
+def hub_command(*args: str) -> list[str]:
+    """`hub <args>` for a child process, in safe-path mode: a `hub/` folder in the
+    current directory must not stand in for the installed package."""
+    return [sys.executable, "-P" if sys.version_info >= (3, 11) else "-I", "-m", "hub", *args]
+
+
 class Worker:
-    """`python -m hub run` in a child process, pointed at given Kafka and Redis."""
+    """`hub run` in a child process, pointed at given Kafka and Redis."""
 
     def __init__(self, bootstrap: str, redis_url: str, state_dir: Path, web_port: int | None = None,
                  config_file: Path | None = None, env: dict | None = None):
@@ -57,7 +63,7 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         started_at = log.tell()  # a restarted worker appends: only its own lines say it is ready
-        self.process = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=self.env, stdout=log,
+        self.process = subprocess.Popen(hub_command("run"), env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -6,8 +6,10 @@ out). Each is checked with the ingest stage's own validation
 is 202 once the broker acknowledged them, else nothing is written and the
 answer is 400 with the reason of each failing record. Callers authenticate
 per source with `Authorization: Bearer <token>`, whose SHA-256 digest must be
-in the source's `tokens_sha256` (compared in constant time); a body over the
-source's `max_request_bytes` gets 413.
+in the source's `tokens_sha256` (compared in constant time); a source that
+does not exist answers 401 too, as to a wrong token. A body over the
+source's `max_request_bytes` gets 413. The reasons of a 400 name fields and
+what is wrong with them, never the submitted values (hub.validation).
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ from hub.access import bearer
 from hub.records import OutMessage, StageError, member_key
 from hub.runner import deliver
 from hub.stages import StageOutput
-from hub.validation import validate_raw
+from hub.validation import NOT_DECODABLE, SCHEMA_MISMATCH, validate_raw
 
 MAX_RECORDS = 10_000
+
+
+class _NoSource:
+    """Stands in for a source that does not exist: its token check costs what a real one's does."""
+
+    tokens_sha256 = ["0" * 64]
+
+
+_NO_SOURCE = _NoSource()
 
 
 def source_token_ok(source, token: str | None) -> bool:
@@ -41,8 +52,8 @@ def check_batch(body: bytes, source, rules, now_ms: int) -> tuple[list[OutMessag
     """The records of a request as raw-topic messages, or the errors per record."""
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return [], [{"index": None, "reason": "not_decodable", "detail": f"body is not JSON: {exc}"}]
+    except orjson.JSONDecodeError as exc:  # orjson's message says where, never what
+        return [], [{"index": None, "reason": NOT_DECODABLE, "detail": f"body is not JSON: {exc}"}]
     records = data if isinstance(data, list) else [data]
     if not records or len(records) > MAX_RECORDS:
         return [], [{"index": None, "reason": "batch_size", "detail": f"send 1 to {MAX_RECORDS} records"}]
@@ -50,7 +61,11 @@ def check_batch(body: bytes, source, rules, now_ms: int) -> tuple[list[OutMessag
     for index, record in enumerate(records):
         if isinstance(record, dict):
             record.setdefault("source", source.name)
-        payload = orjson.dumps(record)
+        try:
+            payload = orjson.dumps(record)
+        except orjson.JSONEncodeError:  # nested past orjson's limit (254): no event is
+            errors.append({"index": index, "reason": SCHEMA_MISMATCH, "detail": "a value is nested too deeply"})
+            continue
         result = validate_raw(payload, source.name, rules, now_ms)
         if isinstance(result, StageError):
             errors.append({"index": index, "reason": result.reason, "detail": result.detail})
@@ -72,9 +87,9 @@ def register(hub) -> None:
 
         async def post(self, request, source: str):
             config = sources.get(source)
-            if config is None:
-                return self.json({"error": "unknown_source", "source": source}, status=404)
-            if not source_token_ok(config, bearer(request.headers.get("Authorization"))):
+            # an unknown source answers as a known one does to a wrong token: names are not to be enumerated
+            if not source_token_ok(config or _NO_SOURCE, bearer(request.headers.get("Authorization"))) \
+                    or config is None:
                 return self.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
             declared = request.content_length
             if declared is not None and declared > config.max_request_bytes:

@@ -31,10 +31,10 @@ import logging
 import math
 import threading
 import time
-import traceback
 from collections import OrderedDict
 
 from hub import metrics
+from hub.records import describe_exception
 
 EXEMPT = ("/metrics", "/health")  # scrapes and probes must not be throttled away
 HEADER_TIMEOUT_S = 10.0
@@ -118,13 +118,6 @@ def rejection_reason(exc: BaseException | None) -> str:
     return "internal_error"
 
 
-def _where(exc: BaseException) -> str:
-    """Where an exception was raised (file:line in function, innermost last), without its message:
-    a message may quote the data it failed on."""
-    frames = traceback.extract_tb(exc.__traceback__)[-4:]
-    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in reversed(frames))
-
-
 class RequestErrorLog:
     """aiohttp's server logger, replaced (the `logger` of its request handler):
     counts, rate-limits and sanitises. aiohttp calls `debug`, `exception` and
@@ -163,7 +156,7 @@ class RequestErrorLog:
         also = f" ({more} more since the last line)" if more else ""
         kind = type(exc).__name__ if exc is not None else "unknown"
         if reason == "internal_error":
-            self.log.error("HTTP request failed in the hub: %s at %s%s", kind, _where(exc) if exc else "?", also)
+            self.log.error("HTTP request failed in the hub: %s%s", describe_exception(exc) if exc else kind, also)
         else:
             self.log.warning("HTTP request refused: %s (%s)%s", reason, kind, also)
 

@@ -21,7 +21,7 @@ from hub import access, lookup, metrics
 from hub.config import PipelineConfig
 from hub.consent import ALLOWED, target_verdict
 from hub.matching.features import hash_key
-from hub.projection import encode_json, fingerprint, project
+from hub.projection import encode_json, fingerprint, project, target_schema
 
 # the most golden records one identifier may name (a shared family e-mail, a review-band pair)
 MAX_MATCHES = 10
@@ -63,6 +63,16 @@ def _json(status: int, body: dict, **headers: str) -> Answer:
     return Answer(status, orjson.dumps(body), headers)
 
 
+def _refusal(auth: int) -> Answer | None:
+    """The answer to a caller without a token for this target (None: it has one). A target that does not
+    exist answers as one whose token the caller lacks."""
+    if auth == access.UNAUTHENTICATED:
+        return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+    if auth == access.FORBIDDEN:
+        return _json(403, {"error": "forbidden"})
+    return None
+
+
 class LookupService:
     """The lookup itself, independent of the web server that carries it (the
     worker's Faust server, or `hub lookup-server` beside the workers)."""
@@ -87,11 +97,9 @@ class LookupService:
             metrics.LOOKUP_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
     def _answer(self, target: str, query, authorization: str | None, if_none_match: str | None) -> Answer:
-        auth = access.authorize(self.pipeline, access.bearer(authorization), target)
-        if auth == access.UNAUTHENTICATED:
-            return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
-        if auth == access.FORBIDDEN:
-            return _json(403, {"error": "forbidden"})
+        refused = _refusal(access.authorize(self.pipeline, access.bearer(authorization), target))
+        if refused is not None:
+            return refused
         kind, value = parse_query(query, self.default_region)
         if kind is None:
             return _json(400, {"error": "bad_request", "detail": value})
@@ -122,8 +130,10 @@ class LookupService:
 
 
 def register(hub) -> None:
-    """Add the lookup and OpenAPI routes to the worker's web server."""
+    """Add the target-scoped routes (lookup, one customer, a target's schema) and the OpenAPI
+    description to the worker's web server."""
     service = LookupService(hub.pipeline, hub.store, hub.settings.pii_secret())
+    targets = {t.name: t for t in hub.pipeline.targets}
 
     @hub.app.page("/targets/{target}/lookup")
     async def lookup_customer(self, request, target: str):
@@ -132,6 +142,27 @@ def register(hub) -> None:
                                 request.headers.get("If-None-Match"))
         return self.bytes(answer.body, status=answer.status, headers=answer.headers,
                           content_type="application/json")
+
+    @hub.app.page("/targets/{target}/customers/{golden_id}")
+    async def customer_for_target(self, request, target: str, golden_id: str):
+        """What `target` may see of one customer: the lookup by golden id (same scoping, same answer for
+        withheld and unknown, after the same work)."""
+        answer = service.answer(target, {"golden_id": golden_id}, request.headers.get("Authorization"),
+                                request.headers.get("If-None-Match"))
+        return self.bytes(answer.body, status=answer.status, headers=answer.headers,
+                          content_type="application/json")
+
+    @hub.app.page("/targets/{target}/schema")
+    async def schema_of_target(self, request, target: str):
+        """The Avro schema of a target's records and its wire-format id, for that target's token only:
+        target names are not for anyone to enumerate."""
+        refused = _refusal(access.authorize(hub.pipeline, access.bearer(request.headers.get("Authorization")), target))
+        if refused is not None:
+            return self.bytes(refused.body, status=refused.status, headers=refused.headers,
+                              content_type="application/json")
+        schema, schema_id = target_schema(targets[target])
+        return self.json({"target": target, "format": targets[target].format, "schema_id": schema_id,
+                          "schema": schema})
 
     @hub.app.page("/openapi.json")
     async def openapi(self, request):
@@ -242,8 +273,11 @@ OPENAPI = {
             "responses": {"200": _PROJECTION, **_SCOPED}}},
         "/targets/{target}/schema": {"get": {
             "summary": "The Avro schema of a target's records and its wire-format id",
+            "security": [{"targetToken": []}],
             "parameters": [_TARGET],
-            "responses": {"200": {"description": "target, format, schema_id, schema"}, "404": _error("Unknown target")}}},
+            "responses": {"200": {"description": "target, format, schema_id, schema"},
+                          "401": _error("No token, or an unknown one"),
+                          "403": _error("A token of another target (or of no target by that name)")}}},
         "/explain/{source}/{source_id}": {"get": {
             "summary": "Why a source record belongs to its golden record (steward tokens only)",
             "security": [{"targetToken": []}],
@@ -262,8 +296,8 @@ OPENAPI = {
                 "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}}}},
             "responses": {"202": {"description": "accepted, topic"},
                           "400": {"description": "accepted 0, errors: the reason per refused record"},
-                          "401": _error("Missing token, or not one of this source's"),
-                          "404": {"description": "Unknown source"},
+                          "401": _error("Missing token, or not one of this source's (an unknown source "
+                                        "answers the same)"),
                           "413": {"description": "Body over the source's max_request_bytes"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text format)",
                              "responses": {"200": {"description": "text/plain exposition format"}}}},

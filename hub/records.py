@@ -64,6 +64,16 @@ class StageError:
         return OutMessage(dlq_topic, message.key, message.value, headers)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """An exception by type and where it was raised (file:line in function, innermost first), never by
+    its message: a message may quote the record it failed on, and this goes to DLQ headers and logs."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__} at {where}" if where else type(exc).__name__
+
+
 def member_key(source: str, source_id: str) -> str:
     """The identity of one source record everywhere in the hub."""
     return f"{source}:{source_id}"

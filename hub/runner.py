@@ -15,14 +15,13 @@ import asyncio
 import functools
 import logging
 import time
-import traceback
 
 import redis.exceptions
 from confluent_kafka import KafkaException
 
 from hub import metrics
 from hub.connectors.kafka import DeliveryFailed, KafkaSink
-from hub.records import InMessage, StageError
+from hub.records import InMessage, StageError, describe_exception
 from hub.stages import StageOutput
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class StageRunner:
                     metrics.STAGE_RETRIES.labels(self.name).inc()
                     await asyncio.sleep(0.5)
                 except Exception as exc:
-                    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    detail = describe_exception(exc)  # never the message: it may quote the record
                     log.error("stage %s: record %s[%s]@%s dead-lettered: %s", self.name, message.topic,
                               message.partition, message.offset, type(exc).__name__)
                     error = StageError(self.name, "internal_error", detail)

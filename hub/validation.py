@@ -6,11 +6,21 @@ id; any known version of hub.CustomerEvent) and JSON objects in the same
 shape (`event_time` as epoch milliseconds or an ISO-8601 string). JSON is
 checked by writing it with the Avro schema, which both validates types and
 fills defaults, so both formats come out identical.
+
+An error's detail names the field and what is wrong with it, never the
+value: details go to DLQ headers and to HTTP 400 answers, and a value may be
+someone's name. Ids (`source_id`, and every id of the low-volume topics) may
+hold any printable character but `{`, `}` and `|`: those, and control or
+invisible characters (NUL, newline, bidi overrides, zero-width), would break
+out of a Redis key name (`{...}` is a hash tag, `|` a separator) or a Kafka
+key, so such a record is dead-lettered as `invalid_id`; ids are restricted,
+not encoded, so every id the hub holds is the id its source sent.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from functools import lru_cache
 from datetime import datetime, timezone
 
@@ -30,10 +40,93 @@ MISSING_FIELD = "missing_field"
 ABSURD_VALUE = "absurd_value"
 OVERSIZED = "oversized"
 SOURCE_MISMATCH = "source_mismatch"
+INVALID_ID = "invalid_id"
 REASONS = (NOT_DECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH, MISSING_FIELD, ABSURD_VALUE,
-           OVERSIZED, SOURCE_MISMATCH)
+           OVERSIZED, SOURCE_MISMATCH, INVALID_ID)
 
 _MAX_ID_LENGTH = 128
+_KEY_BREAKERS = frozenset("{}|")
+_ID_FIELDS = ("source_id", "golden_id", "member", "survey_id", "account_ref")
+
+
+def id_problem(name: str, value: str) -> str | None:
+    """Why `value` cannot be an id (never repeating it), or None."""
+    # isprintable() is False for control, format (invisible), surrogate, private and separator characters but space
+    if value.isprintable() and _KEY_BREAKERS.isdisjoint(value):
+        return None
+    return f"{name} holds a character ids may not: a control or invisible character, '{{', '}}' or '|'"
+
+
+def ids_problem(record: dict) -> str | None:
+    """Why an id of a decoded record (any record type: `_ID_FIELDS`, and `others`) cannot be one, or None."""
+    for name in _ID_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str) and (problem := id_problem(name, value)):
+            return problem
+    for value in record.get("others") or ():
+        if isinstance(value, str) and (problem := id_problem("others", value)):
+            return problem
+    return None
+
+
+_TYPE_MISMATCH = re.compile(r"\(type <class '(\w+)'>\) do not match .* on field (\w+)$", re.S)
+_MUST_BE = re.compile(r"^must be (\w+)((?: on field \w+)+)$")
+
+
+@lru_cache(maxsize=1)
+def _enum_symbols() -> dict[str, set[str]]:
+    from hub.schemas import parsed
+
+    found: dict[str, set[str]] = {}
+
+    def collect(node):
+        if isinstance(node, dict):
+            if node.get("type") == "enum":
+                found[node["name"].rsplit(".", 1)[-1]] = set(node["symbols"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+    collect(parsed(CUSTOMER_EVENT))
+    return found
+
+
+def _enum_field(data) -> str:
+    """Where a JSON event holds a value outside an enum's symbols (fastavro's message names neither)."""
+    symbols = _enum_symbols()
+    if isinstance(data, dict):
+        for name, enum in (("op", "Op"), ("record_type", "RecordType")):
+            if name in data and data[name] not in symbols.get(enum, ()):
+                return name
+        for i, statement in enumerate(data.get("consents") or ()):
+            if isinstance(statement, dict):
+                for name, enum in (("status", "ConsentStatus"), ("legal_basis", "LegalBasis")):
+                    if name in statement and statement[name] not in symbols.get(enum, ()):
+                        return f"consents[{i}].{name}"
+    return "an enum field"
+
+
+def describe_schema_error(exc: BaseException, data=None) -> str:
+    """What a schema error says about the record, without the values in it."""
+    if isinstance(exc, RecursionError):
+        return "a value is nested too deeply"
+    if isinstance(exc, SchemaError):  # the hub's own words: ids and counts, never values
+        return str(exc)
+    text = str(exc)
+    if isinstance(exc, ValueError):
+        found = _TYPE_MISMATCH.search(text)
+        if found:
+            return f"{found.group(2)}: a {found.group(1)} does not match its schema"
+        found = _MUST_BE.match(text)
+        if found:
+            path = list(dict.fromkeys(reversed(found.group(2).split(" on field ")[1:])))
+            return f"{'.'.join(path)} must be a {found.group(1)}"
+        if text.endswith("is not in list"):
+            return f"{_enum_field(data)}: not one of the allowed values"
+        if text.startswith("no value and no default for "):
+            return f"{text.rsplit(' ', 1)[-1]} is required"
+    return f"does not match the schema ({type(exc).__name__})"
 
 
 def _error(reason: str, detail: str) -> StageError:
@@ -88,9 +181,11 @@ def _from_json(payload: bytes) -> dict | StageError:
             if field in data or field in ("source", "source_id", "event_time"):
                 return _error(MISSING_FIELD, f"{field} is required")
             return _error(SCHEMA_MISMATCH, f"a nested record lacks {field}")
-        return _error(SCHEMA_MISMATCH, text[:300])
-    except (TypeError, AttributeError, OverflowError, UnicodeError) as exc:
-        return _error(SCHEMA_MISMATCH, str(exc)[:300])
+        return _error(SCHEMA_MISMATCH, describe_schema_error(exc, data))
+    except (TypeError, AttributeError, OverflowError, UnicodeError, RecursionError) as exc:
+        # RecursionError: fastavro quotes a mismatching value in its message, and a value nested
+        # a thousand deep cannot be quoted
+        return _error(SCHEMA_MISMATCH, describe_schema_error(exc, data))
     buf.seek(0)
     return fastavro.schemaless_reader(buf, avro.schema, None)
 
@@ -110,7 +205,7 @@ def decode_event(payload: bytes | None, avro_decode=None) -> dict | StageError:
         except ConnectionError:
             raise  # a schema registry out of reach: the stage retries, the record is not bad
         except Exception as exc:  # fastavro raises many types on truncated or hostile bytes
-            return _error(NOT_DECODABLE, f"{type(exc).__name__}: {exc}"[:300])
+            return _error(NOT_DECODABLE, f"not a valid Avro payload for its schema ({type(exc).__name__})")
     return _from_json(payload)
 
 
@@ -126,6 +221,9 @@ def check_event(event: dict, expected_source: str, rules: QualityConfig, now_ms:
         return _error(MISSING_FIELD, "source_id is empty")
     if len(source_id) > _MAX_ID_LENGTH:
         return _error(ABSURD_VALUE, f"source_id longer than {_MAX_ID_LENGTH} characters")
+    bad_id = ids_problem(event)
+    if bad_id:
+        return _error(INVALID_ID, bad_id)
     if event["source"] != expected_source:
         return _error(SOURCE_MISMATCH, f"event says source {event['source'][:64]!r}, topic belongs to {expected_source!r}")
     event_time = event["event_time"]

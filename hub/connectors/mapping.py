@@ -99,7 +99,9 @@ def map_row(row: dict, mapping: dict | None, source: str, event_time_ms: int | N
             else:
                 event.setdefault("preferences", {})[part] = str(value).strip()
         except (ValueError, OverflowError) as exc:
-            raise MappingError(SCHEMA_MISMATCH, f"column {column!r} -> {field}: {exc}") from None
+            # the reason, never the value (it goes to DLQ headers)
+            raise MappingError(SCHEMA_MISMATCH, f"column {column!r} -> {field}: not a valid value "
+                                                f"({type(exc).__name__})") from None
     if address:
         event["addresses"] = [address]
     if "event_time" not in event:

@@ -46,8 +46,12 @@ async def recompute_members(index, members: list[str], topic: str, cause: str, c
 
 
 def decode_or_error(stage: str, schema: str, payload: bytes | None) -> dict | StageError:
-    """A low-volume topic's record (Avro or JSON), or why it cannot be read."""
+    """A low-volume topic's record (Avro or JSON), or why it cannot be read (naming fields, never values)."""
+    from hub.validation import INVALID_ID, describe_schema_error, ids_problem
+
     try:
-        return decode_avro_or_json(schema, payload)
-    except (SchemaError, ValueError, TypeError, KeyError) as exc:
-        return StageError(stage, "schema_mismatch", str(exc)[:300])
+        record = decode_avro_or_json(schema, payload)
+    except (SchemaError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        return StageError(stage, "schema_mismatch", describe_schema_error(exc))
+    bad_id = ids_problem(record)
+    return StageError(stage, INVALID_ID, bad_id) if bad_id else record

@@ -180,7 +180,21 @@ def test_http_ingestion_to_a_lookup_cache(tmp_path):
                "family_name": "Jones", "loyalty_id": "L0043"}
         assert post(url, orjson.dumps(anna), None)[0] == 401
         assert post(url, orjson.dumps(anna), other)[0] == 401          # a token of another source
-        assert post(f"{worker.base_url}/sources/nope/events", b"{}", token)[0] == 404
+        # an unknown source answers as a known one does to a wrong token: names cannot be enumerated
+        assert post(f"{worker.base_url}/sources/nope/events", b"{}", token) == post(url, b"{}", "guess") == (
+            401, {"error": "unauthorized"})
+        assert post(f"{worker.base_url}/sources/nope/events", b"{}", None)[0] == 401
+        # JSON nested a thousand deep: a 400 naming the problem, not a 500
+        status, body = post(url, b'{"source_id": "C9", "event_time": 1, "given_name": ' + b"[" * 1000
+                            + b"]" * 1000 + b"}", token)
+        assert status == 400 and body["errors"][0]["reason"] == "schema_mismatch"
+        status, body = post(url, b"[" * 1000 + b"]" * 1000, token)
+        assert status == 400
+        # ids that would break out of a key name are refused, and no detail echoes a submitted value
+        status, body = post(url, orjson.dumps([{**anna, "source_id": "C1\n{x}|y"}, {**anna, "op": "Anna Smith"}]),
+                            token)
+        assert status == 400 and [e["reason"] for e in body["errors"]] == ["invalid_id", "schema_mismatch"]
+        assert b"Anna" not in orjson.dumps(body) and b"{x}" not in orjson.dumps(body)
         status, body = post(url, orjson.dumps([anna, {"source_id": "C3"}, {**bob, "source": "pos"}, "x"]), token)
         assert status == 400 and body["accepted"] == 0
         assert [(e["index"], e["reason"]) for e in body["errors"]] == [

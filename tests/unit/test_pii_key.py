@@ -105,3 +105,34 @@ def test_resolve_into_a_given_redis_needs_the_workers_key(no_key, tmp_path):
     source.write_text('{"source": "crm", "source_id": "C1"}\n')
     result = CliRunner().invoke(cli, ["resolve", str(source), "--redis-url", UNREACHABLE_REDIS, "--no-estimate"])
     assert result.exit_code == 2 and "HUB_PII_KEY" in result.output
+
+
+def test_workers_start_the_installed_hub_not_a_hub_folder_in_the_current_directory(tmp_path, monkeypatch):
+    import subprocess
+
+    import hub.harness as harness
+
+    shadow = tmp_path / "hub"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text("print('SHADOW')\n")
+    monkeypatch.chdir(tmp_path)
+    started = []
+
+    class Exited:
+        returncode = 1
+
+        def __init__(self, args, **kwargs):
+            started.append(args)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(harness.subprocess, "Popen", Exited)
+    with pytest.raises(RuntimeError, match="worker exited"):
+        Worker("127.0.0.1:1", UNREACHABLE_REDIS, tmp_path / "state").start(timeout_s=1)
+    monkeypatch.undo()
+    (command,) = started
+    assert command[-1] == "run"
+    shown = subprocess.run([*command[:-1], "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "SHADOW" not in shown.stdout and "customer master data hub" in shown.stdout
