@@ -26,6 +26,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from hub import caches
+from hub.lookalike import lookalike
 
 __all__ = [
     "DROPPED_CODES",
@@ -55,7 +56,7 @@ ISSUE_CODES = frozenset({
     "gender.unknown", "gender.invalid",
     "national_id.invalid", "national_id.truncated",
     "loyalty_id.invalid", "loyalty_id.truncated",
-    "email.invalid", "email.truncated",
+    "email.invalid", "email.truncated", "email.lookalike",
     "phone.invalid", "phone.truncated",
     "address.invalid", "address.empty", "address.truncated",
     "country.unknown",
@@ -536,6 +537,8 @@ def _emails(items: Any, issues: list[str]) -> list[dict]:
         if email is None:
             issues.append("email.invalid")
             continue
+        if lookalike(email):  # kept as sent, but it is no evidence of who this is (hub.lookalike)
+            issues.append("email.lookalike")
         _merge_contact(out, seen, email, "address", item, "email", issues)
     return out
 

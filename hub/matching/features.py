@@ -14,6 +14,7 @@ from functools import lru_cache
 import jellyfish
 
 from hub import caches
+from hub.lookalike import lookalike
 
 
 @lru_cache(maxsize=caches.VOCABULARY)
@@ -48,7 +49,8 @@ def features(event: dict) -> dict:
         "mn": fold(event["middle_name"]),
         "fn": fold(event["family_name"]),
         "dob": event["birth_date"],
-        "em": sorted({e["address"] for e in event["emails"]}),
+        # a look-alike address (hub.lookalike) is no evidence of who this is: no feature, no blocking key
+        "em": sorted({e["address"] for e in event["emails"] if not lookalike(e["address"])}),
         "ph": sorted({p["number"] for p in event["phones"]}),
         # street, postcode and town are compared apart, as Splink does: a mistyped
         # or moved street still agrees on the postcode, a mistyped postcode on
