@@ -63,7 +63,7 @@ def query_value(kind: str, value: str, region: str = "GB") -> str | None:
 DECOY_GOLDEN_ID = "~decoy"  # never a golden id ("G" + hex): no key of the store ever holds it
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)
 def decoy_golden() -> dict:
     """A golden record of ordinary size and shape that belongs to nobody. A
     lookup that finds nothing opens, parses and judges it, and throws it

@@ -158,10 +158,6 @@ _TITLE_RE = re.compile(
 )
 _TITLE_ONLY_RE = re.compile(
     r"^(?:mr|mrs|ms|miss|mx|dr|prof|sir|dame|rev|revd|herr|frau|mme|mlle)\.?$", re.IGNORECASE)
-# A word starts at the beginning or after a space, hyphen, apostrophe or dot;
-# this gives O'Brien, Smith-Jones and J.R. where str.title() would also
-# capitalise after digits and combining marks.
-_WORD_START_RE = re.compile(r"(?:^|(?<=[\s\-'\u2019.]))(\w)")
 _ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
 
 
@@ -171,12 +167,77 @@ def _has_letter(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
 
+# Single-case text (all capitals, as many systems export, or all lower case)
+# is re-cased word by word; mixed case ("McDonald", "van Dijk") is the
+# customer's own spelling and survives. Words are split at spaces and
+# hyphens; a letter after a dot starts a word too (J.R., St.), and after an
+# apostrophe only behind a single letter (O'Brien, D'Arcy, but King's).
+_WORD_SPLIT_RE = re.compile(r"([\s\-\u2010\u2011]+)")
+_AFTER_DOT_RE = re.compile(r"(?<=\.)(\w)")
+_ELIDED_RE = re.compile(r"^(\w)(['\u2019])(\w)")
+# Surname particles. Germanic ones are lower case before the name they belong
+# to wherever they stand (Pieter van der Berg, van der Berg); Romance ones
+# inside a name but not at its start (Maria de Lourdes, De Luca, Le Pen).
+_GERMANIC_PARTICLES = frozenset({"van", "von", "der", "den", "dem", "ter", "ten", "te", "zu", "zum", "zur", "vom",
+                                 "het", "op", "aan", "in't", "'t"})
+_ROMANCE_PARTICLES = frozenset({"de", "da", "di", "du", "des", "del", "della", "dos", "das", "do", "la", "le", "y",
+                                "e", "dei", "degli"})
+# Small words inside place names (Newcastle upon Tyne, Stoke-on-Trent, Frankfurt am Main, Isle of Wight)
+_PLACE_WORDS = frozenset({"upon", "on", "am", "an", "der", "die", "das", "den", "dem", "de", "du", "des", "la",
+                          "le", "les", "sur", "sous", "en", "in", "im", "bei", "of", "the", "and", "y", "del",
+                          "di", "da", "vor", "ob", "unter", "ad", "aan", "op", "lès", "et"})
+_ROMAN_SUFFIXES = frozenset({"ii", "iii", "iv"})
+# Mac is a prefix (MacDonald, MacLeod) except in these names, whose "mac" is not Gaelic
+_NOT_MAC = frozenset({"macedo", "macevicius", "machado", "machar", "machin", "machlin", "macias", "maciulis",
+                      "mackie", "mackle", "macklin", "mackmin", "macquarie", "macomber", "macin", "mackintosh",
+                      "macken", "machen", "machiel", "maciol", "mackell", "macklem", "mackrell", "maclin", "mackey",
+                      "mackley", "machell", "machon", "macey", "maciel", "macario", "macaluso", "macari", "macek",
+                      "maceda", "machacek", "mackay", "macon", "macri", "macrae"})
+
+
+def _capitalised(word: str, prefixes: bool) -> str:
+    """One lower-case word with its first letter (and those after a dot, and after O'/D') in capitals;
+    with `prefixes`, Mc and Mac are prefixes too."""
+    if not word:
+        return word
+    elided = _ELIDED_RE.match(word)
+    if elided:
+        return elided.group(1).upper() + elided.group(2) + _capitalised(word[2:], prefixes)
+    word = _AFTER_DOT_RE.sub(lambda m: m.group(1).upper(), word[0].upper() + word[1:])
+    if prefixes and len(word) > 3 and word.startswith("Mc"):
+        return "Mc" + word[2].upper() + word[3:]
+    if prefixes and len(word) > 5 and word.startswith("Mac") and word.lower() not in _NOT_MAC:
+        return "Mac" + word[3].upper() + word[4:]
+    return word
+
+
+def _recase(text: str, lower_anywhere: frozenset, lower_inside: frozenset, prefixes: bool) -> str:
+    """Single-case text re-cased word by word; other text as it is. Words in `lower_anywhere` are lower
+    case before another word, words in `lower_inside` when neither first nor last."""
+    if not (text.isupper() or text.islower()):
+        return text
+    parts = _WORD_SPLIT_RE.split(text.lower())  # words at even positions, separators between them
+    last = len(parts) - 1
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(part)
+        elif i < last and (part in lower_anywhere or (i > 0 and part in lower_inside)):
+            out.append(part)
+        elif prefixes and i == last and i > 0 and part in _ROMAN_SUFFIXES:
+            out.append(part.upper())
+        else:
+            out.append(_capitalised(part, prefixes))
+    return "".join(out)
+
+
 def _name_case(text: str) -> str:
-    # Only single-case input is re-cased: mixed case ("McDonald", "van Dijk")
-    # is the customer's own spelling and must survive.
-    if text.isupper() or text.islower():
-        return _WORD_START_RE.sub(lambda m: m.group(1).upper(), text.lower())
-    return text
+    return _recase(text, _GERMANIC_PARTICLES, _ROMANCE_PARTICLES, prefixes=True)
+
+
+def place_case(text: str) -> str:
+    """A town as people write it: all-capital exports re-cased (NEWCASTLE UPON TYNE: Newcastle upon Tyne)."""
+    return _recase(text, frozenset(), _PLACE_WORDS, prefixes=False)
 
 
 # First letters of every title, so most names skip the title regexes.
@@ -597,6 +658,8 @@ def _address_form(raw: tuple) -> tuple[tuple | None, tuple[str, ...]]:
     """Raw address fields -> (standardised fields or None if empty, issues)."""
     issues: list[str] = []
     line1, line2, city, region = (_text(v, "address", issues) for v in raw[:4])
+    if city is not None:
+        city = place_case(city)
     country = None
     raw_country = _text(raw[5], "address", issues)
     if raw_country is not None:

@@ -10,7 +10,8 @@ Single-valued attributes take the value of the best contribution under the
 attribute's rule (source priority, most recent, most complete, most frequent;
 then the member key as a deterministic tie-break) and record its lineage;
 multi-valued attributes keep every value with its sources and mark one
-preferred (verified first, then most sources, then most recent). Data decay:
+preferred (verified first, then most sources, then most recent); values
+the matcher holds equal are one value (an address spelled two ways). Data decay:
 a value no source has stated for `stale_after_days` is flagged stale, and the
 share of fresh values weighs in the quality score.
 """
@@ -99,9 +100,13 @@ def _rank_key(rule: str, priority: dict[str, int], member: str, contribution: di
     return (source_rank, recency, member)
 
 
-def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, stale_before: int | None) -> list[dict]:
+def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, stale_before: int | None,
+           rank=None) -> list[dict]:
+    """The union of an attribute's values over the members, one entry per `value_key`; when members spell
+    one value differently, the entry takes the spelling of the member `rank` puts first."""
     merged: dict[tuple, dict] = {}
     newest: dict[tuple, int] = {}
+    spelled_by: dict[tuple, tuple] = {}
     for member, contribution in contributions:
         record = contribution["record"]
         stated = field_time(contribution, attr)
@@ -112,6 +117,12 @@ def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, s
                 entry = merged[key] = build(item)
                 entry["sources"] = []
                 newest[key] = 0
+                spelled_by[key] = rank(member) if rank else ()
+            elif rank is not None and rank(member) < spelled_by[key]:
+                verified = entry["verified"]
+                entry.update(build(item))
+                entry["verified"] = verified
+                spelled_by[key] = rank(member)
             entry["verified"] = entry["verified"] or item["verified"]
             entry["sources"].append(member)
             newest[key] = max(newest[key], stated)
@@ -124,6 +135,15 @@ def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, s
         entry["stale"] = stale_before is not None and newest[key] < stale_before
         result.append(entry)
     return result
+
+
+def address_key(address: dict) -> tuple:
+    """An address in the form the matcher compares it in (hub.matching.features): folded text (case,
+    accents, ß/ss, punctuation), the postcode without spaces."""
+    postcode = address["postcode"]
+    return (fold(address["line1"]) or "", fold(address["line2"]) or "", fold(address["city"]) or "",
+            fold(address["region"]) or "", postcode.replace(" ", "").upper() if postcode else "",
+            address["country"] or "")
 
 
 def winning_consents(statements_by_member: dict[str, list[dict]]) -> list[dict]:
@@ -189,8 +209,11 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
     golden["phones"] = _multi(items, "phones", lambda p: (p["number"],),
                               lambda p: {"number": p["number"], "verified": False}, stale_before)
     address_fields = ("line1", "line2", "city", "region", "postcode", "country")
-    golden["addresses"] = _multi(items, "addresses", lambda a: tuple(a[f] or "" for f in address_fields),
-                                 lambda a: {**{f: a[f] for f in address_fields}, "verified": False}, stale_before)
+    # one address however its members spell it: the matcher's normal form (Behrenstraße 55, Berlin and
+    # Behrenstrasse 55, BERLIN are one), written as the most trusted source writes it
+    golden["addresses"] = _multi(items, "addresses", address_key,
+                                 lambda a: {**{f: a[f] for f in address_fields}, "verified": False}, stale_before,
+                                 rank=lambda member: (priority.get(member.split(":", 1)[0], len(priority)), member))
     preferences: dict[str, tuple] = {}
     for member, contribution in items:
         record = contribution["record"]
