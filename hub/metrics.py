@@ -67,6 +67,8 @@ MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",
 CONNECTOR_RECORDS = Counter("hub_connector_records_total",
                             "Records through a connector by outcome (delivered, dead_lettered, rejected, skipped)",
                             ["connector", "outcome"], registry=REGISTRY)
+CDC_SKIPPED = Counter("hub_cdc_skipped_total", "Change-data-capture records that change no customer, by kind "
+                      "(tombstone, truncate, message)", ["source", "kind"], registry=REGISTRY)
 CONNECTOR_RETRIES = Counter("hub_connector_retries_total", "Deliveries a connector retried after a failure",
                             ["connector"], registry=REGISTRY)
 _LOOKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

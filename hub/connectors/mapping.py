@@ -11,6 +11,7 @@ with no mapping, columns named like fields fill them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from hub.validation import MISSING_FIELD, NOT_DECODABLE, SCHEMA_MISMATCH, _iso_to_ms
@@ -119,29 +120,77 @@ def _row_of_debezium(value: dict) -> dict:
     return payload if isinstance(payload, dict) and "schema" in value else value
 
 
-def from_debezium(value, mapping: dict | None, source: str, key=None) -> dict | None:
-    """A Debezium change envelope (before/after/op/source) to a CustomerEvent;
-    None for what carries no change (Debezium's tombstone after a delete)."""
-    if value is None:
+@dataclass(frozen=True)
+class NoChange:
+    """A Debezium record that changes no customer: a tombstone, a truncate (`table` names it), a
+    logical-decoding message. Counted by the connector, never dead-lettered."""
+
+    kind: str
+    table: str | None = None
+
+
+ENVELOPES = ("auto", "full", "flattened")
+TOMBSTONES = ("skip", "delete")
+_FULL_KEYS = ("before", "after", "source")
+
+
+def _is_envelope(value: dict) -> bool:
+    """Debezium's change envelope: an op and its before / after / source (a truncate has no row images)."""
+    return "op" in value and any(k in value for k in _FULL_KEYS)
+
+
+def _table(meta: dict) -> str | None:
+    table = meta.get("table")
+    if not table:
         return None
+    owner = meta.get("schema") or meta.get("db")
+    return f"{owner}.{table}" if owner else table
+
+
+def _delete(row, mapping: dict | None, source: str, at) -> dict:
+    event = map_row(row, mapping, source, at)
+    return {"source": source, "source_id": event["source_id"], "event_time": event["event_time"], "op": "delete"}
+
+
+def from_debezium(value, mapping: dict | None, source: str, key=None, *, envelope: str = "auto",
+                  prefix: str = "__", tombstones: str = "skip", at_ms: int | None = None) -> dict | NoChange:
+    """A Debezium record to a CustomerEvent (`op d` and flattened `__deleted` rows: a delete event), or
+    NoChange. `envelope`: `full` (before/after/op/source), `flattened` (ExtractNewRecordState: the row,
+    with `<prefix>op`, `<prefix>deleted`, `<prefix>source_ts_ms` when configured to add them) or `auto`
+    (the full envelope when the record is one). `tombstones`: `skip` (Debezium's tombstone after a delete
+    event), or `delete` (delete.handling.mode=none: the tombstone is the delete; the key names the row).
+    `at_ms`: the record's own timestamp, the event time when the record carries none."""
+    if envelope not in ENVELOPES:
+        raise MappingError(SCHEMA_MISMATCH, f"envelope must be one of {', '.join(ENVELOPES)}")
+    if isinstance(value, dict) and value.get("payload") is None and "schema" in value:
+        value = None  # the JSON converter's tombstone, {"schema": null, "payload": null}
+    if value is None:
+        if tombstones == "delete" and isinstance(key, dict):
+            return _delete(_row_of_debezium(key), mapping, source, at_ms)
+        return NoChange("tombstone")
     if not isinstance(value, dict):
         raise MappingError(SCHEMA_MISMATCH, f"expected a change envelope object, got {type(value).__name__}")
-    envelope = _row_of_debezium(value)
-    op = envelope.get("op")
+    record = _row_of_debezium(value)
+    if envelope == "flattened" or (envelope == "auto" and not _is_envelope(record)):
+        return _from_flattened(record, mapping, source, prefix, at_ms)
+    op = record.get("op")
+    meta = record.get("source") if isinstance(record.get("source"), dict) else {}
+    if op == "t":
+        return NoChange("truncate", _table(meta))
+    if op == "m":
+        return NoChange("message")
     if op not in DEBEZIUM_OPS:
-        raise MappingError(SCHEMA_MISMATCH, f"op {str(op)[:16]!r} is not one of c, u, r, d")
-    meta = envelope.get("source") if isinstance(envelope.get("source"), dict) else {}
-    at = meta.get("ts_ms") or envelope.get("ts_ms")
-    at = to_epoch_ms(at) if at is not None else None
+        raise MappingError(SCHEMA_MISMATCH, "op is not one of c, u, r, d (t and m change no customer)")
+    at = meta.get("ts_ms") or record.get("ts_ms")
+    at = to_epoch_ms(at) if at is not None else at_ms
     if op == "d":
-        row = envelope.get("before")
+        row = record.get("before")
         if row is None and isinstance(key, dict):
             row = _row_of_debezium(key)  # REPLICA IDENTITY DEFAULT: only the key names the deleted row
         if row is None:
             raise MappingError(MISSING_FIELD, "op d with neither a before image nor a key")
-        event = map_row(row, mapping, source, at)
-        return {"source": source, "source_id": event["source_id"], "event_time": event["event_time"], "op": "delete"}
-    row = envelope.get("after")
+        return _delete(row, mapping, source, at)
+    row = record.get("after")
     if row is None:
         raise MappingError(MISSING_FIELD, f"op {op} without an after image")
     event = map_row(row, mapping, source, at)
@@ -149,4 +198,23 @@ def from_debezium(value, mapping: dict | None, source: str, key=None) -> dict | 
     return event
 
 
-__all__ = ["MappingError", "map_row", "from_debezium", "check_mapping", "NOT_DECODABLE"]
+def _from_flattened(record: dict, mapping: dict | None, source: str, prefix: str, at_ms: int | None):
+    meta = {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
+    row = {k: v for k, v in record.items() if not k.startswith(prefix)}
+    op = meta.get("op")
+    if op == "t":
+        return NoChange("truncate", _table(meta))
+    if op == "m":
+        return NoChange("message")
+    if op is not None and op not in DEBEZIUM_OPS:
+        raise MappingError(SCHEMA_MISMATCH, f"{prefix}op is not one of c, u, r, d (t and m change no customer)")
+    at = meta.get("source_ts_ms") or meta.get("ts_ms")
+    at = to_epoch_ms(at) if at is not None else at_ms
+    if op == "d" or meta.get("deleted") in (True, "true"):  # delete.handling.mode=rewrite
+        return _delete(row, mapping, source, at)
+    event = map_row(row, mapping, source, at)
+    event["op"] = "upsert"
+    return event
+
+
+__all__ = ["MappingError", "NoChange", "map_row", "from_debezium", "check_mapping", "NOT_DECODABLE"]

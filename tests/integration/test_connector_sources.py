@@ -22,6 +22,7 @@ from hub.connectors.kafka import ensure_topics
 from hub.connectors.lookup_cache import LookupCache
 from hub.connectors.runner import SinkConnector, SourceConnector
 from hub.harness import LocalHub
+from hub.metrics import REGISTRY
 from hub.records import ERROR_REASON, ERROR_STAGE, ERROR_TOPIC, InMessage
 from hub.schemas import CANONICAL, codec
 from hub.stages.ingest import IngestStage
@@ -59,20 +60,28 @@ def test_debezium_changes_become_canonical_events_and_deletes(local_hub, pipelin
         (b'{"id": 1}', change("u", before=anna, after={**anna, "email": "anna.smith@example.org"}), None),
         (b'{"id": 2}', change("d", before={"id": 2}), None),
         (b'{"id": 2}', None, None),                     # Debezium's tombstone: skipped
-        (b'{"id": 3}', change("t"), None),               # truncate: not a customer change
+        (b'{"id": 3}', change("t"), None),               # truncate: not a customer change, counted
         (b'{"id": 4}', b"\x00garbage", None),
+        # ExtractNewRecordState (add.fields=op,source.ts_ms, delete.handling.mode=rewrite) on the same topic
+        (b'{"id": 5}', orjson.dumps({"id": 5, "first_name": "Cara", "last_name": "Lane", "email": "cara@example.org",
+                                     "loyalty": None, "__op": "c", "__source_ts_ms": NOW, "__deleted": "false"}), None),
+        (b'{"id": 5}', orjson.dumps({"id": 5, "__op": "d", "__source_ts_ms": NOW, "__deleted": "true"}), None),
+        (b'{"id": 5}', b'{"schema": null, "payload": null}', None),  # the JSON converter's tombstone
+        (b'{"id": 6}', change("x", after=anna), None),   # not a Debezium op: dead-lettered
     ])
     config = ConnectorConfig(name="crm-cdc", source="crm", url=f"debezium:///{CDC_TOPIC}",
                              options={"mapping": MAPPING, "session_timeout_ms": 2000})
     connector = SourceConnector(config, pipeline, local_hub.bootstrap)
     with running(connector):
-        raw = read_topic(local_hub.bootstrap, "raw.crm", 4)
+        raw = read_topic(local_hub.bootstrap, "raw.crm", 6)
         dead = read_topic(local_hub.bootstrap, "dlq.crm", 2)
-    assert connector.report.delivered == 4 and connector.report.rejected == 2
-    assert connector.source.skipped == 1
+        wait_for(lambda: connector.source.skipped == 3, timeout_s=30)
+    assert connector.report.delivered == 6 and connector.report.rejected == 2
+    assert connector.source.skipped_by_kind == {"tombstone": 2, "truncate": 1}
+    assert REGISTRY.get_sample_value("hub_cdc_skipped_total", {"source": "crm", "kind": "truncate"}) >= 1
     events = sorted((orjson.loads(m.value()) for m in raw), key=lambda e: (e["source_id"], e["op"]))
     assert [(e["source_id"], e["op"]) for e in events] == [("1", "upsert"), ("1", "upsert"), ("2", "delete"),
-                                                           ("2", "upsert")]
+                                                           ("2", "upsert"), ("5", "delete"), ("5", "upsert")]
     assert sorted(e["emails"][0]["address"] for e in events if e["source_id"] == "1") == [
         "anna.smith@example.org", "anna@example.org"]
     assert all(m.key() == f"crm:{orjson.loads(m.value())['source_id']}".encode() for m in raw)
@@ -81,12 +90,11 @@ def test_debezium_changes_become_canonical_events_and_deletes(local_hub, pipelin
     assert reasons == [b"not_decodable", b"schema_mismatch"]
     assert {dict(m.headers())[ERROR_TOPIC] for m in dead} == {CDC_TOPIC.encode()}
     assert {dict(m.headers())[ERROR_STAGE] for m in dead} == {b"connector:crm-cdc"}
-    assert {m.value() for m in dead} == {change("t"), b"\x00garbage"}  # the original bytes
+    assert {m.value() for m in dead} == {change("x", after=anna), b"\x00garbage"}  # the original bytes
 
     canonical, rejected = ingest(pipeline, raw)
-    assert rejected == [] and len(canonical) == 4
-    deleted = next(c["record"] for c in canonical if c["record"]["op"] == "delete")
-    assert deleted["source_id"] == "2"
+    assert rejected == [] and len(canonical) == 6
+    assert sorted(c["record"]["source_id"] for c in canonical if c["record"]["op"] == "delete") == ["2", "5"]
 
     # offsets committed after delivery: a restart reads nothing again
     again = SourceConnector(config, pipeline, local_hub.bootstrap)
