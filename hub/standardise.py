@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from hub import caches
 from hub.lookalike import lookalike
+from hub.postcodes import standard_postcode
 
 __all__ = [
     "DROPPED_CODES",
@@ -506,29 +507,14 @@ def normalise_country(text: str) -> str | None:
     return _COUNTRIES.get(key) or _COUNTRIES.get("the " + key)
 
 
-_GB_POSTCODE_RE = re.compile(r"^([A-Z]{1,2}\d[A-Z\d]?|GIR)(\d[A-Z]{2})$")
-_US_ZIP_RE = re.compile(r"^(\d{5})(?:-?(\d{4}))?$")
-# Crown dependencies use the GB postcode format.
-_GB_FORMAT = frozenset({"GB", "GG", "JE", "IM"})
-
-
-def _postcode(text: str | None, country: str | None, issues: list[str]) -> str | None:
+def _postcode(text: str | None, country: str | None, issues: list[str]) -> tuple[str | None, str | None]:
+    """(postcode in its country's form, region its prefix named): hub.postcodes."""
     if text is None:
-        return None
-    text = text.upper()
-    if country in _GB_FORMAT:
-        m = _GB_POSTCODE_RE.match(text.replace(" ", ""))
-        if not m:
-            issues.append("postcode.invalid")
-            return None
-        return f"{m.group(1)} {m.group(2)}"
-    if country == "US":
-        m = _US_ZIP_RE.match(text.replace(" ", ""))
-        if not m:
-            issues.append("postcode.invalid")
-            return None
-        return f"{m.group(1)}-{m.group(2)}" if m.group(2) else m.group(1)
-    return text
+        return None, None
+    postcode, region = standard_postcode(text, country)
+    if postcode is None:
+        issues.append("postcode.invalid")
+    return postcode, region
 
 
 # --------------------------------------------------------------------------
@@ -666,7 +652,9 @@ def _address_form(raw: tuple) -> tuple[tuple | None, tuple[str, ...]]:
         country = normalise_country(raw_country)
         if country is None:
             issues.append("country.unknown")
-    postcode = _postcode(_text(raw[4], "address", issues), country, issues)
+    postcode, named_region = _postcode(_text(raw[4], "address", issues), country, issues)
+    if region is None:  # "OR 97214", "QC G1R 3P1": the region written in front of the postcode
+        region = named_region
     if line1 is None and city is None and postcode is None:
         # The whole address goes; its sub-issues would double-count it.
         return None, ("address.empty",)

@@ -105,3 +105,47 @@ def names(given: str | None = None, family: str | None = None) -> tuple:
 ])
 def test_all_caps_names_are_re_cased_with_particles_and_prefixes(given, family, expected):
     assert names(given, family) == expected
+
+
+# ------------------------------------------------------------------ 14: postcodes as they come
+
+
+@pytest.mark.parametrize("fields,postcode,region", [
+    # a region prefix, as US and Canadian exports write it
+    ({"postcode": "OR 97214", "country": "US"}, "97214", "OR"),
+    ({"postcode": "or 97214-1234", "country": "USA"}, "97214-1234", "OR"),
+    ({"postcode": "QC G1R 3P1", "country": "CA"}, "G1R 3P1", "QC"),
+    ({"postcode": "ON M5V3L9", "country": "Canada"}, "M5V 3L9", "ON"),
+    ({"postcode": "NSW 2000", "country": "AU"}, "2000", "NSW"),
+    # the record's own region stays
+    ({"postcode": "OR 97214", "region": "Oregon", "country": "US"}, "97214", "Oregon"),
+    # a country prefix
+    ({"postcode": "NL-1012AB", "country": "NL"}, "1012 AB", None),
+    ({"postcode": "D-10117", "country": "DE"}, "10117", None),
+    # per-country shapes (Google's address data)
+    ({"postcode": "1012ab", "country": "NL"}, "1012 AB", None),
+    ({"postcode": "1000001", "country": "JP"}, "100-0001", None),
+    ({"postcode": "01310100", "country": "BR"}, "01310-100", None),
+    ({"postcode": "d02x285", "country": "IE"}, "D02 X285", None),
+    ({"postcode": "00950", "country": "PL"}, "00-950", None),
+    ({"postcode": "75001", "country": "FR"}, "75001", None),
+    ({"postcode": "g1r3p1", "country": "CA"}, "G1R 3P1", None),
+    ({"postcode": "sw1a1aa", "country": "GB"}, "SW1A 1AA", None),
+    # a prefix that is not a region is part of the postcode (Malta)
+    ({"postcode": "VLT 1117", "country": "MT"}, "VLT 1117", None),
+])
+def test_postcodes_are_split_from_their_region_and_normalised_per_country(fields, postcode, region):
+    found = address(line1="1 Main St", **fields)
+    assert (found["postcode"], found["region"]) == (postcode, region)
+
+
+@pytest.mark.parametrize("fields", [
+    {"postcode": "XX 97214", "country": "US"},
+    {"postcode": "1012", "country": "NL"},
+    {"postcode": "QC 97214", "country": "CA"},
+    {"postcode": "ABCDE", "country": "DE"},
+])
+def test_postcodes_that_are_none_of_the_country_are_invalid(fields):
+    record, quality = standardise_and_score({"source": "crm", "source_id": "1", "event_time": T0,
+                                             "addresses": [{"line1": "1 Main St", **fields}]})
+    assert record["addresses"][0]["postcode"] is None and "postcode.invalid" in quality["issues"]
