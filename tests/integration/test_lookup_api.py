@@ -183,8 +183,9 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
 
         assert _until(lambda: (survey_of("loyalty_id=L000000042") or {}).get("responses") == 2)
         survey = survey_of("loyalty_id=L000000042")
+        # contact_center receives no provenance (members, lineage): not which record answered either
         assert survey == {"last_survey_at": T0 + 7000, "last_survey_id": "nps-2026-q4", "last_score": 3,
-                          "last_category": "detractor", "responses": 2, "average_score": 6.0, "source": "pos:P3"}
+                          "last_category": "detractor", "responses": 2, "average_score": 6.0}
         assert survey_of("phone=07911123456", target="pos")["last_category"] == "detractor"
         view = watcher.wait_until(lambda v: v.counts["dlq.survey"] == 1, quiet_s=0.2)
         assert view.reasons[("dlq.survey", "absurd_value")] == 1
