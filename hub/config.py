@@ -193,6 +193,9 @@ class SurvivorshipConfig(_Strict):
     stale_after_days: float | None = Field(730, gt=0, description="A value no source has stated for this long is "
                                            "flagged stale (unset = never)")
     decay_check_interval_s: float = Field(60.0, gt=0, description="How often values about to go stale are looked for")
+    max_values: int = Field(20, ge=1, le=1000, description="E-mails, phones and addresses a golden record keeps at "
+                            "most, each (the best supported: verified, most sources, most recent)")
+    max_preferences: int = Field(50, ge=0, le=1000, description="Preferences a golden record keeps at most")
 
     @field_validator("rules")
     @classmethod
@@ -308,6 +311,8 @@ class KafkaSettings(BaseModel):
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
     session_timeout_s: float = Field(6.0, gt=0)
     linger_ms: int = Field(5, ge=0)
+    max_message_bytes: int = Field(1_000_000, ge=10_000, description="Largest record the hub writes (keep it at or "
+                                   "under the broker's message.max.bytes); a larger output is dead-lettered, never retried")
     max_fetch_bytes_per_partition: int = Field(
         1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
         "under a backlog the worker holds up to this times its partitions")
@@ -362,6 +367,8 @@ class Settings(BaseSettings):
     debug: DebugSettings = DebugSettings()
     batch_size: int = Field(1000, ge=1)
     batch_wait_s: float = Field(0.02, gt=0)
+    stall_after_s: float = Field(60.0, gt=0, description="A stage retrying an outage for longer turns /health to "
+                                 "failing (503), so an orchestrator stops routing to the worker and an alert fires")
     log_level: str = "INFO"
     log_json: bool = False
     pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")
