@@ -206,7 +206,8 @@ def _steward(settings, token: str | None) -> str:
 
     token = token or os.environ.get("HUB_STEWARD_TOKEN")
     if not token:
-        _fail("give your steward token: --token-file FILE or HUB_STEWARD_TOKEN (an admin makes one: hub user token NAME)")
+        _fail("give your steward token: --token-file FILE or HUB_STEWARD_TOKEN "
+              "(an admin makes one: hub user token NAME)")
     if not settings.redis.url:
         _fail("set HUB_REDIS__URL to the Redis the workers use (steward tokens are checked there)")
     user = Accounts(client_from_url(settings.redis.url)).token_user(token)
@@ -609,7 +610,8 @@ def _accounts():
 
 @user_cli.command("add")
 def user_add(name: str, role: str = typer.Option("steward", help="viewer, steward or admin"),
-             password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin")) -> None:
+             password_stdin: bool = typer.Option(False, "--password-stdin",
+                                                 help="Read the password from stdin")) -> None:
     """Add a user (the password is asked for, or read from stdin)."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "password", hide_input=True, confirmation_prompt=True)

@@ -507,8 +507,8 @@ async def quality(request, session):
     wb = wb_of(request)
     data = _quality(wb, _days(request))
     await wb.audit(session.user, session.role, "quality_viewed")
-    return render(request, "quality.html", choices=REPORT_DAYS, charts_json=orjson.dumps(data["charts"]).decode().replace("<", "\\u003c"),
-                  **data)
+    charts = orjson.dumps(data["charts"]).decode().replace("<", "\\u003c")  # inside <script>: no "</script>"
+    return render(request, "quality.html", choices=REPORT_DAYS, charts_json=charts, **data)
 
 
 @require("read")

@@ -21,7 +21,10 @@ import yaml
 
 from hub.access import new_token
 from hub.config import DEFAULT_CONFIG, load_pipeline
+from hub.demo import encode_event
+from hub.generator import generate
 from hub.connectors.embedded import free_port, stop_process
+from hub.connectors.redis_store import RedisStore, apart_key, pin_key
 from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import ACCESS_EVENT, AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
 
@@ -138,12 +141,19 @@ def setup(tmp_path_factory):
         else:
             raise TimeoutError("the workbench did not answer /health")
         feeder = Feeder(hub.bootstrap)
+        # a realistic background: generated customers from four sources, duplicates and bad input included
+        background = generate(60, seed=11, start_ms=T0 - 20 * 86_400_000)
+        raw = [e for e in background if e.topic.startswith("raw.")]
+        for e in background:
+            feeder.send(e.topic, e.key, e.raw if e.raw is not None else encode_event(e.topic, e.value))
         for message in DOUBTFUL + SAM + NINA:
             feeder.send(*message)
         feeder.flush()
         watcher = Watcher(hub.bootstrap, pipeline.all_topics())
-        watcher.wait_until(lambda v: v.counts["customer.canonical"] == 4 and golden_of(v, "crm:S1") is not None
-                           and len(v.live("mastered.marketing")) == 1)
+        handled = lambda v: (v.counts["customer.canonical"]  # noqa: E731
+                             + sum(v.counts[s.dlq_topic] for s in pipeline.sources))
+        watcher.wait_until(lambda v: handled(v) == len(raw) + 4 and golden_of(v, "crm:S1") is not None
+                           and golden_of(v, "crm:S1")["golden_id"] in v.live("mastered.marketing"), timeout_s=90)
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield {"hub": hub, "base": base, "env": env, "watcher": watcher, "feeder": feeder, "browser": browser,
@@ -233,6 +243,10 @@ def test_a_doubtful_pair_is_linked_in_the_browser_and_the_merged_record_reaches_
     page.wait_for_selector("#decision .state-open")
     view = watcher.wait_until(lambda v: (g := golden_of(v, "pos:R2")) is not None and g["members"] == ["pos:R2"])
     assert golden_of(view, "crm:R1")["members"] == ["crm:R1"]
+    # and no steward constraint is left between them: as before the decision
+    client = RedisStore.from_url(setup["hub"].redis_url).client  # (playwright holds this thread's event loop)
+    held = lambda: sum(client.scard(key(m)) for key in (apart_key, pin_key) for m in ("pos:R2", "crm:R1"))  # noqa: E731
+    wait_for(lambda: held() == 0, what="the constraints lifted")
     page.close()
 
 
