@@ -376,3 +376,33 @@ def test_the_cli_steward_commands_need_a_steward_token(setup):
     steward_token = hub_cli(env, "user", "token", "stella")
     out = hub_cli({**env, "HUB_STEWARD_TOKEN": steward_token}, "steward", "split", "crm", "N1", "--from", "crm:S1")
     assert out.endswith("as stella")
+
+
+def test_search_subject_access_export_and_erasure_in_the_browser(setup):
+    watcher, base = setup["watcher"], setup["base"]
+    page = login(setup, "stella")
+    page.goto(base + "/customers?q=Margaret+Holloway")
+    assert page.locator("#results tbody tr").count() == 2  # by name: both records, apart again after the undo
+    page.goto(base + "/customers")
+    page.fill("input[name=q]", "Nina.Okafor@GMAIL.com")
+    page.click("form.search button")
+    page.click("#results a")
+    gid = page.url.rsplit("/", 1)[1]
+    with page.expect_download() as download:
+        page.click("#export")
+    document = orjson.loads(Path(download.value.path()).read_bytes())
+    assert document["golden_id"] == gid and document["requested_by"] == "stella"
+    assert [m["member"] for m in document["members"]] == ["crm:N1"]
+    assert document["members"][0]["record"]["emails"][0]["address"] == "nina.okafor@gmail.com"
+    assert any(e["kind"] == "golden_created" for e in document["history"])
+    assert {t["target"]: t["received"] for t in document["targets"]}["pos"]
+    page.fill("form.erase input[name=confirm]", gid)
+    page.click("form.erase button")
+    assert "Erasure requested" in page.content()
+    watcher.wait_until(lambda v: v.latest["mastered.pos"].get(gid, b"") is None
+                       and gid not in v.live("customer.golden"))
+    actions = {e["action"] for e in access_events(setup) if e["golden_id"] == gid and e["actor"] == "stella"}
+    assert {"golden_viewed", "subject_access_exported", "erasure_requested"} <= actions
+    page.goto(f"{base}/customers/{gid}")
+    assert "No golden record" in page.content()
+    page.close()
