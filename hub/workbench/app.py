@@ -34,7 +34,7 @@ import orjson
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from hub import limits
+from hub import limits, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.redis_store import RedisStore
 from hub.quality_tally import RedisTallyStore
@@ -106,6 +106,7 @@ class Workbench:
                     also: list[tuple[str, bytes, bytes]] | None = None) -> None:
         """The audit event, with whatever the action sends, in one acknowledged delivery."""
         await self.deliver([*(also or ()), self.access_event(actor, role, action, golden_id, subject, detail)])
+        metrics.WORKBENCH_ACTIONS.labels(action).inc()
 
     def steward_action(self, kind: str, member: str, others: list[str], actor: str,
                        reason: str | None = None) -> tuple[str, bytes, bytes]:
@@ -125,7 +126,6 @@ class ReviewFeed(threading.Thread):
         self.workbench = workbench
         self.stopping = threading.Event()
         self.decoder = codec(MATCH_DECISION)
-        self.added = 0
 
     def run(self) -> None:
         settings = self.workbench.settings
@@ -159,7 +159,8 @@ class ReviewFeed(threading.Thread):
         delay = 0.2
         while not self.stopping.is_set():
             try:
-                self.added += self.workbench.reviews.add(decisions, now_ms())
+                added = self.workbench.reviews.add(decisions, now_ms())
+                metrics.REVIEW_QUEUED.inc(added)
                 return
             except Exception as exc:  # Redis away: hold the offsets and try again
                 log.warning("review feed: cannot write the queue (%s), retrying", type(exc).__name__)
@@ -245,6 +246,9 @@ def create_app(workbench: Workbench, start_feed: bool = True) -> web.Application
 
 
 def serve(settings: Settings, pipeline: PipelineConfig, bootstrap: str, redis_url: str) -> None:
+    from hub.connectors.kafka import ensure_topics
+
+    ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)  # audit.access, before any worker made it
     workbench = Workbench(settings, pipeline, bootstrap, RedisStore.from_url(redis_url))
     app = create_app(workbench)
     options = settings.workbench

@@ -128,8 +128,10 @@ class Accounts:
 
     def throttled(self, name: str, address: str) -> bool:
         by_name, by_address = self._throttle_keys(name, address)
-        counts = self.client.mget([by_name, by_address])
-        failures = [int(c or 0) for c in counts]
+        pipe = self.client.pipeline(transaction=False)  # two slots: no MGET on a cluster
+        pipe.get(by_name)
+        pipe.get(by_address)
+        failures = [int(c or 0) for c in pipe.execute()]
         return failures[0] >= self.login_attempts or failures[1] >= self.login_attempts * 4
 
     def _failed(self, name: str, address: str) -> None:

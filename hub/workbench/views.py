@@ -160,7 +160,18 @@ async def health(request):
         await wb_of(request).store.ping()
     except Exception as exc:
         return json_response({"status": "degraded", "redis": type(exc).__name__}, status=503)
+    feed = request.app.get("feed")
+    if feed is not None and not feed.is_alive():
+        return json_response({"status": "degraded", "review_feed": "stopped"}, status=503)
     return json_response({"status": "ok"})
+
+
+async def prometheus_metrics(request):
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from hub import metrics
+
+    return web.Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 # ---------------------------------------------------------------- review queue
@@ -679,6 +690,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/", home)
     r.add_get("/health", health)
+    r.add_get("/metrics", prometheus_metrics)
     r.add_get("/login", login_page)
     r.add_post("/login", login)
     r.add_post("/logout", logout)
