@@ -210,6 +210,7 @@ def test_a_doubtful_pair_is_linked_in_the_browser_and_the_merged_record_reaches_
     page.wait_for_selector("#decision")
     assert "Holloway" in page.inner_text("table.side")
     assert "given_name" in page.inner_text("table.evidence")  # the evidence, level by level
+    screenshot(page, "workbench-review.png")
     page.click("#claim")
     page.wait_for_selector("#decision .state-claimed")
     page.click("#link")
