@@ -23,6 +23,7 @@ from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.consent import ALLOWED, target_verdict
+from hub.quality_tally import RedisTallyStore
 from hub.matching.comparisons import from_json
 from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
@@ -130,7 +131,8 @@ def stage_runners(pipeline: PipelineConfig, store: RedisStore, sink: KafkaSink, 
     """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
     source_dlq = dead_letter_topics(pipeline)
     return {
-        "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
+        "ingest": StageRunner("ingest", IngestStage(pipeline, RedisTallyStore(store.client)), sink, source_dlq,
+                              is_async=False),
         "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
         "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),

@@ -242,6 +242,7 @@ class TopicNames(_Strict):
     steward_dlq: str = "dlq.steward"
     survey: str = "survey.events"
     survey_dlq: str = "dlq.survey"
+    access_audit: str = "audit.access"
 
 
 class PipelineConfig(_Strict):
@@ -298,7 +299,7 @@ class PipelineConfig(_Strict):
         """Every topic the hub reads or writes."""
         t = self.topics
         names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
-                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq]
+                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq, t.access_audit]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]
@@ -347,6 +348,24 @@ class WebSettings(BaseModel):
     burst: float = Field(100.0, ge=1, description="Requests a caller may make at once before the rate applies")
 
 
+class WorkbenchSettings(BaseModel):
+    """`hub workbench`: the stewards' web pages and customers' self-service links."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6080, ge=0, le=65535)
+    public_url: str | None = Field(None, description="Base URL customers reach the workbench at, for "
+                                   "self-service links (default http://host:port)")
+    link_keys: str | None = Field(None, description="Keys signing self-service links: kid:secret,... (first signs, "
+                                  "all verify); unset = derived from pii_key")
+    link_ttl_s: int = Field(7 * 86_400, ge=60, description="How long a self-service link opens")
+    session_ttl_s: int = Field(8 * 3600, ge=60, description="A steward's session ends this long after login")
+    session_idle_s: int = Field(3600, ge=60, description="... or after this long without a request")
+    secure_cookies: bool = Field(False, description="Mark cookies Secure (serve over HTTPS, e.g. behind a proxy)")
+    login_attempts: int = Field(5, ge=1, description="Failed logins per user name (and per address x4) per window")
+    login_window_s: int = Field(900, ge=1)
+    consumer_group: str = Field("hub-workbench", description="Consumer group reading steward.review")
+
+
 class DebugSettings(BaseModel):
     memory_report: Path | None = Field(None, description="Append a memory report (hub.memdebug) to this file; "
                                                          "unset = off")
@@ -364,6 +383,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     web: WebSettings = WebSettings()
+    workbench: WorkbenchSettings = WorkbenchSettings()
     debug: DebugSettings = DebugSettings()
     batch_size: int = Field(1000, ge=1)
     batch_wait_s: float = Field(0.02, gt=0)

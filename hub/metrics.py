@@ -82,3 +82,8 @@ HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a l
                         ["reason"], registry=REGISTRY)
 BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka error name)",
                         ["reason"], registry=REGISTRY)
+REVIEW_QUEUED = Counter("hub_review_items_queued_total", "Review-band decisions the workbench put in its queue "
+                        "(a decision read twice counts once)", registry=REGISTRY)
+WORKBENCH_ACTIONS = Counter("hub_workbench_audited_total", "Workbench reads and actions audited, by action "
+                            "(golden_viewed, review_link, subject_access_exported, login_failed, ...)", ["action"],
+                            registry=REGISTRY)
