@@ -198,15 +198,12 @@ def middleware(max_body_bytes: int, limiter: RateLimiter, body_timeout_s: float 
     return limits
 
 
-async def _security_headers(request, response) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-
-
 def harden(web_app, web_settings, *, header_timeout_s: float = HEADER_TIMEOUT_S,
-           body_timeout_s: float = BODY_TIMEOUT_S, error_log: RequestErrorLog | None = None) -> None:
+           body_timeout_s: float = BODY_TIMEOUT_S, error_log: RequestErrorLog | None = None,
+           security_headers: dict | None = SECURITY_HEADERS) -> None:
     """Everything a hub HTTP server needs (see the module), on an aiohttp Application before it starts,
-    with the sizes and rates of `web_settings` (hub.config.WebSettings, `HUB_WEB__*`)."""
+    with the sizes and rates of `web_settings` (hub.config.WebSettings, `HUB_WEB__*`). `security_headers`
+    None: the application sets its own (pages with scripts and styles need their own policy)."""
     web_app._client_max_size = web_settings.max_body_bytes  # bodies sent without Content-Length: 413 when read
     # aiohttp's request handler takes these per application; `keepalive_timeout` runs from the
     # connection's start (and from each answer) until a complete request head: the header and idle timeout;
@@ -215,7 +212,12 @@ def harden(web_app, web_settings, *, header_timeout_s: float = HEADER_TIMEOUT_S,
                              "lingering_time": LINGER_S, "logger": error_log or RequestErrorLog()}
     web_app.middlewares.append(middleware(web_settings.max_body_bytes,
                                           RateLimiter(web_settings.rate_per_s, web_settings.burst), body_timeout_s))
-    web_app.on_response_prepare.append(_security_headers)
+    if security_headers:
+        async def headers(request, response) -> None:
+            for name, value in security_headers.items():
+                response.headers.setdefault(name, value)
+
+        web_app.on_response_prepare.append(headers)
 
 
 class BackgroundServer:

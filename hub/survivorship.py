@@ -101,9 +101,9 @@ def _rank_key(rule: str, priority: dict[str, int], member: str, contribution: di
 
 
 def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, stale_before: int | None,
-           rank=None) -> list[dict]:
-    """The union of an attribute's values over the members, one entry per `value_key`; when members spell
-    one value differently, the entry takes the spelling of the member `rank` puts first."""
+           limit: int, rank=None) -> list[dict]:
+    """The union of an attribute's values over the members, one entry per `value_key`, at most `limit`;
+    when members spell one value differently, the entry takes the spelling of the member `rank` puts first."""
     merged: dict[tuple, dict] = {}
     newest: dict[tuple, int] = {}
     spelled_by: dict[tuple, tuple] = {}
@@ -127,6 +127,7 @@ def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, s
             entry["sources"].append(member)
             newest[key] = max(newest[key], stated)
     values = sorted(merged.items(), key=lambda kv: (not kv[1]["verified"], -len(kv[1]["sources"]), -newest[kv[0]], kv[0]))
+    del values[limit:]  # the best-supported values: a golden record stays within what a broker accepts
     result = []
     for index, (key, entry) in enumerate(values):
         entry["sources"] = sorted(set(entry["sources"]))
@@ -205,14 +206,15 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
                          # what kind of record this is does not decay
                          "stale": stale_before is not None and confirmed < stale_before and attr != "record_type"}
     golden["emails"] = _multi(items, "emails", lambda e: (e["address"],),
-                              lambda e: {"address": e["address"], "verified": False}, stale_before)
+                              lambda e: {"address": e["address"], "verified": False}, stale_before, rules.max_values)
     golden["phones"] = _multi(items, "phones", lambda p: (p["number"],),
-                              lambda p: {"number": p["number"], "verified": False}, stale_before)
+                              lambda p: {"number": p["number"], "verified": False}, stale_before, rules.max_values)
     address_fields = ("line1", "line2", "city", "region", "postcode", "country")
     # one address however its members spell it: the matcher's normal form (Behrenstraße 55, Berlin and
     # Behrenstrasse 55, BERLIN are one), written as the most trusted source writes it
     golden["addresses"] = _multi(items, "addresses", address_key,
                                  lambda a: {**{f: a[f] for f in address_fields}, "verified": False}, stale_before,
+                                 rules.max_values,
                                  rank=lambda member: (priority.get(member.split(":", 1)[0], len(priority)), member))
     preferences: dict[str, tuple] = {}
     for member, contribution in items:
@@ -221,7 +223,7 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
         for key, value in record["preferences"].items():
             if key not in preferences or (stated, value) > preferences[key]:
                 preferences[key] = (stated, value)
-    golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())}
+    golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())[:rules.max_preferences]}
     golden["consents"] = winning_consents(consents)
     golden["account_golden_id"] = (accounts or {}).get(golden["account_ref"]) if golden["account_ref"] else None
     golden["household_id"] = household_id(golden, household_secret) if household_secret else None
