@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from hub.harness import Watcher
+from hub.harness import Watcher, wait_caught_up
 from hub.records import ERROR_OFFSET, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC
 from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
 
@@ -158,7 +158,13 @@ def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
     feeder.send("raw.ecommerce", b"ecommerce:E7", orjson.dumps(ANNA_WEB))
     feeder.send("consent.events", b"crm:C1", consent("crm", "C1", "marketing", "granted"))
     feeder.flush()
-    view = watcher.wait_until(lambda v: len(v.live("mastered.marketing")) == 1 and len(v.live("mastered.pos")) == 2)
+    watcher.wait_until(lambda v: len(v.live("mastered.marketing")) == 1 and len(v.live("mastered.pos")) == 2)
+    # the first worker has done everything (its outputs are acknowledged before it commits), not merely
+    # gone quiet for a second: under load a stage can lag longer than that
+    topics = pipeline.topics
+    wait_caught_up(local_hub.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
+                                                topics.canonical, topics.linked, topics.golden])
+    view = watcher.wait_until(lambda v: True, quiet_s=1.0)
     before = goldens(view, pipeline)
     target_counts = {t.output_topic: view.counts[t.output_topic] for t in pipeline.targets}
     first.stop()

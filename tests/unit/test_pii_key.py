@@ -27,7 +27,7 @@ def no_key(monkeypatch):
 
 @pytest.mark.parametrize("command", [
     ["run"], ["lookup-server"], ["replay"], ["explain", "crm", "C1"], ["estimate"], ["rekey"], ["reindex-lookups"],
-    ["steward", "split", "crm", "C1", "--actor", "a"],
+    ["workbench"], ["self-service-link", "crm", "C1"],
 ])
 def test_commands_that_use_the_key_refuse_to_start_without_one(command, no_key, monkeypatch, tmp_path):
     monkeypatch.setenv("HUB_REDIS__URL", UNREACHABLE_REDIS)
