@@ -17,8 +17,23 @@ import typer
 
 from hub.config import ConfigError, load_pipeline, load_settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True,
+# plain help: the rich layout shows every flag as taking a value (`--serve <bool>`)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Real-time customer master data hub: Kafka in, golden records out, per target and consent.")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from hub import __version__
+
+        typer.echo(f"hub {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit")) -> None:
+    """Real-time customer master data hub: Kafka in, golden records out, per target and consent."""
 
 
 def _fail(message: str) -> None:
@@ -50,6 +65,10 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
         pipeline = load_pipeline(config or settings.config_file)
     except ConfigError as exc:
         _fail(str(exc))
+    try:
+        _state(settings)  # the worker keeps its Faust data there, embedded or not
+    except OSError as exc:
+        _fail(f"HUB_STATE_DIR {settings.state_dir}: cannot create it: {exc.strerror or exc}")
     setup_logging(settings.log_level, settings.log_json)
     from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis
     from hub.connectors.kafka import ensure_topics

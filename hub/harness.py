@@ -233,6 +233,12 @@ class Feeder:
         if self.producer.flush(30):
             raise RuntimeError("feeder could not deliver every event")
 
+    def close(self) -> None:
+        """Deliver what is queued and let the producer go, before the broker stops (else it reconnects, noisily)."""
+        if self.producer is not None:
+            self.producer.flush(5)
+            self.producer = None
+
 
 class WebhookRecorder:
     """An HTTP endpoint on loopback that records what a webhook sink POSTs, and
