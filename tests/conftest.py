@@ -1,6 +1,31 @@
-"""Shared test helpers."""
+"""Shared test helpers.
+
+`HUB_TEST_STRICT=1` (set by .ci/run) turns a test that skips because
+something it needs is missing (a Redis server, Redis 7 for the cluster,
+Prometheus, promtool) into a failure: CI provides all of it, so a skip there
+would hide a test that matters. A test that may skip even then says so with
+`@pytest.mark.optional`."""
+
+import os
 
 import pytest
+
+STRICT = os.environ.get("HUB_TEST_STRICT") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "optional: may skip even under HUB_TEST_STRICT=1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not item.get_closest_marker("optional"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped under HUB_TEST_STRICT=1, where it must run: {reason}"
 
 
 @pytest.fixture(scope="module")
