@@ -123,6 +123,7 @@ class Watcher:
         assignment = [TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions]
         self.consumer.assign(assignment)
         self.keep_values = keep_values if keep_values is not None else set(topics)
+        self.topics = topics
         self.view = TopicView()
 
     def poll(self, seconds: float = 0.2) -> int:
@@ -163,8 +164,32 @@ class Watcher:
                 return self.view
         raise TimeoutError(f"condition not met in {timeout_s}s; topics hold {dict(self.view.counts)}")
 
+    def read_to_end(self, topics: list[str] | None = None, timeout_s: float = 30.0) -> TopicView:
+        """Poll until every partition of `topics` (default: all this watcher
+        reads) is read up to where it ends now: then something missing from
+        the view is not there, rather than not arrived yet."""
+        from hub.connectors.kafka import end_offsets
+
+        ends = {tp: end for tp, end in end_offsets(self.bootstrap, topics or self.topics).items() if end > 0}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in ends])
+            behind = {(tp.topic, tp.partition) for tp in positions if tp.offset < ends[(tp.topic, tp.partition)]}
+            if not behind:
+                return self.view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"watcher not at the end of {sorted(behind)} after {timeout_s}s")
+            self.poll(0.2)
+
     def close(self) -> None:
         self.consumer.close()
+
+
+def worker_input_topics(pipeline: PipelineConfig) -> list[str]:
+    """Every topic the workers' consumer group reads: what `wait_caught_up` waits on."""
+    topics = pipeline.topics
+    return [*(s.raw_topic for s in pipeline.sources), topics.consent, topics.erasure, topics.steward, topics.survey,
+            topics.canonical, topics.linked, topics.golden]
 
 
 def committed_offsets(bootstrap: str, group: str, partitions) -> dict[tuple[str, int], int]:

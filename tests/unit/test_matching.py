@@ -551,3 +551,17 @@ def test_a_look_alike_surname_is_not_a_shared_one():
     d = run("pos:3", b, [Candidate("crm:1", "G-a", a)])
     assert levels(d)["family_name"] == "jaro_winkler>=0.8" and levels(d)["street"] == "else"
     assert d.outcome == NEW
+
+
+def test_names_alone_never_merge_however_rare():
+    """Two records that agree on nothing but a name (the other knows nothing else) go to review at most,
+    though the names' weights alone pass the merge threshold."""
+    found = feats(given_name="Zebedee", family_name="Quintavalle")
+    known = Candidate("pos:1", "G1", feats(given_name="Zebedee", family_name="Quintavalle",
+                                          emails=[{"address": "zq@example.com"}]))
+    names_weight = sum(c["weight"] for c in run("crm:2", found, [known]).evidence[0]["comparisons"])
+    assert names_weight > UPPER  # what the guard is for
+    decision = run("crm:2", found, [known])
+    assert decision.outcome == REVIEW and decision.score == LOWER
+    same_email = feats(given_name="Zebedee", family_name="Quintavalle", emails=[{"address": "zq@example.com"}])
+    assert run("crm:2", same_email, [known]).outcome == MERGE
