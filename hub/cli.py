@@ -104,6 +104,18 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
             part.stop()
 
 
+def _configured(config: Optional[Path], redis: bool = False):
+    """Settings and the pipeline, or one line per problem; with `redis`, HUB_REDIS__URL must be set."""
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if redis and not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    return settings, pipeline
+
+
 def _state(settings) -> Path:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return settings.state_dir
@@ -326,7 +338,8 @@ def _parse_time(text: str) -> int:
 
 
 @cli.command()
-def history(golden_id: str = typer.Argument(..., help="The golden id"),
+def history(golden_id: str = typer.Argument(..., help="The golden id, or a source record <source>:<source_id> "
+                                            "(its golden record found in HUB_REDIS__URL)"),
             at: Optional[str] = typer.Option(None, "--at", help="Print the golden record as it was at this time "
                                              "(ISO 8601 or epoch ms), rebuilt from the audit trail"),
             as_json: bool = typer.Option(False, "--json", help="The audit events (or, with --at, the record) as JSON")) -> None:
@@ -341,6 +354,11 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
     pipeline = load_pipeline(settings.config_file)
     if not settings.kafka.bootstrap_servers:
         _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    if ":" in golden_id:
+        member = golden_id
+        golden_id = _golden_id_of(settings, member)
+        if golden_id is None:
+            _fail(f"{member} is not in the identity index")
     try:
         at_ms = _parse_time(at) if at else None
     except ValueError:
@@ -364,6 +382,75 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
     else:
         typer.echo(golden_history.describe(events, golden_id))
     if not events:
+        raise typer.Exit(1)
+
+
+def _golden_id_of(settings, member: str) -> str | None:
+    """The golden record a source record (<source>:<source_id>) belongs to now, from the identity index."""
+    from hub.connectors.redis_store import RedisStore
+
+    if not settings.redis.url:
+        _fail(f"set HUB_REDIS__URL to find the golden record of {member} (or give a golden id)")
+    try:
+        entry = asyncio.run(RedisStore.from_url(settings.redis.url).members([member])).get(member)
+    except Exception as exc:
+        _fail(f"cannot read Redis at {settings.redis.url}: {type(exc).__name__}")
+    return entry.golden_id if entry is not None else None
+
+
+@cli.command()
+def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, customer.golden, audit, dlq.crm"),
+         grep: Optional[str] = typer.Option(None, "--grep", help="Only records whose key or value contain this text"),
+         customer: Optional[str] = typer.Option(None, "--customer", help="Only records keyed by the golden record of "
+                                                "this source record, <source>:<source_id> (found in HUB_REDIS__URL; "
+                                                "waits until it is mastered)"),
+         count: Optional[int] = typer.Option(None, "--count", "-n", help="Stop after this many records"),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds (exit status 1 "
+                                                 "if fewer than --count were shown)")) -> None:
+    """The records of a topic, one line each, from the beginning and then as they arrive (Ctrl-C stops):
+    JSON as it is, the hub's Avro decoded, withdrawals with their reason, dead letters with theirs."""
+    import time as _time
+
+    from hub.tail import describe, records
+
+    settings = load_settings()
+    bootstrap = _bootstrap_or_fail(settings)
+    golden_key: list[bytes] = []  # the customer's golden id, once the identity index knows it
+    pending: list = []  # records read before then: looked at again once it is known
+    checked = 0.0
+
+    def wanted(record) -> bool:
+        _, _, _, key, value, _ = record
+        if grep is not None and grep not in (key or b"").decode(errors="replace") and grep.encode() not in (value or b""):
+            return False
+        return customer is None or key == golden_key[0]
+
+    shown = 0
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    try:
+        for record in records(bootstrap, topic, deadline, stop=lambda: count is not None and shown >= count):
+            batch = [record] if record is not None else []
+            if customer is not None and not golden_key:
+                pending.extend(batch)
+                del pending[:-10_000]
+                if _time.monotonic() - checked < 0.5:
+                    continue
+                checked = _time.monotonic()
+                found = _golden_id_of(settings, customer)
+                if found is None:
+                    continue
+                golden_key.append(found.encode())
+                batch, pending = pending, []
+            for item in batch:
+                if wanted(item) and (count is None or shown < count):
+                    typer.echo(describe(*item))
+                    shown += 1
+    except LookupError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    if count is not None and shown < count:
+        typer.echo(f"hub: {shown} of {count} records within {timeout} s", err=True)
         raise typer.Exit(1)
 
 
@@ -433,13 +520,7 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
     from hub.connectors.redis_store import RedisStore
     from hub.lookup_api import server_app
 
-    try:
-        settings = load_settings()
-        pipeline = load_pipeline(config or settings.config_file)
-    except ConfigError as exc:
-        _fail(str(exc))
-    if not settings.redis.url:
-        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    settings, pipeline = _configured(config, redis=True)
     setup_logging(settings.log_level, settings.log_json)
     try:
         import uvloop
@@ -459,14 +540,20 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
          mapping: Optional[Path] = typer.Option(None, "--mapping", "-m", help="YAML: CSV column -> CustomerEvent field"),
          value_format: str = typer.Option("json", "--value-format", help="json, or avro (the source's schema registry "
                                           "when it names one, else the hub's schema ids)"),
+         follow: bool = typer.Option(False, "--follow", help="Then wait until the workers have mastered every record, "
+                                     "and count what their ingest stage rejected, by reason"),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="With --follow: give up after this many "
+                                                 "seconds (exit status 1)"),
          config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
     """Initial load: every record of a file (or of any source connector URL) onto raw.<source>, then exit.
-    Lines that cannot become an event go to dlq.<source> with the reason and line number."""
+    Lines that cannot become an event go to dlq.<source> with the reason and line number. Progress on stderr
+    (a bar on a terminal, a line every few seconds otherwise)."""
     import yaml
 
     from hub.config import ConnectorConfig
     from hub.connectors.registry import ConnectorError
-    from hub.connectors.runner import ConnectorFailed, SourceConnector
+    from hub.connectors.runner import ConnectorFailed
+    from hub.load import LOAD_BATCH, load as run_load
 
     try:
         settings = load_settings()
@@ -485,13 +572,46 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
         if mapping is not None:
             options["mapping"] = yaml.safe_load(mapping.read_text()) or {}
         connector_config = ConnectorConfig(name=f"load-{source}", source=source, url=url, options=options,
-                                           **{"value.format": value_format})
-        connector = SourceConnector(connector_config, pipeline, _bootstrap_or_fail(settings))
-        report = connector.run()
+                                           **{"value.format": value_format, "batch.size": LOAD_BATCH})
+        report = run_load(connector_config, pipeline, _bootstrap_or_fail(settings), group=settings.app_id,
+                          follow_records=follow, follow_timeout_s=timeout)
+    except TimeoutError as exc:
+        typer.echo(f"hub: {exc}", err=True)
+        raise typer.Exit(1)
     except (ConfigError, ConnectorError, ConnectorFailed, ValueError, OSError) as exc:
         _fail(str(exc))
-    typer.echo(f"{report.delivered} events to {pipeline.source(source).raw_topic}, "
-               f"{report.rejected} rejected to {connector_config.dlq_topic}")
+    for line in report.lines(pipeline.source(source).raw_topic, connector_config.dlq_topic):
+        typer.echo(line)
+
+
+@cli.command()
+def export(out: Path = typer.Argument(..., help="The file to write: .jsonl, or .parquet (pip install 'cmdm-hub[parquet]')"),
+           format: Optional[str] = typer.Option(None, "--format", help="jsonl or parquet (default: by the suffix)"),
+           target: list[str] = typer.Option(None, "--target", "-t", help="Add what this target may see of each "
+                                            "record (repeat for several)"),
+           all_targets: bool = typer.Option(False, "--all-targets", help="Add every target's slice"),
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (targets, consent)")) -> None:
+    """Every golden record with the source records it is built from (and, if asked, each target's slice) to
+    JSONL or Parquet, streaming, with progress on stderr (reads HUB_REDIS__URL). The file holds personal data."""
+    from hub.connectors.redis_store import RedisStore
+    from hub.export import ExportError, export as run_export
+    from hub.progress import Progress
+
+    settings, pipeline = _configured(config, redis=True)
+    store = RedisStore.from_url(settings.redis.url)
+    targets = [t.name for t in pipeline.targets] if all_targets else list(target or ())
+    try:
+        total = asyncio.run(store.golden_count())
+        progress = Progress(f"exporting to {out.name}", total=total, unit="golden records")
+        report = run_export(store, pipeline, out, format=format, targets=targets, on_progress=progress.update)
+        progress.update(report.golden_records)
+        progress.finish()
+    except ExportError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{out}: {exc.strerror or exc}")
+    typer.echo(f"exported {report.golden_records} golden records with {report.members} source records to {out} "
+               f"in {report.seconds:.1f} s ({report.golden_records / max(report.seconds, 1e-9):,.0f}/s)")
 
 
 @cli.command()

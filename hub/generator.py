@@ -1008,3 +1008,38 @@ def truth(events) -> dict[str, str]:
     """"<source>:<source_id>" -> person_id for every valid customer event."""
     return {ev.key.decode(): ev.person_id for ev in events
             if ev.value is not None and ev.person_id is not None and ev.topic.startswith("raw.")}
+
+
+# --------------------------------------------------------------------------- a source system's export file
+
+EXPORT_COLUMNS = ("CustNo", "Changed", "First", "Middle", "Last", "Born", "Gender", "Mail", "Phone", "Street",
+                  "Town", "Region", "Postcode", "Country", "Card")
+# the column mapping `hub load --mapping` takes for these files
+EXPORT_MAPPING = {"CustNo": "source_id", "Changed": "event_time", "First": "given_name", "Middle": "middle_name",
+                  "Last": "family_name", "Born": "birth_date", "Gender": "gender", "Mail": "emails",
+                  "Phone": "phones", "Street": "addresses.line1", "Town": "addresses.city",
+                  "Region": "addresses.region", "Postcode": "addresses.postcode", "Country": "addresses.country",
+                  "Card": "loyalty_id"}
+
+
+def export_rows(records: int, *, seed: int = 7, start_ms: int = 1_767_225_600_000) -> Iterator[dict]:
+    """`records` rows of one CSV export holding every source's records (a
+    customer in several sources is several rows, to be matched): the first
+    view of each source record, as `EXPORT_COLUMNS`."""
+    made = 0
+    # about 1.7 source records per person: ask for enough persons, stop at `records`
+    for event in iter_events(records * 3 // 5 + 10, seed=seed, start_ms=start_ms, invalid_share=0.0,
+                             consent_share=0.0):
+        if event.kind != "upsert":
+            continue
+        v = event.value
+        address = (v["addresses"] or [{}])[0]
+        yield {"CustNo": v["source_id"], "Changed": v["event_time"], "First": v["given_name"],
+               "Middle": v["middle_name"], "Last": v["family_name"], "Born": v["birth_date"], "Gender": v["gender"],
+               "Mail": ";".join(e["address"] for e in v["emails"]),
+               "Phone": ";".join(p["number"] for p in v["phones"]),
+               "Street": address.get("line1"), "Town": address.get("city"), "Region": address.get("region"),
+               "Postcode": address.get("postcode"), "Country": address.get("country"), "Card": v["loyalty_id"]}
+        made += 1
+        if made >= records:
+            return

@@ -28,6 +28,7 @@ from hub.connectors.embedded import (
     stop_process,
 )
 from hub.connectors.kafka import ensure_topics
+from hub.follow import behind, committed_offsets, worker_input_topics  # noqa: F401 (tests and benchmarks import them here)
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
 
@@ -185,23 +186,6 @@ class Watcher:
         self.consumer.close()
 
 
-def worker_input_topics(pipeline: PipelineConfig) -> list[str]:
-    """Every topic the workers' consumer group reads: what `wait_caught_up` waits on."""
-    topics = pipeline.topics
-    return [*(s.raw_topic for s in pipeline.sources), topics.consent, topics.erasure, topics.steward, topics.survey,
-            topics.canonical, topics.linked, topics.golden]
-
-
-def committed_offsets(bootstrap: str, group: str, partitions) -> dict[tuple[str, int], int]:
-    """A consumer group's committed offset per (topic, partition); negative where it committed none."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
-    finally:
-        consumer.close()
-
-
 def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 120.0) -> None:
     """Until the consumer group has committed the end of every partition of
     `topics` (twice in a row, half a second apart): the workers have done
@@ -210,17 +194,15 @@ def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: flo
 
     deadline = time.monotonic() + timeout_s
     streak = 0
-    behind: dict = {}
+    lagging: dict = {}
     while time.monotonic() < deadline:
         ends = end_offsets(bootstrap, topics)
-        committed = committed_offsets(bootstrap, group, ends)
-        behind = {tp: end - max(committed.get(tp, 0), 0) for tp, end in ends.items()
-                  if end > max(committed.get(tp, 0), 0)}
-        streak = 0 if behind else streak + 1
+        lagging = behind(ends, committed_offsets(bootstrap, group, ends))
+        streak = 0 if lagging else streak + 1
         if streak >= 2:
             return
         time.sleep(0.5)
-    raise TimeoutError(f"group {group} still behind after {timeout_s}s: {behind}")
+    raise TimeoutError(f"group {group} still behind after {timeout_s}s: {lagging}")
 
 
 def latest_since(bootstrap: str, topic: str, since: dict[tuple[str, int], int],

@@ -210,6 +210,12 @@ class FileSource:
                 return out
         return out or None
 
+    def position(self) -> tuple[int, int] | None:
+        """(bytes read so far, the file's size), for a progress bar; None when closed."""
+        if self._lines is None:
+            return None
+        return self._handle.buffer.tell(), os.fstat(self._handle.fileno()).st_size
+
     def commit(self) -> None:
         pass  # a load is re-run from the start: the hub is idempotent per source record and event time
 

@@ -31,3 +31,14 @@ def test_a_state_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hub: HUB_STATE_DIR") and "cannot create it" in lines[0]
+
+
+def test_loading_a_csv_without_a_mapping_says_a_mapping_is_needed(tmp_path, monkeypatch):
+    export = tmp_path / "export.csv"
+    export.write_text("CustNo,First,Last\nC1,Anna,Smith\n")
+    monkeypatch.setenv("HUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached: the file is refused first
+    result = runner.invoke(cli, ["load", str(export), "--source", "crm"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no column is named like an event field for source_id" in lines[0]
+    assert "--mapping" in lines[0]
