@@ -11,6 +11,7 @@ holds); the last line is one JSON object.
 
     python benchmarks/bulk.py --records 100000
     python benchmarks/bulk.py --records 1000000 --workers 2 --keep /tmp/bulk   # keeps the files
+    python benchmarks/bulk.py --records 1000000 --load-only   # no worker: the load and the broker after it
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a running Redis (default: embedded)")
     parser.add_argument("--timeout-s", type=float, default=6 * 3600, help="give up following after this long")
     parser.add_argument("--keep", type=Path, help="keep the CSV and the exports in this folder")
+    parser.add_argument("--load-only", action="store_true", help="no worker: load, then time the raw fetches")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="hub-bulk-"))
@@ -110,7 +112,7 @@ def main() -> None:
     hub = LocalHub(pipeline, work / "hub", redis_url=args.redis_url)
     try:
         hub.start()
-        workers = [hub.worker() for _ in range(args.workers)]
+        workers = [] if args.load_only else [hub.worker() for _ in range(args.workers)]
         pids = {f"worker{i}": w.process.pid for i, w in enumerate(workers)}
         pids["broker"] = hub.broker.process.pid
         if hub.redis is not None:
@@ -119,14 +121,27 @@ def main() -> None:
         memory.start()
         env = {**os.environ, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap, "HUB_REDIS__URL": hub.redis_url}
 
-        loaded, load_s = run(["load", str(export_csv), "--source", "crm", "--mapping", str(mapping), "--follow",
-                              "--timeout", str(args.timeout_s)], env, args.timeout_s + 3600)
+        follow = [] if args.load_only else ["--follow", "--timeout", str(args.timeout_s)]
+        loaded, load_s = run(["load", str(export_csv), "--source", "crm", "--mapping", str(mapping), *follow], env,
+                             args.timeout_s + 3600)
         raw_fetch_ms = slowest_fetch_ms(hub.bootstrap, "raw.crm")
         print(f"slowest fetch of the end of a raw.crm partition after the load: {raw_fetch_ms:,.0f} ms", flush=True)
         first = loaded.splitlines()[0]
         load_only_s = float(first.rsplit(" in ", 1)[1].split(" s ", 1)[0])
         per_batch = float(first.split(", ")[-1].split(" records per batch")[0].replace(",", "")) \
             if "records per batch" in first else None
+        if args.load_only:
+            memory.done.set()
+            memory.join()
+            result = {"records": args.records, "generate_s": round(generate_s, 1), "load_s": round(load_only_s, 1),
+                      "load_per_s": round(args.records / load_only_s), "records_per_batch": per_batch,
+                      "raw_fetch_ms": round(raw_fetch_ms, 1),
+                      "peak_rss_mb": {name: round(mb) for name, mb in memory.peak.items()}}
+            print(f"{args.records:,} records loaded in {load_only_s:.1f} s ({result['load_per_s']:,}/s, "
+                  f"{per_batch:,.0f} records per batch); slowest raw fetch after it {raw_fetch_ms:,.0f} ms; "
+                  f"peak RSS MB {result['peak_rss_mb']}")
+            print(json.dumps(result))
+            return
         follow_s = float(loaded.split("within ")[1].split(" s")[0])
         exported, export_jsonl_s = run(["export", str(work / "golden.jsonl")], env, args.timeout_s)
         _, export_parquet_s = run(["export", str(work / "golden.parquet"), "--all-targets"], env, args.timeout_s)
