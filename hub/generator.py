@@ -631,7 +631,7 @@ def _blank(source: str, source_id: str, op: str = "upsert") -> dict:
             "given_name": None, "middle_name": None, "family_name": None, "birth_date": None, "gender": None,
             "emails": [], "phones": [], "addresses": [], "national_id": None, "loyalty_id": None,
             "organisation_name": None, "account_ref": None, "lifecycle": None, "converted_from": None,
-            "preferences": {}, "consents": []}
+            "preferences": {}, "consents": [], "invalid_values": {}}
 
 
 _LANG = {"GB": "en-GB", "US": "en-US", "IE": "en-IE", "DE": "de-DE", "FR": "fr-FR", "ES": "es-ES", "NL": "nl-NL"}
