@@ -254,9 +254,9 @@ def compare(comparison: Comparison, a, b) -> tuple[int, float]:
 
 def tf_u(count: int, total: int, average_u: float) -> float:
     """u of exact agreement on one value: its share of the records holding the
-    attribute, shrunk towards the comparison's average u by one pseudo-record's
-    worth of it per 1/u records: with few records in the index a value's
-    share says little, and the adjustment fades in as the counts grow. An
+    attribute, shrunk towards the comparison's average u as if 1/u more
+    records had been seen, one of them holding the value. With few records in
+    the index a value's share says little and the adjustment fades out; an
     empty index gives the average u; a value held by one record among many
     gets about 2/total. Bounded: u never falls below 1/(total + 1/u)."""
     prior = 1.0 / average_u
