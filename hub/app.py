@@ -21,8 +21,9 @@ from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
-from hub.runner import StageRunner, deliver, survives_outages
+from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.consent import ALLOWED, target_verdict
+from hub.quality_tally import RedisTallyStore
 from hub.matching.comparisons import from_json, with_estimates
 from hub.projection import encode_json, fingerprint, project, target_schema
 from hub.schemas import AUDIT, LINKED, codec
@@ -105,7 +106,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
                          settings.debug.tracemalloc_frames)
     store = RedisStore.from_url(redis_url)
-    sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms)
+    sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms,
+                     max_message_bytes=settings.kafka.max_message_bytes)
     sink.setup()
     secret = settings.pii_key.encode()
     runners = stage_runners(pipeline, store, sink, secret)
@@ -129,7 +131,8 @@ def stage_runners(pipeline: PipelineConfig, store: RedisStore, sink: KafkaSink, 
     """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
     source_dlq = dead_letter_topics(pipeline)
     return {
-        "ingest": StageRunner("ingest", IngestStage(pipeline), sink, source_dlq, is_async=False),
+        "ingest": StageRunner("ingest", IngestStage(pipeline, RedisTallyStore(store.client)), sink, source_dlq,
+                              is_async=False),
         "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
         "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
         "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
@@ -291,6 +294,9 @@ def _register_views(hub: Hub) -> None:
             await hub.store.ping()
         except Exception as exc:
             return self.json({"status": "degraded", "redis": type(exc).__name__}, status=503)
+        stage, seconds = retrying_longest()
+        if seconds > hub.settings.stall_after_s:
+            return self.json({"status": "stalled", "stage": stage, "retrying_s": round(seconds, 1)}, status=503)
         return self.json({"status": "ok"})
 
     @app.page("/explain/{source}/{source_id}")

@@ -199,6 +199,32 @@ steward_cli = typer.Typer(help="A data steward's decisions: split a record out, 
 cli.add_typer(steward_cli, name="steward")
 
 
+def _steward(settings, token: str | None) -> str:
+    """The authenticated steward a token belongs to (hub user token NAME), or exit."""
+    from hub.connectors.redis_client import client_from_url
+    from hub.workbench.auth import Accounts, may
+
+    token = token or os.environ.get("HUB_STEWARD_TOKEN")
+    if not token:
+        _fail("give your steward token: --token-file FILE or HUB_STEWARD_TOKEN "
+              "(an admin makes one: hub user token NAME)")
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use (steward tokens are checked there)")
+    user = Accounts(client_from_url(settings.redis.url)).token_user(token)
+    if user is None:
+        _fail("unknown or revoked steward token")
+    if not may(user["role"], "decide"):
+        _fail(f"{user['name']} is a {user['role']}: only stewards and admins decide")
+    return user["name"]
+
+
+def _token_from(path: Optional[Path]) -> str | None:
+    return path.read_text().strip() if path else None
+
+
+_TOKEN_FILE = typer.Option(None, "--token-file", help="File holding your steward token (else HUB_STEWARD_TOKEN)")
+
+
 def _send_steward_action(action: str, member: str, others: list[str], actor: str, reason: str | None) -> None:
     import time as _time
 
@@ -216,24 +242,23 @@ def _send_steward_action(action: str, member: str, others: list[str], actor: str
     producer.produce(pipeline.topics.steward, value, member.encode())
     if producer.flush(30):
         _fail("the broker did not acknowledge the action")
-    typer.echo(f"{action}: {member} / {', '.join(others)} sent to {pipeline.topics.steward}")
+    typer.echo(f"{action}: {member} / {', '.join(others)} sent to {pipeline.topics.steward} as {actor}")
 
 
 @steward_cli.command("split")
 def steward_split(source: str, source_id: str,
                   apart_from: list[str] = typer.Option(None, "--from", help="<source>:<source_id> to keep it apart "
                                                        "from (default: every record it is merged with now)"),
-                  actor: str = typer.Option(..., help="Who decides (kept in the audit trail)"),
+                  token_file: Optional[Path] = _TOKEN_FILE,
                   reason: Optional[str] = typer.Option(None)) -> None:
     """Un-merge: move a record out of its golden record, and keep it apart from the others from now on."""
     from hub.connectors.redis_store import RedisStore
 
+    settings = load_settings()
+    actor = _steward(settings, _token_from(token_file))
     member = f"{source}:{source_id}"
     others = list(apart_from or [])
     if not others:
-        settings = load_settings()
-        if not settings.redis.url:
-            _fail("set HUB_REDIS__URL (to list the records it is merged with), or name them with --from")
         store = RedisStore.from_url(settings.redis.url)
         entry = asyncio.run(store.members([member])).get(member)
         if entry is None:
@@ -247,10 +272,22 @@ def steward_split(source: str, source_id: str,
 @steward_cli.command("link")
 def steward_link(source: str, source_id: str,
                  with_: list[str] = typer.Option(..., "--with", help="<source>:<source_id> to keep it together with"),
-                 actor: str = typer.Option(..., help="Who decides (kept in the audit trail)"),
+                 token_file: Optional[Path] = _TOKEN_FILE,
                  reason: Optional[str] = typer.Option(None)) -> None:
     """Force link: merge the golden records of these records, and keep them together from now on."""
+    actor = _steward(load_settings(), _token_from(token_file))
     _send_steward_action("link", f"{source}:{source_id}", list(with_), actor, reason)
+
+
+@steward_cli.command("release")
+def steward_release(source: str, source_id: str,
+                    from_: list[str] = typer.Option(..., "--from", help="<source>:<source_id> whose constraint "
+                                                    "with this record is lifted"),
+                    token_file: Optional[Path] = _TOKEN_FILE,
+                    reason: Optional[str] = typer.Option(None)) -> None:
+    """Lift what a steward decided between these records (kept apart or together); no record moves."""
+    actor = _steward(load_settings(), _token_from(token_file))
+    _send_steward_action("release", f"{source}:{source_id}", list(from_), actor, reason)
 
 
 @cli.command()
@@ -556,6 +593,113 @@ def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch")) -> None:
         _fail(f"rekey stopped: {type(exc).__name__}: {exc}")
     typer.echo(f"sealed values scanned: {counts['scanned']}, re-sealed with key {store.keyring.current_kid}: "
                f"{counts['resealed']}")
+
+
+user_cli = typer.Typer(help="Workbench users (stewards, viewers, admins) and their API tokens (reads HUB_REDIS__URL).")
+cli.add_typer(user_cli, name="user")
+
+
+def _accounts():
+    from hub.connectors.redis_client import client_from_url
+    from hub.workbench.auth import Accounts
+
+    settings = load_settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    return Accounts(client_from_url(settings.redis.url))
+
+
+@user_cli.command("add")
+def user_add(name: str, role: str = typer.Option("steward", help="viewer, steward or admin"),
+             password_stdin: bool = typer.Option(False, "--password-stdin",
+                                                 help="Read the password from stdin")) -> None:
+    """Add a user (the password is asked for, or read from stdin)."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        _accounts().add_user(name, role, password)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"user {name.strip().lower()} added as {role}")
+
+
+@user_cli.command("list")
+def user_list() -> None:
+    """Every user, its role and whether it is disabled."""
+    for user in _accounts().users():
+        typer.echo(f"{user['name']:<32} {user['role']:<8} {'disabled' if user['disabled'] else 'active'}")
+
+
+@user_cli.command("set")
+def user_set(name: str, role: Optional[str] = typer.Option(None, help="viewer, steward or admin"),
+             disabled: Optional[bool] = typer.Option(None, "--disabled/--enabled"),
+             password_stdin: bool = typer.Option(False, "--password-stdin", help="A new password, from stdin")) -> None:
+    """Change a user's role, disable or enable it, or set a new password."""
+    accounts = _accounts()
+    try:
+        if role is not None:
+            accounts.set_role(name, role)
+        if disabled is not None:
+            accounts.set_disabled(name, disabled)
+        if password_stdin:
+            accounts.set_password(name, sys.stdin.readline().rstrip("\n"))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"user {name} updated")
+
+
+@user_cli.command("token")
+def user_token(name: str) -> None:
+    """A new API token for a user (for `hub steward`: HUB_STEWARD_TOKEN); shown once."""
+    try:
+        token = _accounts().new_token(name)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(token)
+
+
+@cli.command()
+def workbench(host: Optional[str] = typer.Option(None, help="Address to listen on (default HUB_WORKBENCH__HOST)"),
+              port: Optional[int] = typer.Option(None, help="HTTP port (default HUB_WORKBENCH__PORT, 6080)"),
+              config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
+    """Serve the steward workbench and the customers' self-service pages, beside the workers (their Kafka and Redis)."""
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if host is not None:
+        settings.workbench.host = host
+    if port is not None:
+        settings.workbench.port = port
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    setup_logging(settings.log_level, settings.log_json)
+    from hub.workbench.app import serve
+
+    typer.echo(f"hub: workbench on http://{settings.workbench.host}:{settings.workbench.port}/", err=True)
+    serve(settings, pipeline, _bootstrap_or_fail(settings), settings.redis.url)
+
+
+@cli.command()
+def self_service_link(source: str = typer.Argument(..., help="The source system of the customer's record"),
+                      source_id: str = typer.Argument(..., help="The record's id in that source"),
+                      ttl_s: Optional[int] = typer.Option(None, help="Seconds the link opens (default "
+                                                          "HUB_WORKBENCH__LINK_TTL_S, 7 days)")) -> None:
+    """A signed, expiring link for one customer to see, confirm and correct their data and consent."""
+    import time as _time
+
+    from hub import self_service
+
+    settings = load_settings()
+    options = settings.workbench
+    try:
+        keys = self_service.keys_for(options.link_keys, settings.pii_key)
+    except ValueError as exc:
+        _fail(f"HUB_WORKBENCH__LINK_KEYS: {exc}")
+    expires = int(_time.time() * 1000) + 1000 * (ttl_s or options.link_ttl_s)
+    base = (options.public_url or f"http://{options.host}:{options.port}").rstrip("/")
+    typer.echo(f"{base}/s/{self_service.sign(keys, f'{source}:{source_id}', expires)}")
 
 
 def main() -> None:

@@ -277,6 +277,9 @@ class SurvivorshipConfig(_Strict):
     stale_after_days: float | None = Field(730, gt=0, description="A value no source has stated for this long is "
                                            "flagged stale (unset = never)")
     decay_check_interval_s: float = Field(60.0, gt=0, description="How often values about to go stale are looked for")
+    max_values: int = Field(20, ge=1, le=1000, description="E-mails, phones and addresses a golden record keeps at "
+                            "most, each (the best supported: verified, most sources, most recent)")
+    max_preferences: int = Field(50, ge=0, le=1000, description="Preferences a golden record keeps at most")
 
     @field_validator("rules")
     @classmethod
@@ -323,6 +326,7 @@ class TopicNames(_Strict):
     steward_dlq: str = "dlq.steward"
     survey: str = "survey.events"
     survey_dlq: str = "dlq.survey"
+    access_audit: str = "audit.access"
 
 
 class PipelineConfig(_Strict):
@@ -379,7 +383,7 @@ class PipelineConfig(_Strict):
         """Every topic the hub reads or writes."""
         t = self.topics
         names = [t.canonical, t.linked, t.golden, t.audit, t.review, t.consent, t.consent_dlq, t.internal_dlq,
-                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq]
+                 t.erasure, t.erasure_dlq, t.steward, t.steward_dlq, t.survey, t.survey_dlq, t.access_audit]
         for source in self.sources:
             names += [source.raw_topic, source.dlq_topic]
         names += [target.output_topic for target in self.targets]
@@ -392,6 +396,8 @@ class KafkaSettings(BaseModel):
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
     session_timeout_s: float = Field(6.0, gt=0)
     linger_ms: int = Field(5, ge=0)
+    max_message_bytes: int = Field(1_000_000, ge=10_000, description="Largest record the hub writes (keep it at or "
+                                   "under the broker's message.max.bytes); a larger output is dead-lettered, never retried")
     max_fetch_bytes_per_partition: int = Field(
         1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
         "under a backlog the worker holds up to this times its partitions")
@@ -426,6 +432,24 @@ class WebSettings(BaseModel):
     burst: float = Field(100.0, ge=1, description="Requests a caller may make at once before the rate applies")
 
 
+class WorkbenchSettings(BaseModel):
+    """`hub workbench`: the stewards' web pages and customers' self-service links."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6080, ge=0, le=65535)
+    public_url: str | None = Field(None, description="Base URL customers reach the workbench at, for "
+                                   "self-service links (default http://host:port)")
+    link_keys: str | None = Field(None, description="Keys signing self-service links: kid:secret,... (first signs, "
+                                  "all verify); unset = derived from pii_key")
+    link_ttl_s: int = Field(7 * 86_400, ge=60, description="How long a self-service link opens")
+    session_ttl_s: int = Field(8 * 3600, ge=60, description="A steward's session ends this long after login")
+    session_idle_s: int = Field(3600, ge=60, description="... or after this long without a request")
+    secure_cookies: bool = Field(False, description="Mark cookies Secure (serve over HTTPS, e.g. behind a proxy)")
+    login_attempts: int = Field(5, ge=1, description="Failed logins per user name (and per address x4) per window")
+    login_window_s: int = Field(900, ge=1)
+    consumer_group: str = Field("hub-workbench", description="Consumer group reading steward.review")
+
+
 class DebugSettings(BaseModel):
     memory_report: Path | None = Field(None, description="Append a memory report (hub.memdebug) to this file; "
                                                          "unset = off")
@@ -443,9 +467,12 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     web: WebSettings = WebSettings()
+    workbench: WorkbenchSettings = WorkbenchSettings()
     debug: DebugSettings = DebugSettings()
     batch_size: int = Field(1000, ge=1)
     batch_wait_s: float = Field(0.02, gt=0)
+    stall_after_s: float = Field(60.0, gt=0, description="A stage retrying an outage for longer turns /health to "
+                                 "failing (503), so an orchestrator stops routing to the worker and an alert fires")
     log_level: str = "INFO"
     log_json: bool = False
     pii_key: str = Field("change-me-hub-dev-key", description="Key for hashing identifiers in the index")

@@ -85,5 +85,8 @@ def register(hub) -> None:
             messages, errors = check_batch(body, config, rules, int(time.time() * 1000))
             if errors:
                 return self.json({"accepted": 0, "errors": errors}, status=400)
+            limit = hub.sink.max_message_bytes
+            if any(len(m.value) + len(m.key or b"") > limit for m in messages):  # all or nothing
+                return self.json({"error": "too_large", "max_message_bytes": limit}, status=413)
             await deliver(hub.sink, StageOutput(messages))
             return self.json({"accepted": len(messages), "topic": config.raw_topic}, status=202)

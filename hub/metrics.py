@@ -51,6 +51,8 @@ REDIS_SECONDS = Histogram("hub_redis_seconds", "Redis round trips", ["operation"
 REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed Redis round trips", ["operation"], registry=REGISTRY)
 STAGE_RETRIES = Counter("hub_stage_retries_total", "Batches retried after a Redis or broker failure", ["stage"],
                         registry=REGISTRY)
+STAGE_RETRYING = Gauge("hub_stage_retrying_seconds", "How long a stage has been retrying an outage (0: it is not); "
+                       "past HUB_STALL_AFTER_S the worker's /health fails", ["stage"], registry=REGISTRY)
 CONSUMER_LAG = Gauge("hub_consumer_lag_records", "Records not yet processed on this worker's partitions "
                      "(high watermark minus committed offset), per input topic", ["topic"], registry=REGISTRY)
 ERASURES = Counter("hub_erasures_total", "Erasure requests by outcome (erased, not_held)", ["outcome"],
@@ -80,3 +82,8 @@ HTTP_REJECTED = Counter("hub_http_rejected_total", "HTTP requests refused by a l
                         ["reason"], registry=REGISTRY)
 BROKER_ERRORS = Counter("hub_broker_errors_total", "Broker connection errors seen by the output producer (librdkafka error name)",
                         ["reason"], registry=REGISTRY)
+REVIEW_QUEUED = Counter("hub_review_items_queued_total", "Review-band decisions the workbench put in its queue "
+                        "(a decision read twice counts once)", registry=REGISTRY)
+WORKBENCH_ACTIONS = Counter("hub_workbench_audited_total", "Workbench reads and actions audited, by action "
+                            "(golden_viewed, review_link, subject_access_exported, login_failed, ...)", ["action"],
+                            registry=REGISTRY)

@@ -21,7 +21,7 @@ import redis.exceptions
 from confluent_kafka import KafkaException
 
 from hub import metrics
-from hub.connectors.kafka import DeliveryFailed, KafkaSink
+from hub.connectors.kafka import DeliveryFailed, KafkaSink, MessageTooLarge
 from hub.records import InMessage, StageError
 from hub.stages import StageOutput
 
@@ -29,6 +29,22 @@ log = logging.getLogger(__name__)
 
 INFRASTRUCTURE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DeliveryFailed,
                   KafkaException, ConnectionError, OSError)
+
+# stage -> when it started retrying an outage (time.monotonic()); absent: not retrying.
+# /health turns to failing when one has retried for too long (hub.app).
+RETRYING_SINCE: dict[str, float] = {}
+
+
+def retrying_longest() -> tuple[str | None, float]:
+    """The stage that has been retrying an outage the longest, and for how many seconds."""
+    if not RETRYING_SINCE:
+        return None, 0.0
+    stage, since = min(RETRYING_SINCE.items(), key=lambda item: item[1])
+    return stage, time.monotonic() - since
+
+
+def _retrying_seconds(stage: str):
+    return lambda: time.monotonic() - RETRYING_SINCE[stage] if stage in RETRYING_SINCE else 0.0
 
 
 def survives_outages(name: str):
@@ -69,6 +85,7 @@ class StageRunner:
         self._seconds = metrics.STAGE_SECONDS.labels(name)
         self._records = metrics.STAGE_RECORDS.labels(name)
         self._batch = metrics.BATCH_SIZE.labels(name)
+        metrics.STAGE_RETRYING.labels(name).set_function(_retrying_seconds(name))
 
     async def _process(self, batch: list[InMessage]) -> StageOutput:
         if self.is_async:
@@ -89,6 +106,7 @@ class StageRunner:
                 break
             except INFRASTRUCTURE as exc:
                 metrics.STAGE_RETRIES.labels(self.name).inc()
+                RETRYING_SINCE.setdefault(self.name, time.monotonic())
                 log.warning("stage %s: %s, retrying in %.1fs", self.name, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -97,6 +115,7 @@ class StageRunner:
                     await self._isolate(batch)
                     break
                 await asyncio.sleep(0.05)
+        RETRYING_SINCE.pop(self.name, None)
         self._batch.observe(len(batch))
         self._records.inc(len(batch))
         self._seconds.observe((time.perf_counter() - started) / len(batch))
@@ -111,13 +130,22 @@ class StageRunner:
                     break
                 except INFRASTRUCTURE:
                     metrics.STAGE_RETRIES.labels(self.name).inc()
+                    RETRYING_SINCE.setdefault(self.name, time.monotonic())
                     await asyncio.sleep(0.5)
                 except Exception as exc:
+                    RETRYING_SINCE.pop(self.name, None)
                     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    reason = "output_too_large" if isinstance(exc, MessageTooLarge) else "internal_error"
                     log.error("stage %s: record %s[%s]@%s dead-lettered: %s", self.name, message.topic,
-                              message.partition, message.offset, type(exc).__name__)
-                    error = StageError(self.name, "internal_error", detail)
+                              message.partition, message.offset, reason)
+                    error = StageError(self.name, reason, detail)
                     topic = self.dlq_topic(message)
-                    metrics.DLQ.labels(topic.removeprefix("dlq."), self.name, "internal_error").inc()
-                    await deliver(self.sink, StageOutput([error.dead_letter(message, topic)]))
+                    metrics.DLQ.labels(topic.removeprefix("dlq."), self.name, reason).inc()
+                    letter = error.dead_letter(message, topic)
+                    limit = getattr(self.sink, "max_message_bytes", None)
+                    if limit and len(letter.value or b"") + len(letter.key or b"") > limit:
+                        # too large even to dead-letter: its headers say where the original lies
+                        letter.headers.append(("hub.error.value_dropped", str(len(letter.value)).encode()))
+                        letter.value = None
+                    await deliver(self.sink, StageOutput([letter]))
                     break

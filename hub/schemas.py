@@ -31,6 +31,7 @@ CONSENT_EVENT = "hub.ConsentEvent"
 ERASURE_REQUEST = "hub.ErasureRequest"
 STEWARD_ACTION = "hub.StewardAction"
 SURVEY_RESPONSE = "hub.SurveyResponse"
+ACCESS_EVENT = "hub.AccessEvent"
 
 
 def schema_dir() -> Path:

@@ -10,7 +10,9 @@ same code runs in stream processors, back-fills and tests.
 Issue codes are ``<attribute>.<problem>`` from ``ISSUE_CODES``. They never carry
 the offending value, so they are safe to log, count and publish. Problems
 ``invalid``, ``unknown`` and ``empty`` mean a supplied value was dropped (these
-lower validity); ``truncated`` means a value was kept but repaired.
+lower validity); ``truncated`` means a value was kept but repaired;
+``overflow`` (once per attribute) means an event carried more e-mails,
+phones or addresses than ``MAX_VALUES`` and the rest were dropped.
 
 A dropped birth date is still evidence of who the customer is: the record's
 ``invalid_values`` keeps it (normalised, for matching only; survivorship never
@@ -37,6 +39,7 @@ __all__ = [
     "ISSUE_CODES",
     "MAX_LEN",
     "MAX_PREFERENCES",
+    "MAX_VALUES",
     "count_supplied",
     "normalise_country",
     "quality",
@@ -50,6 +53,12 @@ __all__ = [
 
 MAX_LEN = 256
 MAX_PREFERENCES = 50
+# At most this many e-mails, phones and addresses per event: a customer has a
+# handful; thousands are an attack or a broken feed, and would grow the golden
+# record and the identity index without bound (docs/hostile-input.md). The rest
+# are dropped with `<attribute>.overflow`; at most four times as many entries
+# are even looked at, so a flood of invalid ones costs bounded time too.
+MAX_VALUES = 20
 
 ISSUE_CODES = frozenset({
     "given_name.invalid", "given_name.truncated",
@@ -60,9 +69,9 @@ ISSUE_CODES = frozenset({
     "gender.unknown", "gender.invalid",
     "national_id.invalid", "national_id.truncated",
     "loyalty_id.invalid", "loyalty_id.truncated",
-    "email.invalid", "email.truncated",
-    "phone.invalid", "phone.truncated",
-    "address.invalid", "address.empty", "address.truncated",
+    "email.invalid", "email.truncated", "email.overflow",
+    "phone.invalid", "phone.truncated", "phone.overflow",
+    "address.invalid", "address.empty", "address.truncated", "address.overflow",
     "country.unknown",
     "postcode.invalid",
     "preferences.invalid", "preferences.truncated",
@@ -560,10 +569,27 @@ def _kind(value: Any, parent: str, issues: list[str]) -> str | None:
     return text.lower() if text is not None else None
 
 
+def _bounded(items: Any, parent: str, issues: list[str]) -> list:
+    """The entries worth looking at; an overflow is reported once."""
+    entries = _as_list(items)
+    if len(entries) > MAX_VALUES:
+        issues.append(f"{parent}.overflow")
+        return entries[:4 * MAX_VALUES]
+    return entries
+
+
+def _full(out: list, parent: str, issues: list[str]) -> bool:
+    if len(out) < MAX_VALUES:
+        return False
+    if f"{parent}.overflow" not in issues:
+        issues.append(f"{parent}.overflow")
+    return True
+
+
 def _emails(items: Any, issues: list[str]) -> list[dict]:
     out: list[dict] = []
     seen: dict[str, dict] = {}
-    for item in _as_list(items):
+    for item in _bounded(items, "email", issues):
         if isinstance(item, str):
             item = {"address": item}
         elif not isinstance(item, dict):
@@ -576,6 +602,8 @@ def _emails(items: Any, issues: list[str]) -> list[dict]:
         if email is None:
             issues.append("email.invalid")
             continue
+        if email not in seen and _full(out, "email", issues):
+            continue
         _merge_contact(out, seen, email, "address", item, "email", issues)
     return out
 
@@ -583,7 +611,7 @@ def _emails(items: Any, issues: list[str]) -> list[dict]:
 def _phones(items: Any, region: str, issues: list[str]) -> list[dict]:
     out: list[dict] = []
     seen: dict[str, dict] = {}
-    for item in _as_list(items):
+    for item in _bounded(items, "phone", issues):
         if isinstance(item, (str, int)) and not isinstance(item, bool):
             item = {"number": str(item)}
         elif not isinstance(item, dict):
@@ -594,6 +622,8 @@ def _phones(items: Any, region: str, issues: list[str]) -> list[dict]:
         number = _phone_e164(text, region) if text and len(text) <= MAX_LEN else None
         if number is None:
             issues.append("phone.invalid")
+            continue
+        if number not in seen and _full(out, "phone", issues):
             continue
         _merge_contact(out, seen, number, "number", item, "phone", issues)
     return out
@@ -655,7 +685,7 @@ _address_form_cached = lru_cache(maxsize=caches.CUSTOMER_VALUES)(_address_form)
 def _addresses(items: Any, issues: list[str]) -> list[dict]:
     out: list[dict] = []
     seen: dict[tuple, dict] = {}
-    for item in _as_list(items):
+    for item in _bounded(items, "address", issues):
         if not isinstance(item, dict):
             issues.append("address.invalid")
             continue
@@ -670,6 +700,8 @@ def _addresses(items: Any, issues: list[str]) -> list[dict]:
         verified = bool(item.get("verified", False))
         key = tuple((f or "").casefold() for f in fields[:4]) + fields[4:6]
         existing = seen.get(key)
+        if existing is None and _full(out, "address", issues):
+            continue
         if existing is None:
             entry = dict(zip(_ADDRESS_FIELDS, fields))
             entry["verified"] = verified

@@ -99,7 +99,8 @@ def _rank_key(rule: str, priority: dict[str, int], member: str, contribution: di
     return (source_rank, recency, member)
 
 
-def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, stale_before: int | None) -> list[dict]:
+def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, stale_before: int | None,
+           limit: int) -> list[dict]:
     merged: dict[tuple, dict] = {}
     newest: dict[tuple, int] = {}
     for member, contribution in contributions:
@@ -116,6 +117,7 @@ def _multi(contributions: list[tuple[str, dict]], attr: str, value_key, build, s
             entry["sources"].append(member)
             newest[key] = max(newest[key], stated)
     values = sorted(merged.items(), key=lambda kv: (not kv[1]["verified"], -len(kv[1]["sources"]), -newest[kv[0]], kv[0]))
+    del values[limit:]  # the best-supported values: a golden record stays within what a broker accepts
     result = []
     for index, (key, entry) in enumerate(values):
         entry["sources"] = sorted(set(entry["sources"]))
@@ -185,12 +187,13 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
                          # what kind of record this is does not decay
                          "stale": stale_before is not None and confirmed < stale_before and attr != "record_type"}
     golden["emails"] = _multi(items, "emails", lambda e: (e["address"],),
-                              lambda e: {"address": e["address"], "verified": False}, stale_before)
+                              lambda e: {"address": e["address"], "verified": False}, stale_before, rules.max_values)
     golden["phones"] = _multi(items, "phones", lambda p: (p["number"],),
-                              lambda p: {"number": p["number"], "verified": False}, stale_before)
+                              lambda p: {"number": p["number"], "verified": False}, stale_before, rules.max_values)
     address_fields = ("line1", "line2", "city", "region", "postcode", "country")
     golden["addresses"] = _multi(items, "addresses", lambda a: tuple(a[f] or "" for f in address_fields),
-                                 lambda a: {**{f: a[f] for f in address_fields}, "verified": False}, stale_before)
+                                 lambda a: {**{f: a[f] for f in address_fields}, "verified": False}, stale_before,
+                                 rules.max_values)
     preferences: dict[str, tuple] = {}
     for member, contribution in items:
         record = contribution["record"]
@@ -198,7 +201,7 @@ def build_golden(golden_id: str, contributions: dict[str, dict], consents: dict[
         for key, value in record["preferences"].items():
             if key not in preferences or (stated, value) > preferences[key]:
                 preferences[key] = (stated, value)
-    golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())}
+    golden["preferences"] = {k: v for k, (_, v) in sorted(preferences.items())[:rules.max_preferences]}
     golden["consents"] = winning_consents(consents)
     golden["account_golden_id"] = (accounts or {}).get(golden["account_ref"]) if golden["account_ref"] else None
     golden["household_id"] = household_id(golden, household_secret) if household_secret else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hub import metrics
@@ -28,10 +28,21 @@ class DeliveryFailed(RuntimeError):
     """At least one record was not acknowledged by the broker."""
 
 
+# librdkafka's own default for message.max.bytes; brokers default to about the same
+MAX_MESSAGE_BYTES = 1_000_000
+
+
+class MessageTooLarge(ValueError):
+    """A record larger than the broker accepts. Not an outage: retrying cannot
+    help, so the record that produced it is dead-lettered and the stage moves on."""
+
+
 class KafkaSink:
     """A Sink (hub.ports) over one confluent-kafka Producer."""
 
-    def __init__(self, bootstrap_servers: str, linger_ms: int = 5, **extra):
+    def __init__(self, bootstrap_servers: str, linger_ms: int = 5, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 **extra):
+        self.max_message_bytes = max_message_bytes
         self.config = {
             "bootstrap.servers": bootstrap_servers,
             "linger.ms": linger_ms,
@@ -39,6 +50,7 @@ class KafkaSink:
             "acks": "all",
             "compression.type": "none",
             "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": max(max_message_bytes, 1000),
             "error_cb": _count_broker_error,
             **extra,
         }
@@ -51,9 +63,12 @@ class KafkaSink:
 
     def _on_delivery(self, err, _msg) -> None:
         if err is not None:
-            self._failures.append(str(err))
+            self._failures.append(err)
 
     def add(self, record: OutMessage) -> None:
+        size = len(record.value or b"") + len(record.key or b"")
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(f"{size} bytes for {record.topic}, more than the {self.max_message_bytes} allowed")
         while True:
             try:
                 self.producer.produce(record.topic, record.value, record.key, headers=record.headers or None,
@@ -61,6 +76,10 @@ class KafkaSink:
                 return
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise MessageTooLarge(f"{size} bytes for {record.topic}: {exc.args[0].str()}") from None
+                raise
 
     def pending(self) -> int:
         return len(self.producer) if self.producer is not None else 0
@@ -76,8 +95,11 @@ class KafkaSink:
         failures, self._failures = self._failures, []
         if remaining:
             raise DeliveryFailed(f"{remaining} records not delivered within {timeout_s}s")
+        too_large = [f for f in failures if f.code() == KafkaError.MSG_SIZE_TOO_LARGE]
+        if too_large:  # the broker's limit is below ours
+            raise MessageTooLarge(f"{len(too_large)} records refused by the broker: {too_large[0].str()}")
         if failures:
-            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0]}")
+            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0].str()}")
 
 
 def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30.0) -> list[str]:

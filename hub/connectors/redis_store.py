@@ -547,13 +547,21 @@ class RedisStore:
         return result
 
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None:
-        """Both directions: each record of the pair knows it."""
+        """Both directions: each record of the pair knows it. A steward's
+        latest decision about a pair replaces the one before (a link lifts a
+        keep-apart, a split lifts a link); `release` lifts both."""
         pipe = self.client.pipeline(transaction=False)
-        key = apart_key if kind == "split" else pin_key
-        pipe.incr(CONSTRAINTS)  # while none exist, matching skips looking them up
+        kept = {"split": apart_key, "link": pin_key}.get(kind)
+        if kept is not None:
+            pipe.incr(CONSTRAINTS)  # while none exist, matching skips looking them up
         for other in others:
-            pipe.sadd(key(member), other)
-            pipe.sadd(key(other), member)
+            for key in (apart_key, pin_key):
+                if key is kept:
+                    pipe.sadd(key(member), other)
+                    pipe.sadd(key(other), member)
+                else:
+                    pipe.srem(key(member), other)
+                    pipe.srem(key(other), member)
         await self._run(pipe, "index_constraints")
 
     async def move(self, member: str, golden_id: str) -> str | None:
@@ -936,3 +944,14 @@ class RedisStore:
         if found:
             self.client.zadd(key, {gid: now_ms + 60_000 for gid in found})
         return [gid.decode() for gid in found]
+
+    def golden_sizes(self, sample: int = 2000) -> list[int]:
+        """Members per golden record, for a random sample of the live golden
+        records (the activity index holds each once): the workbench's duplicate rate."""
+        gids = self.client.zrandmember(f"{P}activity", sample) or []
+        if not gids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for gid in gids:
+            pipe.scard(gm_key(gid.decode()))
+        return [int(n) for n in pipe.execute()]

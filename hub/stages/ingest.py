@@ -10,6 +10,7 @@ import time
 
 from hub import metrics
 from hub.config import PipelineConfig
+from hub.quality_tally import tally
 from hub.records import InMessage, OutMessage, StageError, member_key
 from hub.schemas import CANONICAL, codec
 from hub.stages import StageOutput
@@ -27,8 +28,9 @@ def freshness(event_time_ms: int, now_ms: int) -> float:
 
 
 class IngestStage:
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, quality_tally=None):
         self.config = config
+        self.quality_tally = quality_tally  # counters for the data-quality report (hub.quality_tally), optional
         self.by_topic = {s.raw_topic: s for s in config.sources}
         self.out_topic = config.topics.canonical
         self.codec = codec(CANONICAL)
@@ -61,6 +63,8 @@ class IngestStage:
     def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
         out: list[OutMessage] = []
+        kept: list[tuple[dict, dict]] = []
+        rejected: list[tuple[str, str]] = []
         for message in batch:
             source = self.by_topic[message.topic]
             events_in, events_valid, q_complete, q_valid, q_score, q_fresh = self._count(source.name)
@@ -70,8 +74,10 @@ class IngestStage:
             if isinstance(result, StageError):
                 metrics.DLQ.labels(source.name, result.stage, result.reason).inc()
                 out.append(result.dead_letter(message, source.dlq_topic))
+                rejected.append((source.name, result.reason))
                 continue
             record, quality = standardise_and_score(result, default_region=source.default_region)
+            kept.append((record, quality))
             events_valid.inc()
             q_complete.observe(quality["completeness"])
             q_valid.observe(quality["validity"])
@@ -84,4 +90,15 @@ class IngestStage:
             }
             key = member_key(record["source"], record["source_id"]).encode()
             out.append(OutMessage(self.out_topic, key, self.codec.encode(canonical)))
+        self._tally(kept, rejected, now_ms)
         return StageOutput(out)
+
+    def _tally(self, kept: list, rejected: list, now_ms: int) -> None:
+        """One write per batch. Statistics must not hold up customer data: a
+        failed write is counted (hub_redis_errors_total) and the batch goes on."""
+        if self.quality_tally is None:
+            return
+        try:
+            self.quality_tally.add(tally(kept, rejected, now_ms))
+        except Exception:
+            metrics.REDIS_ERRORS.labels("quality_tally").inc()

@@ -1,12 +1,14 @@
-"""Steward stage: a data steward's split and link decisions, applied to the
-identity index and handed to the master.
+"""Steward stage: a data steward's split, link and release decisions, applied
+to the identity index and handed to the master.
 
 Each action is stored as constraints on the records it names (kept apart,
 kept together), which the matcher honours for records that arrive later, so
 the decision survives replay and re-matching. Then it is applied to what the
 index holds now: a split moves the record to a golden record of its own if it
 shares one with any record it must be apart from; a link merges the golden
-records of the records it must be with.
+records of the records it must be with. A release (the workbench's undo)
+lifts the constraints between the records and moves nothing; the latest
+decision about a pair replaces the one before it.
 """
 
 from __future__ import annotations

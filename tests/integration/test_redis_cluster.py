@@ -244,3 +244,36 @@ def test_lookup_cache_connector_on_a_cluster(cluster_url):
     sink.flush()
     cache = LookupCache(cluster_url)
     assert cache.get("L7") == b'{"i": 7}' and cache.get("L3") is None
+
+
+def test_the_workbench_keeps_its_queue_tallies_and_sessions_on_a_cluster(cluster_url):
+    """The review queue (one slot: its WATCH/MULTI transitions), the quality
+    tallies (a slot per day) and accounts (a slot per user, session, token)."""
+    from hub import review
+    from hub.quality_tally import RedisTallyStore, days_back, tally
+    from hub.review import RedisReviewStore
+    from hub.workbench.auth import Accounts
+
+    client = RedisStore.from_url(cluster_url).client
+    queue = RedisReviewStore(client)
+    decision = {"decision_id": "D1", "source": "pos", "source_id": "P2", "golden_id": "G2", "outcome": "review",
+                "score": 4.0, "upper_threshold": 8.0, "lower_threshold": 3.0, "merged_golden_ids": [],
+                "blocking_keys_skipped": 0, "decided_at": 1, "candidates": [
+                    {"golden_id": "G1", "member": "crm:C1", "score": 4.0, "comparisons": []}]}
+    assert queue.add([decision], 1000) == 1 and queue.add([decision], 2000) == 0
+    _, actions = queue.update("D1", lambda i: review.resolve(i, "stella", review.LINK, ["crm:C1"], 3000))
+    assert actions[0].kind == "link" and queue.get("D1")["state"] == review.RESOLVED
+    assert queue.stats(4000)["resolved"] == 1 and [i["id"] for i in queue.for_members(["crm:C1"])] == ["D1"]
+
+    tallies = RedisTallyStore(client)
+    tallies.add(tally([], [("crm", "oversized")], 86_400_000 * 3))
+    tallies.add(tally([], [("crm", "oversized")], 86_400_000 * 4))
+    assert [d.get("crm|dlq|oversized") for d in tallies.read(days_back(86_400_000 * 4, 2)).values()] == [1, 1]
+
+    accounts = Accounts(client, login_attempts=2)
+    accounts.add_user("stella", "steward", "a long enough password")
+    assert accounts.authenticate("stella", "wrong", "a")[1] == "invalid"
+    session_id = accounts.open_session(accounts.authenticate("stella", "a long enough password", "a")[0])
+    assert accounts.session(session_id, accounts.user("stella")["created_at"]).user == "stella"
+    assert accounts.token_user(accounts.new_token("stella"))["name"] == "stella"
+    assert {u["name"] for u in accounts.users()} == {"stella"}

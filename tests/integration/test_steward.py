@@ -59,12 +59,20 @@ def test_split_and_link_hold_for_later_records_and_replay(tmp_path):
         assert {frozenset({"crm:C2"}), frozenset({"pos:P8"})} <= groups(view)
 
         env = {**os.environ, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap, "HUB_REDIS__URL": hub.redis_url}
+        # the CLI acts as the steward its token belongs to (hub user token), not as whoever it says it is
+        done = subprocess.run([sys.executable, "-m", "hub", "user", "add", "steward-1", "--role", "steward",
+                               "--password-stdin"], env=env, input="a long enough password\n", capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        token = subprocess.run([sys.executable, "-m", "hub", "user", "token", "steward-1"], env=env,
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+        env["HUB_STEWARD_TOKEN"] = token
         hub_cli = [sys.executable, "-m", "hub", "steward"]
-        done = subprocess.run(hub_cli + ["split", "pos", "P3", "--actor", "steward-1"], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(hub_cli + ["split", "pos", "P3"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "split: pos:P3 / crm:C1" in done.stdout  # it found whom P3 was merged with
-        done = subprocess.run(hub_cli + ["link", "crm", "C2", "--with", "pos:P8", "--actor", "steward-1"], env=env,
+        assert done.stdout.strip().endswith("as steward-1")
+        done = subprocess.run(hub_cli + ["link", "crm", "C2", "--with", "pos:P8"], env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         expected = {frozenset({"crm:C1"}), frozenset({"pos:P3"}), frozenset({"crm:C2", "pos:P8"})}

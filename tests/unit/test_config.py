@@ -65,12 +65,12 @@ def one_line_error(path: Path) -> str:
 def test_packaged_default_loads():
     pipeline = load_pipeline(None)
     assert isinstance(pipeline, PipelineConfig)
-    assert [s.name for s in pipeline.sources] == ["crm", "pos", "ecommerce", "contact_center"]
+    assert [s.name for s in pipeline.sources] == ["crm", "pos", "ecommerce", "contact_center", "self_service"]
     assert {t.name for t in pipeline.targets} == {"pos", "contact_center", "marketing"}
     assert {p.name for p in pipeline.purposes} >= {"service", "marketing"}
     assert next(p for p in pipeline.purposes if p.name == "service").granted_by_default
     assert pipeline.match.lower_threshold <= pipeline.match.upper_threshold
-    assert pipeline.survivorship.source_priority[0] == "crm"
+    assert pipeline.survivorship.source_priority[:2] == ["self_service", "crm"]
     for target in pipeline.targets:
         assert set(target.fields) <= set(GOLDEN_FIELDS)
     assert load_pipeline(DEFAULT_CONFIG) == pipeline

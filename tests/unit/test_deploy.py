@@ -294,6 +294,7 @@ def test_alert_rules_parse():
         "HubTargetStarved",
         "HubEndToEndLatencyHigh",
         "HubRedisErrors",
+        "HubStageStalled",
         "HubConsumerLagGrowing",
         "HubDataQualityDropping",
     } <= set(alerts)
@@ -404,6 +405,19 @@ def test_promtool_alert_behaviour(tmp_path):
                 "alert_rule_test": [
                     alert("HubEndToEndLatencyHigh", at="30m", exp=[
                         {"severity": "warning", "target": "marketing"}]),
+                ],
+            },
+            {   # a stage retrying for minutes fires; one that recovered (back to 0) stays quiet
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'hub_stage_retrying_seconds{stage="master",instance="w1:6066"}',
+                     "values": "0+60x10"},
+                    {"series": 'hub_stage_retrying_seconds{stage="match",instance="w1:6066"}',
+                     "values": "0 60 0x8"},
+                ],
+                "alert_rule_test": [
+                    alert("HubStageStalled", at="5m", exp=[
+                        {"severity": "critical", "stage": "master", "instance": "w1:6066"}]),
                 ],
             },
             {   # Redis errors

@@ -33,3 +33,36 @@ def test_a_batch_of_good_and_bad_events():
     assert 0 < record["quality"]["score"] <= 1
     assert dead[0].value == b"\xff\xfe garbage" and dict(dead[0].headers)[ERROR_REASON] == b"not_decodable"
     assert metrics.QUALITY.labels("crm", "freshness")._sum.get() > fresh_before
+
+
+def test_each_batch_is_tallied_for_the_quality_report_once_and_a_failing_tally_holds_nothing_up():
+    from hub.quality_tally import MemoryTallyStore, day_of
+
+    now = int(time.time() * 1000)
+    good = {"source": "crm", "source_id": "1", "event_time": now - 1000, "given_name": "Anna",
+            "emails": [{"address": "anna@gmail.com"}, {"address": "not an address"}]}
+    batch = [InMessage("raw.crm", 0, 0, b"crm:1", orjson.dumps(good), now),
+             InMessage("raw.pos", 1, 8, b"pos:3", b"\xff\xfe garbage", now)]
+
+    class Counting(MemoryTallyStore):
+        calls = 0
+
+        def add(self, counts):
+            self.calls += 1
+            super().add(counts)
+
+    tallies = Counting()
+    IngestStage(load_pipeline(None), tallies).process(batch, now)
+    fields = tallies.days[day_of(now)]
+    assert tallies.calls == 1
+    assert fields["crm|*|records"] == 1 and fields["crm|emails|values"] == 1 and fields["crm|emails|dropped"] == 1
+    assert fields["pos|dlq|not_decodable"] == 1
+
+    class Broken:
+        def add(self, counts):
+            raise ConnectionError("redis away")
+
+    errors = metrics.REDIS_ERRORS.labels("quality_tally")._value.get()
+    output = IngestStage(load_pipeline(None), Broken()).process(batch, now)
+    assert len(output.messages) == 2  # the records go on
+    assert metrics.REDIS_ERRORS.labels("quality_tally")._value.get() == errors + 1

@@ -123,6 +123,7 @@ async def _every_operation(store: RedisStore, rotated: RedisStore) -> None:
     await store.constraints(["crm:1"])  # none made yet
     await store.add_constraints("split", "crm:1", ["pos:1"])
     await store.add_constraints("link", "crm:1", ["web:1"])
+    await store.add_constraints("release", "crm:1", ["x:1"])
     await store.constraints(["crm:1", "pos:1"])
     await store.move("pos:1", "G5")
     await store.move("nobody", "G5")

@@ -1,0 +1,79 @@
+"""The stage runner against outputs it cannot deliver: an outage is retried
+(and reported by /health once it lasts), a record too large for the broker
+is dead-lettered at once and the stage moves on (issue 20, finding 1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hub import runner
+from hub.connectors.kafka import DeliveryFailed, MessageTooLarge
+from hub.records import ERROR_REASON, InMessage, OutMessage
+from hub.runner import StageRunner
+from hub.stages import StageOutput
+
+
+class FakeSink:
+    """Acknowledges what it gets, after `outages` failed flushes; refuses values over `max_message_bytes`."""
+
+    def __init__(self, outages: int = 0, max_message_bytes: int = 1000):
+        self.outages = outages
+        self.max_message_bytes = max_message_bytes
+        self.queued: list[OutMessage] = []
+        self.delivered: list[OutMessage] = []
+        self.seen_retrying: list[tuple[str | None, float]] = []
+
+    def add(self, message: OutMessage) -> None:
+        if len(message.value or b"") > self.max_message_bytes:
+            raise MessageTooLarge(f"{len(message.value)} bytes")
+        self.queued.append(message)
+
+    def pending(self) -> int:
+        return 0
+
+    def poll(self) -> None:
+        pass
+
+    def flush(self, timeout_s: float = 0) -> None:
+        self.seen_retrying.append(runner.retrying_longest())
+        queued, self.queued = self.queued, []
+        if self.outages:
+            self.outages -= 1
+            raise DeliveryFailed("broker unreachable")
+        self.delivered.extend(queued)
+
+
+class EchoStage:
+    """Writes each input's value to `out`: a value too large comes back too large."""
+
+    def process(self, batch: list[InMessage]) -> StageOutput:
+        return StageOutput([OutMessage("out", m.key, m.value) for m in batch])
+
+
+def _batch(*values: bytes) -> list[InMessage]:
+    return [InMessage("raw.crm", 0, offset, b"k%d" % offset, value) for offset, value in enumerate(values)]
+
+
+def test_an_outage_is_retried_and_reported_while_it_lasts():
+    sink = FakeSink(outages=3)
+    stage_runner = StageRunner("ingest", EchoStage(), sink, lambda m: "dlq.crm", is_async=False)
+    asyncio.run(stage_runner.run(_batch(b"a", b"b")))
+    assert [m.value for m in sink.delivered] == [b"a", b"b"]
+    stages = [stage for stage, _ in sink.seen_retrying]
+    assert stages == [None, "ingest", "ingest", "ingest"]  # retrying from the first failure on
+    assert sink.seen_retrying[-1][1] > 0.25  # backoff 0.1 + 0.2 s at least
+    assert runner.retrying_longest() == (None, 0.0)  # delivered: no longer retrying
+
+
+def test_a_record_too_large_is_dead_lettered_and_the_rest_delivered():
+    sink = FakeSink(max_message_bytes=100)
+    stage_runner = StageRunner("ingest", EchoStage(), sink, lambda m: "dlq.crm", is_async=False)
+    asyncio.run(asyncio.wait_for(stage_runner.run(_batch(b"small", b"x" * 50, b"y" * 500, b"last")), timeout=10))
+    out = [m.value for m in sink.delivered if m.topic == "out"]
+    # at least once: what was queued before the refusal goes out too, and again when the batch is split
+    assert set(out) == {b"small", b"x" * 50, b"last"} and out[-3:] == [b"small", b"x" * 50, b"last"]
+    (letter,) = [m for m in sink.delivered if m.topic == "dlq.crm"]
+    # the dead letter would be too large itself: kept without its value, its headers say where it lies
+    assert letter.value is None and dict(letter.headers)[ERROR_REASON] == b"output_too_large"
+    assert dict(letter.headers)["hub.error.offset"] == b"2"
+    assert runner.retrying_longest() == (None, 0.0)
