@@ -331,7 +331,7 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     over blocked candidate pairs), and the merge threshold that follows from them (posterior match
     probability 0.9), and store them; running workers pick them up within 10 s."""
     from hub.connectors.redis_store import RedisStore
-    from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
+    from hub.matching.comparisons import to_json
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
@@ -343,7 +343,8 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     feature_list = asyncio.run(store.sample_features(sample))
     if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
         _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
-    found = estimate_parameters(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
+    configured = load_pipeline(settings.config_file).match.comparison_rules()
+    found = estimate_parameters(configured, feature_list, [blocking_values(f) for f in feature_list])
     for comparison in found.comparisons:
         levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
         typer.echo(f"{comparison.attribute:<18} {levels}")
