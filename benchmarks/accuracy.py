@@ -25,12 +25,14 @@ from hub.generator import generate, truth
 from hub.resolve import resolve_file
 
 
-def resolve_lines(persons: int, seed: int) -> tuple[list[str], dict[str, str]]:
-    events = [e for e in generate(persons, seed=seed) if e.kind in ("upsert", "update") and e.topic.startswith("raw.")]
+def resolve_records(events) -> tuple[list[dict], dict[str, str]]:
+    """Resolve records (one per source record: its latest view, in stream
+    order; missing values left out) of generated events, and the truth."""
     latest = {}
-    for e in events:  # resolve takes one line per record: its latest view
-        latest[f"{e.value['source']}:{e.value['source_id']}"] = e
-    lines = []
+    for e in events:
+        if e.kind in ("upsert", "update") and e.topic.startswith("raw."):
+            latest[f"{e.value['source']}:{e.value['source_id']}"] = e
+    records = []
     for e in latest.values():
         v = e.value
         rec = {"source": v["source"], "source_id": v["source_id"], "given_name": v["given_name"],
@@ -42,8 +44,13 @@ def resolve_lines(persons: int, seed: int) -> tuple[list[str], dict[str, str]]:
             a = v["addresses"][0]
             rec.update(address_line1=a["line1"], address_line2=a["line2"], city=a["city"], region=a["region"],
                        postcode=a["postcode"], country=a["country"])
-        lines.append(orjson.dumps(rec).decode())
-    return lines, truth(list(latest.values()))
+        records.append({k: value for k, value in rec.items() if value is not None})
+    return records, truth(list(latest.values()))
+
+
+def resolve_lines(persons: int, seed: int) -> tuple[list[str], dict[str, str]]:
+    records, truth_of = resolve_records(generate(persons, seed=seed))
+    return [orjson.dumps(r).decode() for r in records], truth_of
 
 
 def scores(clusters: dict[str, set], truth_of: dict[str, str]) -> dict:

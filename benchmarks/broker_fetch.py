@@ -29,10 +29,6 @@ from hub.connectors.kafka import ensure_topics
 from hub.harness import process_cpu_s, process_rss_mb
 
 
-
-
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--marks", default="5000,10000,15000,17500,20000,22500",
@@ -83,6 +79,8 @@ def main() -> None:
                       f"{row['broker_cpu_ms']} ms", flush=True)
                 if not got:
                     break
+            producer.flush(10)
+            producer = None  # gone before the broker, or it reconnects noisily
         finally:
             broker.stop()
     print(json.dumps({"records_per_batch": args.records_per_batch, "value_bytes": args.value_bytes,

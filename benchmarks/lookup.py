@@ -206,7 +206,7 @@ def _with_local_hub(args, workdir: Path) -> dict:
         print(f"loaded {raw} raw events; {len(paths)} distinct lookups", file=sys.stderr)
         if args.server == "worker":
             cpu0 = _cpu_s(worker.process.pid)
-            result = measure(worker.base_url, tokens[args.target], paths, args.rate, args.seconds, args.warmup,
+            result = measure(worker.base_url, tokens.targets[args.target], paths, args.rate, args.seconds, args.warmup,
                              workdir)
             cpu = _cpu_s(worker.process.pid) - cpu0
             result["server_p99_bucket_s"] = _server_p99_bucket(worker.get("/metrics")[1])
@@ -214,7 +214,7 @@ def _with_local_hub(args, workdir: Path) -> dict:
             server = LookupServer(hub.redis_url, workdir / "hub.yaml", workdir)
             try:
                 cpu0 = _cpu_s(server.process.pid)
-                result = measure(server.base_url, tokens[args.target], paths, args.rate, args.seconds, args.warmup,
+                result = measure(server.base_url, tokens.targets[args.target], paths, args.rate, args.seconds, args.warmup,
                                  workdir)
                 cpu = _cpu_s(server.process.pid) - cpu0
                 result["server_p99_bucket_s"] = _server_p99_bucket(server.get("/metrics"))

@@ -31,7 +31,7 @@ from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, LocalHub, latest_since, wait_caught_up
+from hub.harness import Feeder, LocalHub, latest_since, wait_caught_up, worker_input_topics
 from hub.replay import replay
 from hub.schemas import GOLDEN, codec
 from hub.survivorship import STAMP_FIELDS
@@ -105,9 +105,7 @@ def main() -> None:
                     feeder.producer.poll(0)
             feeder.flush()
             worker = worker or hub.worker()
-            topics = pipeline.topics
-            wait_caught_up(hub.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
-                                                  topics.canonical, topics.linked, golden_topic], 1800)
+            wait_caught_up(hub.bootstrap, "hub", worker_input_topics(pipeline), 1800)
             worker.stop()
             live = latest_since(hub.bootstrap, golden_topic, {})
             runs = []

@@ -23,7 +23,7 @@ from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.quality_tally import RedisTallyStore
-from hub.matching.comparisons import from_json
+from hub.matching.comparisons import from_json, with_estimates
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput, recompute_message
 from hub.stages.consent import ConsentStage
@@ -157,7 +157,7 @@ def dead_letter_topics(pipeline: PipelineConfig):
 
 def apply_match_parameters(stage: MatchStage, pipeline: PipelineConfig, stored: dict) -> None:
     """m/u (and the merge threshold, unless kept) estimated with `hub estimate`."""
-    stage.comparisons = from_json(stored["comparisons"])
+    stage.comparisons = with_estimates(pipeline.match.comparison_rules(), from_json(stored["comparisons"]))
     upper = stored.get("upper_threshold")
     configured = pipeline.match
     stage.rules = configured if upper is None else configured.model_copy(update={

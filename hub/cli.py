@@ -17,8 +17,23 @@ import typer
 
 from hub.config import ConfigError, load_pipeline, load_settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True,
+# plain help: the rich layout shows every flag as taking a value (`--serve <bool>`)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Real-time customer master data hub: Kafka in, golden records out, per target and consent.")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from hub import __version__
+
+        typer.echo(f"hub {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit")) -> None:
+    """Real-time customer master data hub: Kafka in, golden records out, per target and consent."""
 
 
 def _fail(message: str) -> None:
@@ -75,6 +90,10 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
         pipeline = load_pipeline(config or settings.config_file)
     except ConfigError as exc:
         _fail(str(exc))
+    try:
+        _state(settings)  # the worker keeps its Faust data there, embedded or not
+    except OSError as exc:
+        _fail(f"HUB_STATE_DIR {settings.state_dir}: cannot create it: {exc.strerror or exc}")
     if not settings.pii_key:
         if settings.redis.url:
             _secret(settings)
@@ -115,6 +134,18 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
     finally:
         for part in reversed(started):
             part.stop()
+
+
+def _configured(config: Optional[Path], redis: bool = False):
+    """Settings and the pipeline, or one line per problem; with `redis`, HUB_REDIS__URL must be set."""
+    try:
+        settings = load_settings()
+        pipeline = load_pipeline(config or settings.config_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if redis and not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    return settings, pipeline
 
 
 def _state(settings) -> Path:
@@ -330,7 +361,7 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     """Re-estimate m and u from the records in the identity index (no labels: u from random pairs, m by EM
     over blocked candidate pairs), and the merge threshold that follows from them (posterior match
     probability 0.9), and store them; running workers pick them up within 10 s."""
-    from hub.matching.comparisons import DEFAULT_COMPARISONS, to_json
+    from hub.matching.comparisons import to_json
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
@@ -339,7 +370,8 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     feature_list = asyncio.run(store.sample_features(sample))
     if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
         _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
-    found = estimate_parameters(DEFAULT_COMPARISONS, feature_list, [blocking_values(f) for f in feature_list])
+    configured = load_pipeline(settings.config_file).match.comparison_rules()
+    found = estimate_parameters(configured, feature_list, [blocking_values(f) for f in feature_list])
     for comparison in found.comparisons:
         levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
         typer.echo(f"{comparison.attribute:<18} {levels}")
@@ -371,7 +403,8 @@ def _parse_time(text: str) -> int:
 
 
 @cli.command()
-def history(golden_id: str = typer.Argument(..., help="The golden id"),
+def history(golden_id: str = typer.Argument(..., help="The golden id, or a source record <source>:<source_id> "
+                                            "(its golden record found in HUB_REDIS__URL)"),
             at: Optional[str] = typer.Option(None, "--at", help="Print the golden record as it was at this time "
                                              "(ISO 8601 or epoch ms), rebuilt from the audit trail"),
             as_json: bool = typer.Option(False, "--json", help="The audit events (or, with --at, the record) as JSON")) -> None:
@@ -386,6 +419,11 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
     pipeline = load_pipeline(settings.config_file)
     if not settings.kafka.bootstrap_servers:
         _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    if ":" in golden_id:
+        member = golden_id
+        golden_id = _golden_id_of(settings, member)
+        if golden_id is None:
+            _fail(f"{member} is not in the identity index")
     try:
         at_ms = _parse_time(at) if at else None
     except ValueError:
@@ -409,6 +447,72 @@ def history(golden_id: str = typer.Argument(..., help="The golden id"),
     else:
         typer.echo(golden_history.describe(events, golden_id))
     if not events:
+        raise typer.Exit(1)
+
+
+def _golden_id_of(settings, member: str) -> str | None:
+    """The golden record a source record (<source>:<source_id>) belongs to now, from the identity index."""
+    store = _redis_store(settings, f"set HUB_REDIS__URL to find the golden record of {member} (or give a golden id)")
+    try:
+        entry = asyncio.run(store.members([member])).get(member)
+    except Exception as exc:
+        _fail(f"cannot read Redis at {settings.redis.url}: {type(exc).__name__}")
+    return entry.golden_id if entry is not None else None
+
+
+@cli.command()
+def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, customer.golden, audit, dlq.crm"),
+         grep: Optional[str] = typer.Option(None, "--grep", help="Only records whose key or value contain this text"),
+         customer: Optional[str] = typer.Option(None, "--customer", help="Only records keyed by the golden record of "
+                                                "this source record, <source>:<source_id> (found in HUB_REDIS__URL; "
+                                                "waits until it is mastered)"),
+         count: Optional[int] = typer.Option(None, "--count", "-n", help="Stop after this many records"),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds (exit status 1 "
+                                                 "if fewer than --count were shown)")) -> None:
+    """The records of a topic, one line each, from the beginning and then as they arrive (Ctrl-C stops):
+    JSON as it is, the hub's Avro decoded, withdrawals with their reason, dead letters with theirs."""
+    import time as _time
+
+    from hub.tail import describe, records
+
+    settings = load_settings()
+    bootstrap = _bootstrap_or_fail(settings)
+    golden_key: list[bytes] = []  # the customer's golden id, once the identity index knows it
+    pending: list = []  # records read before then: looked at again once it is known
+    checked = 0.0
+
+    def wanted(record) -> bool:
+        _, _, _, key, value, _ = record
+        if grep is not None and grep not in (key or b"").decode(errors="replace") and grep.encode() not in (value or b""):
+            return False
+        return customer is None or key == golden_key[0]
+
+    shown = 0
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    try:
+        for record in records(bootstrap, topic, deadline, stop=lambda: count is not None and shown >= count):
+            batch = [record] if record is not None else []
+            if customer is not None and not golden_key:
+                pending.extend(batch)
+                del pending[:-10_000]
+                if _time.monotonic() - checked < 0.5:
+                    continue
+                checked = _time.monotonic()
+                found = _golden_id_of(settings, customer)
+                if found is None:
+                    continue
+                golden_key.append(found.encode())
+                batch, pending = pending, []
+            for item in batch:
+                if wanted(item) and (count is None or shown < count):
+                    typer.echo(describe(*item))
+                    shown += 1
+    except LookupError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    if count is not None and shown < count:
+        typer.echo(f"hub: {shown} of {count} records within {timeout} s", err=True)
         raise typer.Exit(1)
 
 
@@ -474,11 +578,7 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
 
     from hub.lookup_api import server_app
 
-    try:
-        settings = load_settings()
-        pipeline = load_pipeline(config or settings.config_file)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings, pipeline = _configured(config, redis=True)
     store = _redis_store(settings)
     setup_logging(settings.log_level, settings.log_json)
     try:
@@ -499,14 +599,20 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
          mapping: Optional[Path] = typer.Option(None, "--mapping", "-m", help="YAML: CSV column -> CustomerEvent field"),
          value_format: str = typer.Option("json", "--value-format", help="json, or avro (the source's schema registry "
                                           "when it names one, else the hub's schema ids)"),
+         follow: bool = typer.Option(False, "--follow", help="Then wait until the workers have mastered every record, "
+                                     "and count what their ingest stage rejected, by reason"),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="With --follow: give up after this many "
+                                                 "seconds (exit status 1)"),
          config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML")) -> None:
     """Initial load: every record of a file (or of any source connector URL) onto raw.<source>, then exit.
-    Lines that cannot become an event go to dlq.<source> with the reason and line number."""
+    Lines that cannot become an event go to dlq.<source> with the reason and line number. Progress on stderr
+    (a bar on a terminal, a line every few seconds otherwise)."""
     import yaml
 
     from hub.config import ConnectorConfig
     from hub.connectors.registry import ConnectorError
-    from hub.connectors.runner import ConnectorFailed, SourceConnector
+    from hub.connectors.runner import ConnectorFailed
+    from hub.load import LOAD_BATCH, load as run_load
 
     try:
         settings = load_settings()
@@ -525,13 +631,45 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
         if mapping is not None:
             options["mapping"] = yaml.safe_load(mapping.read_text()) or {}
         connector_config = ConnectorConfig(name=f"load-{source}", source=source, url=url, options=options,
-                                           **{"value.format": value_format})
-        connector = SourceConnector(connector_config, pipeline, _bootstrap_or_fail(settings))
-        report = connector.run()
+                                           **{"value.format": value_format, "batch.size": LOAD_BATCH})
+        report = run_load(connector_config, pipeline, _bootstrap_or_fail(settings), group=settings.app_id,
+                          follow_records=follow, follow_timeout_s=timeout)
+    except TimeoutError as exc:
+        typer.echo(f"hub: {exc}", err=True)
+        raise typer.Exit(1)
     except (ConfigError, ConnectorError, ConnectorFailed, ValueError, OSError) as exc:
         _fail(str(exc))
-    typer.echo(f"{report.delivered} events to {pipeline.source(source).raw_topic}, "
-               f"{report.rejected} rejected to {connector_config.dlq_topic}")
+    for line in report.lines(pipeline.source(source).raw_topic, connector_config.dlq_topic):
+        typer.echo(line)
+
+
+@cli.command()
+def export(out: Path = typer.Argument(..., help="The file to write: .jsonl, or .parquet (pip install 'cmdm-hub[parquet]')"),
+           format: Optional[str] = typer.Option(None, "--format", help="jsonl or parquet (default: by the suffix)"),
+           target: list[str] = typer.Option(None, "--target", "-t", help="Add what this target may see of each "
+                                            "record (repeat for several)"),
+           all_targets: bool = typer.Option(False, "--all-targets", help="Add every target's slice"),
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (targets, consent)")) -> None:
+    """Every golden record with the source records it is built from (and, if asked, each target's slice) to
+    JSONL or Parquet, streaming, with progress on stderr (reads HUB_REDIS__URL). The file holds personal data."""
+    from hub.export import ExportError, export as run_export
+    from hub.progress import Progress
+
+    settings, pipeline = _configured(config, redis=True)
+    store = _redis_store(settings)
+    targets = [t.name for t in pipeline.targets] if all_targets else list(target or ())
+    try:
+        total = asyncio.run(store.golden_count())
+        progress = Progress(f"exporting to {out.name}", total=total, unit="golden records")
+        report = run_export(store, pipeline, out, format=format, targets=targets, on_progress=progress.update)
+        progress.update(report.golden_records)
+        progress.finish()
+    except ExportError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{out}: {exc.strerror or exc}")
+    typer.echo(f"exported {report.golden_records} golden records with {report.members} source records to {out} "
+               f"in {report.seconds:.1f} s ({report.golden_records / max(report.seconds, 1e-9):,.0f}/s)")
 
 
 @cli.command()

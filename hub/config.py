@@ -162,11 +162,75 @@ class ConnectorConfig(BaseModel):
 
 
 class ComparisonLevelConfig(_Strict):
-    kind: Literal["exact", "jaro_winkler", "levenshtein", "damerau", "street", "date", "date_swap", "nickname",
-                  "else"]
-    threshold: float | None = None
-    m: float = Field(..., gt=0, lt=1)
-    u: float = Field(..., gt=0, lt=1)
+    """One level of a comparison: a kind of predicate (hub.matching.comparisons.KINDS),
+    its threshold where the kind takes one, and starting m and u."""
+
+    kind: str = Field(..., description="exact, jaro_winkler, levenshtein, damerau, street, date, date_swap, "
+                                       "date_distance, year, nickname, initial or else")
+    threshold: float | None = Field(None, description="Similarity (0-1], edits (1, 2, ...) or days, by kind")
+    m: float = Field(..., gt=0, lt=1, description="P(level holds | same person): a start, estimated from data")
+    u: float = Field(..., gt=0, lt=1, description="P(level holds | two people): a start, estimated from data")
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> "ComparisonLevelConfig":
+        from hub.matching.comparisons import KINDS
+
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown level kind {self.kind!r}; known: {', '.join(sorted(KINDS))}")
+        problem = kind.check(self.threshold)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class ComparisonConfig(_Strict):
+    """How one attribute is compared: levels tried in order, the first that holds
+    gives the weight log2(m/u); a value missing on either side is the null level."""
+
+    attribute: str
+    term_frequency: bool = Field(False, description="Exact agreement weighs by how common the value is")
+    levels: list[ComparisonLevelConfig] = Field(..., min_length=2)
+
+    @field_validator("attribute")
+    @classmethod
+    def _known_attribute(cls, value: str) -> str:
+        from hub.matching.comparisons import ATTRIBUTE_FEATURES
+
+        if value not in ATTRIBUTE_FEATURES:
+            raise ValueError(f"no comparable attribute {value!r}; known: {', '.join(ATTRIBUTE_FEATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_levels(self) -> "ComparisonConfig":
+        kinds = [level.kind for level in self.levels]
+        if kinds[-1] != "else" or "else" in kinds[:-1]:
+            raise ValueError("the last level, and only the last, must be kind else (what no other level caught)")
+        if self.term_frequency and kinds[0] != "exact":
+            raise ValueError("term_frequency adjusts an exact level: make the first level kind exact")
+        for name in ("m", "u"):
+            total = sum(getattr(level, name) for level in self.levels)
+            if abs(total - 1.0) > 0.01:
+                raise ValueError(f"the levels' {name} must add up to 1 (they add up to {total:.4g})")
+        return self
+
+    @classmethod
+    def of(cls, comparison) -> "ComparisonConfig":
+        return cls(attribute=comparison.attribute, term_frequency=comparison.term_frequency,
+                   levels=[ComparisonLevelConfig(kind=lv.kind, threshold=lv.threshold, m=lv.m, u=lv.u)
+                           for lv in comparison.levels])
+
+    def build(self):
+        from hub.matching.comparisons import ATTRIBUTE_FEATURES, Comparison, Level
+
+        return Comparison(self.attribute, ATTRIBUTE_FEATURES[self.attribute],
+                          tuple(Level(lv.kind, lv.m, lv.u, lv.threshold) for lv in self.levels), self.term_frequency)
+
+
+def _default_comparisons() -> list[ComparisonConfig]:
+    from hub.matching.comparisons import DEFAULT_COMPARISONS
+
+    return [ComparisonConfig.of(c) for c in DEFAULT_COMPARISONS]
 
 
 class MatchConfig(_Strict):
@@ -175,12 +239,32 @@ class MatchConfig(_Strict):
     max_block_size: int = Field(50, ge=2, description="A blocking key shared by more records stops being used")
     max_candidates: int = Field(20, ge=1, description="Golden records ranked in a decision")
     max_scored: int = Field(40, ge=1, description="Candidate records scored per record, most shared blocking keys first")
+    max_golden_size: int | None = Field(100, ge=2, description="A merge that would make a golden record hold more "
+                                        "source records than this goes to steward review instead (null: no cap)")
+    max_bridged_size: int | None = Field(10, ge=1, description="A record that would join two or more golden records "
+                                         "each holding at least this many source records goes to steward review "
+                                         "instead (null: no limit)")
+    comparisons: list[ComparisonConfig] = Field(default_factory=_default_comparisons,
+                                                description="What is compared, attribute by attribute, in levels")
 
     @model_validator(mode="after")
     def _ordered(self) -> "MatchConfig":
         if self.lower_threshold > self.upper_threshold:
             raise ValueError("lower_threshold must not exceed upper_threshold")
+        attributes = [c.attribute for c in self.comparisons]
+        dupes = sorted({a for a in attributes if attributes.count(a) > 1})
+        if dupes:
+            raise ValueError(f"comparisons: attribute(s) {dupes} compared twice")
         return self
+
+    def comparison_rules(self):
+        """The configured comparisons as hub.matching.comparisons objects."""
+        return tuple(c.build() for c in self.comparisons)
+
+    def guardrails(self):
+        from hub.matching.decide import Guardrails
+
+        return Guardrails(self.max_golden_size, self.max_bridged_size)
 
 
 SurvivorshipRule = Literal["source_priority", "most_recent", "most_complete", "most_frequent"]

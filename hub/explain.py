@@ -1,6 +1,7 @@
 """Explanations of match decisions for people: why a source record belongs to
-its golden record, attribute by attribute. Pure formatting of the decision
-the match stage kept (hub.MatchDecision as JSON)."""
+its golden record, attribute by attribute, each by the name of the comparison
+level that held (docs/matching.md). Pure formatting of the decision the match
+stage kept (hub.MatchDecision as JSON)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def explain_text(member: str, golden_id: str | None, decision: dict | None) -> s
              + (f" (score {decision['score']:+.2f}; merge at >= {decision['upper_threshold']}, "
                 f"review at >= {decision['lower_threshold']})" if decision["score"] is not None else
                 " (no candidate found under its blocking keys)")]
+    if decision.get("held_for_review"):
+        lines.append(f"held for review instead of merging: {decision['held_for_review']}")
     if decision["golden_id"] != golden_id:
         lines.append(f"placed in {decision['golden_id']} at the time; that record has since been merged into {golden_id}")
     if decision["merged_golden_ids"]:
@@ -25,5 +28,5 @@ def explain_text(member: str, golden_id: str | None, decision: dict | None) -> s
         lines.append(f"candidate {rank}: {candidate['member']} in {candidate['golden_id']}, "
                      f"score {candidate['score']:+.2f}")
         for comparison in candidate["comparisons"]:
-            lines.append(f"    {comparison['attribute']:<18} {comparison['level']:<22} {comparison['weight']:+7.2f}")
+            lines.append(f"    {comparison['attribute']:<18} {comparison['level']:<28} {comparison['weight']:+7.2f}")
     return "\n".join(lines)

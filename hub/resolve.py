@@ -23,7 +23,6 @@ import orjson
 
 from hub.config import PipelineConfig
 from hub.csv_out import write_rows
-from hub.matching.comparisons import DEFAULT_COMPARISONS
 from hub.records import InMessage, StageError, member_key
 from hub.schemas import CANONICAL, codec
 from hub.standardise import standardise_and_score
@@ -133,9 +132,9 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
         settings = load_settings()
         secret, keyring = secret or settings.pii_secret(), keyring or settings.keyring()
     events, rejected = _parse(source, errors)
-    comparisons = DEFAULT_COMPARISONS
+    comparisons = pipeline.match.comparison_rules()
     if estimate and events:
-        comparisons, upper = estimated_comparisons(events, default_region, errors)
+        comparisons, upper = estimated_comparisons(events, default_region, errors, comparisons)
         if upper is not None:
             rules = pipeline.match
             rules = rules.model_copy(update={"upper_threshold": upper,
@@ -160,23 +159,28 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
 MIN_RECORDS_TO_ESTIMATE = 1000
 
 
-def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str]):
+def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str], comparisons=None):
     """m and u for this data, estimated without labels (u from random pairs,
     m by EM over blocked candidate pairs), before the stream is matched, and
     the merge threshold that follows from them: the total weight at which a
     pair is a match with posterior probability MERGE_PROBABILITY, given the
     estimated share of matches among all pairs. A small file says too little
     about its own error rates: below MIN_RECORDS_TO_ESTIMATE records the
-    literature defaults and the configured thresholds stay (None)."""
+    configured m and u and thresholds stay (None). `comparisons` are the
+    configured ones (the packaged defaults when not given)."""
+    if comparisons is None:
+        from hub.matching.comparisons import DEFAULT_COMPARISONS
+
+        comparisons = DEFAULT_COMPARISONS
     if len(events) < MIN_RECORDS_TO_ESTIMATE:
         print(f"{len(events)} records: too few to estimate m/u (needs {MIN_RECORDS_TO_ESTIMATE}); "
               "using the defaults", file=errors)
-        return DEFAULT_COMPARISONS, None
+        return comparisons, None
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values, features
 
     feature_list = [features(standardise_and_score(e, default_region=default_region)[0]) for e in events]
-    estimate = estimate_parameters(DEFAULT_COMPARISONS, feature_list,
+    estimate = estimate_parameters(comparisons, feature_list,
                                    [blocking_values(f) for f in feature_list])
     print(estimate.describe(), file=errors)
     return estimate.comparisons, round(estimate.upper_threshold(), 4)

@@ -151,6 +151,14 @@ def codec(name: str) -> AvroCodec:
     return AvroCodec(name)
 
 
+def decode_framed(payload: bytes) -> dict:
+    """Any hub record in the Avro wire format, read by the current schema its
+    schema id resolves to. SchemaError for an id the hub does not know."""
+    if len(payload) < 5 or payload[0] != MAGIC_BYTE:
+        raise SchemaError("not in the Avro wire format (magic byte 0 + schema id)")
+    return codec(reader_name(_name_of_id(_HEADER.unpack_from(payload)[1]))).decode(payload)
+
+
 def decode_avro_or_json(name: str, payload: bytes | None) -> dict:
     """A low-volume topic's record, in the Avro wire format or as JSON in the
     same shape (checked and completed with the schema's defaults).

@@ -13,13 +13,17 @@ the offending value, so they are safe to log, count and publish. Problems
 lower validity); ``truncated`` means a value was kept but repaired;
 ``overflow`` (once per attribute) means an event carried more e-mails,
 phones or addresses than ``MAX_VALUES`` and the rest were dropped.
+
+A dropped birth date is still evidence of who the customer is: the record's
+``invalid_values`` keeps it (normalised, for matching only; survivorship never
+reads it). "In the future" is judged against the event's own time, never the
+clock, so standardising an event gives the same answer whenever it runs.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
-import time as _time
 import unicodedata
 from functools import lru_cache
 from typing import Any
@@ -33,6 +37,7 @@ from hub.postcodes import standard_postcode
 
 __all__ = [
     "DROPPED_CODES",
+    "birth_date_evidence",
     "ISSUE_CODES",
     "MAX_LEN",
     "MAX_PREFERENCES",
@@ -334,8 +339,8 @@ _ISO_DATETIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ]\d")
 
 @lru_cache(maxsize=caches.VOCABULARY)
 def _parse_birth_date(text: str) -> str | None:
-    """Syntax and calendar only; the future check is done by the caller so
-    this cache never goes stale across midnight."""
+    """Syntax and calendar only; the caller judges "in the future" against
+    the event's own day, which this cache must not know."""
     m = _ISO_DATETIME_RE.match(text) or _YMD_RE.match(text) or _COMPACT_RE.match(text)
     if m:
         year, month, day = m.group(1), m.group(2), m.group(3)
@@ -360,28 +365,63 @@ def _parse_birth_date(text: str) -> str | None:
         return None
 
 
-_today_cache: list = [0.0, ""]
+@lru_cache(maxsize=4096)
+def _day_of(event_time_ms: int) -> str:
+    return _dt.datetime.fromtimestamp(event_time_ms / 1000, _dt.timezone.utc).date().isoformat()
 
 
-def _today_iso() -> str:
-    # date.today() is comparatively slow; re-read it at most once a minute.
-    now = _time.monotonic()
-    if now - _today_cache[0] > 60.0 or not _today_cache[1]:
-        _today_cache[0] = now
-        _today_cache[1] = _dt.date.today().isoformat()
-    return _today_cache[1]
+def _event_day(event: dict) -> str | None:
+    """The UTC day the source says the event happened: what "in the future"
+    is judged against, so the same event standardises the same way whenever
+    it is read (a replay next year keeps this year's answer)."""
+    at = event.get("event_time")
+    if type(at) is not int:
+        return None
+    try:
+        return _day_of(at)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
-def _birth_date(value: Any, issues: list[str]) -> str | None:
+# Letters typed for the digits they look like: 19O4 is 1904, l985 is 1985.
+_LOOKALIKES = str.maketrans({"o": "0", "O": "0", "l": "1", "I": "1", "i": "1"})
+_DATE_PARTS_RE = re.compile(r"[^0-9]+")
+_EVIDENCE_MAX = 16
+
+
+@lru_cache(maxsize=caches.VOCABULARY)
+def birth_date_evidence(text: str) -> str | None:
+    """A birth date that failed validation, as matching keeps it: look-alike
+    letters read as digits, separators unified, D/M/Y and YYYYMMDD laid out as
+    Y-M-D, and nothing checked against the calendar (1960-16-03 and
+    1060-03-12 stay what they are: one key away from the real date). A value
+    with no non-zero digit (0000-00-00, a placeholder) is no evidence: None."""
+    if _ISO_DATETIME_RE.match(text):
+        text = text[:10]
+    parts = [p for p in _DATE_PARTS_RE.split(text.translate(_LOOKALIKES)) if p]
+    if len(parts) == 1 and len(parts[0]) == 8:
+        parts = [parts[0][:4], parts[0][4:6], parts[0][6:]]
+    elif len(parts) == 3 and len(parts[2]) == 4 and len(parts[0]) <= 2:
+        parts.reverse()
+    if 2 <= len(parts) <= 3 and len(parts[0]) == 4:
+        parts = [parts[0]] + [p.zfill(2) for p in parts[1:]]
+    evidence = "-".join(parts)[:_EVIDENCE_MAX]
+    return evidence if evidence.strip("-0") else None
+
+
+def _birth_date(value: Any, issues: list[str], day: str | None, invalid: dict[str, str]) -> str | None:
     text = _text(value, "birth_date", issues)
     if text is None:
         return None
     result = _parse_birth_date(text)
     # ISO strings of equal precision compare like dates: "1985-04" vs "2025-06".
-    if result is not None and result > _today_iso()[:len(result)]:
+    if result is not None and day is not None and result > day[:len(result)]:
         result = None
     if result is None:
         issues.append("birth_date.invalid")
+        evidence = birth_date_evidence(text)
+        if evidence:
+            invalid["birth_date"] = evidence
     return result
 
 
@@ -770,7 +810,8 @@ def standardise(event: dict, *, default_region: str = "GB") -> tuple[dict, list[
     out["given_name"] = _person_name(event.get("given_name"), "given_name", issues, True)
     out["middle_name"] = _person_name(event.get("middle_name"), "middle_name", issues, False)
     out["family_name"] = _person_name(event.get("family_name"), "family_name", issues, False)
-    out["birth_date"] = _birth_date(event.get("birth_date"), issues)
+    invalid: dict[str, str] = {}
+    out["birth_date"] = _birth_date(event.get("birth_date"), issues, _event_day(event), invalid)
     out["gender"] = _gender(event.get("gender"), issues)
 
     out["emails"] = _emails(event.get("emails"), issues)
@@ -786,6 +827,8 @@ def standardise(event: dict, *, default_region: str = "GB") -> tuple[dict, list[
     out["organisation_name"] = _organisation_name(event.get("organisation_name"), issues)
     out["preferences"] = _preferences(event.get("preferences"), issues)
     out["consents"] = list(event.get("consents") or ())
+    # set here whatever a source sent: values that failed validation, for matching only
+    out["invalid_values"] = invalid
     return out, issues
 
 

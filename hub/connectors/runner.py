@@ -17,7 +17,9 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
 
 import orjson
 from confluent_kafka import Consumer, KafkaException
@@ -47,6 +49,7 @@ class Report:
     delivered: int = 0
     dead_lettered: int = 0
     rejected: int = 0
+    rejected_reasons: Counter = field(default_factory=Counter)
 
 
 def _error_headers(stage: str, reason: str, detail: str, origin: tuple | None) -> list[tuple[str, bytes]]:
@@ -183,7 +186,8 @@ class SinkConnector:
 class SourceConnector:
     """A source (hub.ports.Source) -> raw.<source>; what it cannot read -> dlq.<source>."""
 
-    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, source=None):
+    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, source=None,
+                 producer: dict | None = None):
         self.config = config
         self.source_config = pipeline.source(config.source)
         if source is None:
@@ -193,7 +197,8 @@ class SourceConnector:
                 options.setdefault("bootstrap_servers", bootstrap)
             source = cls(config.url, self.source_config, **options)
         self.source = source
-        self.sink = KafkaSink(bootstrap)
+        # `producer`: librdkafka settings; a bulk load packs records into few, large batches
+        self.sink = KafkaSink(bootstrap, **(producer or {}))
         self.encode = event_encoder(config.value_format, self.source_config.schema_registry_url)
         self.report = Report()
         self._count = {o: metrics.CONNECTOR_RECORDS.labels(config.name, o)
@@ -218,7 +223,8 @@ class SourceConnector:
             return OutMessage(self.config.dlq_topic, key, orjson.dumps(event),
                               _error_headers(f"connector:{self.config.name}", SCHEMA_MISMATCH, detail, None))
 
-    def run(self, stop: threading.Event | None = None) -> Report:
+    def run(self, stop: threading.Event | None = None, on_batch: Callable[[Report], None] | None = None) -> Report:
+        """Until the source is exhausted (None from poll) or `stop`; `on_batch(report)` after each batch."""
         stop = stop or threading.Event()
         retrying = _Retrying(self.config, stop)
         self.source.setup()
@@ -244,11 +250,16 @@ class SourceConnector:
                 if error is not None:
                     raise ConnectorFailed(f"connector {self.config.name}: broker did not acknowledge: {error}")
                 self.source.commit()
-                rejected = sum(1 for m in messages if m.topic == self.config.dlq_topic)
+                reasons = Counter(dict(m.headers)[ERROR_REASON].decode() for m in messages
+                                  if m.topic == self.config.dlq_topic)
+                rejected = sum(reasons.values())
                 self._count["delivered"].inc(len(messages) - rejected)
                 self._count["rejected"].inc(rejected)
                 self.report.delivered += len(messages) - rejected
                 self.report.rejected += rejected
+                self.report.rejected_reasons.update(reasons)
+                if on_batch is not None:
+                    on_batch(self.report)
         finally:
             self.source.close()
         return self.report

@@ -1,56 +1,56 @@
-"""Declarative per-attribute comparisons as ordered levels, Fellegi-Sunter style.
+"""Per-attribute comparisons as ordered levels, Fellegi-Sunter style.
 
-Each comparison names a feature and lists levels, tried in order: the first
-level that holds decides that attribute's match weight, log2(m/u). A missing
-value on either side is the null level (weight 0, no evidence either way).
-Level kinds: exact, jaro_winkler and levenshtein at a threshold (similarity),
-damerau at a threshold (at most that many insertions, deletions,
-substitutions or transpositions: a mistyped identifier or date), street
-(Jaro-Winkler at a threshold between street lines with the same house
-numbers), date
-(partial-date aware), date_swap (day and month transposed), nickname (known
-diminutives, hub.matching.nicknames), else.
+A level is a predicate and a name (as in Splink): `Level(kind, m, u,
+threshold)` takes its predicate from `KINDS`, one small `Kind` each: exact,
+jaro_winkler and levenshtein at a similarity threshold, damerau at an edit
+distance (at most that many insertions, deletions, substitutions or
+transpositions: a mistyped identifier or date), street (Jaro-Winkler between
+street lines with the same house numbers), date (partial-date aware), date_swap
+(day and month transposed), date_distance (real dates at most that many days
+apart), year (the same year), nickname (known diminutives,
+hub.matching.nicknames), initial (an initial and a name it starts), else.
+
+A comparison is an attribute with its ordered levels: the first level that
+holds decides that attribute's match weight, log2(m/u). A missing value on
+either side is the null level (weight 0, no evidence either way). The levels
+are configured in the pipeline YAML (`match.comparisons`, hub.config) and m and
+u are estimated from the data (hub.matching.estimate); DEFAULT_COMPARISONS are
+the starting values.
+
+A comparison with `term_frequency` scores its exact level with u taken from
+how common the value is (Splink's term-frequency adjustment): two records
+sharing a rare surname are more likely one person than two sharing a common
+one. The frequencies come from the identity index (counts kept as records are
+linked) through a `Frequencies` callable; without it, the average u holds.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable, Optional
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
 from hub import caches
 from hub.matching.nicknames import same_name
 
+# attribute -> the feature (hub.matching.features) it compares
+ATTRIBUTE_FEATURES: dict[str, str] = {
+    "given_name": "gn", "middle_name": "mn", "family_name": "fn", "birth_date": "dob", "gender": "sx",
+    "email": "em", "phone": "ph", "street": "st", "postcode": "pc", "city": "ci", "national_id": "nid",
+    "loyalty_id": "loy", "organisation_name": "org",
+}
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    kind: str
-    m: float
-    u: float
-    threshold: float | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}>={self.threshold}" if self.threshold is not None else self.kind
-
-    @property
-    def weight(self) -> float:
-        return math.log2(self.m / self.u)
+Predicate = Callable[[str, str], bool]
+# (feature, value) -> (records in the index holding that value, records holding the feature), or None
+Frequencies = Callable[[str, str], Optional[tuple[int, int]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    attribute: str
-    feature: str
-    levels: tuple[Level, ...]
-    weights: tuple[float, ...] = field(init=False)
-    labels: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", tuple(level.weight for level in self.levels))
-        object.__setattr__(self, "labels", tuple(level.label for level in self.levels))
+# --------------------------------------------------------------------------- predicates
 
 
 def _dates_agree(a: str, b: str) -> bool:
@@ -60,6 +60,22 @@ def _dates_agree(a: str, b: str) -> bool:
 
 def _day_month_swapped(a: str, b: str) -> bool:
     return len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7] and a != b
+
+
+def _same_year(a: str, b: str) -> bool:
+    return len(a) >= 4 and len(b) >= 4 and a[:4] == b[:4] and a[:4].isdigit()
+
+
+@lru_cache(maxsize=caches.CUSTOMER_VALUES)
+def _ordinal(text: str) -> int | None:
+    """Day number of a real YYYY-MM-DD date; None for anything else (a partial
+    or invalid date has no distance)."""
+    if len(text) != 10:
+        return None
+    try:
+        return _dt.date.fromisoformat(text).toordinal()
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=caches.CUSTOMER_VALUES)
@@ -75,25 +91,141 @@ def _same_house_numbers(a: str, b: str) -> bool:
     return not numbers_a or not numbers_b or numbers_a == numbers_b
 
 
-def _holds(level: Level, a: str, b: str) -> bool:
-    kind = level.kind
-    if kind == "exact":
-        return a == b
-    if kind == "jaro_winkler":
-        return JaroWinkler.similarity(a, b) >= level.threshold
-    if kind == "levenshtein":
-        return Levenshtein.normalized_similarity(a, b) >= level.threshold
-    if kind == "street":
-        return _same_house_numbers(a, b) and JaroWinkler.similarity(a, b) >= level.threshold
-    if kind == "damerau":
-        return DamerauLevenshtein.distance(a, b, score_cutoff=int(level.threshold)) <= level.threshold
-    if kind == "date":
-        return _dates_agree(a, b)
-    if kind == "date_swap":
-        return _day_month_swapped(a, b)
-    if kind == "nickname":
-        return same_name(a, b)
-    return kind == "else"
+def _initial(a: str, b: str) -> bool:
+    """An initial and a name it starts (J and James), or two equal initials."""
+    return (len(a) == 1 or len(b) == 1) and a[0] == b[0]
+
+
+def _exact(threshold):
+    return operator.eq
+
+
+def _jaro_winkler(threshold):
+    return lambda a, b: JaroWinkler.similarity(a, b) >= threshold
+
+
+def _levenshtein(threshold):
+    return lambda a, b: Levenshtein.normalized_similarity(a, b) >= threshold
+
+
+def _damerau(threshold):
+    edits = int(threshold)
+    return lambda a, b: DamerauLevenshtein.distance(a, b, score_cutoff=edits) <= edits
+
+
+def _street(threshold):
+    return lambda a, b: _same_house_numbers(a, b) and JaroWinkler.similarity(a, b) >= threshold
+
+
+def _date_distance(threshold):
+    def within(a: str, b: str) -> bool:
+        x, y = _ordinal(a), _ordinal(b)
+        return x is not None and y is not None and abs(x - y) <= threshold
+    return within
+
+
+def _fixed(predicate):
+    return lambda threshold: predicate
+
+
+def _any(threshold):
+    return lambda a, b: True
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of comparison level: how its predicate is built from the
+    threshold, what the threshold means, and whether the level says "the same
+    value, give or take a slip" (which the decision's guards count as
+    agreement: a look-alike name is not the same name)."""
+
+    name: str
+    build: Callable[[float | None], Predicate]
+    threshold: str | None = None  # None: takes none; "similarity": 0 < t <= 1; "edits": 1, 2, ...; "days": >= 0
+    agrees: Callable[[float | None], bool] = lambda threshold: False
+    doc: str = ""
+
+    def check(self, threshold: float | None) -> str | None:
+        """Why `threshold` does not suit this kind (None: it does)."""
+        if self.threshold is None:
+            return None if threshold is None else f"{self.name} takes no threshold"
+        if threshold is None:
+            return f"{self.name} needs a threshold ({self.threshold})"
+        if self.threshold == "similarity" and not 0 < threshold <= 1:
+            return f"{self.name} threshold is a similarity: above 0, at most 1"
+        if self.threshold == "edits" and (threshold < 1 or threshold != int(threshold)):
+            return f"{self.name} threshold is a number of edits: a whole number, at least 1"
+        if self.threshold == "days" and threshold < 0:
+            return f"{self.name} threshold is a number of days: at least 0"
+        return None
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("exact", _exact, None, lambda t: True, "the values are equal"),
+    Kind("jaro_winkler", _jaro_winkler, "similarity", lambda t: t >= 0.9,
+         "Jaro-Winkler similarity at least the threshold"),
+    Kind("levenshtein", _levenshtein, "similarity", lambda t: t >= 0.9,
+         "normalised Levenshtein similarity at least the threshold"),
+    Kind("damerau", _damerau, "edits", lambda t: t <= 1,
+         "at most that many insertions, deletions, substitutions or transpositions"),
+    Kind("street", _street, "similarity", lambda t: t >= 0.9,
+         "street lines with the same house numbers, Jaro-Winkler at least the threshold"),
+    Kind("date", _fixed(_dates_agree), None, lambda t: True,
+         "partial dates agree as far as both go (1984-07 and 1984-07-12)"),
+    Kind("date_swap", _fixed(_day_month_swapped), None, lambda t: True, "day and month transposed"),
+    Kind("date_distance", _date_distance, "days", lambda t: False, "real dates at most that many days apart"),
+    Kind("year", _fixed(_same_year), None, lambda t: False, "the same year"),
+    Kind("nickname", _fixed(same_name), None, lambda t: True, "known forms of one given name (Bob, Robert)"),
+    Kind("initial", _fixed(_initial), None, lambda t: False, "an initial and a name it starts (J, James)"),
+    Kind("else", _any, None, lambda t: False, "anything else (the last level)"),
+)}
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    kind: str
+    m: float
+    u: float
+    threshold: float | None = None
+    holds: Predicate = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown level kind {self.kind!r}; known: {sorted(KINDS)}")
+        object.__setattr__(self, "holds", kind.build(self.threshold))
+
+    @property
+    def label(self) -> str:
+        """The level's name, as decisions and `hub explain` show it."""
+        if self.threshold is None:
+            return self.kind
+        threshold = int(self.threshold) if self.threshold == int(self.threshold) else self.threshold
+        return f"{self.kind}<={threshold}" if KINDS[self.kind].threshold in ("edits", "days") \
+            else f"{self.kind}>={threshold}"
+
+    @property
+    def agrees(self) -> bool:
+        """Whether this level says "the same value" (see Kind)."""
+        return KINDS[self.kind].agrees(self.threshold)
+
+    @property
+    def weight(self) -> float:
+        return math.log2(self.m / self.u)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    attribute: str
+    feature: str
+    levels: tuple[Level, ...]
+    term_frequency: bool = False
+    weights: tuple[float, ...] = field(init=False)
+    labels: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(level.weight for level in self.levels))
+        object.__setattr__(self, "labels", tuple(level.label for level in self.levels))
 
 
 def compare(comparison: Comparison, a, b) -> tuple[int, float]:
@@ -106,18 +238,44 @@ def compare(comparison: Comparison, a, b) -> tuple[int, float]:
     # the scoring hot path: a scalar pair (most features) without building pairs
     if type(a) is not list and type(b) is not list:
         for i in range(last):
-            if _holds(levels[i], a, b):
+            if levels[i].holds(a, b):
                 return i, comparison.weights[i]
         return last, comparison.weights[last]
     left = a if type(a) is list else (a,)
     right = b if type(b) is list else (b,)
     for i in range(last):
-        level = levels[i]
+        holds = levels[i].holds
         for x in left:
             for y in right:
-                if _holds(level, x, y):
+                if holds(x, y):
                     return i, comparison.weights[i]
     return last, comparison.weights[last]
+
+
+def tf_u(count: int, total: int, average_u: float) -> float:
+    """u of exact agreement on one value: its share of the records holding the
+    attribute, shrunk towards the comparison's average u as if 1/u more
+    records had been seen, one of them holding the value. With few records in
+    the index a value's share says little and the adjustment fades out; an
+    empty index gives the average u; a value held by one record among many
+    gets about 2/total. Bounded: u never falls below 1/(total + 1/u)."""
+    prior = 1.0 / average_u
+    return (count + 1.0) / (total + prior)
+
+
+def _tf_weight(level: Level, u: float) -> float:
+    return math.log2(level.m / u)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One comparison's outcome for a pair: the level that held (None: null),
+    its weight and the name it is shown by."""
+
+    comparison: Comparison
+    level: Level | None
+    weight: float
+    label: str
 
 
 _SWAP = ("gn", "fn")
@@ -127,49 +285,79 @@ def _swapped(b: dict) -> dict:
     return {**b, "gn": b.get("fn"), "fn": b.get("gn")}
 
 
-def score(comparisons: tuple[Comparison, ...], a: dict, b: dict) -> tuple[float, list[tuple[str, str, float]]]:
-    """Total match weight of two feature dicts and the evidence per attribute.
+def read_pair(comparisons: tuple[Comparison, ...], a: dict, b: dict,
+              frequencies: Frequencies | None = None) -> tuple[float, list[Reading]]:
+    """Total match weight of two feature dicts and the reading per comparison.
     Given and family name are also compared the other way round (a record
-    with them swapped); the reading with more weight counts, and says so."""
-    total, evidence = _score(comparisons, a, b, "")
+    with them swapped); the reading with more weight counts, and says so.
+    `frequencies` (of `a`'s values) adjusts the exact level of comparisons
+    with term_frequency."""
+    total, readings = _read(comparisons, a, b, "", frequencies)
     if (a.get("gn") and a.get("fn") and b.get("gn") and b.get("fn") and a["gn"] != b["gn"]
             and max(JaroWinkler.similarity(a["gn"], b["fn"]), JaroWinkler.similarity(a["fn"], b["gn"])) >= 0.8):
-        reversed_total, reversed_evidence = _score(comparisons, a, _swapped(b), " (names swapped)")
+        reversed_total, reversed_readings = _read(comparisons, a, _swapped(b), " (names swapped)", frequencies)
         if reversed_total > total:
-            return reversed_total, reversed_evidence
-    return total, evidence
+            return reversed_total, reversed_readings
+    return total, readings
 
 
-def _score(comparisons, a: dict, b: dict, note: str) -> tuple[float, list[tuple[str, str, float]]]:
+def score(comparisons: tuple[Comparison, ...], a: dict, b: dict,
+          frequencies: Frequencies | None = None) -> tuple[float, list[tuple[str, str, float]]]:
+    """Total match weight of two feature dicts and the evidence per attribute,
+    (attribute, level name, weight); see read_pair."""
+    total, readings = read_pair(comparisons, a, b, frequencies)
+    return total, [(r.comparison.attribute, r.label, r.weight) for r in readings]
+
+
+def _read(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float, list[Reading]]:
     total = 0.0
-    evidence = []
+    readings = []
     for comparison in comparisons:
         feature = comparison.feature
-        index, weight = compare(comparison, a.get(feature), b.get(feature))
-        total += weight
-        label = "null" if index < 0 else comparison.labels[index]
+        value = a.get(feature)
+        index, weight = compare(comparison, value, b.get(feature))
+        if index < 0:
+            readings.append(Reading(comparison, None, 0.0, "null"))
+            continue
+        level = comparison.levels[index]
+        label = comparison.labels[index]
+        if index == 0 and comparison.term_frequency and frequencies is not None and level.kind == "exact" \
+                and type(value) is str:
+            counted = frequencies(feature, value)
+            if counted is not None:
+                u = tf_u(counted[0], counted[1], level.u)
+                weight = _tf_weight(level, u)
+                label += f" (tf 1 in {max(1, round(1 / u)):,})"
         if note and feature in _SWAP:
             label += note
-        evidence.append((comparison.attribute, label, weight))  # rounded where it is shown (decide)
-    return total, evidence
+        total += weight
+        readings.append(Reading(comparison, level, weight, label))  # rounded where it is shown (decide)
+    return total, readings
 
 
 def _lv(kind: str, m: float, u: float, threshold: float | None = None) -> Level:
     return Level(kind, m, u, threshold)
 
 
-# Starting m/u values from the record-linkage literature for person data; the
-# matching issue replaces them with estimates from the stream (EM).
+# Starting m/u values from the record-linkage literature for person data,
+# replaced by estimates from the data (hub.matching.estimate). hub/defaults/hub.yaml
+# states the same levels (tests/unit/test_config.py keeps the two in step).
 DEFAULT_COMPARISONS: tuple[Comparison, ...] = (
     Comparison("given_name", "gn", (
         _lv("exact", 0.85, 0.01), _lv("jaro_winkler", 0.07, 0.005, 0.92), _lv("nickname", 0.03, 0.001),
-        _lv("jaro_winkler", 0.035, 0.02, 0.80), _lv("else", 0.015, 0.964))),
+        _lv("jaro_winkler", 0.035, 0.02, 0.80), _lv("else", 0.015, 0.964)), term_frequency=True),
+    Comparison("middle_name", "mn", (
+        _lv("exact", 0.75, 0.02), _lv("initial", 0.2, 0.05), _lv("else", 0.05, 0.93))),
     Comparison("family_name", "fn", (
         _lv("exact", 0.88, 0.005), _lv("jaro_winkler", 0.06, 0.003, 0.92),
-        _lv("jaro_winkler", 0.03, 0.01, 0.80), _lv("else", 0.03, 0.982))),
+        _lv("jaro_winkler", 0.03, 0.01, 0.80), _lv("else", 0.03, 0.982)), term_frequency=True),
+    # an invalid date is kept as the source wrote it (features.py), so a slip
+    # of one or two keys, a swap or a shared year still counts for something
     Comparison("birth_date", "dob", (
         _lv("exact", 0.85, 0.0005), _lv("date", 0.06, 0.005), _lv("date_swap", 0.02, 0.0002),
-        _lv("damerau", 0.03, 0.003, 1), _lv("else", 0.04, 0.9913))),
+        _lv("damerau", 0.03, 0.003, 1), _lv("damerau", 0.01, 0.01, 2), _lv("year", 0.01, 0.02),
+        _lv("else", 0.02, 0.9613))),
+    Comparison("gender", "sx", (_lv("exact", 0.97, 0.5), _lv("else", 0.03, 0.5))),
     Comparison("email", "em", (
         _lv("exact", 0.6, 0.0001), _lv("jaro_winkler", 0.1, 0.001, 0.95), _lv("else", 0.3, 0.9989))),
     # no "one keystroke off" level for phones: numbers come in blocks, neighbours' differ by one digit
@@ -190,12 +378,30 @@ DEFAULT_COMPARISONS: tuple[Comparison, ...] = (
 
 
 def to_json(comparisons: tuple[Comparison, ...]) -> list[dict]:
-    return [{"attribute": c.attribute, "feature": c.feature,
+    return [{"attribute": c.attribute, "feature": c.feature, "term_frequency": c.term_frequency,
              "levels": [{"kind": lv.kind, "threshold": lv.threshold, "m": lv.m, "u": lv.u} for lv in c.levels]}
             for c in comparisons]
 
 
 def from_json(data: list[dict]) -> tuple[Comparison, ...]:
     return tuple(Comparison(c["attribute"], c["feature"],
-                            tuple(Level(lv["kind"], lv["m"], lv["u"], lv["threshold"]) for lv in c["levels"]))
+                            tuple(Level(lv["kind"], lv["m"], lv["u"], lv["threshold"]) for lv in c["levels"]),
+                            c.get("term_frequency", False))
                  for c in data)
+
+
+def with_estimates(configured: tuple[Comparison, ...], estimated: tuple[Comparison, ...]) -> tuple[Comparison, ...]:
+    """The configured comparisons with m and u taken from an estimate where it
+    has the same attribute with the same levels. The configuration says what
+    is compared and how; an estimate made under other rules (before a level
+    was added, say) cannot speak for them, and those keep their configured m
+    and u until the next `hub estimate`."""
+    by_attribute = {c.attribute: c for c in estimated}
+    out = []
+    for comparison in configured:
+        found = by_attribute.get(comparison.attribute)
+        if found is not None and [(lv.kind, lv.threshold) for lv in found.levels] == \
+                [(lv.kind, lv.threshold) for lv in comparison.levels]:
+            comparison = Comparison(comparison.attribute, comparison.feature, found.levels, comparison.term_frequency)
+        out.append(comparison)
+    return tuple(out)

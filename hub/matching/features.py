@@ -48,7 +48,12 @@ def features(event: dict) -> dict:
         "gn": fold(event["given_name"]),
         "mn": fold(event["middle_name"]),
         "fn": fold(event["family_name"]),
-        "dob": event["birth_date"],
+        # a birth date that failed validation is still evidence: data quality
+        # flags it and the golden record never takes it, but matching compares
+        # and blocks on it as the source wrote it (normalised by standardise),
+        # so a slip of one key leaves the pair more than names to go on
+        "dob": event["birth_date"] or (event.get("invalid_values") or {}).get("birth_date"),
+        "sx": event.get("gender"),
         # a look-alike address (hub.lookalike) is no evidence of who this is: no feature, no blocking key
         "em": sorted({e["address"] for e in event["emails"] if not lookalike(e["address"])}),
         "ph": sorted({p["number"] for p in event["phones"]}),
@@ -105,6 +110,19 @@ def blocking_values(feats: dict) -> list[str]:
     if feats["org"]:
         keys.append(f"o:{rt}:{phonetic(feats['org'])}")
     return keys
+
+
+def term_values(feats: dict, comparisons) -> dict[str, str]:
+    """Plain term keys (feature -> t:<feature>:<value>) of the values whose
+    frequency the identity index counts: those of the comparisons with
+    term_frequency. Hashed like blocking keys before they reach the index."""
+    return {c.feature: f"t:{c.feature}:{value}" for c in comparisons
+            if c.term_frequency and isinstance(value := feats.get(c.feature), str) and value}
+
+
+def term_keys(secret: bytes, feats: dict, comparisons) -> dict[str, str]:
+    """term_values, hashed (hub.matching.frequencies counts them)."""
+    return {feature: hash_key(secret, plain) for feature, plain in term_values(feats, comparisons).items()}
 
 
 def hash_key(secret: bytes, value: str) -> str:

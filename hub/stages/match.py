@@ -9,15 +9,16 @@ one pipelined atomic Lua call per record.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import orjson
 
 from hub import metrics
 from hub.config import PipelineConfig
-from hub.matching.comparisons import DEFAULT_COMPARISONS
 from hub.matching.decide import EXISTING, MERGE, NEW, REVIEW, Candidate, Decision, decide, new_golden_id
-from hub.matching.features import blocking_values, features, hash_key
+from hub.matching.features import blocking_values, features, hash_key, term_keys
+from hub.matching.frequencies import TermCounts, flatten
 from hub.ports import IdentityIndex, LinkRequest, MemberEntry
 from hub.records import InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, CANONICAL, LINKED, MATCH_DECISION, codec
@@ -29,16 +30,25 @@ STAGE = "match"
 MAX_ATTEMPTS = 8
 
 
-def _most_shared(groups, limit: int) -> list[str]:
+def _most_shared(groups, limit: int, record: str) -> list[str]:
     """Bounded work per record however large the index: the records sharing
-    the most blocking keys with it are the likeliest matches."""
+    the most blocking keys with it are the likeliest matches. Among those
+    sharing as many, keys few records hold say more than keys many do; what
+    is still tied is ordered by a hash keyed by the record being matched, so
+    no source's records (whose keys sort first) are favoured, and a replay
+    picks the same."""
     shared: dict[str, int] = {}
+    specific: dict[str, float] = {}
     for group in groups:
+        weight = 1.0 / len(group) if group else 0.0
         for member in group:
             shared[member] = shared.get(member, 0) + 1
+            specific[member] = specific.get(member, 0.0) + weight
     if len(shared) <= limit:
         return sorted(shared)
-    return sorted(shared, key=lambda m: (-shared[m], m))[:limit]
+    salt = record.encode() + b"\x1f"
+    return sorted(shared, key=lambda m: (-shared[m], -specific[m],
+                                         hashlib.blake2s(salt + m.encode(), digest_size=8).digest()))[:limit]
 
 
 def _respect_splits(decision: Decision, entries: dict[str, MemberEntry], constraints) -> Decision:
@@ -73,7 +83,7 @@ class MatchStage:
         self.index = index
         self.secret = secret
         self.rules = config.match
-        self.comparisons = comparisons or DEFAULT_COMPARISONS
+        self.comparisons = comparisons or config.match.comparison_rules()
         self.canonical = codec(CANONICAL)
         self.linked = codec(LINKED)
         self.audit = codec(AUDIT)
@@ -148,9 +158,9 @@ class MatchStage:
         all_blocks = list({b for *_, blocks in items for b in blocks})
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
         wanted: set[str] = set()
-        for _, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
+        for member, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
             if feats is not None:
-                wanted.update(_most_shared([views[b].members or () for b in blocks], self.rules.max_scored))
+                wanted.update(_most_shared([views[b].members or () for b in blocks], self.rules.max_scored, member))
         wanted -= known.keys()
         constraints = await self.index.constraints(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
@@ -167,6 +177,8 @@ class MatchStage:
             by_golden.setdefault(entry.golden_id, []).append(entry)
 
         left = await self.index.deleted_from(sorted({m for m, _, feats, _ in items if feats is None} - entries.keys()))
+        terms, sizes = await self._tallies(items, entries)
+        guardrails = self.rules.guardrails()
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for member, canonical, feats, blocks in items:
             if feats is None:
@@ -186,6 +198,8 @@ class MatchStage:
                 del entries[member]
                 for b in entry.blocks:
                     overlay_blocks.get(b, set()).discard(member)
+                terms.replace(flatten(self._term_keys(entry.features)), ())
+                sizes[entry.golden_id] = max(0, sizes.get(entry.golden_id, 1) - 1)
                 planned.append(((member, canonical, Decision("delete", entry.golden_id, None), 0), member))
                 continue
             skipped = sum(1 for b in blocks if views[b].members is None)
@@ -198,8 +212,14 @@ class MatchStage:
                     # a patch states only some attributes: what the index knew of the rest still holds
                     feats = {k: (v if v else entry.features.get(k, v)) for k, v in feats.items()}
                     blocks = sorted(set(entry.blocks) | set(blocks))
+                for b in set(entry.blocks) - set(blocks):  # as the link script drops it from them
+                    overlay_blocks.get(b, set()).discard(member)
+                old_terms = flatten(self._term_keys(entry.features))
+                record_terms = self._term_keys(feats)
             else:
-                candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored)
+                old_terms, record_terms = (), self._term_keys(feats)
+                candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored,
+                                                 member)
                 apart, pinned = constraints.get(member, ((), ()))
                 if member in converted:
                     pinned = {*pinned, converted[member]}
@@ -214,14 +234,19 @@ class MatchStage:
                     decision = Decision(MERGE, together[0], None, together[1:])
                 else:
                     decision = decide(member, feats, candidates, self.comparisons, self.rules.upper_threshold,
-                                      self.rules.lower_threshold, self.rules.max_candidates)
+                                      self.rules.lower_threshold, self.rules.max_candidates,
+                                      frequencies=terms.frequencies(record_terms), golden_sizes=sizes,
+                                      guardrails=guardrails)
                     if decision.absorbed and constraints:
                         decision = _respect_splits(decision, entries, constraints)
+                sizes[decision.golden_id] = 1 + sum(sizes.pop(g, 0) for g in {decision.golden_id, *decision.absorbed})
                 for absorbed in decision.absorbed:
                     moved = by_golden.pop(absorbed, [])
                     for other in moved:
                         other.golden_id = decision.golden_id
                     by_golden.setdefault(decision.golden_id, []).extend(moved)
+            record_terms = flatten(record_terms)
+            terms.replace(old_terms, record_terms)
             entries[member] = MemberEntry(member, decision.golden_id, feats, blocks)
             by_golden.setdefault(decision.golden_id, []).append(entries[member])
             for b in blocks:
@@ -229,9 +254,27 @@ class MatchStage:
                     overlay_blocks[b].add(member)
             # a patch keeps the blocks it had: only those read now can have moved since
             seen = {b: views[b].version for b in blocks if b in views} if verify else {}
-            request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen)
+            request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen, record_terms)
             planned.append(((member, canonical, decision, skipped), request))
         return planned
+
+    def _term_keys(self, feats: dict) -> dict[str, str]:
+        return term_keys(self.secret, feats, self.comparisons)
+
+    async def _tallies(self, items, entries: dict[str, MemberEntry]) -> tuple[TermCounts, dict[str, int]]:
+        """The index's term counts for the values of these records (and those
+        their index entries held), and the sizes of the golden records met: one
+        round trip. Both are then kept up to date as the batch is decided."""
+        wanted: set[str] = set()
+        if any(c.term_frequency for c in self.comparisons):
+            for member, _, feats, _ in items:
+                for held in (feats, entries[member].features if member in entries else None):
+                    if held is not None:
+                        wanted.update(flatten(self._term_keys(held)))
+        guarded = self.rules.max_golden_size is not None or self.rules.max_bridged_size is not None
+        golden_ids = sorted({e.golden_id for e in entries.values()}) if guarded else []
+        counts, sizes = await self.index.tallies(sorted(wanted), golden_ids)
+        return TermCounts(counts), sizes
 
     async def _commit(self, planned) -> int:
         """Apply the index operations in batch order, in one atomic call.
@@ -263,6 +306,7 @@ class MatchStage:
                 "score": decision.score, "upper_threshold": self.rules.upper_threshold,
                 "lower_threshold": self.rules.lower_threshold, "merged_golden_ids": decision.absorbed,
                 "candidates": decision.evidence, "blocking_keys_skipped": skipped, "decided_at": record_event,
+                "held_for_review": decision.held_for_review,
             }
             explained[member] = orjson.dumps(decision_record)
             # (name, value) tells fastavro the union branch: without it, it tries each branch (2x slower)

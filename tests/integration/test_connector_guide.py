@@ -1,5 +1,5 @@
-"""The README's "Add a target" and "Add a source" guides, run as written: the
-code blocks are taken from README.md, installed as a package would be (entry
+"""The connector guide's "Add a target" and "Add a source", run as written: the
+code blocks are taken from docs/connectors.md, installed as a package would be (entry
 points from the pyproject block), and run with `hub connect` and `hub load`
 against the real broker."""
 
@@ -22,11 +22,11 @@ from test_connector_delivery import produce, read_topic, wait_for, withdrawn
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
 
 
 def examples() -> dict[str, str]:
-    text = README.read_text()
+    text = GUIDE.read_text()
     return dict(re.findall(r"<!-- example: (\S+) -->\n```\w*\n(.*?)```", text, re.S))
 
 

@@ -21,7 +21,7 @@ from hub.connectors.embedded import free_port
 from hub.connectors.redis_store import P, RedisStore, gold_key
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, LocalHub, RedisServer, Watcher, wait_caught_up
+from hub.harness import Feeder, LocalHub, RedisServer, Watcher, wait_caught_up, worker_input_topics
 from hub.projection import encode, project, target_key
 from hub.schemas import GOLDEN, codec
 
@@ -67,9 +67,7 @@ def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 15
     dlqs = [s.dlq_topic for s in pipeline.sources]
     watcher.wait_until(lambda v: v.counts[pipeline.topics.canonical] + sum(v.counts[t] for t in dlqs) >= raw_count,
                        timeout_s=timeout_s, quiet_s=0)
-    topics = pipeline.topics
-    wait_caught_up(watcher.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
-                                             topics.canonical, topics.linked, topics.golden], timeout_s)
+    wait_caught_up(watcher.bootstrap, "hub", worker_input_topics(pipeline), timeout_s)
     return watcher.wait_until(lambda v: True, timeout_s=timeout_s, quiet_s=2.0)
 
 

@@ -107,7 +107,7 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         assert anna["members"] == ["crm:C1", "pos:P3"]
         base = worker.base_url + "/targets/pos/lookup?"
 
-        def lookup(token=tokens["pos"], etag=None, **query):
+        def lookup(token=tokens.targets["pos"], etag=None, **query):
             return _get(base, urllib.parse.urlencode(query), token, etag)
 
         status, body, headers = lookup(golden_id=anna["golden_id"])
@@ -136,21 +136,21 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         assert status == 400 and orjson.loads(body)["error"] == "invalid_value"
         assert lookup(email="a@b.com", phone="07911123456")[0] == 400
         assert lookup(token=None, email="anna.smith@gmail.com")[0] == 401
-        status, body, _ = lookup(token=tokens["marketing"], email="anna.smith@gmail.com")
+        status, body, _ = lookup(token=tokens.targets["marketing"], email="anna.smith@gmail.com")
         assert status == 403 and b"Anna" not in body
         # the contact centre sees its own, wider slice of the same customer
         status, body, _ = _get(worker.base_url, "/targets/contact_center/lookup?phone=07911123456",
-                               tokens["contact_center"])
+                               tokens.targets["contact_center"])
         assert status == 200 and orjson.loads(body)["birth_date"] == "1980-02-03"
 
         # `hub lookup-server` beside the worker answers from the same Redis with the same bytes
         server = _lookup_server(hub.redis_url, config_path, tmp_path)
         try:
             for query in ("phone=07911123456", "golden_id=" + anna["golden_id"], "email=nobody%40example.com"):
-                expected = _get(worker.base_url, "/targets/pos/lookup?" + query, tokens["pos"])
-                got = _get(server, "/targets/pos/lookup?" + query, tokens["pos"])
+                expected = _get(worker.base_url, "/targets/pos/lookup?" + query, tokens.targets["pos"])
+                got = _get(server, "/targets/pos/lookup?" + query, tokens.targets["pos"])
                 assert (got[0], got[1], got[2].get("ETag")) == (expected[0], expected[1], expected[2].get("ETag"))
-            assert _get(server, "/targets/pos/lookup?phone=07911123456", tokens["marketing"])[0] == 403
+            assert _get(server, "/targets/pos/lookup?phone=07911123456", tokens.targets["marketing"])[0] == 403
         finally:
             stop_process(server.process)
 
@@ -178,7 +178,7 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
         feeder.flush()
 
         def survey_of(query: str, target: str = "contact_center"):
-            status, body, _ = _get(worker.base_url, f"/targets/{target}/lookup?{query}", tokens[target])
+            status, body, _ = _get(worker.base_url, f"/targets/{target}/lookup?{query}", tokens.targets[target])
             return orjson.loads(body).get("survey") if status == 200 else None
 
         assert _until(lambda: (survey_of("loyalty_id=L000000042") or {}).get("responses") == 2)

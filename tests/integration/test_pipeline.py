@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from hub.harness import Watcher, wait_caught_up
+from hub.harness import Watcher, wait_caught_up, worker_input_topics
 from hub.records import ERROR_OFFSET, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC
 from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
 
@@ -125,8 +125,10 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
     # an older grant arriving late does not undo the newer revocation
     feeder.send("consent.events", b"crm:C1", consent("crm", "C1", "marketing", "granted", at=NOW + 5))
     feeder.flush()
-    time.sleep(2)
-    watcher.poll(1)
+    # proof the worker has handled it (its group at the end of every input), and the watcher has read
+    # everything the worker wrote, before the absence of a change is taken to mean anything
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
+    watcher.read_to_end()
     assert watcher.view.latest["mastered.marketing"][anna["golden_id"]] is None
     watcher.close()
 
@@ -161,17 +163,16 @@ def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
     watcher.wait_until(lambda v: len(v.live("mastered.marketing")) == 1 and len(v.live("mastered.pos")) == 2)
     # the first worker has done everything (its outputs are acknowledged before it commits), not merely
     # gone quiet for a second: under load a stage can lag longer than that
-    topics = pipeline.topics
-    wait_caught_up(local_hub.bootstrap, "hub", [*(s.raw_topic for s in pipeline.sources), topics.consent,
-                                                topics.canonical, topics.linked, topics.golden])
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
     view = watcher.wait_until(lambda v: True, quiet_s=1.0)
     before = goldens(view, pipeline)
     target_counts = {t.output_topic: view.counts[t.output_topic] for t in pipeline.targets}
     first.stop()
 
     local_hub.worker(env={"HUB_APP_ID": "hub-replay"})
-    time.sleep(3)
-    view = watcher.wait_until(lambda v: True, quiet_s=3.0)
+    # the second group has read every input to its end (a group that never started would never get there)
+    wait_caught_up(local_hub.bootstrap, "hub-replay", worker_input_topics(pipeline))
+    view = watcher.read_to_end()
     after = goldens(view, pipeline)
     assert after == before
     assert {k: g["version"] for k, g in after.items()} == {k: g["version"] for k, g in before.items()}

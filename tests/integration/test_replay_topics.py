@@ -13,7 +13,7 @@ from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
 from hub.generator import generate
-from hub.harness import Feeder, committed_offsets, latest_since
+from hub.harness import Feeder, committed_offsets, latest_since, wait_caught_up, worker_input_topics
 from hub.replay import IndexNotEmpty, replay
 
 SECRET = b"replay-test-key-of-32-characters"
@@ -71,8 +71,7 @@ def test_workers_carry_on_after_a_replay(local_hub, pipeline):
     events = generate(60, seed=12)
     _feed_concurrently(local_hub.bootstrap, events)
     bootstrap, topics = local_hub.bootstrap, pipeline.topics
-    read = [*(s.raw_topic for s in pipeline.sources), topics.consent, topics.erasure, topics.steward, topics.survey,
-            topics.canonical, topics.linked, topics.golden]
+    read = worker_input_topics(pipeline)
     asyncio.run(replay(pipeline, bootstrap, local_hub.redis_url, SECRET, "hub", batch_size=100))
     ends = end_offsets(bootstrap, read)
     assert committed_offsets(bootstrap, "hub", ends) == ends  # the workers' group, at the end of all it reads
@@ -81,16 +80,11 @@ def test_workers_carry_on_after_a_replay(local_hub, pipeline):
     newcomer[0].value["source_id"] = "REPLAY-NEW"
     newcomer[0].key = f"{newcomer[0].value['source']}:REPLAY-NEW".encode()
     _feed_concurrently(bootstrap, newcomer, producers=1)
-    deadline = time.monotonic() + 90
-    canonical = golden = {}
-    while time.monotonic() < deadline:
-        golden = latest_since(bootstrap, topics.golden, ends)
-        if golden:
-            time.sleep(3)  # a worker starting over would still be writing
-            golden = latest_since(bootstrap, topics.golden, ends)
-            canonical = latest_since(bootstrap, topics.canonical, ends)
-            break
-        time.sleep(1)
+    # the workers' group at the end of everything it reads, the new customer included: a worker starting
+    # over (re-reading what the replay did) would be far from it
+    wait_caught_up(bootstrap, "hub", read, timeout_s=90)
+    golden = latest_since(bootstrap, topics.golden, ends)
+    canonical = latest_since(bootstrap, topics.canonical, ends)
     # only the new customer: what the replay did is not done again
     assert list(canonical) == [newcomer[0].key], f"{len(canonical)} records standardised again after the replay"
     assert len(golden) == 1, f"{len(golden)} golden records written after the replay"

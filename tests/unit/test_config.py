@@ -285,3 +285,93 @@ def test_check_config_missing_file_exits_2(tmp_path):
     result = CliRunner().invoke(cli, ["check-config", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2
     assert "not found" in result.output
+
+
+# ------------------------------------------------------------------ match comparisons (rules in configuration)
+
+
+def test_packaged_comparisons_are_the_code_defaults():
+    from hub.matching.comparisons import DEFAULT_COMPARISONS
+
+    match = load_pipeline(None).match
+    assert match.comparison_rules() == DEFAULT_COMPARISONS
+    assert "comparisons" in DEFAULT_CONFIG.read_text()  # stated in the YAML, not only defaulted
+    assert PipelineConfig.model_validate({"sources": [{"name": "crm"}]}).match.comparison_rules() == DEFAULT_COMPARISONS
+
+
+def test_configured_comparisons_reach_the_match_stage(tmp_path):
+    from hub.matching.comparisons import Level
+    from hub.stages.match import MatchStage
+
+    text = GOOD + """match:
+  comparisons:
+    - attribute: family_name
+      term_frequency: true
+      levels:
+        - {kind: exact, m: 0.9, u: 0.01}
+        - {kind: damerau, threshold: 2, m: 0.05, u: 0.02}
+        - {kind: else, m: 0.05, u: 0.97}
+    - attribute: birth_date
+      levels:
+        - {kind: exact, m: 0.9, u: 0.001}
+        - {kind: date_distance, threshold: 31, m: 0.05, u: 0.01}
+        - {kind: else, m: 0.05, u: 0.989}
+"""
+    pipeline = load_pipeline(write(tmp_path, text))
+    stage = MatchStage(pipeline, index=None, secret=b"k")
+    family, birth = stage.comparisons
+    assert (family.attribute, family.feature, family.term_frequency) == ("family_name", "fn", True)
+    assert family.levels[1] == Level("damerau", 0.05, 0.02, 2) and family.labels[1] == "damerau<=2"
+    assert birth.labels == ("exact", "date_distance<=31", "else")
+
+
+@pytest.mark.parametrize("levels, field, says", [
+    ("[{kind: exakt, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]", "match.comparisons.0.levels.0",
+     "unknown level kind 'exakt'"),
+    ("[{kind: jaro_winkler, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]", "match.comparisons.0.levels.0",
+     "jaro_winkler needs a threshold"),
+    ("[{kind: jaro_winkler, threshold: 92, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]",
+     "match.comparisons.0.levels.0", "similarity"),
+    ("[{kind: damerau, threshold: 1.5, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]",
+     "match.comparisons.0.levels.0", "whole number"),
+    ("[{kind: exact, threshold: 1, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]",
+     "match.comparisons.0.levels.0", "takes no threshold"),
+    ("[{kind: exact, m: 1.5, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]", "match.comparisons.0.levels.0.m", ""),
+    ("[{kind: else, m: 0.1, u: 0.9}, {kind: exact, m: 0.9, u: 0.1}]", "match.comparisons.0", "must be kind else"),
+    ("[{kind: exact, m: 0.9, u: 0.1}]", "match.comparisons.0.levels", ""),
+    ("[{kind: exact, m: 0.5, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]", "match.comparisons.0", "m must add up to 1"),
+])
+def test_a_bad_comparison_rule_is_one_line_naming_the_field(tmp_path, levels, field, says):
+    text = GOOD + f"match:\n  comparisons:\n    - attribute: given_name\n      levels: {levels}\n"
+    message = one_line_error(write(tmp_path, text))
+    assert field in message and says in message, message
+
+
+@pytest.mark.parametrize("comparison, field, says", [
+    ("{attribute: shoe_size, levels: [{kind: exact, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]}",
+     "match.comparisons.0.attribute", "no comparable attribute 'shoe_size'"),
+    ("{attribute: city, term_frequency: true, levels: [{kind: jaro_winkler, threshold: 0.9, m: 0.9, u: 0.1}, "
+     "{kind: else, m: 0.1, u: 0.9}]}", "match.comparisons.0", "term_frequency adjusts an exact level"),
+])
+def test_a_bad_comparison_is_one_line_naming_the_field(tmp_path, comparison, field, says):
+    message = one_line_error(write(tmp_path, GOOD + f"match:\n  comparisons:\n    - {comparison}\n"))
+    assert field in message and says in message, message
+
+
+def test_an_attribute_compared_twice_is_refused(tmp_path):
+    rule = "{attribute: city, levels: [{kind: exact, m: 0.9, u: 0.1}, {kind: else, m: 0.1, u: 0.9}]}"
+    message = one_line_error(write(tmp_path, GOOD + f"match:\n  comparisons: [{rule}, {rule}]\n"))
+    assert "match" in message and "compared twice" in message and "city" in message
+
+
+@pytest.mark.parametrize("text, field", [
+    ("match: {max_golden_size: 1}\n", "match.max_golden_size"),
+    ("match: {max_bridged_size: 0}\n", "match.max_bridged_size"),
+])
+def test_bad_guardrails_name_the_field(tmp_path, text, field):
+    assert field in one_line_error(write(tmp_path, GOOD + text))
+
+
+def test_guardrails_can_be_turned_off(tmp_path):
+    pipeline = load_pipeline(write(tmp_path, GOOD + "match: {max_golden_size: null, max_bridged_size: null}\n"))
+    assert pipeline.match.guardrails().max_golden_size is None and pipeline.match.max_bridged_size is None

@@ -226,6 +226,57 @@ def test_file_source_maps_csv_columns(tmp_path):
     assert isinstance(second, Rejected) and second.reason == "missing_field" and "line 3" in second.detail
 
 
+def _csv_items(path, mapping=CSV_MAPPING):
+    source = FileSource(str(path), SourceConfig(name="crm"), mapping=mapping, event_time_ms=77)
+    source.setup()
+    items = []
+    while (batch := source.poll(1000)) is not None:
+        items += batch
+    source.close()
+    return items
+
+
+def test_a_malformed_csv_line_is_rejected_alone_with_its_line_number(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text("CustNo,First,Last,Mail\n"
+                    "C1,Anna,Smith,a@x.org\n"
+                    'C2,"Bob,Jones,b@x.org\n'          # an unclosed quote
+                    "C3,Cara,Brown,c@x.org\n"
+                    'C4,Dan,"Grey, Jr",d@x.org\n'      # a quoted delimiter: fine
+                    "C5,Eve,White,e@x.org,extra\n"    # one field too many
+                    'C6,Fay,"Black\nSmith",f@x.org\n'  # a quoted field over two lines: fine
+                    "C7,Gil,Green,g@x.org\n")
+    items = _csv_items(path)
+    assert [i["source_id"] for i in items if isinstance(i, dict)] == ["C1", "C3", "C4", "C6", "C7"]
+    rejected = [i for i in items if isinstance(i, Rejected)]
+    assert [(r.reason, r.detail.split(":")[0], r.raw) for r in rejected] == [
+        ("not_decodable", "line 3", b'C2,"Bob,Jones,b@x.org'), ("not_decodable", "line 6", b"C5,Eve,White,e@x.org,extra")]
+    assert next(i for i in items if isinstance(i, dict) and i["source_id"] == "C4")["family_name"] == "Grey, Jr"
+
+
+def test_an_unclosed_quote_does_not_swallow_the_rest_of_a_large_file(tmp_path):
+    path = tmp_path / "big.csv"
+    rows = [f"C{n},Name{n},Family{n},m{n}@x.org" for n in range(6000)]  # past csv's 128 KB field limit
+    rows[2] = 'C2,"Unclosed,Family2,m2@x.org'
+    path.write_text("CustNo,First,Last,Mail\n" + "\n".join(rows) + "\n")
+    items = _csv_items(path)
+    assert len(items) == 6000
+    assert [(i.reason, i.detail.split(":")[0]) for i in items if isinstance(i, Rejected)] == [("not_decodable", "line 4")]
+
+
+def test_a_csv_without_a_mapping_needs_a_column_for_source_id(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("CustNo,First\n1,Anna\n")
+    with pytest.raises(ValueError, match="no column is named like an event field for source_id.*--mapping"):
+        FileSource(str(path), SourceConfig(name="crm")).setup()
+    with pytest.raises(ValueError, match="the mapping gives source_id no column"):
+        FileSource(str(path), SourceConfig(name="crm"), mapping={"First": "given_name"}).setup()
+    named = tmp_path / "named.csv"
+    named.write_text("\ufeffsource_id,given_name,event_time\n1,Anna,2026-01-01T00:00:00Z\n")  # a BOM, as Excel writes
+    assert _csv_items(named, mapping=None) == [{"source": "crm", "source_id": "1", "given_name": "Anna",
+                                                "event_time": 1767225600000}]
+
+
 # --- webhook sink against a real HTTP server ------------------------------
 
 def test_webhook_sink_batches_and_sends_an_idempotency_key():

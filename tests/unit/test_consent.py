@@ -153,6 +153,14 @@ def test_later_any_revocation_overrides_an_earlier_channel_grant():
                    st(channel="any", status="revoked", t=NOW - HOUR)) == REVOKED
 
 
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_an_any_channel_and_a_channel_statement_of_equal_time_the_restrictive_wins(channel_first):
+    for granted, refused in ((st(channel="any"), st(channel="email", status="denied")),
+                             (st(channel="email"), st(channel="any", status="denied"))):
+        statements = (refused, granted) if channel_first == (refused["channel"] == "email") else (granted, refused)
+        assert verdict(MARKETING, *statements) == DENIED, statements
+
+
 # ------------------------------------------------------------------ next_change_ms
 
 

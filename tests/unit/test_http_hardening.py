@@ -75,7 +75,7 @@ def lookup_server(tmp_path, redis_url):
     app = server_app(pipeline, RedisStore.from_url(redis_url), b"k" * 32, WebSettings(rate_per_s=1, burst=20),
                      header_timeout_s=1.0, body_timeout_s=1.0)
     server = BackgroundServer(app, "127.0.0.1", free_port()).start()
-    server.tokens = tokens
+    server.tokens = tokens.targets
     yield server
     server.stop()
 

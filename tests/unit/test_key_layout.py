@@ -22,12 +22,13 @@ from hub.ports import GoldenState, LinkRequest
 NAMES = ["crm:1", "pos:A-77", "G0123456789abcdef0123", "web:{x}", "a}b{c", "", "ünï:cödé", "x" * 300]
 INDEX_KEYS = [redis_store.mem_key, redis_store.blk_key, redis_store.bv_key, redis_store.gm_key,
               redis_store.fwd_key, redis_store.fold_key, redis_store.apart_key, redis_store.pin_key]
-INDEX_CONSTANTS = [redis_store.DELETED, redis_store.CONSTRAINTS, redis_store.PARAMS, redis_store.PARAMS_VERSION]
+INDEX_CONSTANTS = [redis_store.DELETED, redis_store.CONSTRAINTS, redis_store.PARAMS, redis_store.PARAMS_VERSION,
+                   redis_store.TERMS]
 PER_RECORD_KEYS = [redis_store.gold_key, redis_store.cons_key, redis_store.lookup_key, redis_store.survey_key,
                    redis_store.synd_key]
 # key positions of the commands the store's scripts and transactions send (a new one must be added here)
-FIRST_ARG_IS_KEY = {"GET", "SET", "INCR", "INCRBY", "HGET", "HSET", "HMGET", "HGETALL", "HDEL", "SADD", "SREM",
-                    "SMEMBERS", "SRANDMEMBER", "ZADD", "ZREM", "ZMSCORE"}
+FIRST_ARG_IS_KEY = {"GET", "SET", "INCR", "INCRBY", "HGET", "HSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "SADD",
+                    "SREM", "SMEMBERS", "SRANDMEMBER", "SCARD", "ZADD", "ZREM", "ZMSCORE"}
 
 
 def test_the_index_tag_is_the_key_prefix():
@@ -111,9 +112,11 @@ class Recorder:
 
 async def _every_operation(store: RedisStore, rotated: RedisStore) -> None:
     feats = {"gn": "ann", "fn": "smith"}
-    await store.link([LinkRequest("crm:1", "G1", feats, ["b1", "b2"]), LinkRequest("pos:1", "G2", feats, ["b2"])])
+    await store.link([LinkRequest("crm:1", "G1", feats, ["b1", "b2"], terms=["t1", "#gn"]),
+                      LinkRequest("pos:1", "G2", feats, ["b2"], terms=["t1", "#gn"])])
     await store.link([LinkRequest("web:1", "G3", feats, ["b1", "b3"], ["G1", "G2"])])  # a merge
-    await store.link([LinkRequest("crm:1", "G9", feats, ["b3"])])  # re-linked: drops b1, b2
+    await store.link([LinkRequest("crm:1", "G9", feats, ["b3"], terms=["t2", "#gn"])])  # re-linked: drops b1, b2, t1
+    await store.tallies(["t1", "t2", "#gn"], ["G3", "G9"])
     await store.link([LinkRequest("x:1", "G4", feats, ["b1"], [], {"b1": 0})])  # decided on stale blocks: stops
     await store.blocks(["b1", "b2", "b3"], 50)
     await store.members(["crm:1", "nobody"])

@@ -39,7 +39,7 @@ def service(tmp_path_factory):
     asyncio.run(store.save([GoldenState(WITHHELD["golden_id"], {}, WITHHELD)], []))
     store.add_lookup_keys({WITHHELD["golden_id"]: index_keys(WITHHELD, SECRET)})
     pipeline, tokens = with_demo_tokens(load_pipeline(None), tmp_path_factory.mktemp("cfg") / "hub.yaml")
-    yield LookupService(pipeline, store, SECRET), tokens["pos"]
+    yield LookupService(pipeline, store, SECRET), tokens.targets["pos"]
     server.stop()
 
 

@@ -34,6 +34,7 @@ def customer_event() -> dict:
         "account_ref": "crm:A-7", "lifecycle": "contact", "converted_from": "marketing:L-5",
         "preferences": {"language": "en"},
         "consents": [consent_statement()],
+        "invalid_values": {"birth_date": "1984-16-07"},
     }
 
 
@@ -54,6 +55,7 @@ def match_decision() -> dict:
                         "comparisons": [{"attribute": "given_name", "level": "jaro_winkler>=0.92", "weight": 4.0},
                                         {"attribute": "email", "level": "exact", "weight": 12.5507}]}],
         "blocking_keys_skipped": 1, "decided_at": T0 + 10,
+        "held_for_review": "the golden record would hold 101 source records, more than max_golden_size 100",
     }
 
 

@@ -492,17 +492,57 @@ def test_birth_date_invalid(raw):
     assert issues == ["birth_date.invalid"]
 
 
-def test_birth_date_future_rejected_today_accepted():
-    today = dt.date.today()
-    tomorrow = today + dt.timedelta(days=1)
-    out, issues = std(birth_date=today.isoformat())
-    assert out["birth_date"] == today.isoformat() and issues == []
-    out, issues = std(birth_date=tomorrow.isoformat())
+def test_birth_date_after_the_event_is_rejected_the_event_day_accepted():
+    """"In the future" is judged against the event's own time, not the clock."""
+    day = dt.datetime.fromtimestamp(base()["event_time"] / 1000, dt.timezone.utc).date()
+    after = day + dt.timedelta(days=1)
+    out, issues = std(birth_date=day.isoformat())
+    assert out["birth_date"] == day.isoformat() and issues == []
+    out, issues = std(birth_date=after.isoformat())
     assert out["birth_date"] is None and issues == ["birth_date.invalid"]
-    out, issues = std(birth_date=str(today.year))
-    assert out["birth_date"] == str(today.year) and issues == []
-    out, issues = std(birth_date=str(today.year + 1))
+    assert out["invalid_values"] == {"birth_date": after.isoformat()}  # still evidence for matching
+    out, issues = std(birth_date=str(day.year))
+    assert out["birth_date"] == str(day.year) and issues == []
+    out, issues = std(birth_date=str(day.year + 1))
     assert out["birth_date"] is None and issues == ["birth_date.invalid"]
+
+
+@pytest.mark.parametrize("year", [2000, 2050])
+def test_birth_date_standardises_the_same_whatever_the_clock(clock, year):
+    """A replay years later (or a worker with a wrong clock) must give the
+    answer the event's own time gives: the event is from November 2023."""
+    clock(year)
+    assert base()["event_time"] == 1_700_000_000_000  # 2023-11-14
+    out, issues = std(birth_date="2024-03-01")
+    assert out["birth_date"] is None and out["invalid_values"] == {"birth_date": "2024-03-01"}
+    out, issues = std(birth_date="2023-11-01")
+    assert out["birth_date"] == "2023-11-01" and issues == []
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ("1960-16-03", "1960-16-03"),           # month 16
+    ("1960-00-03", "1960-00-03"),           # month 00
+    ("1960-03-32", "1960-03-32"),           # day 32
+    ("1060-03-12", "1060-03-12"),           # year 1060 for 1960
+    ("19O4-O3-12", "1904-03-12"),           # letter O for zero (then a valid date: 19O4 is still invalid input)
+    ("32/03/1960", "1960-03-32"),           # D/M/Y laid out as Y-M-D
+    ("03/16/1960", "1960-16-03"),           # M/D/Y: read as D/M/Y, a swapped day and month
+    ("1960.13.5", "1960-13-05"),
+    ("19601603", "1960-16-03"),
+    ("2999-01-01", "2999-01-01"),           # after the event
+    ("1960-02-30T10:00:00", "1960-02-30"),
+    ("0000-00-00", None), ("0000", None),   # a placeholder is no evidence
+    ("yesterday", None), ("secret-date", None),
+])
+def test_invalid_birth_date_is_flagged_and_kept_for_matching(raw, kept):
+    out, issues = std(birth_date=raw)
+    assert out["birth_date"] is None and issues == ["birth_date.invalid"]
+    assert out["invalid_values"] == ({"birth_date": kept} if kept else {})
+
+
+def test_a_valid_birth_date_keeps_nothing_aside_and_a_sent_invalid_values_is_replaced():
+    out, _ = std(birth_date="1985-04-12", invalid_values={"birth_date": "1900-01-01"})
+    assert out["birth_date"] == "1985-04-12" and out["invalid_values"] == {}
 
 
 def test_birth_date_empty_is_not_an_issue():

@@ -405,3 +405,38 @@ def test_values_no_source_confirmed_for_long_are_stale():
     # the next value to go stale: pos's family name and e-mail, 365 days after they were stated
     assert next_stale_ms(g, 365) == T0 - 10 * day + 365 * day + 1
     assert next_stale_ms(g, None) is None
+
+
+# ------------------------------------------------------------------ ties and boundaries
+
+
+def test_events_of_equal_time_give_one_contribution_whatever_their_order():
+    anna = _event("C1", T0 + 30, given_name="Anna", family_name="Smith")
+    anne = _event("C1", T0 + 30, given_name="Anne", family_name="Smith")
+    one, other = _fold([FULL, anna, anne]), _fold([FULL, anne, anna])
+    assert one == other
+    assert one["record"]["given_name"] == "Anne"  # on equal times the larger value, in either order
+
+
+def test_a_patch_never_changes_a_records_type():
+    organisation = _event("C1", T0, record_type="organisation", organisation_name="Acme Ltd")
+    patch = _event("C1", T0 + 10, op="patch", organisation_name="Acme Limited")  # decoded with the default type
+    assert patch[0]["record_type"] == "person"
+    merged = _fold([organisation, patch])["record"]
+    assert merged["record_type"] == "organisation" and merged["organisation_name"] == "Acme Limited"
+
+
+def test_a_value_goes_stale_exactly_when_next_stale_ms_says():
+    from hub.survivorship import next_stale_ms
+
+    day = 86_400_000
+    rules = SurvivorshipConfig(source_priority=["crm"], stale_after_days=365)
+    c = contributions(contribution("crm", "1", T0, given_name="Jonathan", emails=[{"address": "jon@example.com"}],
+                                   phones=[{"number": "07911 123456"}]))
+    due = next_stale_ms(build_golden("G1", c, {}, rules, now_ms=T0), 365)
+    assert due == T0 + 365 * day + 1
+    before, at = (build_golden("G1", c, {}, rules, now_ms=now) for now in (due - 1, due))
+    assert before["stale_attributes"] == [] and before["lineage"]["given_name"]["stale"] is False
+    assert [e["stale"] for e in before["emails"] + before["phones"]] == [False, False]
+    assert at["stale_attributes"] == ["emails", "given_name", "phones"]
+    assert [e["stale"] for e in at["emails"] + at["phones"]] == [True, True]

@@ -62,6 +62,7 @@ def full_event() -> dict:
                       "legal_basis": "consent", "effective_at": None, "expires_at": None,
                       "collection_point": "web", "notice_version": "v3", "evidence": None,
                       "event_time": NOW - 120_000}],
+        "invalid_values": {},
     }
 
 
@@ -215,7 +216,7 @@ def test_avro_with_trailing_bytes_is_not_decodable():
 # ------------------------------------------------------------------ unknown_schema
 
 
-@pytest.mark.parametrize("schema_id", [0, 4, 99, 2**31])
+@pytest.mark.parametrize("schema_id", [0, 5, 99, 2**31])
 def test_magic_zero_with_unknown_id_is_unknown_schema(schema_id):
     body = avro(raw())[5:]
     assert_error(run(struct.pack(">BI", 0, schema_id) + body), UNKNOWN_SCHEMA)

@@ -1,0 +1,30 @@
+"""`hub tail`'s lines: one per record, readable whatever the record is."""
+
+from __future__ import annotations
+
+from hub.records import ERROR_EXCEPTION, ERROR_REASON, REASON_HEADER
+from hub.schemas import GOLDEN, codec
+from hub.tail import describe, readable
+
+
+def test_json_is_shown_as_it_is_and_avro_decoded():
+    assert readable(b'{"b": 1,  "a": [2]}') == '{"b":1,"a":[2]}'
+    golden = {"golden_id": "G1", "version": 3, "record_type": "person", "given_name": "Ada", "middle_name": None,
+              "family_name": "Lovelace", "birth_date": None, "gender": None, "national_id": None,
+              "loyalty_id": None, "organisation_name": None, "account_ref": None, "lifecycle": None,
+              "account_golden_id": None, "household_id": None, "emails": [], "phones": [], "addresses": [],
+              "preferences": {}, "consents": [], "lineage": {}, "survey": None, "members": ["crm:1"],
+              "quality_score": 0.5, "freshness": 1.0, "stale_attributes": [], "updated_at": 1,
+              "last_event_time": 1, "trigger_produced_at": None, "cause": "source_event"}
+    shown = readable(codec(GOLDEN).encode(golden))
+    assert '"given_name":"Ada"' in shown and '"version":3' in shown
+    assert readable(b"\x00\x00\x01\x86\xa0xyz") == "<8 bytes, Avro schema id 100000>"
+    assert readable(b"\xff\xfe") == "<2 bytes>"
+
+
+def test_a_withdrawal_and_a_dead_letter_say_why():
+    assert describe("mastered.pos", 2, 41, b"G1", None, [(REASON_HEADER, b"consent_revoked")]) == \
+        "mastered.pos[2]@41 G1 (withdrawn: consent_revoked)"
+    line = describe("dlq.crm", 0, 7, None, b"C2,\"Bob", [(ERROR_REASON, b"not_decodable"),
+                                                        (ERROR_EXCEPTION, b"line 3: not a CSV row")])
+    assert line == "dlq.crm[0]@7 - <7 bytes>  (dead letter: not_decodable: line 3: not a CSV row)"
