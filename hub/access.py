@@ -48,6 +48,19 @@ def authorize(config: PipelineConfig, token: str | None, target: str) -> int:
     return OK if owner == target else FORBIDDEN
 
 
+def token_label(config: PipelineConfig, token: str | None) -> str:
+    """Who a request comes from, for metrics and the access audit: a configured token's digest, shortened
+    (a bounded set); "unknown" for any other token, "none" without one. Never the token."""
+    if not token:
+        return "none"
+    presented = digest(token)
+    for candidate in config.targets:
+        for stored in candidate.tokens_sha256:
+            if hmac.compare_digest(presented, stored):
+                return presented[:12]
+    return "unknown"
+
+
 def authorize_steward(config: PipelineConfig, token: str | None) -> int:
     """Data stewards read match explanations: their own tokens, never a target's."""
     if not token:

@@ -16,8 +16,9 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import __version__, access, ingest_api, limits, lookup_api, metrics
+from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api, metrics
 from hub.config import PipelineConfig, Settings
+from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage, OutMessage
@@ -73,6 +74,7 @@ class Hub:
 
 def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str) -> Hub:
     _FETCH_WAIT_MS["value"] = settings.kafka.fetch_wait_ms
+    kafka = kafka_security.connection(settings.kafka, bootstrap_servers)  # TLS/SASL for every client below
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap_servers}",
@@ -97,6 +99,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         broker_max_poll_records=settings.batch_size,
         consumer_max_fetch_size=settings.kafka.max_fetch_bytes_per_partition,
         stream_wait_empty=False,
+        **kafka_security.faust_app_kwargs(settings.kafka),
     )
     if settings.debug.memory_report is not None:
         from hub import memdebug
@@ -104,12 +107,12 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
                          settings.debug.tracemalloc_frames)
     store = RedisStore.from_url(redis_url, settings.keyring())
-    sink = KafkaSink(bootstrap_servers, linger_ms=settings.kafka.linger_ms,
-                     max_message_bytes=settings.kafka.max_message_bytes)
+    sink = KafkaSink(kafka, linger_ms=settings.kafka.linger_ms, max_message_bytes=settings.kafka.max_message_bytes)
     sink.setup()
     secret = settings.pii_secret()
     runners = stage_runners(pipeline, store, sink, secret)
     hub = Hub(settings, pipeline, app, store, sink, runners)
+    audit_trail.register(hub)  # a worker starting with a changed pipeline writes one config_changed event
 
     from hub.agents import consent, decay, erasure, ingest, master, match, steward, survey, syndicate
 

@@ -103,11 +103,14 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
         settings.pii_key = local_key(_state(settings))
     setup_logging(settings.log_level, settings.log_json)
     from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis
-    from hub.connectors.kafka import ensure_topics
+    from hub.connectors.kafka import ConnectFailed, ensure_topics
 
     started = []
     try:
         bootstrap = settings.kafka.bootstrap_servers
+        if not bootstrap and settings.kafka.secured:
+            _fail(f"HUB_KAFKA__SECURITY_PROTOCOL={settings.kafka.security_protocol} needs HUB_KAFKA__BOOTSTRAP_SERVERS "
+                  "(the embedded broker listens in plain text on loopback only)")
         if not bootstrap:
             broker = EmbeddedBroker(log_path=_state(settings) / "broker.log").start()
             started.append(broker)
@@ -119,8 +122,11 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
             started.append(redis)
             redis_url = redis.url
             typer.echo(f"hub: embedded Redis at {redis_url}", err=True)
+        kafka = _kafka(settings, bootstrap)
         try:
-            created = ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
+            created = ensure_topics(kafka, pipeline.all_topics(), pipeline.partitions)
+        except ConnectFailed as exc:
+            _fail(_kafka_error(exc))
         except Exception as exc:
             _fail(f"cannot reach Kafka at {bootstrap}: {exc}")
         if created:
@@ -146,6 +152,21 @@ def _configured(config: Optional[Path], redis: bool = False):
     if redis and not settings.redis.url:
         _fail("set HUB_REDIS__URL to the Redis the workers use")
     return settings, pipeline
+
+
+def _kafka(settings, bootstrap: str | None = None):
+    """The connection every Kafka client of this command uses: servers plus TLS/SASL (HUB_KAFKA__*)."""
+    from hub.connectors.kafka_security import KafkaSecurityError, connection, describe
+
+    if not (bootstrap or settings.kafka.bootstrap_servers):
+        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    try:
+        kafka = connection(settings.kafka, bootstrap)
+    except KafkaSecurityError as exc:
+        _fail(str(exc))
+    if settings.kafka.secured:
+        logging.getLogger("hub").info("Kafka at %s: %s", kafka, describe(settings.kafka))
+    return kafka
 
 
 def _state(settings) -> Path:
@@ -297,11 +318,10 @@ def _send_steward_action(action: str, member: str, others: list[str], actor: str
 
     settings = load_settings()
     pipeline = load_pipeline(settings.config_file)
-    if not settings.kafka.bootstrap_servers:
-        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
+    kafka = _kafka(settings)
     value = codec(STEWARD_ACTION).encode({"action": action, "member": member, "others": others, "actor": actor,
                                           "reason": reason, "at": int(_time.time() * 1000)})
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    producer = Producer(kafka.config(**{"enable.idempotence": True}))
     producer.produce(pipeline.topics.steward, value, member.encode())
     if producer.flush(30):
         _fail("the broker did not acknowledge the action")
@@ -360,17 +380,23 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
              ) -> None:
     """Re-estimate m and u from the records in the identity index (no labels: u from random pairs, m by EM
     over blocked candidate pairs), and the merge threshold that follows from them (posterior match
-    probability 0.9), and store them; running workers pick them up within 10 s."""
+    probability 0.9), and store them; running workers pick them up within 10 s. The old and new values go to
+    the audit trail (hub history --config), so HUB_KAFKA__BOOTSTRAP_SERVERS is needed unless --dry-run."""
     from hub.matching.comparisons import to_json
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values
     from hub.resolve import MIN_RECORDS_TO_ESTIMATE
 
-    store = _redis_store(_settings())
+    settings = _settings()
+    if not settings.redis.url:
+        _fail("set HUB_REDIS__URL to the Redis the workers use")
+    pipeline = load_pipeline(settings.config_file)
+    kafka = None if dry_run else _kafka(settings)  # new parameters are recorded in the audit trail
+    store = _redis_store(settings)
     feature_list = asyncio.run(store.sample_features(sample))
     if len(feature_list) < MIN_RECORDS_TO_ESTIMATE:
         _fail(f"{len(feature_list)} records in the index: too few to estimate (needs {MIN_RECORDS_TO_ESTIMATE})")
-    configured = load_pipeline(settings.config_file).match.comparison_rules()
+    configured = pipeline.match.comparison_rules()
     found = estimate_parameters(configured, feature_list, [blocking_values(f) for f in feature_list])
     for comparison in found.comparisons:
         levels = ", ".join(f"{label} {weight:+.1f}" for label, weight in zip(comparison.labels, comparison.weights))
@@ -378,18 +404,45 @@ def estimate(sample: int = typer.Option(50_000, help="Records of the index to es
     upper = round(found.upper_threshold(), 4)
     typer.echo(found.describe())
     if not dry_run:
+        from hub.audit_trail import record_parameters
+        from hub.config_audit import parameters_summary
+        from hub.connectors.kafka import KafkaSink
+
         stored = {"comparisons": to_json(found.comparisons), "records": len(feature_list),
                   "match_share": found.match_share}
         if not keep_thresholds:
             stored["upper_threshold"] = upper
+        old_version, old = asyncio.run(store.load_parameters(-1))
+        rules = pipeline.match
+
+        def described(params: dict | None, version: int) -> dict:
+            params = params or {"comparisons": to_json(configured)}
+            upper_now = params.get("upper_threshold")
+            return parameters_summary(params["comparisons"],
+                                      rules.upper_threshold if upper_now is None else upper_now,
+                                      rules.lower_threshold if upper_now is None else min(rules.lower_threshold,
+                                                                                          upper_now), version)
+
         version = asyncio.run(store.save_parameters(stored))
         typer.echo(f"stored as version {version}")
+        sink = KafkaSink(kafka)
+        sink.setup()
+        try:
+            record_parameters(settings, pipeline, sink, described(old, old_version if old else 0),
+                              described(stored, version), len(feature_list))
+        except Exception as exc:
+            _fail(f"version {version} stored, but not recorded in the audit trail: {exc}")
+        typer.echo(f"recorded in the audit trail ({pipeline.topics.audit}, hub history --config)")
 
 
-def _bootstrap_or_fail(settings) -> str:
-    if not settings.kafka.bootstrap_servers:
-        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
-    return settings.kafka.bootstrap_servers
+def _kafka_error(exc: Exception) -> str:
+    """One line: a KafkaException's own message (why the broker refused, when it did), else the exception."""
+    args = getattr(exc, "args", ())
+    if args and hasattr(args[0], "str"):
+        return args[0].str()
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _parse_time(text: str) -> int:
     """Epoch milliseconds, or an ISO-8601 time (UTC when no offset is given)."""
     from datetime import datetime, timezone
@@ -403,23 +456,32 @@ def _parse_time(text: str) -> int:
 
 
 @cli.command()
-def history(golden_id: str = typer.Argument(..., help="The golden id, or a source record <source>:<source_id> "
-                                            "(its golden record found in HUB_REDIS__URL)"),
+def history(golden_id: Optional[str] = typer.Argument(None, help="The golden id, or a source record "
+                                                    "<source>:<source_id> (its golden record found in "
+                                                    "HUB_REDIS__URL)"),
             at: Optional[str] = typer.Option(None, "--at", help="Print the golden record as it was at this time "
                                              "(ISO 8601 or epoch ms), rebuilt from the audit trail"),
-            as_json: bool = typer.Option(False, "--json", help="The audit events (or, with --at, the record) as JSON")) -> None:
-    """Every change of a golden record, with its cause and each attribute before and after (reads the audit topic)."""
+            as_json: bool = typer.Option(False, "--json", help="The audit events (or, with --at, the record) as JSON"),
+            config: bool = typer.Option(False, "--config", help="Changes of the pipeline configuration (recorded by "
+                                        "workers as they start) and of the match parameters (hub estimate)")) -> None:
+    """Every change of a golden record, with its cause and each attribute before and after (reads the audit topic;
+    sealed events are opened with HUB_PII_KEYS). With --config: configuration and match parameter changes."""
     import orjson
 
     from hub import history as golden_history
+    from hub.audit_trail import config_key
+    from hub.config_audit import describe_events
     from hub.connectors.kafka import read_topic
+    from hub.crypto import Keyring, SealError
     from hub.schemas import AUDIT, codec
+    from hub.topic_seal import open_record
 
+    if config == (golden_id is not None):
+        _fail("give a golden id, or --config")
     settings = load_settings()
     pipeline = load_pipeline(settings.config_file)
-    if not settings.kafka.bootstrap_servers:
-        _fail("set HUB_KAFKA__BOOTSTRAP_SERVERS to the broker the workers use")
-    if ":" in golden_id:
+    kafka = _kafka(settings)
+    if golden_id is not None and ":" in golden_id:
         member = golden_id
         golden_id = _golden_id_of(settings, member)
         if golden_id is None:
@@ -428,13 +490,26 @@ def history(golden_id: str = typer.Argument(..., help="The golden id, or a sourc
         at_ms = _parse_time(at) if at else None
     except ValueError:
         _fail(f"--at {at!r}: not an ISO-8601 time or epoch milliseconds")
-    keys = {golden_id.encode(), golden_history.erased_id(golden_id).encode()}
+    topic = pipeline.topics.audit
+    keys = {config_key(settings.app_id)} if config else {golden_id.encode(), golden_history.erased_id(golden_id).encode()}
     try:
-        records = read_topic(settings.kafka.bootstrap_servers, pipeline.topics.audit, keys)
+        records = read_topic(kafka, topic, keys)
     except Exception as exc:
-        _fail(f"cannot read {pipeline.topics.audit} from {settings.kafka.bootstrap_servers}: {exc}")
+        _fail(f"cannot read {topic} from {kafka}: {_kafka_error(exc)}")
     audit = codec(AUDIT)
-    events = [audit.decode(value) for _, value in records if value]
+    keyring = Keyring.from_settings(settings.pii_keys, settings.pii_key)
+    try:
+        events = [open_record(keyring, AUDIT, audit.decode(value), topic, key) for key, value in records if value]
+    except SealError as exc:
+        _fail(f"an audit event on {topic} does not open: {exc} (HUB_PII_KEYS must hold every key that sealed "
+              "the audit trail)")
+    if config:
+        if as_json:
+            for event in sorted({e["audit_id"]: e for e in events}.values(), key=lambda e: (e["at"], e["audit_id"])):
+                typer.echo(orjson.dumps(event).decode())
+        else:
+            typer.echo(describe_events(events))
+        raise typer.Exit(0 if events else 1)
     if at_ms is not None:
         state = golden_history.rebuild(events, golden_id, at_ms)
         if state is None:
@@ -476,7 +551,7 @@ def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, cu
     from hub.tail import describe, records
 
     settings = load_settings()
-    bootstrap = _bootstrap_or_fail(settings)
+    bootstrap = _kafka(settings)
     golden_key: list[bytes] = []  # the customer's golden id, once the identity index knows it
     pending: list = []  # records read before then: looked at again once it is known
     checked = 0.0
@@ -531,11 +606,11 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     except ConfigError as exc:
         _fail(str(exc))
     setup_logging(settings.log_level, settings.log_json)
-    bootstrap = _bootstrap_or_fail(settings)
+    kafka = _kafka(settings)
     if not settings.redis.url:
         _fail("set HUB_REDIS__URL to the (empty) Redis to rebuild into")
     try:
-        counts = asyncio.run(run_replay(pipeline, bootstrap, settings.redis.url, _secret(settings),
+        counts = asyncio.run(run_replay(pipeline, kafka, settings.redis.url, _secret(settings),
                                         settings.app_id, batch, settings.kafka.linger_ms, commit, force))
     except IndexNotEmpty as exc:
         _fail(f"{exc} (--force to replay anyway)")
@@ -587,7 +662,21 @@ def lookup_server(host: str = typer.Option("127.0.0.1", help="Address to listen 
         uvloop.install()
     except ImportError:
         pass
-    app = server_app(pipeline, store, settings.pii_secret(), settings.web)
+    audit = None
+    from hub.audit_trail import AccessAudit
+
+    if AccessAudit.wanted(pipeline):  # a target audits its reads: events go to the audit topic
+        from confluent_kafka import KafkaException
+
+        from hub.connectors.kafka import check_connection
+
+        kafka = _kafka(settings)
+        try:
+            check_connection(kafka)
+        except KafkaException as exc:
+            _fail(_kafka_error(exc))
+        audit = AccessAudit(pipeline, kafka, settings.app_id)
+    app = server_app(pipeline, store, settings.pii_secret(), settings.web, audit)
     typer.echo(f"hub: lookup API on http://{host}:{port}/targets/<target>/lookup", err=True)
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
@@ -608,6 +697,8 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
     Lines that cannot become an event go to dlq.<source> with the reason and line number. Progress on stderr
     (a bar on a terminal, a line every few seconds otherwise)."""
     import yaml
+
+    from confluent_kafka import KafkaException
 
     from hub.config import ConnectorConfig
     from hub.connectors.registry import ConnectorError
@@ -632,8 +723,11 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
             options["mapping"] = yaml.safe_load(mapping.read_text()) or {}
         connector_config = ConnectorConfig(name=f"load-{source}", source=source, url=url, options=options,
                                            **{"value.format": value_format, "batch.size": LOAD_BATCH})
-        report = run_load(connector_config, pipeline, _bootstrap_or_fail(settings), group=settings.app_id,
+        kafka = _kafka(settings)
+        report = run_load(connector_config, pipeline, kafka, group=settings.app_id,
                           follow_records=follow, follow_timeout_s=timeout)
+    except KafkaException as exc:
+        _fail(_kafka_error(exc))
     except TimeoutError as exc:
         typer.echo(f"hub: {exc}", err=True)
         raise typer.Exit(1)
@@ -683,6 +777,8 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
     import signal
     import threading
 
+    from confluent_kafka import KafkaException
+
     from hub.connectors.kafka import ensure_topics
     from hub.connectors.registry import ConnectorError
     from hub.connectors.runner import run_all
@@ -696,7 +792,7 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
     unknown = sorted(set(only or ()) - {c.name for c in pipeline.connectors})
     if unknown or not pipeline.connectors:
         _fail(f"no connector named {unknown}" if unknown else "the pipeline configures no connectors")
-    bootstrap = _bootstrap_or_fail(settings)
+    kafka = _kafka(settings)
     if metrics_port is not None:
         # connectors run in their own process: without this, hub_connector_* never reach Prometheus
         from hub.limits import BackgroundServer
@@ -706,11 +802,14 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
             BackgroundServer(metrics_app(settings.web), metrics_host, metrics_port).start()
         except OSError as exc:
             _fail(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
-    ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)
+    try:
+        ensure_topics(kafka, pipeline.all_topics(), pipeline.partitions)
+    except KafkaException as exc:
+        _fail(_kafka_error(exc))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        outcome = run_all(pipeline, bootstrap, list(only or ()), stop,
+        outcome = run_all(pipeline, kafka, list(only or ()), stop,
                           session_timeout_ms=int(settings.kafka.session_timeout_s * 1000))
     except ConnectorError as exc:
         _fail(str(exc))
@@ -743,15 +842,48 @@ def new_key(kid: Optional[str] = typer.Argument(None, help="Id of the new key (1
 
 
 @cli.command()
-def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch")) -> None:
+def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch"),
+          topics: bool = typer.Option(False, "--topics", help="Also count, per key id, the sealed values on the "
+                                      "internal topics (customer.golden, audit): Kafka records are not re-sealed, "
+                                      "so a key must stay in HUB_PII_KEYS while a topic holds values it sealed")) -> None:
     """Re-seal every value in Redis with the first key of HUB_PII_KEYS (after a rotation; safe beside workers)."""
-    store = _redis_store(_settings())
+    settings = _settings()
+    store = _redis_store(settings)
     try:
         counts = store.rekey(batch)
     except Exception as exc:
         _fail(f"rekey stopped: {type(exc).__name__}: {exc}")
     typer.echo(f"sealed values scanned: {counts['scanned']}, re-sealed with key {store.keyring.current_kid}: "
                f"{counts['resealed']}")
+    if topics:
+        _report_topic_keys(settings, store.keyring)
+
+
+def _report_topic_keys(settings, keyring) -> None:
+    from hub.connectors.kafka import MergedReader
+    from hub.schemas import AUDIT, GOLDEN
+    from hub.topic_seal import key_ids
+
+    pipeline = load_pipeline(settings.config_file)
+    kafka = _kafka(settings)
+    held = set(keyring.kids)
+    for topic, schema in ((pipeline.topics.golden, GOLDEN), (pipeline.topics.audit, AUDIT)):
+        try:
+            latest: dict = {}
+            for message in MergedReader(kafka, [topic], timeout_s=600):
+                # a compacted topic keeps the last value per key; every audit record stays until retention
+                latest[message.key if schema == GOLDEN else (message.partition, message.offset)] = message.value
+            found = key_ids(schema, latest.values())
+        except Exception as exc:
+            _fail(f"cannot read {topic} from {kafka}: {_kafka_error(exc)}")
+        counts = ", ".join(f"{kid or 'in clear'} {n}" for kid, n in sorted(found.items(), key=lambda i: str(i[0])))
+        typer.echo(f"{topic}: {counts or 'no values'}")
+        for kid in sorted(k for k in found if k is not None):
+            if kid not in held:
+                typer.echo(f"  key {kid} sealed {found[kid]} values but is not in HUB_PII_KEYS: they do not open")
+            elif kid != keyring.current_kid:
+                typer.echo(f"  key {kid} still seals {found[kid]} values: keep it in HUB_PII_KEYS until "
+                           f"{'newer values replace them' if schema == GOLDEN else 'retention removes them'}")
 
 
 user_cli = typer.Typer(help="Workbench users (stewards, viewers, admins) and their API tokens (reads HUB_REDIS__URL).")
@@ -838,7 +970,7 @@ def workbench(host: Optional[str] = typer.Option(None, help="Address to listen o
     from hub.workbench.app import serve
 
     typer.echo(f"hub: workbench on http://{settings.workbench.host}:{settings.workbench.port}/", err=True)
-    serve(settings, pipeline, _bootstrap_or_fail(settings), settings.redis.url)
+    serve(settings, pipeline, _kafka(settings), settings.redis.url)
 
 
 @cli.command()

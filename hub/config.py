@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "hub.yaml"
@@ -84,6 +84,9 @@ class TargetConfig(_Strict):
     record_types: list[Literal["person", "organisation"]] = ["person", "organisation"]
     tokens_sha256: list[str] = Field(default_factory=list,
                                      description="SHA-256 (hex) of each API token allowed to read this target")
+    audit_reads: bool = Field(False, description="Write an access event (audit.access) for every lookup API "
+                                                 "request (who: the token's digest; which customer: golden id; "
+                                                 "never the identifier looked up)")
 
     _name = field_validator("name")(_check_name)
 
@@ -391,7 +394,19 @@ class PipelineConfig(_Strict):
         return list(dict.fromkeys(names))
 
 
+def _upper(value):
+    return value.upper() if isinstance(value, str) else value
+
+
 class KafkaSettings(BaseModel):
+    """Where Kafka is and how every client the hub creates connects to it.
+
+    The security fields carry the names of Kafka's client configuration
+    (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`...) with `_` for
+    `.`: HUB_KAFKA__SECURITY_PROTOCOL, HUB_KAFKA__SASL_MECHANISM... Secrets are
+    SecretStr (their repr is masked) or files read when a client is made
+    (hub.connectors.kafka_security builds every client's configuration)."""
+
     bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
     session_timeout_s: float = Field(6.0, gt=0)
@@ -401,6 +416,76 @@ class KafkaSettings(BaseModel):
     max_fetch_bytes_per_partition: int = Field(
         1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
         "under a backlog the worker holds up to this times its partitions")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol: SSL = TLS; SASL_SSL = SASL over TLS")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="sasl.mechanism (SASL_PLAINTEXT / SASL_SSL only)")
+    sasl_username: str | None = Field(None, description="sasl.username (PLAIN, SCRAM)")
+    sasl_password: SecretStr | None = Field(None, description="sasl.password (PLAIN, SCRAM); or sasl_password_file")
+    sasl_password_file: Path | None = Field(None, description="File holding sasl.password (a mounted Secret)")
+    sasl_oauthbearer_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: file holding the bearer token (a JWT), read again whenever a client needs a "
+                          "token, so a token rotated in place (a projected service-account token) is picked up")
+    ssl_ca_location: Path | None = Field(None, description="ssl.ca.location: CA bundle (PEM) that signed the "
+                                                           "brokers' certificates; unset = the system's trust store")
+    ssl_certificate_location: Path | None = Field(None, description="ssl.certificate.location: client certificate "
+                                                                    "(PEM) for mutual TLS")
+    ssl_key_location: Path | None = Field(None, description="ssl.key.location: the client certificate's key (PEM)")
+    ssl_key_password: SecretStr | None = Field(None, description="ssl.key.password, when the key is encrypted")
+    ssl_key_password_file: Path | None = Field(None, description="File holding ssl.key.password")
+    ssl_endpoint_identification_algorithm: Literal["https", "none"] = Field(
+        "https", description="ssl.endpoint.identification.algorithm: https = check the broker's host name against "
+                             "its certificate; none = only check the certificate chain")
+
+    _upper_protocol = field_validator("security_protocol", "sasl_mechanism", mode="before")(_upper)
+
+    @field_validator("ssl_endpoint_identification_algorithm", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> "KafkaSettings":
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        given = {name for name in type(self).model_fields if getattr(self, name) is not None}
+        sasl_given = sorted(n for n in given if n.startswith("sasl_"))
+        if not sasl and sasl_given:
+            raise ValueError(f"{', '.join(sasl_given)} set but security_protocol is {self.security_protocol}: "
+                             "use SASL_SSL (or SASL_PLAINTEXT)")
+        ssl_given = sorted(n for n in given if n.startswith("ssl_") and n != "ssl_endpoint_identification_algorithm")
+        if not tls and ssl_given:
+            raise ValueError(f"{', '.join(ssl_given)} set but security_protocol is {self.security_protocol}: "
+                             "use SSL (or SASL_SSL)")
+        if sasl:
+            if self.sasl_mechanism is None:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                                 "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
+            if self.sasl_mechanism == "OAUTHBEARER":
+                if self.sasl_oauthbearer_token_file is None:
+                    raise ValueError("sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_token_file")
+                if {"sasl_username", "sasl_password", "sasl_password_file"} & given:
+                    raise ValueError("sasl_mechanism OAUTHBEARER takes a token file, not a username or password")
+            else:
+                if not self.sasl_username:
+                    raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username")
+                if (self.sasl_password is None) == (self.sasl_password_file is None):
+                    raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs one of sasl_password or "
+                                     "sasl_password_file")
+                if self.sasl_oauthbearer_token_file is not None:
+                    raise ValueError(f"sasl_oauthbearer_token_file is for OAUTHBEARER, not {self.sasl_mechanism}")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+        if self.ssl_key_password is not None and self.ssl_key_password_file is not None:
+            raise ValueError("give one of ssl_key_password or ssl_key_password_file")
+        if (self.ssl_key_password is not None or self.ssl_key_password_file is not None) and not self.ssl_key_location:
+            raise ValueError("ssl_key_password needs ssl_key_location")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        return self.security_protocol != "PLAINTEXT"
 
 
 class RedisSettings(BaseModel):
@@ -479,6 +564,14 @@ class Settings(BaseSettings):
                                                   "embedded setup; `hub new-key` makes one)")
     pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
                                                    "(first seals, all open); unset = derived from pii_key")
+    seal_topics: bool = Field(True, description="Seal the personal fields of the values the hub writes to its "
+                                                "internal topics (customer.golden, audit) with the same keys "
+                                                "(hub.topic_seal); target topics are never sealed")
+
+    def __repr_args__(self):
+        # the keys that hash and seal personal data stay out of any log line that prints the settings
+        for name, value in super().__repr_args__():
+            yield name, ("**********" if name in ("pii_key", "pii_keys") and value else value)
 
     @field_validator("pii_key")
     @classmethod

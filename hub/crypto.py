@@ -107,6 +107,7 @@ class Keyring:
         self._current = AESGCM(keys[0][1])
         self._prefix = bytes([VERSION, len(keys[0][0].encode())]) + keys[0][0].encode()
         self._by_kid = {kid.encode(): AESGCM(key) for kid, key in keys}
+        self.kids = [kid for kid, _ in keys]
 
     @classmethod
     def from_settings(cls, pii_keys: str | None, pii_key: str) -> "Keyring":
@@ -132,10 +133,17 @@ class Keyring:
             raise SealError("payload does not open here (tampered with, or moved)") from None
 
     def kid_of(self, sealed: bytes) -> str:
-        return bytes(sealed[2:2 + sealed[1]]).decode()
+        return key_id(sealed)
 
     def is_current(self, sealed: bytes) -> bool:
         return sealed.startswith(self._prefix)
+
+
+def key_id(sealed: bytes) -> str:
+    """The id of the key that sealed a payload (it travels in clear, before the nonce)."""
+    if len(sealed) < 2 or sealed[0] != VERSION:
+        raise SealError("not a sealed payload")
+    return bytes(sealed[2:2 + sealed[1]]).decode()
 
 
 def default_keyring() -> Keyring:

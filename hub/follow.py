@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from hub.config import PipelineConfig
 from hub.connectors.kafka import MergedReader, end_offsets
+from hub.connectors.kafka_security import as_connection
 from hub.records import ERROR_REASON, ERROR_STAGE
 
 Offsets = dict[tuple[str, int], int]
@@ -34,7 +35,7 @@ def worker_input_topics(pipeline: PipelineConfig) -> list[str]:
 
 def committed_offsets(bootstrap: str, group: str, partitions) -> Offsets:
     """A consumer group's committed offset per (topic, partition); negative where it committed none."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(as_connection(bootstrap).config(**{"group.id": group, "enable.auto.commit": False}))
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
         return {(tp.topic, tp.partition): tp.offset for tp in found}

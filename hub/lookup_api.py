@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from hub import access, lookup, metrics
+from hub.audit_trail import AccessAudit
 from hub.config import PipelineConfig
 from hub.consent import ALLOWED, target_verdict
 from hub.matching.features import hash_key
@@ -57,6 +58,7 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    golden_ids: list[str] = field(default_factory=list)  # whom the answer is about (for the access audit)
 
 
 def _json(status: int, body: dict, **headers: str) -> Answer:
@@ -77,10 +79,11 @@ class LookupService:
     """The lookup itself, independent of the web server that carries it (the
     worker's Faust server, or `hub lookup-server` beside the workers)."""
 
-    def __init__(self, pipeline: PipelineConfig, store, secret: bytes):
+    def __init__(self, pipeline: PipelineConfig, store, secret: bytes, audit=None):
         self.pipeline = pipeline
         self.store = store
         self.secret = secret
+        self.audit = audit  # hub.audit_trail.AccessAudit, when a target audits its reads
         self.targets = {t.name: t for t in pipeline.targets}
         self.purposes = {p.name: p for p in pipeline.purposes}
         self.default_region = pipeline.sources[0].default_region
@@ -93,8 +96,13 @@ class LookupService:
             kind = result.headers.pop("X-Lookup-Kind", kind)
             return result
         finally:
-            metrics.LOOKUPS.labels(kind, str(result.status if result else 500)).inc()
+            status = result.status if result else 500
+            metrics.LOOKUPS.labels(kind, str(status)).inc()
             metrics.LOOKUP_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            token = access.token_label(self.pipeline, access.bearer(authorization))
+            metrics.API_READS.labels(target if target in self.targets else "unknown", token, str(status)).inc()
+            if self.audit is not None:
+                self.audit.record(target, token, kind, status, result.golden_ids if result else [])
 
     def _answer(self, target: str, query, authorization: str | None, if_none_match: str | None) -> Answer:
         refused = _refusal(access.authorize(self.pipeline, access.bearer(authorization), target))
@@ -119,20 +127,26 @@ class LookupService:
         if not visible:
             # withheld and unknown look the same: the answer must not reveal who exists
             return _json(404, {"error": "not_found", "lookup": kind, "detail": _NOT_FOUND[kind]}, **tag)
+        found_ids = [g["golden_id"] for g in visible]
         if len(visible) > 1:
-            return _json(409, {"error": "ambiguous", "lookup": kind, "golden_ids": [g["golden_id"] for g in visible],
-                               "detail": "several customers share this identifier: look one up by golden_id"}, **tag)
+            answer = _json(409, {"error": "ambiguous", "lookup": kind, "golden_ids": found_ids,
+                                 "detail": "several customers share this identifier: look one up by golden_id"}, **tag)
+            answer.golden_ids = found_ids
+            return answer
         payload = encode_json(project(visible[0], config))
         etag = f'"{fingerprint(payload)}"'
         if if_none_match == etag:
-            return Answer(304, b"", {"ETag": etag, **tag})
-        return Answer(200, payload, {"ETag": etag, **tag})
+            return Answer(304, b"", {"ETag": etag, **tag}, found_ids)
+        return Answer(200, payload, {"ETag": etag, **tag}, found_ids)
 
 
 def register(hub) -> None:
     """Add the target-scoped routes (lookup, one customer, a target's schema) and the OpenAPI
     description to the worker's web server."""
-    service = LookupService(hub.pipeline, hub.store, hub.settings.pii_secret())
+    audit = None
+    if AccessAudit.wanted(hub.pipeline):  # its own producer: a stage's flush must not wait on reads' events
+        audit = AccessAudit(hub.pipeline, hub.sink.kafka, hub.settings.app_id)
+    service = LookupService(hub.pipeline, hub.store, hub.settings.pii_secret(), audit)
     targets = {t.name: t for t in hub.pipeline.targets}
 
     @hub.app.page("/targets/{target}/lookup")
@@ -175,7 +189,7 @@ def register(hub) -> None:
 SERVER_PATHS = ("/targets/{target}/lookup", "/openapi.json", "/health", "/metrics")
 
 
-def server_app(pipeline: PipelineConfig, store, secret: bytes, web_settings=None, **hardening):
+def server_app(pipeline: PipelineConfig, store, secret: bytes, web_settings=None, audit=None, **hardening):
     """An aiohttp application serving the lookup API alone (stateless: any number may run), with the
     limits of `web_settings` (HUB_WEB__*; `hardening`: hub.limits.harden's timeouts)."""
     from aiohttp import web
@@ -183,7 +197,7 @@ def server_app(pipeline: PipelineConfig, store, secret: bytes, web_settings=None
     from hub.config import WebSettings
     from hub.limits import harden
 
-    service = LookupService(pipeline, store, secret)
+    service = LookupService(pipeline, store, secret, audit)
     spec = {**OPENAPI, "paths": {p: OPENAPI["paths"][p] for p in SERVER_PATHS}}
 
     async def lookup_customer(request):
@@ -203,6 +217,10 @@ def server_app(pipeline: PipelineConfig, store, secret: bytes, web_settings=None
         return web.json_response({"status": "ok"})
 
     app = web.Application()
+    if audit is not None:
+        async def flush_audit(_app) -> None:
+            audit.close()
+        app.on_cleanup.append(flush_audit)
     app.router.add_get(SERVER_PATHS[0], lookup_customer)
     app.router.add_get(SERVER_PATHS[1], openapi)
     app.router.add_get(SERVER_PATHS[2], health)

@@ -23,13 +23,9 @@ from functools import lru_cache
 
 import fastavro
 import orjson
-from fastavro.schema import expand_schema
 
 from hub.config import TargetConfig
-from hub.schemas import GOLDEN, parsed
-
-_INTERNAL_KEYS = ("__fastavro_parsed", "__named_schemas")
-
+from hub.schemas import GOLDEN, expanded
 
 # golden-record field -> the field inside its values that names member source records
 NESTED_PROVENANCE = {"emails": "sources", "phones": "sources", "addresses": "sources", "consents": "subject",
@@ -72,17 +68,9 @@ def fingerprint(payload: bytes) -> str:
     return hashlib.blake2s(payload, digest_size=12).hexdigest()
 
 
-def _clean(node):
-    if isinstance(node, dict):
-        return {k: _clean(v) for k, v in node.items() if k not in _INTERNAL_KEYS}
-    if isinstance(node, list):
-        return [_clean(v) for v in node]
-    return node
-
-
 @lru_cache(maxsize=None)
 def _target_schema(name: str, fields: tuple[str, ...]) -> tuple[dict, int, object]:
-    golden = _clean(expand_schema(parsed(GOLDEN)))
+    golden = expanded(GOLDEN)
     by_name = {f["name"]: f for f in golden["fields"]}
     if not sees_provenance(fields):
         by_name.update({name: _schema_without(by_name[name], inner) for name, inner in NESTED_PROVENANCE.items()})

@@ -106,6 +106,28 @@ def _name_of_id(schema_id: int) -> str:
     raise SchemaError(f"unknown schema id {schema_id}")
 
 
+def schema_name(schema_id: int) -> str:
+    """The schema (`hub.X` or `hub.X.vN`) a wire-format id stands for."""
+    return _name_of_id(schema_id)
+
+
+_INTERNAL_KEYS = ("__fastavro_parsed", "__named_schemas")
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _clean(v) for k, v in node.items() if k not in _INTERNAL_KEYS}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
+
+
+@lru_cache(maxsize=None)
+def expanded(name: str) -> dict:
+    """The schema `name` as plain JSON, every named type written out where it is used (to cut from)."""
+    return _clean(fastavro.schema.expand_schema(parsed(name)))
+
+
 def reader_name(writer_name: str) -> str:
     """The current schema a historic writer schema resolves to."""
     parts = writer_name.split(".")

@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from hub.connectors.kafka_security import as_connection
+
 from hub.records import ERROR_EXCEPTION, ERROR_REASON, REASON_HEADER
 from hub.schemas import SchemaError, decode_framed
 
@@ -47,11 +49,11 @@ def describe(topic: str, partition: int, offset: int, key: bytes | None, value: 
     return line
 
 
-def records(bootstrap: str, topic: str, deadline: float | None, stop: Callable[[], bool]) -> Iterator[tuple]:
+def records(bootstrap, topic: str, deadline: float | None, stop: Callable[[], bool]) -> Iterator[tuple]:
     """Every record of `topic` from the beginning, then as they arrive, until `deadline` (monotonic) or
     `stop()`; None whenever nothing came for a moment (so a caller waiting on something else can look again)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hub-tail", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 100, "enable.partition.eof": False})
+    consumer = Consumer(as_connection(bootstrap).config(**{"group.id": "hub-tail", "enable.auto.commit": False,
+                                                           "fetch.wait.max.ms": 100, "enable.partition.eof": False}))
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:

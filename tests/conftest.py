@@ -8,8 +8,6 @@ would hide a test that matters. A test that may skip even then says so with
 
 import os
 
-import os
-
 import pytest
 
 from hub.crypto import new_key

@@ -31,6 +31,7 @@ import orjson
 from confluent_kafka import Consumer
 
 from hub import metrics
+from hub.connectors.kafka_security import KafkaConnection, as_connection
 from hub.connectors.mapping import ENVELOPES, TOMBSTONES, MappingError, NoChange, check_mapping, from_debezium
 from hub.ports import Rejected
 from hub.validation import NOT_DECODABLE
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 class DebeziumSource:
     needs_bootstrap = True  # the connector runner passes the hub's broker
 
-    def __init__(self, url: str, source, bootstrap_servers: str | None = None, mapping: dict | None = None,
+    def __init__(self, url: str, source, bootstrap_servers: "str | KafkaConnection | None" = None, mapping: dict | None = None,
                  converter: str = "json", schema_registry_url: str | None = None, group_id: str | None = None,
                  session_timeout_ms: int = 6000, envelope: str = "auto", prefix: str = "__",
                  tombstones: str = "skip", **consumer_options):
@@ -62,12 +63,14 @@ class DebeziumSource:
             raise ValueError(f"tombstones {tombstones!r}: one of {', '.join(TOMBSTONES)}")
         self.forms = {"envelope": envelope, "prefix": prefix, "tombstones": tombstones}
         self.schema_registry_url = schema_registry_url
-        self.config = {"bootstrap.servers": parts.netloc or bootstrap_servers,
-                       "group.id": group_id or f"hub-cdc-{source.name}", "enable.auto.commit": False,
-                       "auto.offset.reset": "earliest", "session.timeout.ms": session_timeout_ms,
-                       "fetch.wait.max.ms": 20, **consumer_options}
-        if not self.config["bootstrap.servers"]:
+        if not (parts.netloc or bootstrap_servers):
             raise ValueError(f"{url}: no broker (give debezium://host:port/topic)")
+        # another cluster (host:port in the URL) takes its security settings from the options;
+        # the hub's own broker is reached as every hub client reaches it (hub.connectors.kafka_security)
+        cluster = KafkaConnection(parts.netloc) if parts.netloc else as_connection(bootstrap_servers)
+        self.config = cluster.config(**{"group.id": group_id or f"hub-cdc-{source.name}", "enable.auto.commit": False,
+                                        "auto.offset.reset": "earliest", "session.timeout.ms": session_timeout_ms,
+                                        "fetch.wait.max.ms": 20, **consumer_options})
         self.consumer: Consumer | None = None
         self.skipped_by_kind: Counter = Counter()
 

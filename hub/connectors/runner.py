@@ -3,7 +3,8 @@ target's records from its topic into a sink, at least once.
 
 A sink connector reads `mastered.<target>` with a consumer group of its own
 (`connect-<name>`, as Kafka Connect names them), hands each batch to the
-sink and commits the batch's offsets only after `flush()` returned. A failed
+sink and commits the batch's offsets only after `flush()` returned. The hub's
+broker is reached with the configured security (a `KafkaConnection`). A failed
 flush is retried `errors.retries` times with doubling backoff; after the
 last retry, `errors.tolerance: all` delivers the batch record by record and
 sends each record that still fails to the dead-letter topic with the
@@ -27,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException
 from hub import metrics
 from hub.config import ConnectorConfig, PipelineConfig
 from hub.connectors.kafka import KafkaSink
+from hub.connectors.kafka_security import KafkaConnection, as_connection
 from hub.connectors.mapping import to_epoch_ms
 from hub.connectors.registry import ConnectorError, load, scheme_of
 from hub.connectors.serdes import event_encoder
@@ -95,16 +97,16 @@ class _Retrying:
 class SinkConnector:
     """mastered.<target> -> a sink (hub.ports.Sink), at least once."""
 
-    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, sink=None,
+    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str | KafkaConnection, sink=None,
                  session_timeout_ms: int = 6000, fetch_wait_ms: int = 20):
         self.config = config
         target = pipeline.target(config.target)
         self.topic = target.output_topic
         self.sink = sink if sink is not None else load("sink", scheme_of(config.url))(config.url, **config.options)
         self.dlq = KafkaSink(bootstrap)
-        self.consumer_config = {"bootstrap.servers": bootstrap, "group.id": f"connect-{config.name}",
-                                "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                "session.timeout.ms": session_timeout_ms, "fetch.wait.max.ms": fetch_wait_ms}
+        self.consumer_config = as_connection(bootstrap).config(**{
+            "group.id": f"connect-{config.name}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_timeout_ms, "fetch.wait.max.ms": fetch_wait_ms})
         self.report = Report()
         self._count = {o: metrics.CONNECTOR_RECORDS.labels(config.name, o) for o in ("delivered", "dead_lettered")}
 
@@ -186,8 +188,8 @@ class SinkConnector:
 class SourceConnector:
     """A source (hub.ports.Source) -> raw.<source>; what it cannot read -> dlq.<source>."""
 
-    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, source=None,
-                 producer: dict | None = None):
+    def __init__(self, config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str | KafkaConnection,
+                 source=None, producer: dict | None = None):
         self.config = config
         self.source_config = pipeline.source(config.source)
         if source is None:
@@ -265,13 +267,13 @@ class SourceConnector:
         return self.report
 
 
-def build(config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, session_timeout_ms: int = 6000):
+def build(config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str | KafkaConnection, session_timeout_ms: int = 6000):
     if config.target:
         return SinkConnector(config, pipeline, bootstrap, session_timeout_ms=session_timeout_ms)
     return SourceConnector(config, pipeline, bootstrap)
 
 
-def run_all(pipeline: PipelineConfig, bootstrap: str, names: list[str] | None = None,
+def run_all(pipeline: PipelineConfig, bootstrap: str | KafkaConnection, names: list[str] | None = None,
             stop: threading.Event | None = None, session_timeout_ms: int = 6000) -> dict[str, Exception | None]:
     """Every configured connector (or those named) in a thread each, until `stop`;
     a connector that fails stops alone. Returns each one's error (None: stopped cleanly)."""

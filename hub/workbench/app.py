@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from hub import limits, metrics
 from hub.config import PipelineConfig, Settings
+from hub.connectors.kafka_security import KafkaConnection, as_connection
 from hub.connectors.redis_store import RedisStore
 from hub.quality_tally import RedisTallyStore
 from hub.review import RedisReviewStore
@@ -62,7 +63,8 @@ def now_ms() -> int:
 
 
 class Workbench:
-    def __init__(self, settings: Settings, pipeline: PipelineConfig, bootstrap: str, store: RedisStore):
+    def __init__(self, settings: Settings, pipeline: PipelineConfig, bootstrap: str | KafkaConnection,
+                 store: RedisStore):
         self.settings = settings
         self.pipeline = pipeline
         self.bootstrap = bootstrap
@@ -75,7 +77,7 @@ class Workbench:
         self.secret = settings.pii_secret()
         self.link_keys = keys_for(options.link_keys, self.secret.decode())
         self.public_url = (options.public_url or f"http://{options.host}:{options.port}").rstrip("/")
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
+        self.producer = Producer(as_connection(bootstrap).config(**{"enable.idempotence": True, "linger.ms": 2}))
         self.access_codec = codec(ACCESS_EVENT)
         self.action_codec = codec(STEWARD_ACTION)
 
@@ -130,11 +132,10 @@ class ReviewFeed(threading.Thread):
 
     def run(self) -> None:
         settings = self.workbench.settings
-        consumer = Consumer({
-            "bootstrap.servers": self.workbench.bootstrap, "group.id": settings.workbench.consumer_group,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+        consumer = Consumer(as_connection(self.workbench.bootstrap).config(**{
+            "group.id": settings.workbench.consumer_group, "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
             "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
-            "heartbeat.interval.ms": max(100, int(settings.kafka.session_timeout_s * 1000 / 3))})
+            "heartbeat.interval.ms": max(100, int(settings.kafka.session_timeout_s * 1000 / 3))}))
         consumer.subscribe([self.workbench.pipeline.topics.review])
         try:
             while not self.stopping.is_set():
@@ -246,7 +247,7 @@ def create_app(workbench: Workbench, start_feed: bool = True) -> web.Application
     return app
 
 
-def serve(settings: Settings, pipeline: PipelineConfig, bootstrap: str, redis_url: str) -> None:
+def serve(settings: Settings, pipeline: PipelineConfig, bootstrap: str | KafkaConnection, redis_url: str) -> None:
     from hub.connectors.kafka import ensure_topics
 
     ensure_topics(bootstrap, pipeline.all_topics(), pipeline.partitions)  # audit.access, before any worker made it

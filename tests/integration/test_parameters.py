@@ -33,7 +33,7 @@ def test_reestimated_parameters_reach_running_workers(tmp_path):
         watcher.wait_until(lambda v: v.counts["customer.canonical"] >= len(events), timeout_s=120, quiet_s=2)
         assert worker.metric("hub_match_parameters_version") == 0
 
-        env = {**os.environ, "HUB_REDIS__URL": hub.redis_url}
+        env = {**os.environ, "HUB_REDIS__URL": hub.redis_url, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap}
         dry = subprocess.run([sys.executable, "-m", "hub", "estimate", "--dry-run"], env=env, capture_output=True,
                              text=True, timeout=120)
         assert dry.returncode == 0, dry.stderr
@@ -44,6 +44,13 @@ def test_reestimated_parameters_reach_running_workers(tmp_path):
         assert "stored as version 1" in done.stdout
         assert f"estimated from {len(events)} records" in done.stdout or "estimated from" in done.stdout
         assert "merge threshold" in done.stdout
+        # the old and new parameters are in the audit trail, beside the worker's configuration
+        listed = subprocess.run([sys.executable, "-m", "hub", "history", "--config"], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert "config_changed" in listed.stdout and "parameters_changed" in listed.stdout
+        assert "match parameters version 0 -> 1" in listed.stdout
+        assert "upper_threshold: 8.0 → " in listed.stdout and ".m: " in listed.stdout
         deadline = time.monotonic() + 30
         while worker.metric("hub_match_parameters_version") != 1 and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -26,7 +26,8 @@ DATASOURCE_UID = "hub-prometheus"
 
 # label names of hub metrics: closed sets of values (never ids or personal data)
 ALLOWED_LABELS = {"source", "target", "stage", "reason", "decision", "dimension", "operation", "kind", "outcome",
-                  "topic", "version", "action", "purpose", "connector", "status"}
+                  "topic", "version", "action", "purpose", "connector", "status",
+                  "token"}  # a configured token's digest, shortened, or unknown / none: bounded by the configuration
 # labels Prometheus adds (job, instance) or histograms carry (le)
 SCRAPE_LABELS = {"job", "instance", "le"}
 

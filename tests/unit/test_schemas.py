@@ -110,6 +110,7 @@ def golden() -> dict:
         "last_event_time": T0, "trigger_produced_at": T0 + 1, "cause": "source_event",
         "survey": {"last_survey_at": T0 - 10, "last_survey_id": "nps-2026-q4", "last_score": 3,
                    "last_category": "detractor", "responses": 2, "average_score": 5.5, "source": "crm:C-1001"},
+        "sealed": None,
     }
 
 
@@ -117,7 +118,8 @@ def audit() -> dict:
     return {"audit_id": "A-1", "at": T0 + 30, "kind": "golden_merged", "golden_id": "G0123456789abcdef0123",
             "subject": "pos:P-9", "cause": "source_event", "decision": match_decision(),
             "before_version": 2, "after_version": 3, "changed_attributes": ["emails", "members"],
-            "changes": [{"attribute": "members", "before": '["crm:C-1001"]', "after": '["crm:C-1001","pos:P-9"]'}]}
+            "changes": [{"attribute": "members", "before": '["crm:C-1001"]', "after": '["crm:C-1001","pos:P-9"]'}],
+            "sealed": None}
 
 
 def consent_event() -> dict:
