@@ -119,7 +119,8 @@ def main() -> None:
             pids["redis"] = hub.redis.client.pid
         memory = PeakMemory(pids)
         memory.start()
-        env = {**os.environ, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap, "HUB_REDIS__URL": hub.redis_url}
+        env = {**os.environ, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap, "HUB_REDIS__URL": hub.redis_url,
+               "HUB_PII_KEY": hub.pii_key}  # hub export opens what the workers sealed
 
         follow = [] if args.load_only else ["--follow", "--timeout", str(args.timeout_s)]
         loaded, load_s = run(["load", str(export_csv), "--source", "crm", "--mapping", str(mapping), *follow], env,

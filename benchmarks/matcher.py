@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 
@@ -21,6 +22,7 @@ from hub import metrics
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
+from hub.crypto import new_key
 from hub.harness import preload_index, standardised_records
 from hub.records import InMessage
 from hub.schemas import CANONICAL, codec
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--max-scored", type=int, default=None, help="Override match.max_scored")
     args = parser.parse_args()
+    os.environ.setdefault("HUB_PII_KEY", new_key())  # the index seals features: a key for this run
     print(json.dumps(asyncio.run(run(args.sizes, args.queries, args.max_scored))))
 
 

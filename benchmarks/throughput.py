@@ -37,6 +37,7 @@ from pathlib import Path
 
 from hub.config import load_pipeline, load_settings
 from hub.connectors.redis_store import RedisStore
+from hub.crypto import new_key
 from hub.demo import encode_event
 from hub.generator import generate
 from hub.harness import Feeder, LocalHub, Watcher, preload_index
@@ -125,6 +126,7 @@ def main() -> int:
     parser.add_argument("--preload", type=int, default=0, help="customers in the identity index before the run")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     args = parser.parse_args()
+    os.environ.setdefault("HUB_PII_KEY", new_key())  # the preload and the workers (which inherit it) share a key
 
     pipeline = load_pipeline(None)
     now = int(time.time() * 1000)

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException
 
 from hub import metrics
 from hub.config import ConnectorConfig, PipelineConfig
-from hub.connectors.kafka import KafkaSink
+from hub.connectors.kafka import KafkaSink, check_connection
 from hub.connectors.kafka_security import KafkaConnection, as_connection
 from hub.connectors.mapping import to_epoch_ms
 from hub.connectors.registry import ConnectorError, load, scheme_of
@@ -199,6 +199,7 @@ class SourceConnector:
                 options.setdefault("bootstrap_servers", bootstrap)
             source = cls(config.url, self.source_config, **options)
         self.source = source
+        self.bootstrap = bootstrap
         # `producer`: librdkafka settings; a bulk load packs records into few, large batches
         self.sink = KafkaSink(bootstrap, **(producer or {}))
         self.encode = event_encoder(config.value_format, self.source_config.schema_registry_url)
@@ -230,6 +231,9 @@ class SourceConnector:
         stop = stop or threading.Event()
         retrying = _Retrying(self.config, stop)
         self.source.setup()
+        # the input is looked at first (a file without the columns it needs is said before any broker is
+        # reached); then a broker that refuses us (TLS, SASL) fails now, in its own words, not as undelivered records
+        check_connection(self.bootstrap)
         self.sink.setup()
         try:
             while not stop.is_set():

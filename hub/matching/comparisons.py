@@ -222,10 +222,17 @@ class Comparison:
     term_frequency: bool = False
     weights: tuple[float, ...] = field(init=False)
     labels: tuple[str, ...] = field(init=False)
+    # the reading of each level, and of a null, made once: scoring a pair then builds no objects for them
+    # (a pair is read against every candidate; most readings are one of these)
+    readings: tuple["Reading", ...] = field(init=False, repr=False, compare=False)
+    null_reading: "Reading" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(level.weight for level in self.levels))
         object.__setattr__(self, "labels", tuple(level.label for level in self.levels))
+        object.__setattr__(self, "readings", tuple(
+            Reading(self, level, weight, label) for level, weight, label in zip(self.levels, self.weights, self.labels)))
+        object.__setattr__(self, "null_reading", Reading(self, None, 0.0, "null"))
 
 
 def compare(comparison: Comparison, a, b) -> tuple[int, float]:
@@ -312,26 +319,32 @@ def score(comparisons: tuple[Comparison, ...], a: dict, b: dict,
 def _read(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float, list[Reading]]:
     total = 0.0
     readings = []
+    append = readings.append
     for comparison in comparisons:
         feature = comparison.feature
-        value = a.get(feature)
-        index, weight = compare(comparison, value, b.get(feature))
-        if index < 0:
-            readings.append(Reading(comparison, None, 0.0, "null"))
+        value, other = a.get(feature), b.get(feature)
+        if not value or not other:  # as compare() says, without the call: most pairs miss some attributes
+            append(comparison.null_reading)
             continue
-        level = comparison.levels[index]
-        label = comparison.labels[index]
-        if index == 0 and comparison.term_frequency and frequencies is not None and level.kind == "exact" \
-                and type(value) is str:
+        index, weight = compare(comparison, value, other)
+        if index == 0 and comparison.term_frequency and frequencies is not None and type(value) is str \
+                and comparison.levels[0].kind == "exact":
             counted = frequencies(feature, value)
             if counted is not None:
+                level = comparison.levels[0]
                 u = tf_u(counted[0], counted[1], level.u)
                 weight = _tf_weight(level, u)
-                label += f" (tf 1 in {max(1, round(1 / u)):,})"
-        if note and feature in _SWAP:
-            label += note
+                label = f"{comparison.labels[0]} (tf 1 in {max(1, round(1 / u)):,})"
+                if note and feature in _SWAP:
+                    label += note
+                total += weight
+                append(Reading(comparison, level, weight, label))  # rounded where it is shown (decide)
+                continue
         total += weight
-        readings.append(Reading(comparison, level, weight, label))  # rounded where it is shown (decide)
+        if note and feature in _SWAP:
+            append(Reading(comparison, comparison.levels[index], weight, comparison.labels[index] + note))
+        else:
+            append(comparison.readings[index])
     return total, readings
 
 

@@ -835,3 +835,42 @@ def test_explain_names_each_level_and_why_a_merge_was_held():
     # a decision kept before the field existed still explains
     del decision["held_for_review"]
     assert "held for review" not in explain_text("web:1", d.golden_id, decision)
+
+
+def test_a_pairs_readings_are_what_its_levels_say_shared_or_not():
+    """read_pair hands out one Reading per level made once (the scoring hot path builds none); a reading
+    adjusted for term frequency or for swapped names is its own, and the shared ones are never changed."""
+    from hub.harness import standardised_records
+    from hub.matching.comparisons import Reading, read_pair
+
+    comparisons = tuple(Comparison(c.attribute, c.feature, c.levels, True) if c.attribute == "family_name" else c
+                        for c in DEFAULT_COMPARISONS)
+    rng = random.Random(4)
+    people = [features(record) for record, _ in standardised_records(300, 4, "x:")]
+    frequencies = {None: None, "tf": lambda feature, value: (3, 1000)}
+    for _ in range(2000):
+        a, b = rng.choice(people), rng.choice(people)
+        if rng.random() < 0.3:
+            b = {**a, "gn": a.get("fn"), "fn": a.get("gn")}
+        for name, counted in frequencies.items():
+            total, readings = read_pair(comparisons, a, b, counted)
+            assert total == pytest.approx(sum(r.weight for r in readings))
+            other = b
+            if any(r.label.endswith("(names swapped)") for r in readings):  # read against b with its names swapped
+                other = {**b, "gn": b.get("fn"), "fn": b.get("gn")}
+            for comparison, reading in zip(comparisons, readings):
+                assert reading.comparison is comparison
+                index, weight = compare(comparison, a.get(comparison.feature), other.get(comparison.feature))
+                if index < 0:
+                    assert reading == Reading(comparison, None, 0.0, "null")
+                    continue
+                assert reading.level is comparison.levels[index]
+                assert reading.label.startswith(comparison.labels[index])
+                if reading.label == comparison.labels[index]:
+                    assert reading.weight == weight and reading is comparison.readings[index]
+                else:  # its own reading, the shared one untouched
+                    assert reading is not comparison.readings[index]
+                    assert "(tf 1 in" in reading.label or reading.label.endswith("(names swapped)")
+    for comparison in comparisons:
+        assert [(r.level, r.weight, r.label) for r in comparison.readings] == list(
+            zip(comparison.levels, comparison.weights, comparison.labels))
