@@ -21,8 +21,8 @@ from itertools import combinations
 import orjson
 
 from hub.config import load_pipeline
-from hub.generator import generate, truth
 from hub.resolve import resolve_file
+from hub.testing.generator import generate, truth
 
 
 def resolve_records(events) -> tuple[list[dict], dict[str, str]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import redis
 
-from hub.harness import RedisServer
+from hub.testing.harness import RedisServer
 
 
 def _busy_disk(path: Path, stop: threading.Event) -> None:

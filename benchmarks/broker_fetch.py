@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hub.connectors.embedded import EmbeddedBroker
 from hub.connectors.kafka import ensure_topics
-from hub.harness import process_cpu_s, process_rss_mb
+from hub.testing.harness import process_cpu_s, process_rss_mb
 
 
 def main() -> None:

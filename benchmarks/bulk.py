@@ -33,8 +33,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from hub.config import load_pipeline
 from hub.connectors.kafka import end_offsets
-from hub.generator import EXPORT_COLUMNS, EXPORT_MAPPING, export_rows
-from hub.harness import LocalHub, process_rss_mb
+from hub.testing.generator import EXPORT_COLUMNS, EXPORT_MAPPING, export_rows
+from hub.testing.harness import LocalHub, process_rss_mb
 
 
 class PeakMemory(threading.Thread):

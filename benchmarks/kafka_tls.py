@@ -2,7 +2,7 @@
 through a relay in plain TCP and through the same relay terminating TLS.
 
 The embedded broker speaks plain TCP only, so TLS is terminated by
-hub.tls_testing's relay (a separate Python process); to compare like with
+hub.testing.tls's relay (a separate Python process); to compare like with
 like, the plain run goes through the same relay with TLS off, and a direct
 run (no relay) is shown for reference. Each run starts its own broker
 (advertising the relay's port), produces `--messages` records of
@@ -28,7 +28,7 @@ from hub.connectors.embedded import EmbeddedBroker, free_port
 from hub.connectors.kafka import KafkaSink, MergedReader, ensure_topics
 from hub.connectors.kafka_security import KafkaConnection, connection
 from hub.records import OutMessage
-from hub.tls_testing import TestCA, TlsProxy
+from hub.testing.tls import TestCA, TlsProxy
 
 TOPIC = "bench.tls"
 

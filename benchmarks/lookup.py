@@ -179,8 +179,8 @@ def main() -> int:
 def _with_local_hub(args, workdir: Path) -> dict:
     from hub.config import load_pipeline
     from hub.demo import encode_event, with_demo_tokens
-    from hub.generator import generate
-    from hub.harness import Feeder, LocalHub, Watcher
+    from hub.testing.generator import generate
+    from hub.testing.harness import Feeder, LocalHub, Watcher
 
     pipeline, tokens = with_demo_tokens(load_pipeline(None), workdir / "hub.yaml")
     now = int(time.time() * 1000)

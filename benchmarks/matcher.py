@@ -23,10 +23,10 @@ from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
 from hub.crypto import new_key
-from hub.harness import preload_index, standardised_records
 from hub.records import InMessage
 from hub.schemas import CANONICAL, codec
 from hub.stages.match import MatchStage
+from hub.testing.harness import preload_index, standardised_records
 
 SECRET = b"bench"
 

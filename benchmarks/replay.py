@@ -30,11 +30,11 @@ from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
-from hub.generator import generate
-from hub.harness import Feeder, LocalHub, latest_since, wait_caught_up, worker_input_topics
 from hub.replay import replay
 from hub.schemas import GOLDEN, codec
 from hub.survivorship import STAMP_FIELDS
+from hub.testing.generator import generate
+from hub.testing.harness import Feeder, LocalHub, latest_since, wait_caught_up, worker_input_topics
 
 
 

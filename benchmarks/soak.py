@@ -17,7 +17,8 @@ thread beside the feeder; the slowest is reported). Tansu's memory engine
 lists every stored batch of a partition on each fetch and, past some 10,000
 to 20,000 batches in a partition, slows down until it hardly answers
 (benchmarks/broker_fetch.py): the worker then waits for input, idle. `HUB_DEBUG__MEMORY_REPORT=FILE` in the environment
-makes the worker write memory reports (hub.memdebug). The last line is JSON.
+makes the worker write memory reports (hub.testing.memdebug). The last line
+is JSON.
 
     python benchmarks/soak.py --rate 200 --minutes 5
 """
@@ -36,8 +37,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from hub.config import load_pipeline
 from hub.demo import encode_event
-from hub.generator import iter_events
-from hub.harness import Feeder, LocalHub, Watcher, process_cpu_s, process_rss_mb
+from hub.testing.generator import iter_events
+from hub.testing.harness import Feeder, LocalHub, Watcher, process_cpu_s, process_rss_mb
 
 
 

@@ -23,13 +23,13 @@ from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.redis_store import RedisStore
 from hub.crypto import Keyring
 from hub.demo import encode_event
-from hub.generator import generate
 from hub.records import InMessage
 from hub.stages.consent import ConsentStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.syndicate import SyndicateStage
+from hub.testing.generator import generate
 
 
 async def run(events: int, batch: int, redis_url: str | None = None) -> dict:

@@ -39,8 +39,8 @@ from hub.config import load_pipeline, load_settings
 from hub.connectors.redis_store import RedisStore
 from hub.crypto import new_key
 from hub.demo import encode_event
-from hub.generator import generate
-from hub.harness import Feeder, LocalHub, Watcher, preload_index
+from hub.testing.generator import generate
+from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -18,11 +18,11 @@ import time
 
 from hub.config import SurvivorshipConfig
 from hub.crypto import Keyring, new_key, parse_keys
-from hub.generator import iter_events
 from hub.history import diff
 from hub.schemas import AUDIT, GOLDEN, codec
 from hub.standardise import standardise_and_score
 from hub.survivorship import build_golden, merge_contribution, stamp
+from hub.testing.generator import iter_events
 from hub.topic_seal import open_record, seal
 
 

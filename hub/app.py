@@ -102,7 +102,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         **kafka_security.faust_app_kwargs(settings.kafka),
     )
     if settings.debug.memory_report is not None:
-        from hub import memdebug
+        from hub.testing import memdebug
 
         memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
                          settings.debug.tracemalloc_frames)

@@ -536,7 +536,7 @@ class WorkbenchSettings(BaseModel):
 
 
 class DebugSettings(BaseModel):
-    memory_report: Path | None = Field(None, description="Append a memory report (hub.memdebug) to this file; "
+    memory_report: Path | None = Field(None, description="Append a memory report (hub.testing.memdebug) to this file; "
                                                          "unset = off")
     memory_report_interval_s: float = Field(60.0, gt=0, description="Seconds between memory reports")
     tracemalloc_frames: int = Field(0, ge=0, le=64, description="With memory_report: trace Python allocations this "

@@ -29,10 +29,10 @@ import yaml
 
 from hub.access import new_token
 from hub.config import PipelineConfig, Settings
-from hub.generator import generate
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.progress import Progress
 from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.testing.generator import generate
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 AVRO_SOURCES = {"crm", "pos"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hub.config import load_pipeline
-from hub.harness import Feeder, LocalHub
+from hub.testing.harness import Feeder, LocalHub
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from hub.audit_trail import config_key, redis_key
 from hub.config import load_pipeline
 from hub.connectors.kafka import KafkaSink, read_topic
 from hub.crypto import Keyring, new_key, parse_keys
-from hub.harness import LocalHub
 from hub.history import diff
 from hub.records import OutMessage
 from hub.schemas import AUDIT, codec
+from hub.testing.harness import LocalHub
 from hub.topic_seal import seal
 
 pytestmark = pytest.mark.integration

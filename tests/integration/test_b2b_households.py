@@ -10,9 +10,9 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.connectors.kafka import read_topic
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.history import rebuild
 from hub.schemas import AUDIT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ import yaml
 from hub.connectors.kafka import end_offsets
 from hub.connectors.redis_store import RedisStore
 from hub.follow import behind, committed_offsets, worker_input_topics
-from hub.generator import EXPORT_COLUMNS, EXPORT_MAPPING, export_rows
-from hub.harness import latest_since
 from hub.records import ERROR_EXCEPTION
+from hub.testing.generator import EXPORT_COLUMNS, EXPORT_MAPPING, export_rows
+from hub.testing.harness import latest_since
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from hub.connectors.embedded import free_port
 from hub.connectors.kafka import ensure_topics
 from hub.connectors.lookup_cache import LookupCache
 from hub.connectors.runner import ConnectorFailed, SinkConnector, run_all
-from hub.harness import LocalHub, WebhookRecorder, wait_caught_up
 from hub.records import ERROR_OFFSET, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC, REASON_HEADER
+from hub.testing.harness import LocalHub, WebhookRecorder, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ from hub.config import ConnectorConfig, PipelineConfig
 from hub.connectors.kafka import ensure_topics
 from hub.connectors.lookup_cache import LookupCache
 from hub.connectors.runner import SinkConnector, SourceConnector
-from hub.harness import LocalHub, wait_caught_up
 from hub.metrics import REGISTRY
 from hub.records import ERROR_REASON, ERROR_STAGE, ERROR_TOPIC, InMessage
 from hub.schemas import CANONICAL, codec
 from hub.stages.ingest import IngestStage
+from hub.testing.harness import LocalHub, wait_caught_up
 from test_connector_delivery import produce, read_topic, running, wait_for
 
 pytestmark = pytest.mark.integration

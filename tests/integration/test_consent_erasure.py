@@ -14,9 +14,9 @@ import yaml
 
 from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.projection import decode_avro
 from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

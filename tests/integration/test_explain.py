@@ -15,8 +15,8 @@ import yaml
 
 from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import CUSTOMER_EVENT, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

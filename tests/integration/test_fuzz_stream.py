@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from hub.fuzzing import hostile_events
-from hub.harness import Watcher
+from hub.testing.fuzzing import hostile_events
+from hub.testing.harness import Watcher
 from hub.validation import REASONS
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.connectors.kafka import read_topic
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.history import rebuild
 from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

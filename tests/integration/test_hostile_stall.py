@@ -21,9 +21,9 @@ import redis
 import yaml
 
 from hub.config import DEFAULT_CONFIG, load_pipeline
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import CANONICAL, GOLDEN, codec
 from hub.standardise import MAX_VALUES
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

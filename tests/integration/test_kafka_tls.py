@@ -1,4 +1,4 @@
-"""Kafka over TLS for real: a TLS terminator (hub.tls_testing) in front of
+"""Kafka over TLS for real: a TLS terminator (hub.testing.tls) in front of
 the embedded broker, which advertises the TLS port, so every client must
 speak TLS; a CA and certificates made by the test. A worker, `hub load`,
 `hub connect` (a lookup cache connector), `hub lookup-server` (an access
@@ -25,9 +25,9 @@ from hub.connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from hub.connectors.kafka import ConnectFailed, check_connection, ensure_topics, read_topic
 from hub.connectors.kafka_security import aiokafka_kwargs, connection
 from hub.connectors.lookup_cache import LookupCache
-from hub.harness import Worker
 from hub.schemas import ACCESS_EVENT, codec
-from hub.tls_testing import TestCA, TlsProxy
+from hub.testing.harness import Worker
+from hub.testing.tls import TestCA, TlsProxy
 from test_consent_erasure import _get
 
 pytestmark = pytest.mark.integration

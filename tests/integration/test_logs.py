@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from hub.config import DEFAULT_CONFIG
-from hub.harness import Watcher
 from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, codec
+from hub.testing.harness import Watcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -19,8 +19,8 @@ import redis
 from hub.config import load_pipeline
 from hub.demo import with_demo_tokens
 from hub.connectors.embedded import free_port, stop_process
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

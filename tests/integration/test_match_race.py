@@ -12,11 +12,11 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.connectors.redis_store import RedisStore
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.records import InMessage
 from hub.schemas import CANONICAL, CUSTOMER_EVENT, GOLDEN, codec
 from hub.stages.match import MatchStage
 from hub.standardise import standardise_and_score
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

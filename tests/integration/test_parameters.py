@@ -13,8 +13,8 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.demo import encode_event
-from hub.generator import generate
-from hub.harness import Feeder, LocalHub, Watcher
+from hub.testing.generator import generate
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import yaml
 
 from hub.config import PipelineConfig, load_pipeline
 from hub.connectors.kafka import read_topic
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import AUDIT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Generated customers (hub/generator.py) through the real pipeline; then
+"""Generated customers (hub/testing/generator.py) through the real pipeline; then
 every Redis key and value, the worker's log and its /metrics page are
 scanned for the names, e-mails and phones that were fed: none may appear."""
 
@@ -13,9 +13,9 @@ import redis
 from hub.connectors.redis_store import RedisStore
 from hub.crypto import Keyring, SealError
 from hub.demo import encode_event
-from hub.generator import generate
-from hub.harness import Watcher, redis_dump
 from hub.matching.features import fold
+from hub.testing.generator import generate
+from hub.testing.harness import Watcher, redis_dump
 
 pytestmark = pytest.mark.integration
 

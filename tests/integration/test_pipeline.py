@@ -11,9 +11,9 @@ import time
 import orjson
 import pytest
 
-from hub.harness import Watcher, wait_caught_up, worker_input_topics
 from hub.records import ERROR_OFFSET, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC
 from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.testing.harness import Watcher, wait_caught_up, worker_input_topics
 
 pytestmark = pytest.mark.integration
 
@@ -221,7 +221,7 @@ def test_worker_on_a_shared_redis_server(pipeline, tmp_path, shared_redis):
     the machine's server (127.0.0.1:6379, a database of its own)."""
     import redis
 
-    from hub.harness import Feeder, LocalHub
+    from hub.testing.harness import Feeder, LocalHub
 
     url = shared_redis
     client = redis.Redis.from_url(url)

@@ -12,9 +12,9 @@ import time
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.kafka import end_offsets
 from hub.demo import encode_event
-from hub.generator import generate
-from hub.harness import Feeder, committed_offsets, latest_since, wait_caught_up, worker_input_topics
 from hub.replay import IndexNotEmpty, replay
+from hub.testing.generator import generate
+from hub.testing.harness import Feeder, committed_offsets, latest_since, wait_caught_up, worker_input_topics
 
 SECRET = b"replay-test-key-of-32-characters"
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from hub.config import PipelineConfig, load_pipeline
-from hub.harness import Feeder, LocalHub, Watcher, wait_caught_up, worker_input_topics
 from hub.schemas import AUDIT, CUSTOMER_EVENT, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, wait_caught_up, worker_input_topics
 
 pytestmark = pytest.mark.integration
 

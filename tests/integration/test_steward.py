@@ -12,8 +12,8 @@ import time
 import pytest
 
 from hub.config import load_pipeline
-from hub.harness import Feeder, LocalHub, Watcher
 from hub.schemas import AUDIT, CUSTOMER_EVENT, GOLDEN, STEWARD_ACTION, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration
 

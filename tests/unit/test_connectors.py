@@ -15,9 +15,9 @@ from hub.connectors.documents import document, idempotency_key
 from hub.connectors.files import FileSink, FileSource
 from hub.connectors.mapping import MappingError, NoChange, check_mapping, from_debezium, map_row
 from hub.connectors.webhook import WebhookError, WebhookSink
-from hub.harness import WebhookRecorder
 from hub.ports import Rejected
 from hub.records import REASON_HEADER, InMessage
+from hub.testing.harness import WebhookRecorder
 
 CSV_MAPPING = {"CustNo": "source_id", "First": "given_name", "Last": "family_name", "Mail": "emails",
                "Street": "addresses.line1", "Town": "addresses.city", "Zip": "addresses.postcode",

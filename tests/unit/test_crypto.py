@@ -11,8 +11,8 @@ import pytest
 
 from hub.config import ConfigError, load_settings
 from hub.crypto import Keyring, SealError, new_key, parse_keys
-from hub.harness import redis_dump
 from hub.ports import GoldenState, LinkRequest
+from hub.testing.harness import redis_dump
 
 OLD = ("k1", os.urandom(32))
 NEW = ("k2", os.urandom(32))

@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from hub.generator import generate, truth
 from hub.matching.comparisons import DEFAULT_COMPARISONS, Comparison, Level, score
+from hub.testing.generator import generate, truth
 from hub.matching.estimate import (
     BLOCKING_RULE_FEATURES, candidate_pairs, candidate_vectors, comparison_vector, estimate_m, estimate_u,
     match_prior_weight, reestimate,

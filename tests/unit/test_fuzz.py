@@ -13,12 +13,12 @@ import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hub.config import load_pipeline
-from hub.fuzzing import NASTY_DATES, NASTY_TEXT, hostile_payload, valid_event
 from hub.matching.features import blocking_values, features
 from hub.records import ERROR_REASON, ERROR_STAGE, InMessage, StageError
 from hub.schemas import CANONICAL, CUSTOMER_EVENT, codec, registry_ids
 from hub.standardise import standardise_and_score
 from hub.stages.ingest import IngestStage
+from hub.testing.fuzzing import NASTY_DATES, NASTY_TEXT, hostile_payload, valid_event
 from hub.validation import REASONS, decode_event, validate_raw
 
 NOW = int(time.time() * 1000)

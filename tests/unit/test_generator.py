@@ -9,10 +9,10 @@ import orjson
 import phonenumbers
 import pytest
 
-from hub.generator import (
+from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, codec, parsed
+from hub.testing.generator import (
     AGENCIES, COUNTRY_ALIASES, INVALID_REASONS, NICKNAMES, GeneratedEvent, generate, iter_events, truth,
 )
-from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, codec, parsed
 
 SOURCES = ("crm", "pos", "ecommerce", "contact_center")
 
@@ -270,7 +270,7 @@ def test_invalid_and_future_birth_dates_of_every_kind(hard):
 
 
 def test_twins_and_copied_birth_dates_in_households(hard):
-    from hub.generator import _make_household
+    from hub.testing.generator import _make_household
 
     import random as random_module
     r = random_module.Random(3)

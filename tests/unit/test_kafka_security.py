@@ -28,7 +28,7 @@ from hub.connectors.kafka_security import (
     ssl_context,
     token_expiry,
 )
-from hub.tls_testing import TestCA
+from hub.testing.tls import TestCA
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-Pa55word"
@@ -251,7 +251,7 @@ def test_connectors_get_the_settings(ca):
 
 
 # Kafka clients are made only from a KafkaConnection's config (or in test tooling)
-_TOOLING = {"hub/harness.py", "hub/tls_testing.py", "hub/connectors/kafka_security.py"}
+_TOOLING = {"hub/testing/harness.py", "hub/testing/tls.py", "hub/connectors/kafka_security.py"}
 
 
 def test_no_kafka_client_is_built_around_the_security_settings():

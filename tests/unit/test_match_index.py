@@ -11,7 +11,6 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.connectors.redis_store import TERMS, RedisStore
-from hub.generator import generate
 from hub.matching.decide import new_golden_id
 from hub.matching.features import blocking_values, features, hash_key, term_keys
 from hub.matching.frequencies import TermCounts, flatten
@@ -20,6 +19,7 @@ from hub.records import InMessage
 from hub.schemas import AUDIT, CANONICAL, codec
 from hub.stages.match import MatchStage
 from hub.standardise import standardise_and_score
+from hub.testing.generator import generate
 
 SECRET = b"test-secret"
 T0 = 1_767_225_600_000

@@ -840,7 +840,7 @@ def test_explain_names_each_level_and_why_a_merge_was_held():
 def test_a_pairs_readings_are_what_its_levels_say_shared_or_not():
     """read_pair hands out one Reading per level made once (the scoring hot path builds none); a reading
     adjusted for term frequency or for swapped names is its own, and the shared ones are never changed."""
-    from hub.harness import standardised_records
+    from hub.testing.harness import standardised_records
     from hub.matching.comparisons import Reading, read_pair
 
     comparisons = tuple(Comparison(c.attribute, c.feature, c.levels, True) if c.attribute == "family_name" else c

@@ -57,7 +57,7 @@ def test_a_full_cache_keeps_its_size():
 
 
 def test_memory_report_shows_rss_allocators_and_cache_fills(tmp_path):
-    from hub.memdebug import MemoryReporter
+    from hub.testing.memdebug import MemoryReporter
 
     reporter = MemoryReporter(tmp_path / "memory.txt")
     reporter.report()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hub.cli import cli
 from hub.config import ConfigError, load_pipeline, load_settings
 from hub.crypto import local_key
-from hub.harness import LocalHub, Worker
+from hub.testing.harness import LocalHub, Worker
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -110,7 +110,7 @@ def test_resolve_into_a_given_redis_needs_the_workers_key(no_key, tmp_path):
 def test_workers_start_the_installed_hub_not_a_hub_folder_in_the_current_directory(tmp_path, monkeypatch):
     import subprocess
 
-    import hub.harness as harness
+    import hub.testing.harness as harness
 
     shadow = tmp_path / "hub"
     shadow.mkdir()

@@ -11,12 +11,12 @@ import zlib
 
 from hub.config import load_pipeline
 from hub.demo import encode_event
-from hub.generator import generate
 from hub.records import InMessage
 from hub.schemas import GOLDEN, codec
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
+from hub.testing.generator import generate
 
 START = int(time.time() * 1000) - 86_400_000
 

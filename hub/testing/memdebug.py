@@ -1,4 +1,5 @@
-"""Memory diagnostics for a worker, off by default.
+"""Memory diagnostics for a worker, off by default: investigation tooling,
+which the worker (hub.app) imports only when a report is asked for.
 
 `HUB_DEBUG__MEMORY_REPORT=/path/to/file` makes the worker append a report to
 that file every `HUB_DEBUG__MEMORY_REPORT_INTERVAL_S` seconds (60): resident

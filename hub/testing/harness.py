@@ -470,8 +470,8 @@ def redis_dump(client) -> bytes:
 
 def standardised_records(count: int, seed: int, prefix: str):
     """Distinct standardised source records from the generator (source ids prefixed)."""
-    from hub.generator import iter_events
     from hub.standardise import standardise_and_score
+    from hub.testing.generator import iter_events
 
     seen = set()
     for event in iter_events(max(10, count), seed=seed):

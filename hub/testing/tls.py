@@ -7,7 +7,7 @@ TCP only). Not used by the hub at run time.
     proxy = TlsProxy(upstream_port=broker.port, cert=server).start()
     broker = EmbeddedBroker(advertised_port=proxy.port)   # clients are sent to the TLS port
 
-The terminator (`python -m hub.tls_testing`) is a separate process, so the
+The terminator (`python -m hub.testing.tls`) is a separate process, so the
 test's own work and the bytes it relays do not share one interpreter: an
 asyncio server with the `ssl` module, one upstream connection per client
 connection. `client_ca` makes it ask for a client certificate (mutual TLS);
@@ -104,7 +104,7 @@ class TestCA:
 
 
 class TlsProxy:
-    """`python -m hub.tls_testing` in a child process: TLS on `port`, plain TCP to the broker."""
+    """`python -m hub.testing.tls` in a child process: TLS on `port`, plain TCP to the broker."""
 
     def __init__(self, upstream_port: int, cert: Issued | None = None, port: int | None = None,
                  client_ca: Path | None = None, tls: bool = True, log_path: Path | None = None):
@@ -121,7 +121,7 @@ class TlsProxy:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> "TlsProxy":
-        args = [sys.executable, "-m", "hub.tls_testing", "--port", str(self.port),
+        args = [sys.executable, "-m", "hub.testing.tls", "--port", str(self.port),
                 "--upstream-port", str(self.upstream_port)]
         if self.tls:
             args += ["--cert", str(self.cert.certificate), "--key", str(self.cert.key)]
