@@ -21,20 +21,13 @@ from hub.config import PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
+from hub.dataflow import STAGES, Stage, stage_runners
+from hub.matching.comparisons import from_json, with_estimates
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
-from hub.quality_tally import RedisTallyStore
-from hub.matching.comparisons import from_json, with_estimates
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput, recompute_message
-from hub.stages.consent import ConsentStage
-from hub.stages.erasure import ErasureStage
-from hub.stages.steward import StewardStage
-from hub.stages.survey import SurveyStage
-from hub.stages.ingest import IngestStage
-from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
-from hub.stages.syndicate import SyndicateStage
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +107,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     hub = Hub(settings, pipeline, app, store, sink, runners)
     audit_trail.register(hub)  # a worker starting with a changed pipeline writes one config_changed event
 
-    from hub.agents import consent, decay, erasure, ingest, master, match, steward, survey, syndicate
-
-    for module in (ingest, match, master, syndicate, consent, erasure, steward, survey, decay):
-        module.register(hub)
+    for stage in STAGES:
+        _register_agent(hub, stage)
     _register_timers(hub)
     _register_lag_timer(hub)
     _register_views(hub)
@@ -125,37 +116,6 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     limits.harden(app.web.web_app, settings.web)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
-
-
-def stage_runners(pipeline: PipelineConfig, store: RedisStore, sink: KafkaSink, secret: bytes) -> dict[str, StageRunner]:
-    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
-    source_dlq = dead_letter_topics(pipeline)
-    return {
-        "ingest": StageRunner("ingest", IngestStage(pipeline, RedisTallyStore(store.client)), sink, source_dlq,
-                              is_async=False),
-        "match": StageRunner("match", MatchStage(pipeline, store, secret), sink, source_dlq, is_async=True),
-        "master": StageRunner("master", MasterStage(pipeline, store, store, store, secret, store), sink, source_dlq, is_async=True),
-        "syndicate": StageRunner("syndicate", SyndicateStage(pipeline, store), sink, source_dlq, is_async=True),
-        "consent": StageRunner("consent", ConsentStage(pipeline, store, store), sink, source_dlq, is_async=True),
-        "erasure": StageRunner("erasure", ErasureStage(pipeline, store, store, store), sink, source_dlq, is_async=True),
-        "steward": StageRunner("steward", StewardStage(pipeline, store), sink, source_dlq, is_async=True),
-        "survey": StageRunner("survey", SurveyStage(pipeline, store, store), sink, source_dlq, is_async=True),
-    }
-
-
-def dead_letter_topics(pipeline: PipelineConfig):
-    """Where a record that failed in a stage goes: the dead-letter topic of the input it came from."""
-    topics = pipeline.topics
-    by_raw_topic = {s.raw_topic: s for s in pipeline.sources}
-    own = {topics.consent: topics.consent_dlq, topics.erasure: topics.erasure_dlq,
-           topics.steward: topics.steward_dlq, topics.survey: topics.survey_dlq}
-
-    def source_dlq(message: InMessage) -> str:
-        source = by_raw_topic.get(message.topic)
-        if source is not None:
-            return source.dlq_topic
-        return own.get(message.topic, topics.internal_dlq)
-    return source_dlq
 
 
 def apply_match_parameters(stage: MatchStage, pipeline: PipelineConfig, stored: dict) -> None:
@@ -178,6 +138,16 @@ async def run_batches(hub: Hub, stage: str, stream) -> None:
         await runner.run([to_in_message(e) for e in events])
 
 
+def _register_agent(hub: Hub, stage: Stage) -> None:
+    """One Faust agent per declared stage (hub.dataflow), over the topics it reads."""
+    async def agent(stream):
+        await run_batches(hub, stage.name, stream)
+
+    agent.__name__ = agent.__qualname__ = stage.name
+    agent.__doc__ = stage.doc
+    hub.app.agent(raw_topic(hub.app, *stage.reads(hub.pipeline)), name=stage.name)(agent)
+
+
 async def recompute_due(hub: Hub, kind: str, cause: str) -> None:
     """Ask the master to recompute the golden records whose `kind` schedule is due."""
     due = await hub.store.take_due(int(time.time() * 1000), kind=kind)
@@ -193,6 +163,16 @@ def _register_timers(hub: Hub) -> None:
     async def enforce_consent_expiry() -> None:
         """Consent that expires (or starts) needs no new event to take effect."""
         await recompute_due(hub, "consent", "consent_schedule")
+
+    rules = hub.pipeline.survivorship
+
+    @hub.app.timer(interval=rules.decay_check_interval_s)
+    @survives_outages("decay_timer")
+    async def data_decay() -> None:
+        """A golden record whose value is about to go stale is recomputed (cause data_decay) when that
+        time comes, with no new event needed."""
+        if rules.stale_after_days is not None:
+            await recompute_due(hub, "decay", "data_decay")
 
     retention = hub.pipeline.retention
     audit_codec = codec(AUDIT)

@@ -27,10 +27,10 @@ Offsets = dict[tuple[str, int], int]
 
 
 def worker_input_topics(pipeline: PipelineConfig) -> list[str]:
-    """Every topic the workers' consumer group reads."""
-    topics = pipeline.topics
-    return [*(s.raw_topic for s in pipeline.sources), topics.consent, topics.erasure, topics.steward, topics.survey,
-            topics.canonical, topics.linked, topics.golden]
+    """Every topic the workers' consumer group reads (hub.dataflow)."""
+    from hub.dataflow import input_topics  # the stages: not loaded by `hub tail` and the like until asked
+
+    return input_topics(pipeline)
 
 
 def committed_offsets(bootstrap: str, group: str, partitions) -> Offsets:

@@ -29,27 +29,14 @@ from dataclasses import dataclass
 
 from hub.config import PipelineConfig
 from hub.connectors.kafka import KafkaSink
+from hub.dataflow import STAGES, entry_stages, internal_stages, stage_runners
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
 
-
-ORDERED = ("erasure", "steward")
-STAGE_ORDER = ("ingest", "consent", "survey", "erasure", "steward")
-
-
-def input_stages(pipeline: PipelineConfig) -> dict[str, str]:
-    """Input topic -> the stage that reads it, for the topics from outside the hub."""
-    topics = pipeline.topics
-    entry = {source.raw_topic: "ingest" for source in pipeline.sources}
-    entry.update({topics.consent: "consent", topics.erasure: "erasure", topics.steward: "steward",
-                  topics.survey: "survey"})
-    return entry
-
-
-def internal_stages(pipeline: PipelineConfig) -> dict[str, str]:
-    """Topic -> the stage that reads it, for the topics the hub writes to itself."""
-    topics = pipeline.topics
-    return {topics.canonical: "match", topics.linked: "master", topics.golden: "syndicate"}
+# entry stages in their declared order; those a replay batches alone
+ENTRY_ORDER = tuple(s.name for s in STAGES if s.entry)
+ORDERED = frozenset(s.name for s in STAGES if s.ordered)
+DOWNSTREAM_ORDER = tuple(s.name for s in STAGES if not s.entry)
 
 
 class _TeeSink:
@@ -103,7 +90,7 @@ class Replay:
 
     def __init__(self, pipeline: PipelineConfig, runners: dict[str, StageRunner], sink: KafkaSink,
                  batch_size: int = 500):
-        self.entry = input_stages(pipeline)
+        self.entry = entry_stages(pipeline)
         self.downstream = internal_stages(pipeline)
         self.tee = _TeeSink(sink, set(self.downstream))
         self.runners = {name: StageRunner(name, runner.stage, self.tee, runner.dlq_topic, runner.is_async)
@@ -120,9 +107,7 @@ class Replay:
             name = self.entry.get(message.topic)
             if name is None:
                 continue
-            # consent statements and survey answers keep the latest per slot whatever
-            # order they come in, so they share a batch with source events; an erasure
-            # or a steward's action must come after what preceded it, so it batches alone
+            # see hub.dataflow.Stage.ordered
             kind = name if name in ORDERED else "unordered"
             if count and (kind != group or count >= self.batch_size):
                 await self._flush(pending)
@@ -136,7 +121,7 @@ class Replay:
         return ReplayCounts(self.inputs, self.tee.counts, time.monotonic() - started)
 
     async def _flush(self, pending: dict[str, list[InMessage]]) -> None:
-        for name in STAGE_ORDER:
+        for name in ENTRY_ORDER:
             if name in pending:
                 await self._cascade(name, pending[name])
 
@@ -154,7 +139,7 @@ class Replay:
                 self._offset += 1
                 by_stage.setdefault(self.downstream[record.topic], []).append(
                     InMessage(record.topic, 0, self._offset, record.key, record.value, now_ms, record.headers))
-            for downstream in ("match", "master", "syndicate"):
+            for downstream in DOWNSTREAM_ORDER:
                 if downstream in by_stage:
                     queue.append((downstream, by_stage[downstream]))
 
@@ -169,7 +154,7 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
     """Every input topic through the stages into the Redis at `redis_url`;
     then, with `commit`, the workers' consumer group `group` is moved to the
     end of every topic the stages read."""
-    from hub.app import apply_match_parameters, stage_runners
+    from hub.app import apply_match_parameters
     from hub.connectors.kafka import MergedReader, commit_group, end_offsets, ensure_topics
     from hub.connectors.redis_store import RedisStore
 

@@ -1,0 +1,138 @@
+"""The pipeline's stages, declared once: what each reads, how it is built over
+the ports, where a record that fails in it goes, and where it stands in a
+replay. The worker (hub.app) makes one Faust agent per entry, `hub replay`
+(hub.replay) drives the same entries in their declared order, and the tools
+that follow the workers' progress (hub.follow) read the same topics. A new
+stage is one entry here plus its module under hub/stages.
+
+Order matters: a replay runs a batch through the entry stages (those reading
+topics from outside the hub) in this order, and what they write through the
+internal stages in this order, breadth first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from hub.config import PipelineConfig
+from hub.quality_tally import RedisTallyStore
+from hub.records import InMessage
+from hub.runner import StageRunner
+from hub.stages.consent import ConsentStage
+from hub.stages.erasure import ErasureStage
+from hub.stages.ingest import IngestStage
+from hub.stages.master import MasterStage
+from hub.stages.match import MatchStage
+from hub.stages.steward import StewardStage
+from hub.stages.survey import SurveyStage
+from hub.stages.syndicate import SyndicateStage
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    reads: Callable[[PipelineConfig], tuple[str, ...]]
+    # (pipeline, store, secret) -> the stage; the store serves every port (hub.ports)
+    build: Callable[[PipelineConfig, object, bytes], object]
+    is_async: bool = True
+    # reads topics from outside the hub (sources, consent, ...): where a replay starts
+    entry: bool = False
+    # replay: batched alone, after everything read before it (an erasure, a steward's action must
+    # follow what preceded it; consent statements and survey answers keep the latest per slot whatever
+    # the order, so they share a batch with source events)
+    ordered: bool = False
+
+
+def _ingest(pipeline, store, secret):
+    return IngestStage(pipeline, RedisTallyStore(store.client))
+
+
+def _match(pipeline, store, secret):
+    return MatchStage(pipeline, store, secret)
+
+
+def _master(pipeline, store, secret):
+    return MasterStage(pipeline, store, store, store, secret, store)
+
+
+def _syndicate(pipeline, store, secret):
+    return SyndicateStage(pipeline, store)
+
+
+def _consent(pipeline, store, secret):
+    return ConsentStage(pipeline, store, store)
+
+
+def _survey(pipeline, store, secret):
+    return SurveyStage(pipeline, store, store)
+
+
+def _erasure(pipeline, store, secret):
+    return ErasureStage(pipeline, store, store, store)
+
+
+def _steward(pipeline, store, secret):
+    return StewardStage(pipeline, store)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", "raw source events -> canonical records, or the source's dead-letter topic",
+          lambda p: tuple(s.raw_topic for s in p.sources), _ingest, is_async=False, entry=True),
+    Stage("match", "canonical records -> golden ids through the identity index (customer.linked)",
+          lambda p: (p.topics.canonical,), _match),
+    Stage("master", "linked records -> golden records (survivorship, consent, lineage, history)",
+          lambda p: (p.topics.linked,), _master),
+    Stage("syndicate", "golden records -> each target's slice on its own topic",
+          lambda p: (p.topics.golden,), _syndicate),
+    Stage("consent", "consent statements -> the consent store, and a recompute of the golden record",
+          lambda p: (p.topics.consent,), _consent, entry=True),
+    Stage("survey", "survey answers -> the survey store, and a recompute of the golden record",
+          lambda p: (p.topics.survey,), _survey, entry=True),
+    Stage("erasure", "erasure requests -> every trace of the customer removed, tombstones to the targets",
+          lambda p: (p.topics.erasure,), _erasure, entry=True, ordered=True),
+    Stage("steward", "a steward's split and link -> the identity index, and a recompute",
+          lambda p: (p.topics.steward,), _steward, entry=True, ordered=True),
+)
+
+
+def stage(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
+
+
+def entry_stages(pipeline: PipelineConfig) -> dict[str, str]:
+    """Topic -> the stage that reads it, for the topics from outside the hub."""
+    return {topic: s.name for s in STAGES if s.entry for topic in s.reads(pipeline)}
+
+
+def internal_stages(pipeline: PipelineConfig) -> dict[str, str]:
+    """Topic -> the stage that reads it, for the topics the hub writes to itself."""
+    return {topic: s.name for s in STAGES if not s.entry for topic in s.reads(pipeline)}
+
+
+def input_topics(pipeline: PipelineConfig) -> list[str]:
+    """Every topic the workers' consumer group reads: the entry stages' first."""
+    return [*entry_stages(pipeline), *internal_stages(pipeline)]
+
+
+def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:
+    """Where a record that failed in a stage goes: the dead-letter topic of the input it came from."""
+    topics = pipeline.topics
+    by_raw_topic = {s.raw_topic: s for s in pipeline.sources}
+    own = {topics.consent: topics.consent_dlq, topics.erasure: topics.erasure_dlq,
+           topics.steward: topics.steward_dlq, topics.survey: topics.survey_dlq}
+
+    def source_dlq(message: InMessage) -> str:
+        source = by_raw_topic.get(message.topic)
+        if source is not None:
+            return source.dlq_topic
+        return own.get(message.topic, topics.internal_dlq)
+    return source_dlq
+
+
+def stage_runners(pipeline: PipelineConfig, store, sink, secret: bytes) -> dict[str, StageRunner]:
+    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
+    dead_letters = dead_letter_topics(pipeline)
+    return {s.name: StageRunner(s.name, s.build(pipeline, store, secret), sink, dead_letters, is_async=s.is_async)
+            for s in STAGES}

@@ -1,0 +1,63 @@
+"""The stages declared once (hub.dataflow): the worker's agents, replay's
+order and the followed topics all come from that table."""
+
+from __future__ import annotations
+
+import pkgutil
+
+import hub.stages
+from hub import dataflow, replay
+from hub.config import Settings, load_pipeline
+from hub.follow import worker_input_topics
+from hub.records import InMessage
+
+PIPELINE = load_pipeline(None)
+
+
+def test_every_stage_module_is_declared_once_and_reads_topics_the_hub_knows():
+    names = [s.name for s in dataflow.STAGES]
+    assert len(names) == len(set(names))
+    assert set(names) == {m.name for m in pkgutil.iter_modules(hub.stages.__path__)}
+    known = set(PIPELINE.all_topics())
+    read = [topic for s in dataflow.STAGES for topic in s.reads(PIPELINE)]
+    assert len(read) == len(set(read)), "a topic is read by one stage"
+    assert set(read) <= known
+
+
+def test_the_topics_split_into_entry_and_internal_and_the_workers_read_all_of_them():
+    entry, internal = dataflow.entry_stages(PIPELINE), dataflow.internal_stages(PIPELINE)
+    assert {s.raw_topic for s in PIPELINE.sources} <= set(entry)
+    assert set(internal) == {PIPELINE.topics.canonical, PIPELINE.topics.linked, PIPELINE.topics.golden}
+    assert worker_input_topics(PIPELINE) == [*entry, *internal]
+
+
+def test_replay_follows_the_declared_order():
+    assert replay.ENTRY_ORDER == ("ingest", "consent", "survey", "erasure", "steward")
+    assert replay.DOWNSTREAM_ORDER == ("match", "master", "syndicate")
+    assert replay.ORDERED == {"erasure", "steward"}
+
+
+def test_a_failed_record_goes_to_the_dead_letter_topic_of_its_input():
+    route = dataflow.dead_letter_topics(PIPELINE)
+    topics = PIPELINE.topics
+    source = PIPELINE.sources[0]
+
+    def of(topic: str) -> str:
+        return route(InMessage(topic, 0, 0, b"k", b"v", 0, []))
+
+    assert of(source.raw_topic) == source.dlq_topic
+    assert of(topics.consent) == topics.consent_dlq and of(topics.steward) == topics.steward_dlq
+    assert of(topics.linked) == topics.internal_dlq
+
+
+def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path):
+    from hub.app import create_hub
+
+    settings = Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16067})
+    hub = create_hub(settings, PIPELINE, "127.0.0.1:9", redis_url)  # nothing listens there: no broker is needed
+    assert set(hub.runners) == {s.name for s in dataflow.STAGES}
+    agents = {agent.name.rsplit(".", 1)[-1]: agent for agent in hub.app.agents.values()}
+    assert set(agents) == set(hub.runners)
+    for s in dataflow.STAGES:
+        assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
+        assert hub.runners[s.name].is_async == s.is_async
