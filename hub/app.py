@@ -23,6 +23,7 @@ from hub.connectors.kafka import KafkaSink
 from hub.connectors.redis_store import RedisStore
 from hub.dataflow import STAGES, Stage, stage_runners
 from hub.matching.comparisons import from_json, with_estimates
+from hub.messages import audit_event, link_instruction
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.schemas import AUDIT, LINKED, codec
@@ -190,15 +191,13 @@ def _register_timers(hub: Hub) -> None:
             return
         topics = hub.pipeline.topics
         if retention.action == "erase":
-            messages = [OutMessage(topics.linked, gid.encode(), linked_codec.encode(
-                {"golden_id": gid, "kind": "erase", "canonical": None, "decision": None,
-                 "absorbed_golden_ids": [], "cause": "retention policy"})) for gid in due]
+            messages = [OutMessage(topics.linked, gid.encode(),
+                                   linked_codec.encode(link_instruction(gid, "erase", "retention policy")))
+                        for gid in due]
         else:
-            messages = [OutMessage(topics.audit, gid.encode(), audit_codec.encode(
-                {"audit_id": f"R{gid}@{now_ms // 86_400_000}", "at": now_ms, "kind": "retention_flagged",
-                 "golden_id": gid, "subject": None, "cause": f"no source event for {retention.inactive_days} days",
-                 "decision": None, "before_version": None, "after_version": None, "changed_attributes": []}))
-                for gid in due]
+            messages = [OutMessage(topics.audit, gid.encode(), audit_codec.encode(audit_event(
+                f"R{gid}@{now_ms // 86_400_000}", now_ms, "retention_flagged",
+                f"no source event for {retention.inactive_days} days", golden_id=gid))) for gid in due]
         await deliver(hub.sink, StageOutput(messages))
         await hub.store.mark_flagged(due)
         metrics.RETENTION.labels(retention.action).inc(len(due))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from hub.config import PipelineConfig
+from hub.messages import audit_event
 
 TOKEN_DIGEST_CHARS = 12
 CONFIG_KEY_PREFIX = "config:"  # audit topic key of configuration events: config:<app id>
@@ -118,13 +119,11 @@ def config_event(app_id: str, new: dict, old: dict | None, old_fingerprint: str 
     changes = diff(old, new)
     first = old is None
     new_fingerprint = fingerprint(new)
-    return {"audit_id": f"C{new_fingerprint}:{old_fingerprint or 'none'}", "at": now_ms, "kind": "config_changed",
-            "golden_id": None, "subject": app_id,
-            "cause": (f"configuration {new_fingerprint} (first recorded)" if first else
-                      f"configuration {old_fingerprint} -> {new_fingerprint}: {describe_changes(changes, 900)}"),
-            "decision": None, "before_version": None, "after_version": None,
-            "changed_attributes": sorted({c["attribute"].split(".")[0] for c in changes}),
-            "changes": changes, "sealed": None}
+    return audit_event(f"C{new_fingerprint}:{old_fingerprint or 'none'}", now_ms, "config_changed",
+                       (f"configuration {new_fingerprint} (first recorded)" if first else
+                        f"configuration {old_fingerprint} -> {new_fingerprint}: {describe_changes(changes, 900)}"),
+                       subject=app_id, changed_attributes=sorted({c["attribute"].split(".")[0] for c in changes}),
+                       changes=changes)
 
 
 def parameters_summary(comparisons: list[dict], upper_threshold: float | None, lower_threshold: float | None,
@@ -142,13 +141,11 @@ def parameters_summary(comparisons: list[dict], upper_threshold: float | None, l
 def parameters_event(app_id: str, old: dict, new: dict, records: int, now_ms: int) -> dict:
     """The `parameters_changed` audit event of `hub estimate` storing new m/u and thresholds."""
     changes = diff(old, new)
-    return {"audit_id": f"P{new['version']}:{fingerprint(new)}", "at": now_ms, "kind": "parameters_changed",
-            "golden_id": None, "subject": app_id,
-            "cause": f"hub estimate: match parameters version {old.get('version', 0)} -> {new['version']} "
-                     f"(estimated from {records} records): {describe_changes(changes, 700)}",
-            "decision": None, "before_version": old.get("version", 0), "after_version": new["version"],
-            "changed_attributes": sorted({c["attribute"].split(".")[0] for c in changes}),
-            "changes": changes, "sealed": None}
+    return audit_event(f"P{new['version']}:{fingerprint(new)}", now_ms, "parameters_changed",
+                       f"hub estimate: match parameters version {old.get('version', 0)} -> {new['version']} "
+                       f"(estimated from {records} records): {describe_changes(changes, 700)}",
+                       subject=app_id, before_version=old.get("version", 0), after_version=new["version"],
+                       changed_attributes=sorted({c["attribute"].split(".")[0] for c in changes}), changes=changes)
 
 
 def describe_events(events: list[dict]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from hub.messages import link_instruction
 from hub.records import OutMessage, StageError
 from hub.schemas import LINKED, SchemaError, codec, decode_avro_or_json
 
@@ -24,9 +25,7 @@ class StageOutput:
 
 def recompute_message(topic: str, golden_id: str, cause: str) -> OutMessage:
     """Ask the master to rebuild a golden record with no new contribution (consent, survey, a timer)."""
-    return OutMessage(topic, golden_id.encode(), codec(LINKED).encode(
-        {"golden_id": golden_id, "kind": "recompute", "canonical": None, "decision": None,
-         "absorbed_golden_ids": [], "cause": cause}))
+    return OutMessage(topic, golden_id.encode(), codec(LINKED).encode(link_instruction(golden_id, "recompute", cause)))
 
 
 async def recompute_members(index, members: list[str], topic: str, cause: str, counter) -> list[OutMessage]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from hub import metrics
 from hub.config import PipelineConfig
+from hub.messages import link_instruction
 from hub.ports import ConsentStore, IdentityIndex, SurveyStore
 from hub.records import InMessage, OutMessage, StageError, member_key
 from hub.schemas import ERASURE_REQUEST, LINKED, codec
@@ -58,7 +59,6 @@ class ErasureStage:
                     metrics.ERASURES.labels("not_held").inc()
                     continue
                 gid = entry.golden_id
-            instruction = {"golden_id": gid, "kind": "erase", "canonical": None, "decision": None,
-                           "absorbed_golden_ids": [], "cause": f"erasure requested by {request['requester'][:128]}"}
+            instruction = link_instruction(gid, "erase", f"erasure requested by {request['requester'][:128]}")
             out.append(OutMessage(self.config.topics.linked, gid.encode(), self.linked.encode(instruction)))
         return StageOutput(out)

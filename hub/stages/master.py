@@ -14,6 +14,7 @@ import time
 
 from hub import history, lookup, metrics
 from hub.config import PipelineConfig
+from hub.messages import audit_event
 from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
@@ -163,11 +164,11 @@ class MasterStage:
                 subject = None
                 if canonical:
                     subject = member_key(canonical["record"]["source"], canonical["record"]["source_id"])
-                audit = {"audit_id": _audit_id(gid, golden["version"], kind), "at": now_ms, "kind": kind,
-                         "golden_id": gid, "subject": subject, "cause": cause, "decision": None,
-                         "before_version": previous["version"] if previous else None,
-                         "after_version": golden["version"], "changed_attributes": changed_attributes(previous, golden),
-                         "changes": history.diff(previous, golden)}
+                audit = audit_event(_audit_id(gid, golden["version"], kind), now_ms, kind, cause, golden_id=gid,
+                                    subject=subject, before_version=previous["version"] if previous else None,
+                                    after_version=golden["version"],
+                                    changed_attributes=changed_attributes(previous, golden),
+                                    changes=history.diff(previous, golden))
                 state.last_audit = self.audit_codec.encode(audit)
             if golden is not previous or state.contributions != held[gid]:
                 state.golden = golden
@@ -204,9 +205,7 @@ class MasterStage:
         """Tombstones wherever the customer was, and one audit entry with
         nothing personal in it: a hash of the golden id, the time, the requester."""
         hashed = "H" + hashlib.blake2s(gid.encode(), digest_size=10).hexdigest()
-        audit = {"audit_id": _audit_id(hashed, None, "erased"), "at": now_ms, "kind": "erased", "golden_id": hashed,
-                 "subject": None, "cause": cause, "decision": None, "before_version": None, "after_version": None,
-                 "changed_attributes": []}
+        audit = audit_event(_audit_id(hashed, None, "erased"), now_ms, "erased", cause, golden_id=hashed)
         metrics.ERASURES.labels("erased").inc()
         yield OutMessage(self.config.topics.audit, hashed.encode(), self.audit_codec.encode(audit))
         for member in members:
@@ -228,9 +227,8 @@ class MasterStage:
             held, {k: v for k, v in record.items() if k != "consents"}, canonical["quality"])
 
     def _gone(self, gid: str, previous: dict, kind: str, now_ms: int):
-        audit = {"audit_id": _audit_id(gid, previous["version"] + 1, kind), "at": now_ms, "kind": kind,
-                 "golden_id": gid, "subject": None, "cause": kind, "decision": None,
-                 "before_version": previous["version"], "after_version": None, "changed_attributes": []}
+        audit = audit_event(_audit_id(gid, previous["version"] + 1, kind), now_ms, kind, kind, golden_id=gid,
+                            before_version=previous["version"])
         if kind == "member_withdrawn":
             metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
         yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))

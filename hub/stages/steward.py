@@ -20,6 +20,7 @@ import time
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.matching.decide import new_golden_id
+from hub.messages import audit_event, link_instruction
 from hub.ports import IdentityIndex, LinkRequest
 from hub.records import InMessage, OutMessage, StageError
 from hub.schemas import AUDIT, LINKED, STEWARD_ACTION, codec
@@ -88,15 +89,12 @@ class StewardStage:
                 if absorbed or any(o in entries for o in others):
                     # linked already, maybe by this batch before a crash: the master folds in what the
                     # index merged and the golden store has not (the index's pending folds)
-                    instruction = {"golden_id": survivor, "kind": "contribution", "canonical": None,
-                                   "decision": None, "absorbed_golden_ids": absorbed, "cause": cause,
-                                   "split_member": None, "split_to": None}
+                    instruction = link_instruction(survivor, "contribution", cause, absorbed=absorbed)
             metrics.STEWARD_ACTIONS.labels(kind, "applied" if instruction else "recorded").inc()
             digest = hashlib.blake2s(message.value or b"", digest_size=10).hexdigest()
-            audit = {"audit_id": f"S{digest}", "at": int(time.time() * 1000), "kind": "steward_action",
-                     "golden_id": instruction["golden_id"] if instruction else None, "subject": member,
-                     "cause": f"{cause}: {', '.join(others)}"[:1000], "decision": None, "before_version": None,
-                     "after_version": None, "changed_attributes": []}
+            audit = audit_event(f"S{digest}", int(time.time() * 1000), "steward_action",
+                                f"{cause}: {', '.join(others)}"[:1000],
+                                golden_id=instruction["golden_id"] if instruction else None, subject=member)
             out.append(OutMessage(topics.audit, member.encode(), self.audit.encode(audit)))
             if instruction:
                 out.append(OutMessage(topics.linked, instruction["golden_id"].encode(),
@@ -105,5 +103,4 @@ class StewardStage:
 
     @staticmethod
     def _split(current: str, member: str, target: str, cause: str) -> dict:
-        return {"golden_id": current, "kind": "split", "canonical": None, "decision": None, "absorbed_golden_ids": [],
-                "cause": cause, "split_member": member, "split_to": target}
+        return link_instruction(current, "split", cause, split_member=member, split_to=target)
