@@ -11,7 +11,10 @@ generic configuration (after Splink's own FEBRL3 example: a comparison per
 column the set has), in the same run on the same records in the same order.
 Invalid birth dates are left in for both, as the sources wrote them. Pairwise
 and B-cubed precision, recall and F1 and the wall time are printed per data
-set; the last line is one JSON object with every figure.
+set; the last line is one JSON object with every figure. The hub runs twice:
+`hub` with its default in-memory identity index, `hub-redis` with a fresh
+embedded Redis index (its start included in the time), as `hub resolve
+--redis-url` would; their clusters are the same, their times are not.
 
 FEBRL1-3 are deduplication sets; FEBRL4 is a two-file linkage set, resolved
 here as one combined file (A then B). Truth comes from `rec_id`:
@@ -137,19 +140,40 @@ def record_key(record: dict) -> str:
     return f"{record['source']}:{record['source_id']}"
 
 
-def run_hub(records: list[dict], default_region: str) -> tuple[dict[str, set], dict]:
+def run_hub(records: list[dict], default_region: str, redis_url: str | None = None) -> tuple[dict[str, set], dict]:
+    """`hub resolve`'s code on these records: the in-memory identity index
+    (its default), or the Redis one at `redis_url` (which must be empty)."""
+    import os
+
     from hub.config import load_pipeline
+    from hub.crypto import Keyring
     from hub.resolve import resolve_file
 
     source = io.StringIO("".join(json.dumps(r) + "\n" for r in records))
     out, errors = io.StringIO(), io.StringIO()
+    keys = {} if redis_url is None else {"redis_url": redis_url, "secret": os.urandom(32),
+                                         "keyring": Keyring([("k0", os.urandom(32))])}
     report = resolve_file(source, out, load_pipeline(None), default_region=default_region, estimate=True,
-                          errors=errors)
+                          errors=errors, **keys)
     clusters = defaultdict(set)
     for row in csv.DictReader(io.StringIO(out.getvalue())):
         clusters[row["golden_id"]].add(f"{row['source']}:{row['source_id']}")
     notes = [line for line in errors.getvalue().splitlines() if line.strip()]
     return clusters, {"rejected": report.rejected, "notes": notes}
+
+
+def run_hub_redis(records: list[dict], default_region: str) -> tuple[dict[str, set], dict]:
+    """`hub resolve --redis-url` into a fresh embedded Redis: the same answers as
+    the in-memory index (tests/unit/test_memory_index.py), timed for comparison."""
+    import tempfile
+
+    from hub.connectors.embedded import EmbeddedRedis
+
+    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="hub-compare-"))).start()
+    try:
+        return run_hub(records, default_region, redis_url=embedded.url)
+    finally:
+        embedded.stop()
 
 
 # The columns Splink compares, each with the generic comparison for its kind
@@ -261,11 +285,13 @@ def main() -> None:
         figures = {"records": len(records), "persons": len(set(truth.values()))}
         print(f"\n{name}: {figures['records']} records, {figures['persons']} persons")
         print(f"  {'linker':<14}" + "".join(f"{k:>20}" for k in keys) + f"{'clusters':>10}{'seconds':>9}")
-        for label, run in (("hub", run_hub), ("splink", run_splink)):
+        partitions = {}
+        for label, run in (("hub", run_hub), ("hub-redis", run_hub_redis), ("splink", run_splink)):
             started = time.monotonic()
             clusters, info = run(records, region)
             elapsed = time.monotonic() - started
             clusters, missing = complete(clusters, members)
+            partitions[label] = sorted(sorted(c) for c in clusters.values())
             measured = scores(clusters, truth)
             measured.update(clusters=len(clusters), missing=missing, rejected=info["rejected"],
                             seconds=round(elapsed, 1))
@@ -276,6 +302,8 @@ def main() -> None:
                 print(f"    {label}: {note}")
             if missing:
                 print(f"    {label}: {missing} records not in its output, counted as singletons")
+        if partitions["hub"] != partitions["hub-redis"]:
+            print("  hub: the in-memory and the Redis index gave different clusters (they must not)")
         verdict = "matches or beats" if figures["hub"]["pairwise_f1"] >= figures["splink"]["pairwise_f1"] else "is below"
         print(f"  hub pairwise F1 {verdict} splink's "
               f"({figures['hub']['pairwise_f1'] - figures['splink']['pairwise_f1']:+.4f})")

@@ -230,9 +230,13 @@ def resolve(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV output (default: stdout)"),
             region: str = typer.Option("GB", help="Phone numbering region for records without a country"),
             estimate: bool = typer.Option(True, help="Estimate m/u from the file (EM) before matching"),
-            redis_url: Optional[str] = typer.Option(None, help="Use this Redis index (default: a fresh embedded one)"),
+            redis_url: Optional[str] = typer.Option(
+                None, help="Match into the Redis identity index at this URL, with the workers' HUB_PII_KEY "
+                           "(default: an index in this process's memory, no Redis; same golden ids)"),
             config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (match rules)")) -> None:
-    """Resolve records from a file through the streaming matcher, one at a time in file order: CSV source,source_id,golden_id."""
+    """Resolve records from a file through the streaming matcher, one at a time in file order: CSV source,source_id,golden_id.
+
+    The identity index is held in memory unless --redis-url is given."""
     import sys as _sys
 
     from hub.resolve import resolve_file

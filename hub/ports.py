@@ -1,7 +1,9 @@
 """The hub's ports: what stages need from the outside world, as Protocols.
 
 Stages depend on these and nothing else; `hub/connectors/` holds the
-implementations (Kafka, Redis, files...), chosen by URL scheme.
+implementations (Kafka, Redis, files...), chosen by URL scheme, and
+`hub/store/` those that need no server (the in-memory identity index of
+`hub resolve`).
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@ at a time in file order, as a stream would deliver them; out comes
 `source,source_id,golden_id` for every record (cells a spreadsheet would run
 as a formula are neutralised: hub.csv_out).
 
-It uses the same standardisation, the same match stage and the same Redis
-identity index as the worker (an embedded one unless a Redis URL is given),
-so its answers are the hub's answers. A line that cannot be used is reported
-on stderr with its line number and skipped; the rest go on.
+It uses the same standardisation and the same match stage as the worker,
+against an identity index held in this process's memory (hub.store.memory,
+which behaves as the Redis index does), or against the Redis index at a
+given URL (as the workers' own: the records join what it holds), so its
+answers are the hub's answers. A line that cannot be used is reported on
+stderr with its line number and skipped; the rest go on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import IO, Iterable
@@ -93,39 +94,39 @@ def _parse(lines: Iterable[str], errors: IO[str]) -> tuple[list[dict], int]:
     return events, rejected
 
 
-async def _resolve(events: list[dict], pipeline: PipelineConfig, redis_url: str, secret: bytes, keyring,
-                   default_region: str, comparisons) -> list[tuple[str, str, str]]:
-    from hub.connectors.redis_store import RedisStore
+async def _resolve(events: list[dict], pipeline: PipelineConfig, index, secret: bytes, default_region: str,
+                   comparisons) -> list[tuple[str, str, str]]:
     from hub.stages.match import MatchStage
 
-    store = RedisStore.from_url(redis_url, keyring)
-    stage = MatchStage(pipeline, store, secret, comparisons=comparisons)
+    stage = MatchStage(pipeline, index, secret, comparisons=comparisons)
     canonical = codec(CANONICAL)
     members: list[str] = []
-    for offset, event in enumerate(events):
-        record, quality = standardise_and_score(event, default_region=default_region)
-        payload = canonical.encode({"record": record, "quality": quality, "ingested_at": event["event_time"],
-                                    "origin": {"topic": "resolve", "partition": 0, "offset": offset,
-                                               "produced_at": None}})
-        await stage.process([InMessage("resolve", 0, offset, None, payload)])
-        members.append(member_key(record["source"], record["source_id"]))
-    # merges after a record was placed move it: read every record's final golden id
-    entries = await store.members(list(dict.fromkeys(members)))
-    await store.close()
+    try:
+        for offset, event in enumerate(events):
+            record, quality = standardise_and_score(event, default_region=default_region)
+            payload = canonical.encode({"record": record, "quality": quality, "ingested_at": event["event_time"],
+                                        "origin": {"topic": "resolve", "partition": 0, "offset": offset,
+                                                   "produced_at": None}})
+            await stage.process([InMessage("resolve", 0, offset, None, payload)])
+            members.append(member_key(record["source"], record["source_id"]))
+        # merges after a record was placed move it: read every record's final golden id
+        entries = await index.members(list(dict.fromkeys(members)))
+    finally:
+        await index.close()
     return [(*m.split(":", 1), entries[m].golden_id) for m in dict.fromkeys(members) if m in entries]
 
 
 def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, redis_url: str | None = None,
                  secret: bytes | None = None, keyring=None, default_region: str = "GB", estimate: bool = True,
                  errors: IO[str] = sys.stderr) -> ResolveReport:
-    """`secret` and `keyring` default to random ones for a fresh embedded Redis, and to the workers'
-    (HUB_PII_KEY / HUB_PII_KEYS, ConfigError when unset) for a given `redis_url`."""
+    """Without `redis_url` the records are matched against an identity index
+    in this process's memory (hub.store.memory), gone when it returns, and
+    `secret` (the blocking keys' hash key) defaults to a random one. With
+    `redis_url` they go into that Redis index, and `secret` and `keyring`
+    default to the workers' (HUB_PII_KEY / HUB_PII_KEYS, ConfigError when unset)."""
     started = time.monotonic()
     if redis_url is None:
-        from hub.crypto import Keyring
-
         secret = secret or os.urandom(32)
-        keyring = keyring or Keyring([("k0", os.urandom(32))])
     elif secret is None or keyring is None:
         from hub.config import load_settings
 
@@ -140,17 +141,15 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
             rules = rules.model_copy(update={"upper_threshold": upper,
                                              "lower_threshold": min(rules.lower_threshold, upper)})
             pipeline = pipeline.model_copy(update={"match": rules})
-    embedded = None
     if redis_url is None:
-        from hub.connectors.embedded import EmbeddedRedis
+        from hub.store.memory import MemoryIndex
 
-        embedded = EmbeddedRedis(tempfile.mkdtemp(prefix="hub-resolve-")).start()
-        redis_url = embedded.url
-    try:
-        rows = asyncio.run(_resolve(events, pipeline, redis_url, secret, keyring, default_region, comparisons))
-    finally:
-        if embedded is not None:
-            embedded.stop()
+        index = MemoryIndex()
+    else:
+        from hub.connectors.redis_store import RedisStore
+
+        index = RedisStore.from_url(redis_url, keyring)
+    rows = asyncio.run(_resolve(events, pipeline, index, secret, default_region, comparisons))
     write_rows(out, ["source", "source_id", "golden_id"], rows)
     return ResolveReport(records=len(rows), rejected=rejected, golden_records=len({r[2] for r in rows}),
                          seconds=time.monotonic() - started)

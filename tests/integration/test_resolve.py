@@ -1,5 +1,6 @@
-"""`hub resolve`: a JSONL file through the streaming matcher and the real
-(embedded) Redis index, as a person runs it."""
+"""`hub resolve`: a JSONL file through the streaming matcher, as a person runs
+it: with its default in-memory identity index, and into the machine's Redis
+(`--redis-url`), which must give the same golden records."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -39,3 +41,41 @@ def test_resolve_links_duplicates_reports_bad_lines_and_ignores_unknown_keys(tmp
     again = subprocess.run([sys.executable, "-m", "hub", "resolve", str(path)], capture_output=True, text=True,
                            timeout=120)
     assert list(csv.DictReader(io.StringIO(again.stdout))) == rows
+
+
+@pytest.mark.parametrize("limits", [None, {"max_block_size": 3, "max_scored": 2}], ids=["defaults", "tight-limits"])
+def test_resolve_into_redis_gives_what_the_in_memory_index_gives(tmp_path, shared_redis, limits):
+    """A few thousand generated records (duplicates across sources, typos,
+    households; m/u estimated from the file), `hub resolve` without and with
+    `--redis-url`: the same CSV, golden ids included. Tight limits put broad
+    blocking keys and cut candidate lists in play (the file's largest key
+    holds about ten records)."""
+    import redis
+    import yaml
+
+    from hub.config import DEFAULT_CONFIG
+    from hub.testing.generator import generate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.accuracy import resolve_records
+
+    records, _ = resolve_records(generate(1500, seed=31))
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(orjson.dumps(r).decode() + "\n" for r in records))
+    config = []
+    if limits:
+        data = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+        data["match"].update(limits)
+        (tmp_path / "hub.yaml").write_text(yaml.safe_dump(data))
+        config = ["--config", str(tmp_path / "hub.yaml")]
+    outputs = {}
+    for name, extra in (("memory", []), ("redis", ["--redis-url", shared_redis])):
+        result = subprocess.run([sys.executable, "-m", "hub", "resolve", str(path), *config, *extra],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        outputs[name] = result.stdout
+    assert outputs["memory"] == outputs["redis"]
+    rows = list(csv.DictReader(io.StringIO(outputs["memory"])))
+    assert len(rows) == len(records) > 2500
+    assert len({r["golden_id"] for r in rows}) < 0.7 * len(rows)  # duplicates merged
+    assert redis.Redis.from_url(shared_redis).dbsize()  # the records went into that Redis

@@ -92,10 +92,12 @@ def test_the_index_counts_terms_as_records_enter_change_and_leave(store):
     assert set(store.client.hgetall(TERMS)) == {k.encode() for k in twin.counts}  # nothing left at zero
 
 
-def _canonical_stream(persons: int) -> list[InMessage]:
+def _canonical_stream(persons: int, seed: int = 5, kinds=("upsert", "update")) -> list[InMessage]:
+    """A generated stream as canonical messages (without deletes by default:
+    a delete supersedes a batch's older events)."""
     out = []
-    for offset, event in enumerate(e for e in generate(persons, seed=5, invalid_share=0.0, consent_share=0.0)
-                                   if e.kind in ("upsert", "update")):  # (a delete supersedes a batch's older events)
+    for offset, event in enumerate(e for e in generate(persons, seed=seed, invalid_share=0.0, consent_share=0.0)
+                                   if e.kind in kinds):
         record, quality = standardise_and_score(event.value)
         value = codec(CANONICAL).encode({"record": record, "quality": quality, "ingested_at": 0,
                                          "origin": {"topic": "t", "partition": 0, "offset": offset,

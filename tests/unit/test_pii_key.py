@@ -90,7 +90,7 @@ def test_the_harness_uses_the_key_of_its_environment(monkeypatch, tmp_path):
     assert not (tmp_path / "pii-key").exists()
 
 
-def test_resolve_on_a_fresh_embedded_redis_needs_no_key(no_key):
+def test_resolve_on_its_in_memory_index_needs_no_key(no_key):
     from hub.resolve import resolve_file
 
     lines = "\n".join('{"source": "crm", "source_id": "C%d", "given_name": "Anna", "family_name": "Smith", '
