@@ -95,14 +95,19 @@ def _enum_symbols() -> dict[str, set[str]]:
 def _enum_field(data) -> str:
     """Where a JSON event holds a value outside an enum's symbols (fastavro's message names neither)."""
     symbols = _enum_symbols()
+
+    def outside(value, enum: str) -> bool:  # a list or an object is no symbol (and cannot be looked up in a set)
+        return not isinstance(value, str) or value not in symbols.get(enum, ())
+
     if isinstance(data, dict):
         for name, enum in (("op", "Op"), ("record_type", "RecordType")):
-            if name in data and data[name] not in symbols.get(enum, ()):
+            if name in data and outside(data[name], enum):
                 return name
-        for i, statement in enumerate(data.get("consents") or ()):
+        consents = data.get("consents")
+        for i, statement in enumerate(consents if isinstance(consents, list) else ()):
             if isinstance(statement, dict):
                 for name, enum in (("status", "ConsentStatus"), ("legal_basis", "LegalBasis")):
-                    if name in statement and statement[name] not in symbols.get(enum, ()):
+                    if name in statement and outside(statement[name], enum):
                         return f"consents[{i}].{name}"
     return "an enum field"
 

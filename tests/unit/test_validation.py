@@ -399,3 +399,12 @@ def test_random_bytes_never_raise():
     assert count >= 4000
     # the fuzz reached past the first check
     assert {NOT_DECODABLE, UNKNOWN_SCHEMA} <= seen
+
+
+@pytest.mark.parametrize("field, value", [("op", []), ("op", {"a": 1}), ("record_type", ["person"]), ("op", 3)])
+def test_an_enum_field_holding_a_list_or_an_object_is_a_schema_mismatch_naming_the_field(field, value):
+    """Found by the fuzz test: a JSON list where an enum's symbol belongs crashed the error's description."""
+    payload = orjson.dumps({"source": "crm", "source_id": "1", "event_time": 1_700_000_000_000, field: value})
+    found = decode_event(payload)
+    assert isinstance(found, StageError) and found.reason == SCHEMA_MISMATCH
+    assert found.detail.startswith(f"{field}:") and str(value) not in found.detail
