@@ -94,20 +94,20 @@ def _parse(lines: Iterable[str], errors: IO[str]) -> tuple[list[dict], int]:
     return events, rejected
 
 
-async def _resolve(events: list[dict], pipeline: PipelineConfig, index, secret: bytes, default_region: str,
-                   comparisons) -> list[tuple[str, str, str]]:
+async def _resolve(events: list[dict], standardised: list[tuple[dict, dict]], pipeline: PipelineConfig, index,
+                   secret: bytes, comparisons, keep_decisions: bool) -> list[tuple[str, str, str]]:
+    """`keep_decisions`: the index outlives the run (a Redis), so `hub explain` can tell each decision."""
     from hub.stages.match import MatchStage
 
     stage = MatchStage(pipeline, index, secret, comparisons=comparisons)
     canonical = codec(CANONICAL)
     members: list[str] = []
     try:
-        for offset, event in enumerate(events):
-            record, quality = standardise_and_score(event, default_region=default_region)
+        for offset, (event, (record, quality)) in enumerate(zip(events, standardised)):
             payload = canonical.encode({"record": record, "quality": quality, "ingested_at": event["event_time"],
                                         "origin": {"topic": "resolve", "partition": 0, "offset": offset,
                                                    "produced_at": None}})
-            await stage.process([InMessage("resolve", 0, offset, None, payload)])
+            await stage.process([InMessage("resolve", 0, offset, None, payload)], outputs=keep_decisions)
             members.append(member_key(record["source"], record["source_id"]))
         # merges after a record was placed move it: read every record's final golden id
         entries = await index.members(list(dict.fromkeys(members)))
@@ -133,9 +133,11 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
         settings = load_settings()
         secret, keyring = secret or settings.pii_secret(), keyring or settings.keyring()
     events, rejected = _parse(source, errors)
+    standardised = [standardise_and_score(event, default_region=default_region) for event in events]
     comparisons = pipeline.match.comparison_rules()
     if estimate and events:
-        comparisons, upper = estimated_comparisons(events, default_region, errors, comparisons)
+        comparisons, upper = estimated_comparisons(events, default_region, errors, comparisons,
+                                                   records=[record for record, _ in standardised])
         if upper is not None:
             rules = pipeline.match
             rules = rules.model_copy(update={"upper_threshold": upper,
@@ -149,7 +151,8 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
         from hub.connectors.redis_store import RedisStore
 
         index = RedisStore.from_url(redis_url, keyring)
-    rows = asyncio.run(_resolve(events, pipeline, index, secret, default_region, comparisons))
+    rows = asyncio.run(_resolve(events, standardised, pipeline, index, secret, comparisons,
+                                keep_decisions=redis_url is not None))
     write_rows(out, ["source", "source_id", "golden_id"], rows)
     return ResolveReport(records=len(rows), rejected=rejected, golden_records=len({r[2] for r in rows}),
                          seconds=time.monotonic() - started)
@@ -158,7 +161,8 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
 MIN_RECORDS_TO_ESTIMATE = 1000
 
 
-def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str], comparisons=None):
+def estimated_comparisons(events: list[dict], default_region: str, errors: IO[str], comparisons=None,
+                          records: list[dict] | None = None):
     """m and u for this data, estimated without labels (u from random pairs,
     m by EM over blocked candidate pairs), before the stream is matched, and
     the merge threshold that follows from them: the total weight at which a
@@ -166,7 +170,8 @@ def estimated_comparisons(events: list[dict], default_region: str, errors: IO[st
     estimated share of matches among all pairs. A small file says too little
     about its own error rates: below MIN_RECORDS_TO_ESTIMATE records the
     configured m and u and thresholds stay (None). `comparisons` are the
-    configured ones (the packaged defaults when not given)."""
+    configured ones (the packaged defaults when not given); `records`, the
+    events already standardised (they are, when not given)."""
     if comparisons is None:
         from hub.matching.comparisons import DEFAULT_COMPARISONS
 
@@ -178,7 +183,9 @@ def estimated_comparisons(events: list[dict], default_region: str, errors: IO[st
     from hub.matching.estimate import estimate_parameters
     from hub.matching.features import blocking_values, features
 
-    feature_list = [features(standardise_and_score(e, default_region=default_region)[0]) for e in events]
+    if records is None:
+        records = [standardise_and_score(e, default_region=default_region)[0] for e in events]
+    feature_list = [features(record) for record in records]
     estimate = estimate_parameters(comparisons, feature_list,
                                    [blocking_values(f) for f in feature_list])
     print(estimate.describe(), file=errors)

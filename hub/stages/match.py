@@ -93,7 +93,10 @@ class MatchStage:
         for outcome in ("delete", "delete_unknown", "superseded"):
             self._decision_counters[outcome] = metrics.MATCH_DECISIONS.labels(outcome)
 
-    async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
+    async def process(self, batch: list[InMessage], now_ms: int | None = None, outputs: bool = True) -> StageOutput:
+        """Decide and link the batch's records in order; with `outputs` (a worker), the linked records,
+        audit decisions and review items to send, and each decision kept for `hub explain`. Without
+        (`hub resolve` in memory: only the index's answer is read), none of that is built."""
         now_ms = now_ms or int(time.time() * 1000)
         items = []
         for message in batch:
@@ -128,8 +131,10 @@ class MatchStage:
             self._decision_counters[decision.outcome].inc()
             if skipped:
                 metrics.BLOCKS_SKIPPED.inc(skipped)
-            out.extend(self._outputs(member, canonical, decision, skipped, now_ms, explained))
-        await self.index.remember_decisions(explained)
+            if outputs:
+                out.extend(self._outputs(member, canonical, decision, skipped, now_ms, explained))
+        if explained:
+            await self.index.remember_decisions(explained)
         return StageOutput(out)
 
     async def _drop_superseded(self, items: list) -> list:
