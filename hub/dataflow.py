@@ -46,7 +46,8 @@ class Stage:
 
 
 def _ingest(pipeline, store, secret):
-    return IngestStage(pipeline, RedisTallyStore(store.client))
+    tallies = getattr(store, "quality_tallies", None)  # a store in memory keeps its own (hub.store.memory_store)
+    return IngestStage(pipeline, tallies if tallies is not None else RedisTallyStore(store.client))
 
 
 def _match(pipeline, store, secret):

@@ -2,8 +2,8 @@
 
 Stages depend on these and nothing else; `hub/connectors/` holds the
 implementations (Kafka, Redis, files...), chosen by URL scheme, and
-`hub/store/` those that need no server (the in-memory identity index of
-`hub resolve`).
+`hub/store/` those that need no server (every port the stages use, in
+memory: `hub resolve`, unit tests, benchmarks).
 """
 
 from __future__ import annotations

@@ -45,6 +45,21 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture
+def redis_store(redis_url):
+    """A RedisStore on the module's embedded Redis (a fixed test keyring), empty before and after the test."""
+    import asyncio
+
+    from hub.connectors.redis_store import RedisStore
+    from hub.crypto import Keyring
+
+    store = RedisStore.from_url(redis_url, Keyring([("k0", b"\x01" * 32)]))
+    store.client.flushdb()
+    yield store
+    store.client.flushdb()
+    asyncio.run(store.close())
+
+
+@pytest.fixture
 def clock(monkeypatch):
     """clock(year): date.today() answers 1 June of that year for the rest of
     the test (what a replay years later, or a worker with a wrong clock, sees)."""

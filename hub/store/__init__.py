@@ -2,6 +2,7 @@
 
 `hub.store.memory` holds the identity index in this process's memory, with
 the Redis index's behaviour (hub/connectors/redis_store.py), for `hub
-resolve` and for stage unit tests. The Redis implementations stay in
-`hub/connectors/`.
+resolve`; `hub.store.memory_store` every other port the stages use, and
+`MemoryStore`, all of them composed, for stage unit tests and benchmarks
+(docs/memory-store.md). The Redis implementations stay in `hub/connectors/`.
 """

@@ -20,8 +20,9 @@ behind it. tests/unit/test_memory_index.py runs both side by side.
 Features are kept as the JSON the Redis index stores (unsealed: nothing here
 outlives the process), so a record read back is a fresh copy, as from Redis.
 One process only: every call runs to completion without awaiting, so a link
-batch is atomic as the Lua call is. No golden store, consent or syndication
-state: `hub resolve` needs only the index.
+batch is atomic as the Lua call is. The index alone is what `hub resolve`
+needs; the golden store, consent, surveys, syndication state and schedules
+are in hub.store.memory_store, whose `MemoryStore` is this index with them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ import orjson
 from hub.ports import BlockView, LinkRequest, MemberEntry
 
 FORWARD_HOPS = 64  # as the Redis index's forward script: guards a lookup against a cycle
+
+
+def discard(sets: dict[str, set[str]], key: str, value: str) -> None:
+    """SREM: take `value` out of the set under `key`; a set left empty is gone, as a Redis key is."""
+    found = sets.get(key)
+    if found is not None:
+        found.discard(value)
+        if not found:
+            del sets[key]
 
 
 class _Member:
@@ -173,11 +183,7 @@ class MemoryIndex:
             wanted = set(r.blocks)
             for h in held.b:
                 if h not in wanted:
-                    found = self._blk.get(h)
-                    if found is not None:
-                        found.discard(member)
-                        if not found:
-                            del self._blk[h]
+                    discard(self._blk, h, member)
         for h in r.blocks:
             found = self._blk.setdefault(h, set())
             if member not in found:
@@ -185,7 +191,7 @@ class MemoryIndex:
                 self._bv[h] = self._bv.get(h, 0) + 1
                 bumped[h] = bumped.get(h, 0) + 1
         if current is not None and current != gid:
-            self._gm_remove(current, member)
+            discard(self._gm, current, member)
         terms = list(r.terms or ())
         self._recount(held, terms)
         self._mem[member] = _Member(gid, orjson.dumps(r.features), list(r.blocks), terms)
@@ -204,24 +210,13 @@ class MemoryIndex:
             self._fold.setdefault(gid, set()).add(absorbed)
         return gid
 
-    def _gm_remove(self, gid: str, member: str) -> None:
-        found = self._gm.get(gid)
-        if found is not None:
-            found.discard(member)
-            if not found:
-                del self._gm[gid]
-
     def _unlink(self, member: str) -> str | None:
         held = self._mem.get(member)
         if held is None:
             return None
         for h in held.b:
-            found = self._blk.get(h)
-            if found is not None:
-                found.discard(member)
-                if not found:
-                    del self._blk[h]
-        self._gm_remove(held.gid, member)
+            discard(self._blk, h, member)
+        discard(self._gm, held.gid, member)
         self._recount(held, [])
         del self._mem[member]
         self._decisions.pop(member, None)
@@ -238,7 +233,7 @@ class MemoryIndex:
         if held is None:
             return None
         previous, held.gid = held.gid, golden_id
-        self._gm_remove(previous, member)
+        discard(self._gm, previous, member)
         self._gm.setdefault(golden_id, set()).add(member)
         return previous
 

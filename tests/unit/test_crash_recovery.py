@@ -1,7 +1,9 @@
-"""Stage-level crash windows, in-process against a real Redis: outputs lost
-after the state was written (a crash between Redis and Kafka), then the
-input redelivered. The merge still reaches the golden store, and tombstones
-are sent again."""
+"""Stage-level crash windows, in-process: outputs lost after the state was
+written (a crash between Redis and Kafka), then the input redelivered. The
+merge still reaches the golden store, and tombstones are sent again. The
+state is held in memory (hub.store.memory_store.MemoryStore, which the stages
+see as they see Redis: tests/unit/test_memory_store.py); the crash windows
+inside Redis are tests/unit/test_crash_windows.py's."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from hub.schemas import CUSTOMER_EVENT, codec
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
+from hub.store.memory_store import MemoryStore
 
 NOW = int(time.time() * 1000) - 60_000
 ANNA = {"given_name": "Annabel", "family_name": "Smithson"}
@@ -37,15 +40,10 @@ async def linked(ingest, match, messages: list[InMessage]) -> list[InMessage]:
 
 
 @pytest.fixture
-def stages(tmp_path):
-    from hub.connectors.embedded import EmbeddedRedis
-    from hub.connectors.redis_store import RedisStore
-
-    redis = EmbeddedRedis(tmp_path).start()
-    store = RedisStore.from_url(redis.url)
+def stages():
+    store = MemoryStore()
     pipeline = load_pipeline(None)
-    yield IngestStage(pipeline), MatchStage(pipeline, store, b"k"), MasterStage(pipeline, store, store, store, b"k", store), store
-    redis.stop()
+    return IngestStage(pipeline), MatchStage(pipeline, store, b"k"), MasterStage(pipeline, store, store, store, b"k", store), store
 
 
 def test_a_merge_whose_linked_record_was_lost_still_reaches_the_golden_store(stages):

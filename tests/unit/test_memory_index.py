@@ -32,21 +32,12 @@ compare_linkers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare_linkers)
 
 
-@pytest.fixture
-def redis_index(redis_url):
-    store = RedisStore.from_url(redis_url, KEYRING)
-    store.client.flushdb()
-    yield store
-    store.client.flushdb()
-    asyncio.run(store.close())
-
-
 def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def both(redis_index):
-    return {"memory": MemoryIndex(), "redis": redis_index}
+def both(redis_store):
+    return {"memory": MemoryIndex(), "redis": redis_store}
 
 
 async def state(index, members: list[str], pipeline) -> tuple:
@@ -68,7 +59,7 @@ async def state(index, members: list[str], pipeline) -> tuple:
 
 @pytest.mark.parametrize("limits", [{}, {"max_block_size": 3, "max_scored": 2, "max_golden_size": 4}],
                          ids=["defaults", "tight-limits"])
-def test_a_generated_stream_decides_alike_on_both_indexes(redis_index, limits):
+def test_a_generated_stream_decides_alike_on_both_indexes(redis_store, limits):
     """Upserts, updates and deletes in batches of 40, through the match stage on
     each index: every decision (outcome, score, evidence), every golden id, the
     term counts, golden sizes, block sets and versions and tombstones agree.
@@ -79,7 +70,7 @@ def test_a_generated_stream_decides_alike_on_both_indexes(redis_index, limits):
     messages = _canonical_stream(400, seed=11, kinds=("upsert", "update", "delete"))
     members = sorted({m.key.decode() for m in messages})
     found = {}
-    for name, index in both(redis_index).items():
+    for name, index in both(redis_store).items():
         stage = MatchStage(pipeline, index, SECRET)
         decided, skipped = [], 0
         for start in range(0, len(messages), 40):
@@ -155,7 +146,7 @@ def _hash_order(record: str, members) -> list[str]:
     return sorted(members, key=lambda m: hashlib.blake2s(salt + m.encode(), digest_size=8).digest())
 
 
-def test_tied_candidates_are_chosen_alike_by_keyed_hash(redis_index):
+def test_tied_candidates_are_chosen_alike_by_keyed_hash(redis_store):
     """Ten records each share every blocking key with the new one (a tie in
     keys shared and in their specificity); with max_scored 2 the two scored
     are the first two by the hash keyed by the new record, on both indexes
@@ -164,7 +155,7 @@ def test_tied_candidates_are_chosen_alike_by_keyed_hash(redis_index):
     pipeline = pipeline.model_copy(update={"match": pipeline.match.model_copy(update={"max_scored": 2})})
     twins = [f"crm:T{i}" for i in range(10)]
     chosen = {}
-    for name, index in both(redis_index).items():
+    for name, index in both(redis_store).items():
         run(index.link([_request(_jon(f"T{i}"), f"G{i:02d}") for i in range(10)]))
         out = run(MatchStage(pipeline, index, SECRET).process([message(_jon("NEW", source="pos"), 1)], now_ms=T0))
         chosen[name] = sorted(c["member"] for c in decisions(out)["pos:NEW"]["candidates"])
@@ -172,12 +163,12 @@ def test_tied_candidates_are_chosen_alike_by_keyed_hash(redis_index):
     assert chosen["memory"] != twins[:2]
 
 
-def test_more_shared_keys_then_rarer_keys_win_before_the_hash(redis_index):
+def test_more_shared_keys_then_rarer_keys_win_before_the_hash(redis_store):
     """Candidate order over what `blocks` returns: a record sharing two keys
     beats those sharing one; between those sharing one, the one under the key
     fewer records hold wins; the rest is the keyed hash. Both indexes give
     `_most_shared` the same views."""
-    for name, index in both(redis_index).items():
+    for name, index in both(redis_store).items():
         run(index.link([LinkRequest("s:both", "G1", {}, ["k-a", "k-b"]),
                         LinkRequest("s:rare", "G2", {}, ["k-a"]),
                         *[LinkRequest(f"s:common{i}", f"G3{i}", {}, ["k-b"]) for i in range(3)],
@@ -197,12 +188,12 @@ def test_more_shared_keys_then_rarer_keys_win_before_the_hash(redis_index):
         assert picked == ["s:both", "s:rare", commons[0]], name
 
 
-def test_a_batch_stops_where_a_block_moved_since_it_was_decided(redis_index):
+def test_a_batch_stops_where_a_block_moved_since_it_was_decided(redis_store):
     """The version check of the link script: a record decided on a block
     another worker has added to since is not linked, nor anything after it;
     additions by earlier records of the same batch do not count as a move."""
     results = {}
-    for name, index in both(redis_index).items():
+    for name, index in both(redis_store).items():
         run(index.link([LinkRequest("a:1", "G1", {"x": 1}, ["k1"])]))
         seen = run(index.blocks(["k1", "k2"], 50))
         versions = {b: v.version for b, v in seen.items()}
@@ -216,9 +207,9 @@ def test_a_batch_stops_where_a_block_moved_since_it_was_decided(redis_index):
     assert results["memory"] == results["redis"] == (["G2", "G3"], ["G4"], ["a:4"])
 
 
-def test_merges_moves_unlinks_and_constraints_agree(redis_index):
+def test_merges_moves_unlinks_and_constraints_agree(redis_store):
     found = {}
-    for name, index in both(redis_index).items():
+    for name, index in both(redis_store).items():
         async def scenario(index=index):
             out = [await index.link([LinkRequest("m:1", "G1", {"a": 1}, ["b1"], terms=["t1", "t2"]),
                                      LinkRequest("m:2", "G2", {"a": 2}, ["b2"], terms=["t1"]),
