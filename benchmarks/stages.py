@@ -20,7 +20,6 @@ import time
 
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.redis_store import RedisStore
 from hub.crypto import Keyring
 from hub.demo import encode_event
 from hub.records import InMessage
@@ -29,6 +28,7 @@ from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.syndicate import SyndicateStage
+from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 
 

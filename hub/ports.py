@@ -1,9 +1,9 @@
 """The hub's ports: what stages need from the outside world, as Protocols.
 
 Stages depend on these and nothing else; `hub/connectors/` holds the
-implementations (Kafka, Redis, files...), chosen by URL scheme, and
-`hub/store/` those that need no server (the in-memory identity index of
-`hub resolve`).
+implementations that move records (Kafka, files, webhooks...), chosen by URL
+scheme, and `hub/store/` those that keep state: in Redis (`hub/store/redis/`,
+a class per port) or in memory (the identity index of `hub resolve`).
 """
 
 from __future__ import annotations

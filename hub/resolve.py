@@ -146,9 +146,9 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
 
         index = MemoryIndex()
     else:
-        from hub.connectors.redis_store import RedisStore
+        from hub.store.redis import RedisIdentityIndex
 
-        index = RedisStore.from_url(redis_url, keyring)
+        index = RedisIdentityIndex.from_url(redis_url, keyring)
     rows = asyncio.run(_resolve(events, pipeline, index, secret, default_region, comparisons))
     write_rows(out, ["source", "source_id", "golden_id"], rows)
     return ResolveReport(records=len(rows), rejected=rejected, golden_records=len({r[2] for r in rows}),

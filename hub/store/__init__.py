@@ -1,7 +1,8 @@
-"""Store implementations of the ports in hub.ports that need no server.
+"""Store implementations of the ports in hub.ports: the state the hub keeps.
 
-`hub.store.memory` holds the identity index in this process's memory, with
-the Redis index's behaviour (hub/connectors/redis_store.py), for `hub
-resolve` and for stage unit tests. The Redis implementations stay in
-`hub/connectors/`.
+`hub.store.redis` holds the workers' state in Redis, a class per port over a
+shared base (key layout and Lua scripts as leaves), and `RedisStore`, every
+port over one client. `hub.store.memory` holds the identity index in this
+process's memory, with the Redis index's behaviour, for `hub resolve` and for
+stage unit tests.
 """

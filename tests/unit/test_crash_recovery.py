@@ -39,7 +39,7 @@ async def linked(ingest, match, messages: list[InMessage]) -> list[InMessage]:
 @pytest.fixture
 def stages(tmp_path):
     from hub.connectors.embedded import EmbeddedRedis
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     redis = EmbeddedRedis(tmp_path).start()
     store = RedisStore.from_url(redis.url)
