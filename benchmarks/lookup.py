@@ -41,7 +41,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def queries_from_redis(redis_url: str, target: str, limit: int = 20000, seed: int = 5) -> list[str]:
     """Query strings for customers the hub holds, a few for nobody."""
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     rng = random.Random(seed)
     out = []

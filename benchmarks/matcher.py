@@ -21,11 +21,11 @@ import time
 from hub import metrics
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.redis_store import RedisStore
 from hub.crypto import new_key
 from hub.records import InMessage
 from hub.schemas import CANONICAL, codec
 from hub.stages.match import MatchStage
+from hub.store.redis import RedisStore
 from hub.testing.harness import preload_index, standardised_records
 
 SECRET = b"bench"

@@ -24,7 +24,6 @@ import time
 
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.redis_store import RedisStore
 from hub.crypto import Keyring
 from hub.demo import encode_event
 from hub.records import InMessage
@@ -34,6 +33,7 @@ from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
 from hub.stages.syndicate import SyndicateStage
 from hub.store.memory_store import MemoryStore
+from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 
 

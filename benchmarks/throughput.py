@@ -38,8 +38,8 @@ from pathlib import Path
 import redis
 
 from hub.config import load_pipeline, load_settings
-from hub.connectors.redis_store import RedisStore
 from hub.demo import encode_event
+from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index
 

@@ -20,7 +20,6 @@ from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api
 from hub.config import PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
-from hub.connectors.redis_store import RedisStore
 from hub.dataflow import STAGES, Stage, stage_runners
 from hub.matching.comparisons import from_json, with_estimates
 from hub.messages import audit_event, link_instruction
@@ -29,6 +28,7 @@ from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.schemas import AUDIT, LINKED, codec
 from hub.stages import StageOutput, recompute_message
 from hub.stages.match import MatchStage
+from hub.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def _secret(settings) -> bytes:
 
 def _redis_store(settings, missing: str = "set HUB_REDIS__URL to the Redis the workers use"):
     """The workers' Redis, opened with their keys; one line and exit 2 when either is not configured."""
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     if not settings.redis.url:
         _fail(missing)
@@ -289,7 +289,7 @@ cli.add_typer(steward_cli, name="steward")
 
 def _steward(settings, token: str | None) -> str:
     """The authenticated steward a token belongs to (hub user token NAME), or exit."""
-    from hub.connectors.redis_client import client_from_url
+    from hub.store.redis.client import client_from_url
     from hub.workbench.auth import Accounts, may
 
     token = token or os.environ.get("HUB_STEWARD_TOKEN")
@@ -895,7 +895,7 @@ cli.add_typer(user_cli, name="user")
 
 
 def _accounts():
-    from hub.connectors.redis_client import client_from_url
+    from hub.store.redis.client import client_from_url
     from hub.workbench.auth import Accounts
 
     settings = load_settings()

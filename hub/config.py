@@ -499,7 +499,7 @@ class RedisSettings(BaseModel):
         if value:
             from urllib.parse import urlsplit
 
-            from hub.connectors.redis_client import CLUSTER_SCHEMES, SCHEMES
+            from hub.store.redis.client import CLUSTER_SCHEMES, SCHEMES
 
             parts = urlsplit(value)
             if parts.scheme.lower() not in SCHEMES:

@@ -1,9 +1,10 @@
 """The hub's ports: what stages need from the outside world, as Protocols.
 
 Stages depend on these and nothing else; `hub/connectors/` holds the
-implementations (Kafka, Redis, files...), chosen by URL scheme, and
-`hub/store/` those that need no server (every port the stages use, in
-memory: `hub resolve`, unit tests, benchmarks).
+implementations that move records (Kafka, files, webhooks...), chosen by URL
+scheme, and `hub/store/` those that keep state: in Redis (`hub/store/redis/`,
+a class per port) or in memory (every port the stages use: `hub resolve`,
+unit tests, benchmarks).
 """
 
 from __future__ import annotations

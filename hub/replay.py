@@ -156,7 +156,7 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
     end of every topic the stages read."""
     from hub.app import apply_match_parameters
     from hub.connectors.kafka import MergedReader, commit_group, end_offsets, ensure_topics
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     store = RedisStore.from_url(redis_url)
     if not force and await store.golden_count():

@@ -148,9 +148,9 @@ def resolve_file(source: IO[str], out: IO[str], pipeline: PipelineConfig, *, red
 
         index = MemoryIndex()
     else:
-        from hub.connectors.redis_store import RedisStore
+        from hub.store.redis import RedisIdentityIndex
 
-        index = RedisStore.from_url(redis_url, keyring)
+        index = RedisIdentityIndex.from_url(redis_url, keyring)
     rows = asyncio.run(_resolve(events, standardised, pipeline, index, secret, comparisons,
                                 keep_decisions=redis_url is not None))
     write_rows(out, ["source", "source_id", "golden_id"], rows)

@@ -49,7 +49,7 @@ def redis_store(redis_url):
     """A RedisStore on the module's embedded Redis (a fixed test keyring), empty before and after the test."""
     import asyncio
 
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
     from hub.crypto import Keyring
 
     store = RedisStore.from_url(redis_url, Keyring([("k0", b"\x01" * 32)]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import redis
 from redis.cluster import RedisCluster
 
-from hub.connectors.redis_client import client_from_url
+from hub.store.redis.client import client_from_url
 
 DEFAULT_PREFIX = "lookup:"
 

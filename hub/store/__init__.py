@@ -1,8 +1,10 @@
-"""Store implementations of the ports in hub.ports that need no server.
+"""Store implementations of the ports in hub.ports: the state the hub keeps.
 
-`hub.store.memory` holds the identity index in this process's memory, with
-the Redis index's behaviour (hub/connectors/redis_store.py), for `hub
-resolve`; `hub.store.memory_store` every other port the stages use, and
-`MemoryStore`, all of them composed, for stage unit tests and benchmarks
-(docs/memory-store.md). The Redis implementations stay in `hub/connectors/`.
+`hub.store.redis` holds the workers' state in Redis, a class per port over a
+shared base (key layout and Lua scripts as leaves), and `RedisStore`, every
+port over one client. `hub.store.memory` holds the identity index in this
+process's memory, with the Redis index's behaviour, for `hub resolve`;
+`hub.store.memory_store` every other port the stages use, and `MemoryStore`,
+all of them composed, for stage unit tests and benchmarks
+(docs/memory-store.md).
 """

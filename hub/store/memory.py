@@ -1,7 +1,7 @@
 """The identity index (hub.ports.IdentityIndex) in this process's memory.
 
 `MemoryIndex` owns what the Redis index keeps under `{hub:}` (see
-hub/connectors/redis_store.py for the layout), as plain Python containers:
+hub/store/redis/keys.py for the layout), as plain Python containers:
 members with their golden id, features, blocking keys, counted term keys and
 last match decision; blocking-key member sets and their versions; golden
 record member sets, forwarding of merged-away golden ids and pending folds;

@@ -1,6 +1,6 @@
 """Every port the stages use (hub.ports), in this process's memory.
 
-`MemoryStore` is what `RedisStore` (hub/connectors/redis_store.py) is to
+`MemoryStore` is what `RedisStore` (hub.store.redis) is to
 the stages, with nothing at rest: the identity index (`MemoryIndex`, in
 hub.store.memory), the golden store, the consent and survey stores, the
 syndication state, the schedules (consent, decay), the lookup index and the

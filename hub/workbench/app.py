@@ -38,11 +38,11 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from hub import limits, metrics
 from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka_security import KafkaConnection, as_connection
-from hub.connectors.redis_store import RedisStore
 from hub.quality_tally import RedisTallyStore
 from hub.review import RedisReviewStore
 from hub.schemas import ACCESS_EVENT, MATCH_DECISION, STEWARD_ACTION, codec
 from hub.self_service import keys_for
+from hub.store.redis import RedisStore
 from hub.workbench import auth
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from hub.connectors.kafka import end_offsets
-from hub.connectors.redis_store import RedisStore
 from hub.follow import behind, committed_offsets, worker_input_topics
 from hub.records import ERROR_EXCEPTION
+from hub.store.redis import RedisStore
 from hub.testing.generator import EXPORT_COLUMNS, EXPORT_MAPPING, export_rows
 from hub.testing.harness import latest_since
 

@@ -18,10 +18,11 @@ import time
 import pytest
 
 from hub.connectors.embedded import free_port
-from hub.connectors.redis_store import P, RedisStore, gold_key
 from hub.demo import encode_event
 from hub.projection import encode, project, target_key
 from hub.schemas import GOLDEN, codec
+from hub.store.redis import RedisStore
+from hub.store.redis.keys import P, gold_key
 from hub.testing.generator import generate
 from hub.testing.harness import Feeder, LocalHub, RedisServer, Watcher, wait_caught_up, worker_input_topics
 

@@ -10,12 +10,12 @@ import itertools
 import pytest
 
 from hub.config import load_pipeline
-from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage
 from hub.schemas import CUSTOMER_EVENT, GOLDEN, codec
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
+from hub.store.redis import RedisStore
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from hub.config import load_pipeline
-from hub.connectors.redis_store import RedisStore
 from hub.records import InMessage
 from hub.schemas import CANONICAL, CUSTOMER_EVENT, GOLDEN, codec
 from hub.stages.match import MatchStage
 from hub.standardise import standardise_and_score
+from hub.store.redis import RedisStore
 from hub.testing.harness import Feeder, LocalHub, Watcher
 
 pytestmark = pytest.mark.integration

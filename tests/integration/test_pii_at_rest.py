@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from hub.connectors.redis_store import RedisStore
 from hub.crypto import Keyring, SealError
 from hub.demo import encode_event
 from hub.matching.features import fold
+from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 from hub.testing.harness import Watcher, redis_dump
 

@@ -21,10 +21,11 @@ from redis.cluster import RedisCluster
 from hub.config import load_settings
 from hub.connectors.embedded import free_port, stop_process
 from hub.connectors.lookup_cache import LookupCache, LookupCacheSink
-from hub.connectors.redis_store import IDX, P, RedisStore, gold_key
 from hub.crypto import Keyring, new_key, parse_keys
 from hub.matching.features import hash_key
 from hub.ports import GoldenState, LinkRequest
+from hub.store.redis import RedisStore
+from hub.store.redis.keys import IDX, P, gold_key
 from hub.testing.harness import machine_redis_server
 from test_match_race import race_two_matchers, race_two_worker_processes
 

@@ -21,10 +21,11 @@ import yaml
 
 from hub.access import new_token
 from hub.config import DEFAULT_CONFIG, load_pipeline
-from hub.demo import encode_event
 from hub.connectors.embedded import free_port, stop_process
-from hub.connectors.redis_store import RedisStore, apart_key, pin_key
+from hub.demo import encode_event
 from hub.schemas import ACCESS_EVENT, AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
+from hub.store.redis import RedisStore
+from hub.store.redis.keys import apart_key, pin_key
 from hub.testing.generator import generate
 from hub.testing.harness import Feeder, LocalHub, Watcher
 

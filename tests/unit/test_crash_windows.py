@@ -123,7 +123,7 @@ def crash(monkeypatch):
 
 
 def _stages(url):
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     store = RedisStore.from_url(url)
     store.client.flushall()

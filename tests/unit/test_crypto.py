@@ -55,7 +55,7 @@ def test_key_setting_is_checked_without_echoing_the_key(monkeypatch):
 
 def test_store_holds_only_sealed_values_and_rekey_reseals(tmp_path):
     from hub.connectors.embedded import EmbeddedRedis
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     redis = EmbeddedRedis(tmp_path).start()
     try:
@@ -102,7 +102,7 @@ def test_rekey_command(tmp_path):
     import sys
 
     from hub.connectors.embedded import EmbeddedRedis
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     redis = EmbeddedRedis(tmp_path).start()
     try:

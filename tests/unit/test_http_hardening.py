@@ -17,11 +17,11 @@ from aiohttp import web
 
 from hub.config import WebSettings, load_pipeline
 from hub.connectors.embedded import free_port
-from hub.connectors.redis_store import RedisStore
 from hub.demo import with_demo_tokens
 from hub.limits import SECURITY_HEADERS, BackgroundServer, RequestErrorLog, harden
 from hub.lookup_api import server_app
 from hub.metrics import REGISTRY, metrics_app
+from hub.store.redis import RedisStore
 
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 CUSTOMER = b'{"given_name": "Zebulonia", "emails": [{"address": "zeb.qux@quxmail.example"}], "phones": [{"number": "07700 900461"}]}'

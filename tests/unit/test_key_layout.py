@@ -13,19 +13,18 @@ import pytest
 from redis.crc import key_slot
 from redis.commands.core import Script
 
-from hub.connectors import redis_store
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.redis_store import IDX, P, RedisStore
 from hub.crypto import Keyring, new_key, parse_keys
 from hub.ports import GoldenState, LinkRequest
+from hub.store.redis import RedisStore
+from hub.store.redis import keys as layout
+from hub.store.redis.keys import IDX, P
 
 NAMES = ["crm:1", "pos:A-77", "G0123456789abcdef0123", "web:{x}", "a}b{c", "", "ünï:cödé", "x" * 300]
-INDEX_KEYS = [redis_store.mem_key, redis_store.blk_key, redis_store.bv_key, redis_store.gm_key,
-              redis_store.fwd_key, redis_store.fold_key, redis_store.apart_key, redis_store.pin_key]
-INDEX_CONSTANTS = [redis_store.DELETED, redis_store.CONSTRAINTS, redis_store.PARAMS, redis_store.PARAMS_VERSION,
-                   redis_store.TERMS]
-PER_RECORD_KEYS = [redis_store.gold_key, redis_store.cons_key, redis_store.lookup_key, redis_store.survey_key,
-                   redis_store.synd_key]
+INDEX_KEYS = [layout.mem_key, layout.blk_key, layout.bv_key, layout.gm_key, layout.fwd_key, layout.fold_key,
+              layout.apart_key, layout.pin_key]
+INDEX_CONSTANTS = [layout.DELETED, layout.CONSTRAINTS, layout.PARAMS, layout.PARAMS_VERSION, layout.TERMS]
+PER_RECORD_KEYS = [layout.gold_key, layout.cons_key, layout.lookup_key, layout.survey_key, layout.synd_key]
 # key positions of the commands the store's scripts and transactions send (a new one must be added here)
 FIRST_ARG_IS_KEY = {"GET", "SET", "INCR", "INCRBY", "HGET", "HSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "SADD",
                     "SREM", "SMEMBERS", "SRANDMEMBER", "SCARD", "ZADD", "ZREM", "ZMSCORE"}

@@ -114,7 +114,7 @@ def test_reindex_makes_golden_records_saved_before_the_index_findable(tmp_path, 
 
     from hub.cli import cli
     from hub.connectors.embedded import EmbeddedRedis
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
     from hub.ports import GoldenState
 
     redis = EmbeddedRedis(tmp_path).start()

@@ -13,11 +13,11 @@ import redis.connection
 from hub import consent, lookup_api
 from hub.config import load_pipeline
 from hub.connectors.embedded import EmbeddedRedis
-from hub.connectors.redis_store import RedisStore
 from hub.demo import with_demo_tokens
 from hub.lookup import index_keys
 from hub.lookup_api import LookupService
 from hub.ports import GoldenState
+from hub.store.redis import RedisStore
 
 SECRET = b"k" * 32
 WITHHELD = {"golden_id": "G0123456789abcdef0123", "version": 1, "record_type": "person", "given_name": "Wanda",

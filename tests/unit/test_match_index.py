@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from hub.config import load_pipeline
-from hub.connectors.redis_store import TERMS, RedisStore
 from hub.matching.decide import new_golden_id
 from hub.matching.features import blocking_values, features, hash_key, term_keys
 from hub.matching.frequencies import TermCounts, flatten
@@ -19,6 +18,8 @@ from hub.records import InMessage
 from hub.schemas import AUDIT, CANONICAL, codec
 from hub.stages.match import MatchStage
 from hub.standardise import standardise_and_score
+from hub.store.redis import RedisStore
+from hub.store.redis.keys import TERMS
 from hub.testing.generator import generate
 
 SECRET = b"test-secret"

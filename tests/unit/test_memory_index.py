@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from hub.config import load_pipeline
-from hub.connectors.redis_store import TERMS, RedisStore
 from hub.crypto import Keyring
 from hub.matching.features import blocking_values, features, hash_key
 from hub.ports import LinkRequest
@@ -23,6 +22,8 @@ from hub.resolve import resolve_file
 from hub.stages.match import MatchStage, _most_shared
 from hub.standardise import standardise_and_score
 from hub.store.memory import MemoryIndex
+from hub.store.redis import RedisStore
+from hub.store.redis.keys import TERMS
 from test_match_index import SECRET, T0, _canonical_stream, decisions, message
 
 KEYRING = Keyring([("k0", b"\x01" * 32)])
@@ -111,12 +112,12 @@ def test_resolve_gives_the_same_golden_records_on_both_indexes(redis_url):
 
 def test_resolve_starts_no_redis_by_default(monkeypatch):
     import hub.connectors.embedded as embedded
-    import hub.connectors.redis_store as redis_store
+    from hub.store.redis.base import RedisBase
 
     def refuse(*args, **kwargs):
         raise AssertionError("resolve started Redis")
 
-    monkeypatch.setattr(redis_store.RedisStore, "from_url", refuse)
+    monkeypatch.setattr(RedisBase, "from_url", refuse)  # every Redis port class opens through it
     monkeypatch.setattr(embedded.EmbeddedRedis, "start", refuse)
     lines = "\n".join('{"source": "crm", "source_id": "C%d", "given_name": "Anna", "family_name": "Smith", '
                       '"email": "anna.smith@example.com"}' % i for i in range(3))

@@ -1,4 +1,4 @@
-"""The hub's Redis command packer (hub.connectors.redis_client.FastPacker)
+"""The hub's Redis command packer (hub.store.redis.client.FastPacker)
 puts on the wire exactly the bytes redis-py's own packer would, and fails
 the same way on what redis-py refuses."""
 
@@ -6,7 +6,7 @@ import pytest
 from redis.connection import Connection
 from redis.exceptions import DataError
 
-from hub.connectors.redis_client import FastPacker, client_from_url
+from hub.store.redis.client import FastPacker, client_from_url
 
 COMMANDS = [
     ("SET", "k", 1), ("SET", "k", -7), ("SET", "k", 1.5), ("SET", "k", 1e20), ("SET", "k", -0.0),

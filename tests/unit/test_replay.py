@@ -22,7 +22,7 @@ START = int(time.time() * 1000) - 86_400_000
 
 
 async def _run(redis_url: str, events, now_ms: int, batch: int) -> dict[bytes, bytes | None]:
-    from hub.connectors.redis_store import RedisStore
+    from hub.store.redis import RedisStore
 
     pipeline = load_pipeline(None)
     store = RedisStore.from_url(redis_url)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from hub.connectors.redis_store import RedisStore
+from hub.store.redis import RedisStore
 
 
 @pytest.fixture

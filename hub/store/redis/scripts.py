@@ -1,0 +1,235 @@
+"""The Lua the Redis store runs, as source strings: which keys each script may
+touch and what it does atomically. A leaf: the port classes register these
+(hub.store.redis.base.RedisBase._script, which adds the cluster shebang).
+
+Index scripts get the index prefix (hub.store.redis.keys.IDX) as KEYS[1] and
+build every key name from it inside Lua, so all they touch is in the index's
+slot; PUT_LATEST, SWAP and REPLACE touch the one per-record key they are given.
+"""
+
+# Every index script gets IDX as KEYS[1] and names keys only as KEYS[1] .. <kind>:<name>.
+
+BLOCKS = """
+local idx, limit = KEYS[1], tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local found = redis.call('SRANDMEMBER', idx .. 'blk:' .. ARGV[i], limit + 1)
+  if #found > limit then found = {'*'} end
+  table.insert(found, 1, redis.call('GET', idx .. 'bv:' .. ARGV[i]) or '0')
+  out[#out + 1] = found
+end
+return out
+"""
+
+MEMBERS = """
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = redis.call('HMGET', KEYS[1] .. 'mem:' .. ARGV[i], 'gid', 'f', 'b')
+end
+return out
+"""
+
+# Links records in order, each as if alone: a record already in the index
+# keeps its golden id (re-matching is an explicit act), and a golden id merged
+# away is followed to its survivor. Each record carries the versions of its
+# blocking keys as read when it was decided; if another worker has added a
+# member under one of them since, the script stops before that record and the
+# caller decides it again, so two workers matching the same person at the
+# same moment cannot found two golden records. One atomic call per batch.
+LINK_MANY = """
+local idx = KEYS[1]
+local bumped = {}
+-- term frequencies: a member's terms are counted while it is in the index
+local tf = idx .. 'tf'
+local recount = function(memkey, terms)
+  local kept = {}
+  for _, t in ipairs(terms) do kept[t] = true end
+  local old = redis.call('HGET', memkey, 't')
+  if old then
+    for t in string.gmatch(old, '[^,]+') do
+      if kept[t] then kept[t] = false
+      elseif redis.call('HINCRBY', tf, t, -1) <= 0 then redis.call('HDEL', tf, t) end
+    end
+  end
+  for _, t in ipairs(terms) do
+    if kept[t] then kept[t] = false; redis.call('HINCRBY', tf, t, 1) end
+  end
+end
+local link = function(member, gid, feats, blocks, absorbed_ids, terms)
+  local memkey = idx .. 'mem:' .. member
+  local current = redis.call('HGET', memkey, 'gid')
+  if current then gid = current end
+  local fwd = redis.call('GET', idx .. 'fwd:' .. gid)
+  while fwd do gid = fwd; fwd = redis.call('GET', idx .. 'fwd:' .. gid) end
+  local wanted = {}
+  for _, h in ipairs(blocks) do wanted[h] = true end
+  local old = redis.call('HGET', memkey, 'b')
+  if old then
+    for h in string.gmatch(old, '[^,]+') do
+      if not wanted[h] then redis.call('SREM', idx .. 'blk:' .. h, member) end
+    end
+  end
+  for _, h in ipairs(blocks) do
+    if redis.call('SADD', idx .. 'blk:' .. h, member) == 1 then
+      redis.call('INCR', idx .. 'bv:' .. h)
+      bumped[h] = (bumped[h] or 0) + 1
+    end
+  end
+  if current and current ~= gid then redis.call('SREM', idx .. 'gm:' .. current, member) end
+  recount(memkey, terms)
+  redis.call('HSET', memkey, 'gid', gid, 'f', feats, 'b', table.concat(blocks, ','), 't', table.concat(terms, ','))
+  redis.call('SADD', idx .. 'gm:' .. gid, member)
+  for _, absorbed in ipairs(absorbed_ids) do
+    while true do
+      local nxt = redis.call('GET', idx .. 'fwd:' .. absorbed)
+      if not nxt then break end
+      absorbed = nxt
+    end
+    if absorbed ~= gid then
+      for _, m in ipairs(redis.call('SMEMBERS', idx .. 'gm:' .. absorbed)) do
+        redis.call('HSET', idx .. 'mem:' .. m, 'gid', gid)
+        redis.call('SADD', idx .. 'gm:' .. gid, m)
+      end
+      redis.call('DEL', idx .. 'gm:' .. absorbed)
+      redis.call('SET', idx .. 'fwd:' .. absorbed, gid)
+      -- the merge must reach the golden store even if the linked record saying so is lost
+      redis.call('SADD', idx .. 'fold:' .. gid, absorbed)
+    end
+  end
+  return gid
+end
+local unlink = function(member)
+  local memkey = idx .. 'mem:' .. member
+  local gid = redis.call('HGET', memkey, 'gid')
+  if not gid then return '' end
+  local old = redis.call('HGET', memkey, 'b')
+  if old then
+    for h in string.gmatch(old, '[^,]+') do redis.call('SREM', idx .. 'blk:' .. h, member) end
+  end
+  redis.call('SREM', idx .. 'gm:' .. gid, member)
+  recount(memkey, {})
+  redis.call('DEL', memkey)
+  return gid
+end
+local out = {}
+for _, req in ipairs(cjson.decode(ARGV[1])) do
+  if #req == 1 then
+    out[#out + 1] = unlink(req[1])
+  else
+    -- the record was decided on blocks as they were when read; if another
+    -- worker added to one since, stop here: the caller re-reads and re-decides
+    for _, seen in ipairs(req[6]) do
+      local now = tonumber(redis.call('GET', idx .. 'bv:' .. seen[1]) or '0')
+      if now ~= seen[2] + (bumped[seen[1]] or 0) then return out end
+    end
+    out[#out + 1] = link(req[1], req[2], ARGV[req[3]], req[4], req[5], req[7] or {})
+  end
+end
+return out
+"""
+
+# Term counts (ARGV[2 .. n+1], n = ARGV[1]) and, for the golden ids after
+# them, how many source records each holds.
+TALLIES = """
+local idx, n = KEYS[1], tonumber(ARGV[1])
+local counts = {}
+for first = 2, n + 1, 1000 do  -- unpack in slices: Lua's stack takes a few thousand values at most
+  for _, c in ipairs(redis.call('HMGET', idx .. 'tf', unpack(ARGV, first, math.min(first + 999, n + 1)))) do
+    counts[#counts + 1] = c or 0
+  end
+end
+local sizes = {}
+for i = n + 2, #ARGV do sizes[#sizes + 1] = redis.call('SCARD', idx .. 'gm:' .. ARGV[i]) end
+return {counts, sizes}
+"""
+
+CONSTRAINTS = """
+local idx = KEYS[1]
+if tonumber(redis.call('GET', idx .. 'stats:constraints') or '0') == 0 then return {} end
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = {redis.call('SMEMBERS', idx .. 'apart:' .. ARGV[i]),
+                   redis.call('SMEMBERS', idx .. 'pin:' .. ARGV[i])}
+end
+return out
+"""
+
+# Moves one record to another golden record (a steward's split).
+MOVE = """
+local idx, member, to = KEYS[1], ARGV[1], ARGV[2]
+local memkey = idx .. 'mem:' .. member
+local from = redis.call('HGET', memkey, 'gid')
+if not from then return false end
+redis.call('HSET', memkey, 'gid', to)
+redis.call('SREM', idx .. 'gm:' .. from, member)
+redis.call('SADD', idx .. 'gm:' .. to, member)
+return from
+"""
+
+# Each golden id followed to its survivor (itself unless merged away); the
+# hop limit guards a lookup against a cycle no code path should make.
+FORWARD = """
+local out = {}
+for i = 1, #ARGV do
+  local gid, hops = ARGV[i], 0
+  local fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
+  while fwd and hops < 64 do
+    gid = fwd; hops = hops + 1
+    fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
+  end
+  out[#out + 1] = gid
+end
+return out
+"""
+
+# Latest statement per (purpose, channel), or answer per survey, wins by its
+# own time; equal times are settled by a keyed digest of the item (the sealed
+# body is random-looking and differs on every write), so every worker agrees.
+# The same item again counts as a change: it may be a retried batch whose first
+# pass stored it and died before the golden record was recomputed.
+PUT_LATEST = """
+local changed = 0
+for i = 1, #ARGV, 4 do
+  local field, at, tie, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local held = redis.call('HGET', KEYS[1], field)
+  local held_at, held_tie = -1, ''
+  if held then
+    local a, t = string.match(held, '^(%d+)|(%x*)|')
+    held_at, held_tie = tonumber(a), t
+  end
+  if at > held_at or (at == held_at and tie > held_tie) then
+    redis.call('HSET', KEYS[1], field, at .. '|' .. tie .. '|' .. body)
+    changed = 1
+  elseif at == held_at and tie == held_tie then
+    changed = 1
+  end
+end
+return changed
+"""
+
+# Re-sealing a hash's values only where nobody changed them since they were
+# read, so `hub rekey` can run beside working workers.
+SWAP = """
+local n = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# A golden record's hash replaced in one step: a crash between deleting the old
+# hash and writing the new one would lose the members the batch did not touch,
+# and the retried batch rebuilds the record from what it finds.
+REPLACE = """
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+# scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
+READ_ONLY = (BLOCKS, MEMBERS, CONSTRAINTS, FORWARD, TALLIES)
