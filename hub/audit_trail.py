@@ -34,6 +34,7 @@ from hub.config import PipelineConfig, Settings
 from hub.connectors.kafka import KafkaSink
 from hub.records import OutMessage
 from hub.schemas import ACCESS_EVENT, AUDIT, codec
+from hub.topic_seal import TopicValues
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,19 @@ def record_config(settings: Settings, pipeline: PipelineConfig, kafka, client,
     event = config_audit.config_event(settings.app_id, new, old, old_fingerprint, now_ms)
     sink = KafkaSink(kafka)  # its own producer: the stages' sink flushes their batches
     sink.setup()
-    sink.add(OutMessage(pipeline.topics.audit, config_key(settings.app_id), codec(AUDIT).encode(event)))
+    sink.add(OutMessage(pipeline.topics.audit, config_key(settings.app_id), _audit_value(settings, pipeline, event)))
     # acknowledged before it is remembered: a crash in between writes it again, with the same id
     sink.flush(30.0)
     client.hset(redis_key(settings.app_id), mapping={"fingerprint": new_fingerprint,
                                                            "summary": orjson.dumps(new), "at": now_ms})
     log.info("pipeline configuration %s recorded in the audit trail: %s", new_fingerprint, event["cause"][:300])
     return event
+
+
+def _audit_value(settings: Settings, pipeline: PipelineConfig, event: dict) -> bytes:
+    """The event on the audit topic, its `changes` sealed as the workers seal theirs (HUB_SEAL_TOPICS)."""
+    keyring = settings.keyring() if settings.seal_topics else None
+    return TopicValues(AUDIT, pipeline.topics.audit, keyring).encode(event, config_key(settings.app_id))
 
 
 def _text(value) -> str | None:
@@ -99,7 +106,7 @@ def record_parameters(settings: Settings, pipeline: PipelineConfig, sink: KafkaS
                       records: int) -> dict:
     """`hub estimate`: the parameters_changed event, acknowledged (old/new from config_audit.parameters_summary)."""
     event = config_audit.parameters_event(settings.app_id, old, new, records, int(time.time() * 1000))
-    sink.add(OutMessage(pipeline.topics.audit, config_key(settings.app_id), codec(AUDIT).encode(event)))
+    sink.add(OutMessage(pipeline.topics.audit, config_key(settings.app_id), _audit_value(settings, pipeline, event)))
     sink.flush(30)
     return event
 

@@ -552,6 +552,7 @@ def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, cu
     JSON as it is, the hub's Avro decoded, withdrawals with their reason, dead letters with theirs."""
     import time as _time
 
+    from hub.crypto import Keyring
     from hub.tail import describe, records
 
     settings = load_settings()
@@ -560,11 +561,19 @@ def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, cu
     pending: list = []  # records read before then: looked at again once it is known
     checked = 0.0
 
-    def wanted(record) -> bool:
+    # golden records and audit events shown opened when the workers' key is at hand (hub.topic_seal)
+    keyring = Keyring.from_settings(settings.pii_keys, settings.pii_key) if settings.pii_keys or settings.pii_key \
+        else None
+
+    def line(record) -> str | None:
         _, _, _, key, value, _ = record
-        if grep is not None and grep not in (key or b"").decode(errors="replace") and grep.encode() not in (value or b""):
-            return False
-        return customer is None or key == golden_key[0]
+        if customer is not None and key != golden_key[0]:
+            return None
+        shown_line = describe(*record, keyring)
+        if grep is None or grep in (key or b"").decode(errors="replace") or grep.encode() in (value or b"") \
+                or grep in shown_line:
+            return shown_line
+        return None
 
     shown = 0
     deadline = None if timeout is None else _time.monotonic() + timeout
@@ -583,8 +592,9 @@ def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, cu
                 golden_key.append(found.encode())
                 batch, pending = pending, []
             for item in batch:
-                if wanted(item) and (count is None or shown < count):
-                    typer.echo(describe(*item))
+                text = line(item) if count is None or shown < count else None
+                if text is not None:
+                    typer.echo(text)
                     shown += 1
     except LookupError as exc:
         _fail(str(exc))
@@ -615,7 +625,8 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
         _fail("set HUB_REDIS__URL to the (empty) Redis to rebuild into")
     try:
         counts = asyncio.run(run_replay(pipeline, kafka, settings.redis.url, _secret(settings),
-                                        settings.app_id, batch, settings.kafka.linger_ms, commit, force))
+                                        settings.app_id, batch, settings.kafka.linger_ms, commit, force,
+                                        settings.keyring(), settings.seal_topics))
     except IndexNotEmpty as exc:
         _fail(f"{exc} (--force to replay anyway)")
     inputs = sum(counts.inputs.values())

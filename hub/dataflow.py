@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hub.config import PipelineConfig
+from hub.crypto import Keyring
 from hub.quality_tally import RedisTallyStore
 from hub.records import InMessage
 from hub.runner import StageRunner
@@ -34,8 +35,9 @@ class Stage:
     name: str
     doc: str
     reads: Callable[[PipelineConfig], tuple[str, ...]]
-    # (pipeline, store, secret) -> the stage; the store serves every port (hub.ports)
-    build: Callable[[PipelineConfig, object, bytes], object]
+    # (pipeline, store, secret, topic keyring) -> the stage; the store serves every port (hub.ports); the
+    # topic keyring seals what the stage writes to the internal topics (hub.topic_seal; None: in clear)
+    build: Callable[[PipelineConfig, object, bytes, Keyring | None], object]
     is_async: bool = True
     # reads topics from outside the hub (sources, consent, ...): where a replay starts
     entry: bool = False
@@ -45,36 +47,37 @@ class Stage:
     ordered: bool = False
 
 
-def _ingest(pipeline, store, secret):
+def _ingest(pipeline, store, secret, topic_keyring):
     tallies = getattr(store, "quality_tallies", None)  # a store in memory keeps its own (hub.store.memory_store)
     return IngestStage(pipeline, tallies if tallies is not None else RedisTallyStore(store.client))
 
 
-def _match(pipeline, store, secret):
+def _match(pipeline, store, secret, topic_keyring):
     return MatchStage(pipeline, store, secret)
 
 
-def _master(pipeline, store, secret):
-    return MasterStage(pipeline, store, store, store, secret, store)
+def _master(pipeline, store, secret, topic_keyring):
+    return MasterStage(pipeline, store, store, store, secret, store, topic_keyring)
 
 
-def _syndicate(pipeline, store, secret):
-    return SyndicateStage(pipeline, store)
+def _syndicate(pipeline, store, secret, topic_keyring):
+    # opens with the store's keyring even when sealing is off: values sealed before stay readable
+    return SyndicateStage(pipeline, store, topic_keyring or getattr(store, "keyring", None))
 
 
-def _consent(pipeline, store, secret):
+def _consent(pipeline, store, secret, topic_keyring):
     return ConsentStage(pipeline, store, store)
 
 
-def _survey(pipeline, store, secret):
+def _survey(pipeline, store, secret, topic_keyring):
     return SurveyStage(pipeline, store, store)
 
 
-def _erasure(pipeline, store, secret):
+def _erasure(pipeline, store, secret, topic_keyring):
     return ErasureStage(pipeline, store, store, store)
 
 
-def _steward(pipeline, store, secret):
+def _steward(pipeline, store, secret, topic_keyring):
     return StewardStage(pipeline, store)
 
 
@@ -132,8 +135,11 @@ def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:
     return source_dlq
 
 
-def stage_runners(pipeline: PipelineConfig, store, sink, secret: bytes) -> dict[str, StageRunner]:
-    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`)."""
+def stage_runners(pipeline: PipelineConfig, store, sink, secret: bytes,
+                  topic_keyring: Keyring | None = None) -> dict[str, StageRunner]:
+    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`);
+    `topic_keyring` seals the personal fields of what they write to the internal topics (None: in clear)."""
     dead_letters = dead_letter_topics(pipeline)
-    return {s.name: StageRunner(s.name, s.build(pipeline, store, secret), sink, dead_letters, is_async=s.is_async)
+    return {s.name: StageRunner(s.name, s.build(pipeline, store, secret, topic_keyring), sink, dead_letters,
+                                is_async=s.is_async)
             for s in STAGES}

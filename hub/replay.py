@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from hub.config import PipelineConfig
 from hub.connectors.kafka import KafkaSink
+from hub.crypto import Keyring
 from hub.dataflow import STAGES, entry_stages, internal_stages, stage_runners
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
@@ -150,21 +151,23 @@ class IndexNotEmpty(RuntimeError):
 
 async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str, secret: bytes, group: str,
                  batch_size: int = 500, linger_ms: int = 5, commit: bool = True,
-                 force: bool = False) -> ReplayCounts:
+                 force: bool = False, keyring: Keyring | None = None, seal_topics: bool = True) -> ReplayCounts:
     """Every input topic through the stages into the Redis at `redis_url`;
     then, with `commit`, the workers' consumer group `group` is moved to the
-    end of every topic the stages read."""
+    end of every topic the stages read. `keyring` seals personal data in Redis and, with `seal_topics`,
+    on the internal topics, as the workers do (default: derived from `secret`, as with HUB_PII_KEY alone)."""
     from hub.app import apply_match_parameters
     from hub.connectors.kafka import MergedReader, commit_group, end_offsets, ensure_topics
     from hub.store.redis import RedisStore
 
-    store = RedisStore.from_url(redis_url)
+    keyring = keyring or Keyring.from_settings(None, secret.decode())
+    store = RedisStore.from_url(redis_url, keyring)
     if not force and await store.golden_count():
         raise IndexNotEmpty(f"{redis_url} already holds golden records: a replay rebuilds into an empty Redis")
     ensure_topics(bootstrap_servers, pipeline.all_topics(), pipeline.partitions)
     sink = KafkaSink(bootstrap_servers, linger_ms=linger_ms)
     sink.setup()
-    runners = stage_runners(pipeline, store, sink, secret)
+    runners = stage_runners(pipeline, store, sink, secret, keyring if seal_topics else None)
     _, stored = await store.load_parameters(-1)
     if stored is not None:  # estimated with `hub estimate` and kept in this Redis: what the workers would use
         apply_match_parameters(runners["match"].stage, pipeline, stored)

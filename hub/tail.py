@@ -1,8 +1,9 @@
 """`hub tail`: the records of a topic as a person reads them, one line each,
 from the beginning and then as they arrive: JSON as it is, the hub's Avro
-records decoded, tombstones with the reason a target was given, dead
-letters with theirs. Filters by text or by customer; stops after a count or
-a time. A tool for exploring and for support, not a consumer to build on.
+records decoded (sealed personal fields opened when the key is at hand),
+tombstones with the reason a target was given, dead letters with theirs.
+Filters by text or by customer; stops after a count or a time. A tool for
+exploring and for support, not a consumer to build on.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from hub.connectors.kafka_security import as_connection
-
+from hub.crypto import Keyring, SealError, key_id
 from hub.records import ERROR_EXCEPTION, ERROR_REASON, REASON_HEADER
-from hub.schemas import SchemaError, decode_framed
+from hub.schemas import SchemaError, decode_framed, reader_name, schema_name
+from hub.topic_seal import PERSONAL, SEALED_FIELD, open_record
 
 
-def readable(value: bytes | None) -> str:
-    """A record's value as one line of text."""
+def readable(value: bytes | None, keyring: Keyring | None = None, topic: str = "", key: bytes | None = None) -> str:
+    """A record's value as one line of text; a golden record or audit event sealed on `topic` (hub.topic_seal)
+    opened with `keyring` when it holds the key, shown sealed otherwise."""
     if value is None:
         return "null"
     if value[:1] in (b"{", b"["):
@@ -30,20 +33,32 @@ def readable(value: bytes | None) -> str:
             pass
     if value[:1] == b"\x00":
         try:
-            return orjson.dumps(decode_framed(value)).decode()
+            record = decode_framed(value)
         except (SchemaError, ValueError, EOFError, IndexError):
             return f"<{len(value)} bytes, Avro schema id {int.from_bytes(value[1:5], 'big')}>"
+        if keyring is not None and record.get(SEALED_FIELD) is not None:
+            name = reader_name(schema_name(int.from_bytes(value[1:5], "big")))
+            if name in PERSONAL:
+                try:
+                    record = open_record(keyring, name, record, topic, key)
+                except SealError:
+                    pass  # not this keyring's, or not this topic's: shown as it is
+        if isinstance(record.get(SEALED_FIELD), bytes):  # not opened: which key would open it
+            sealed = record[SEALED_FIELD]
+            record = {**record, SEALED_FIELD: f"<{len(sealed)} bytes sealed with key {key_id(sealed)}>"}
+        return orjson.dumps(record).decode()
     return f"<{len(value)} bytes>"
 
 
 def describe(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-             headers: list | None) -> str:
-    """One record, one line: where it is, its key, and its value or why there is none."""
+             headers: list | None, keyring: Keyring | None = None) -> str:
+    """One record, one line: where it is, its key, and its value (sealed personal fields opened with
+    `keyring`) or why there is none."""
     found = {name: raw.decode(errors="replace") for name, raw in headers or () if raw is not None}
     where = f"{topic}[{partition}]@{offset} {key.decode(errors='replace') if key else '-'}"
     if value is None:
         return f"{where} (withdrawn: {found.get(REASON_HEADER, 'no reason given')})"
-    line = f"{where} {readable(value)}"
+    line = f"{where} {readable(value, keyring, topic, key)}"
     if ERROR_REASON in found:
         line += f"  (dead letter: {found[ERROR_REASON]}: {found.get(ERROR_EXCEPTION, '')[:200]})"
     return line

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from hub.crypto import Keyring, key_id
+from hub.crypto import Keyring, SealError, key_id
 from hub.schemas import AUDIT, GOLDEN, codec, expanded
 
 SEALED_FIELD = "sealed"
@@ -101,6 +101,32 @@ def seal_value(keyring: Keyring, schema_name: str, value: bytes, topic: str, key
 def open_value(keyring: Keyring, schema_name: str, value: bytes, topic: str, key: bytes | str | None) -> dict:
     """A wire-format value decoded and opened."""
     return open_record(keyring, schema_name, codec(schema_name).decode(value), topic, key)
+
+
+class TopicValues:
+    """One internal topic's values of one schema (hub.GoldenRecord on customer.golden, hub.AuditEvent on
+    audit), as the worker writes and reads them: `encode` seals with `seal_with` (None: in clear, as with
+    HUB_SEAL_TOPICS=false), `decode` opens with `open_with` (a value in clear needs no key)."""
+
+    def __init__(self, schema_name: str, topic: str, seal_with: Keyring | None, open_with: Keyring | None = None):
+        self.schema_name = schema_name
+        self.topic = topic
+        self.seal_with = seal_with
+        self.open_with = open_with or seal_with
+        self.codec = codec(schema_name)
+
+    def encode(self, record: dict, key: bytes | str | None) -> bytes:
+        if self.seal_with is not None:
+            record = seal(self.seal_with, self.schema_name, record, self.topic, key)
+        return self.codec.encode(record)
+
+    def decode(self, value: bytes, key: bytes | str | None) -> dict:
+        record = self.codec.decode(value)
+        if record.get(SEALED_FIELD) is None:
+            return record
+        if self.open_with is None:
+            raise SealError(f"a sealed value on {self.topic} and no keyring to open it")
+        return open_record(self.open_with, self.schema_name, record, self.topic, key)
 
 
 def key_ids(schema_name: str, values: Iterable[bytes | None]) -> dict[str | None, int]:

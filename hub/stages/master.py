@@ -14,12 +14,14 @@ import time
 
 from hub import history, lookup, metrics
 from hub.config import PipelineConfig
+from hub.crypto import Keyring
 from hub.messages import audit_event
 from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
 from hub.survivorship import build_golden, changed_attributes, merge_contribution, next_stale_ms, stamp
+from hub.topic_seal import TopicValues
 
 STAGE = "master"
 
@@ -38,7 +40,9 @@ def _event_clock(content: dict, previous: dict | None) -> int:
 
 class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
-                 secret: bytes, surveys: SurveyStore):
+                 secret: bytes, surveys: SurveyStore, topic_keyring: Keyring | None = None):
+        """`topic_keyring`: seals the personal fields of the golden records and audit events written
+        (hub.topic_seal, HUB_SEAL_TOPICS); None writes them in clear."""
         self.config = config
         self.surveys = surveys
         self.secret = secret  # the PII key: lookup index keys are keyed hashes
@@ -46,8 +50,8 @@ class MasterStage:
         self.store = store
         self.consents = consents
         self.linked = codec(LINKED)
-        self.golden_codec = codec(GOLDEN)
-        self.audit_codec = codec(AUDIT)
+        self.golden_values = TopicValues(GOLDEN, config.topics.golden, topic_keyring)
+        self.audit_values = TopicValues(AUDIT, config.topics.audit, topic_keyring)
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
@@ -169,13 +173,13 @@ class MasterStage:
                                     after_version=golden["version"],
                                     changed_attributes=changed_attributes(previous, golden),
                                     changes=history.diff(previous, golden))
-                state.last_audit = self.audit_codec.encode(audit)
+                state.last_audit = self.audit_values.encode(audit, gid)
             if golden is not previous or state.contributions != held[gid]:
                 state.golden = golden
                 saved.append(state)  # a redelivered input rewrites nothing
             if state.last_audit:
                 out.append(OutMessage(self.config.topics.audit, gid.encode(), state.last_audit))
-            out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_codec.encode(golden)))
+            out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_values.encode(golden, gid)))
         for absorbed in sorted(absorbed_ids - touched.keys()):
             previous = before.get(absorbed)
             deleted.append(absorbed)
@@ -207,7 +211,7 @@ class MasterStage:
         hashed = "H" + hashlib.blake2s(gid.encode(), digest_size=10).hexdigest()
         audit = audit_event(_audit_id(hashed, None, "erased"), now_ms, "erased", cause, golden_id=hashed)
         metrics.ERASURES.labels("erased").inc()
-        yield OutMessage(self.config.topics.audit, hashed.encode(), self.audit_codec.encode(audit))
+        yield OutMessage(self.config.topics.audit, hashed.encode(), self.audit_values.encode(audit, hashed))
         for member in members:
             yield OutMessage(self.config.topics.canonical, member.encode(), None, [(REASON_HEADER, b"erased")])
         yield OutMessage(self.config.topics.golden, gid.encode(), None, [(REASON_HEADER, b"erased")])
@@ -231,7 +235,7 @@ class MasterStage:
                             before_version=previous["version"])
         if kind == "member_withdrawn":
             metrics.GOLDEN_CHANGES.labels("golden_deleted").inc()
-        yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_codec.encode(audit))
+        yield OutMessage(self.config.topics.audit, gid.encode(), self.audit_values.encode(audit, gid))
         yield self._tombstone(gid, kind)
 
     def _tombstone(self, gid: str, kind: str) -> OutMessage:

@@ -17,21 +17,24 @@ import time
 from hub import metrics
 from hub.config import PipelineConfig
 from hub.consent import ALLOWED, next_change_ms, target_verdict_purpose
+from hub.crypto import Keyring
 from hub.ports import SyndicationState
 from hub.projection import encode, fingerprint, project, target_key
 from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
-from hub.schemas import GOLDEN, codec
+from hub.schemas import GOLDEN
 from hub.stages import StageOutput
+from hub.topic_seal import TopicValues
 
 STAGE = "syndicate"
 NO_KEY = "no_key"
 
 
 class SyndicateStage:
-    def __init__(self, config: PipelineConfig, state: SyndicationState):
+    def __init__(self, config: PipelineConfig, state: SyndicationState, keyring: Keyring | None = None):
+        """`keyring` opens the golden records the master sealed (hub.topic_seal); values in clear need none."""
         self.config = config
         self.state = state
-        self.golden_codec = codec(GOLDEN)
+        self.golden_values = TopicValues(GOLDEN, config.topics.golden, None, keyring)
         self.purposes = {p.name: p for p in config.purposes}
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
@@ -39,7 +42,7 @@ class SyndicateStage:
         latest: dict[str, tuple[dict | None, str]] = {}
         for message in batch:  # only the last version of a golden record in a batch matters
             gid = message.key.decode()
-            golden = self.golden_codec.decode(message.value) if message.value is not None else None
+            golden = self.golden_values.decode(message.value, message.key) if message.value is not None else None
             reason = (message.header(REASON_HEADER) or b"golden_deleted").decode()
             latest[gid] = (golden, reason)
         held = await self.state.load_syndication(list(latest))

@@ -28,9 +28,12 @@ from hub.connectors.embedded import (
     stop_process,
 )
 from hub.connectors.kafka import ensure_topics
+from hub.crypto import Keyring
 from hub.crypto import local_key as local_pii_key
 from hub.follow import behind, committed_offsets, worker_input_topics  # noqa: F401 (tests and benchmarks import them here)
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
+from hub.schemas import AUDIT, GOLDEN
+from hub.topic_seal import open_value
 
 
 def hub_command(*args: str) -> list[str]:
@@ -447,6 +450,38 @@ class LocalHub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def topic_keyring(source: "LocalHub | Worker | str | bytes") -> Keyring:
+    """The keyring the workers seal customer.golden and audit values with (hub.topic_seal): that of a
+    LocalHub's or a Worker's environment, or the one derived from a HUB_PII_KEY, as the worker derives it."""
+    if isinstance(source, Worker):
+        return Keyring.from_settings(source.env.get("HUB_PII_KEYS"), source.env["HUB_PII_KEY"])
+    if isinstance(source, LocalHub):
+        return Keyring.from_settings(os.environ.get("HUB_PII_KEYS"), source.pii_key)
+    return Keyring.from_settings(None, source.decode() if isinstance(source, bytes) else source)
+
+
+def open_golden(source, key: bytes | str, value: bytes, topic: str = "customer.golden") -> dict:
+    """A golden record as a worker wrote it on `topic`, decoded and opened (`source`: as for topic_keyring)."""
+    return open_value(topic_keyring(source), GOLDEN, value, topic, key)
+
+
+def open_audit(source, key: bytes | str, value: bytes, topic: str = "audit") -> dict:
+    """An audit event as a worker wrote it on `topic`, decoded and opened."""
+    return open_value(topic_keyring(source), AUDIT, value, topic, key)
+
+
+def open_goldens(source, values: dict, topic: str = "customer.golden") -> dict:
+    """key -> golden record, opened, for the live values of a golden topic (TopicView.live, latest_since)."""
+    keyring = topic_keyring(source)
+    return {k: open_value(keyring, GOLDEN, v, topic, k) for k, v in values.items() if v is not None}
+
+
+def open_audits(source, records, topic: str = "audit") -> list[dict]:
+    """The audit events of (key, value) pairs (read_topic, TopicView.latest[...].items()), opened."""
+    keyring = topic_keyring(source)
+    return [open_value(keyring, AUDIT, v, topic, k) for k, v in records if v is not None]
 
 
 def redis_dump(client) -> bytes:

@@ -26,6 +26,7 @@ from hub.csv_out import write_rows
 from hub.ingest_api import source_token_ok
 from hub.matching.features import fold, hash_key, phonetic
 from hub.schemas import AUDIT, CONSENT_EVENT, ERASURE_REQUEST, codec
+from hub.topic_seal import TopicValues
 from hub.validation import id_problem
 from hub.workbench import auth
 from hub.workbench.app import HERE, LOGIN_COOKIE, SESSION_COOKIE, AuditUnavailable, Workbench, json_response, now_ms
@@ -371,9 +372,19 @@ async def customer(request, session):
 
 
 def _read_topic_keys(wb: Workbench, topic: str, keys: set[bytes]) -> list[bytes]:
+    return [value for _, value in _read_topic_records(wb, topic, keys)]
+
+
+def _read_topic_records(wb: Workbench, topic: str, keys: set[bytes]) -> list[tuple[bytes, bytes]]:
     from hub.connectors.kafka import read_topic
 
-    return [value for _, value in read_topic(wb.bootstrap, topic, keys, timeout_s=30) if value]
+    return [(key, value) for key, value in read_topic(wb.bootstrap, topic, keys, timeout_s=30) if value]
+
+
+def _audit_events(wb: Workbench, keys: set[bytes]) -> list[dict]:
+    """The audit events under these keys, opened with the workers' keyring (hub.topic_seal)."""
+    audit = TopicValues(AUDIT, wb.pipeline.topics.audit, None, wb.store.keyring)
+    return [audit.decode(value, key) for key, value in _read_topic_records(wb, wb.pipeline.topics.audit, keys)]
 
 
 @require("read")
@@ -385,9 +396,9 @@ async def customer_history(request, session):
     keys = {gid.encode(), golden_history.erased_id(gid).encode(), *(m.encode() for m in members)}
     loop = asyncio.get_running_loop()
     audit_values, access_values = await asyncio.gather(
-        loop.run_in_executor(None, _read_topic_keys, wb, wb.pipeline.topics.audit, keys),
+        loop.run_in_executor(None, _audit_events, wb, keys),
         loop.run_in_executor(None, _read_topic_keys, wb, wb.pipeline.topics.access_audit, {gid.encode()}))
-    events = golden_history.ordered([codec(AUDIT).decode(v) for v in audit_values], gid)
+    events = golden_history.ordered(audit_values, gid)
     access = sorted((wb.access_codec.decode(v) for v in access_values), key=lambda e: e["at"], reverse=True)
     await wb.audit(session.user, session.role, "history_viewed", golden_id=gid)
     return render(request, "_history.html", events=events, access=access[:50])
@@ -443,10 +454,9 @@ async def customer_export(request, session):
     gid = data["golden"]["golden_id"]
     members = data["golden"]["members"]
     keys = {gid.encode(), golden_history.erased_id(gid).encode(), *(m.encode() for m in members)}
-    values = await asyncio.get_running_loop().run_in_executor(None, _read_topic_keys, wb, wb.pipeline.topics.audit,
-                                                              keys)
+    events = await asyncio.get_running_loop().run_in_executor(None, _audit_events, wb, keys)
     document = subject_access.export(data["golden"], data["contributions"], data["consents"], data["surveys"],
-                                     [codec(AUDIT).decode(v) for v in values], data["reviews"], data["targets"],
+                                     events, data["reviews"], data["targets"],
                                      now_ms(), session.user)
     await wb.audit(session.user, session.role, "subject_access_exported", golden_id=gid,
                    detail=f"{len(members)} records, {len(document['history'])} history events")

@@ -23,7 +23,7 @@ from hub.crypto import Keyring, new_key, parse_keys
 from hub.history import diff
 from hub.records import OutMessage
 from hub.schemas import AUDIT, codec
-from hub.testing.harness import LocalHub
+from hub.testing.harness import LocalHub, open_audits
 from hub.topic_seal import seal
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def write_config(path, tokens: list[str], purposes=("service",)) -> None:
 
 
 def config_events(hub) -> list[dict]:
-    return [codec(AUDIT).decode(v) for _, v in read_topic(hub.bootstrap, "audit", {config_key("hub")}) if v]
+    return open_audits(hub, read_topic(hub.bootstrap, "audit", {config_key("hub")}))
 
 
 def wait_for(condition, timeout_s: float):

@@ -11,8 +11,8 @@ import pytest
 from hub.config import load_pipeline
 from hub.connectors.kafka import read_topic
 from hub.history import rebuild
-from hub.schemas import AUDIT, CUSTOMER_EVENT, GOLDEN, codec
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.schemas import CUSTOMER_EVENT, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_audits, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_contacts_accounts_leads_and_households(tmp_path):
         feeder = Feeder(hub.bootstrap)
 
         def golden_of(member: str) -> dict | None:
-            found = [g for g in (codec(GOLDEN).decode(v) for v in watcher.view.live(pipeline.topics.golden).values())
+            found = [g for g in open_goldens(hub, watcher.view.live(pipeline.topics.golden)).values()
                      if member in g["members"]]
             return found[0] if found else None
 
@@ -84,7 +84,7 @@ def test_contacts_accounts_leads_and_households(tmp_path):
         assert contact["account_golden_id"] == acme["golden_id"]
         assert {e["address"] for e in contact["emails"]} == {"jon.l@mail.example", "jonathan.leadbetter@acme.example"}
         # ...without losing its history: the lead's past state is still there
-        audits = [codec(AUDIT).decode(v) for _, v in read_topic(hub.bootstrap, pipeline.topics.audit) if v]
+        audits = open_audits(hub, read_topic(hub.bootstrap, pipeline.topics.audit))
         before = rebuild(audits, lead["golden_id"], lead_seen_ms)
         assert before["lifecycle"] == "lead" and before["members"] == ["ecommerce:L-5"]
         assert rebuild(audits, lead["golden_id"])["lifecycle"] == "contact"

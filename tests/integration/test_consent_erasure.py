@@ -15,8 +15,8 @@ import yaml
 from hub.access import new_token
 from hub.config import PipelineConfig, load_pipeline
 from hub.projection import decode_avro
-from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, codec
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_golden, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
         feeder.flush()
         view = watcher.wait_until(lambda v: any(v.live("mastered.marketing")), quiet_s=2.0)
 
-        golden = {k: codec(GOLDEN).decode(v) for k, v in view.live("customer.golden").items()}
+        golden = open_goldens(hub, view.live("customer.golden"))
         gid_of = {p: next(g for g, rec in golden.items() if f"{r[0]['source']}:{r[0]['source_id']}" in rec["members"])
                   for p, r in PEOPLE.items()}
         assert len(set(gid_of.values())) == 6
@@ -227,8 +227,8 @@ def test_targets_hold_exactly_what_consent_allows_and_erasure_leaves_nothing(tmp
         feeder.send("raw.pos", b"pos:5", codec(CUSTOMER_EVENT).encode({**PEOPLE["P5"][1], "event_time": T0 + 99_000}))
         feeder.flush()
         view = watcher.wait_until(lambda v: v.live("mastered.loyalty_app").get("L000000005") is not None)
-        reborn = codec(GOLDEN).decode(view.live("customer.golden")[decode(
-            "loyalty_app", view.live("mastered.loyalty_app")["L000000005"])["golden_id"]])
+        reborn_id = decode("loyalty_app", view.live("mastered.loyalty_app")["L000000005"])["golden_id"]
+        reborn = open_golden(hub, reborn_id, view.live("customer.golden")[reborn_id])
         assert reborn["members"] == ["pos:5"] and reborn["version"] == 1
         watcher.close()
 

@@ -16,8 +16,8 @@ import pytest
 from hub.config import load_pipeline
 from hub.connectors.kafka import read_topic
 from hub.history import rebuild
-from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_audits, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def _golden_by_members(events: list[dict], tmp_path) -> dict[tuple, dict]:
                                                    for g in v.live(pipeline.topics.golden).values()) == [3, 3, 3],
                                   timeout_s=60, quiet_s=2.0)
         watcher.close()
-        goldens = [codec(GOLDEN).decode(g) for g in view.live(pipeline.topics.golden).values()]
+        goldens = open_goldens(hub, view.live(pipeline.topics.golden)).values()
     return {tuple(g["members"]): {k: v for k, v in g.items() if k not in (*STAMPS, "golden_id", "version")}
             for g in goldens}
 
@@ -127,10 +127,9 @@ def test_history_rebuilds_every_past_state(tmp_path):
         def send(topic: str, key: str, value: bytes, until) -> None:
             feeder.send(topic, key.encode(), value)
             feeder.flush()
-            view = watcher.wait_until(lambda v: any(until(codec(GOLDEN).decode(g))
-                                                    for g in v.live(pipeline.topics.golden).values()), quiet_s=0.5)
-            golden = next(g for g in (codec(GOLDEN).decode(x) for x in view.live(pipeline.topics.golden).values())
-                          if until(g))
+            view = watcher.wait_until(lambda v: any(until(g) for g in open_goldens(
+                hub, v.live(pipeline.topics.golden)).values()), quiet_s=0.5)
+            golden = next(g for g in open_goldens(hub, view.live(pipeline.topics.golden)).values() if until(g))
             snapshots.append((int(time.time() * 1000), golden))
             time.sleep(0.05)
 
@@ -154,7 +153,7 @@ def test_history_rebuilds_every_past_state(tmp_path):
         snapshots.append((int(time.time() * 1000), None))
         watcher.close()
 
-        events = [codec(AUDIT).decode(v) for _, v in read_topic(hub.bootstrap, pipeline.topics.audit) if v]
+        events = open_audits(hub, read_topic(hub.bootstrap, pipeline.topics.audit))
         assert [g["version"] for _, g in snapshots[:-1]] == [1, 2, 3, 4, 5]
         for at, golden in snapshots:
             expected = None if golden is None else held(golden)

@@ -21,9 +21,9 @@ import redis
 import yaml
 
 from hub.config import DEFAULT_CONFIG, load_pipeline
-from hub.schemas import CANONICAL, GOLDEN, codec
+from hub.schemas import CANONICAL, codec
 from hub.standardise import MAX_VALUES
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_flooded_events_are_capped_and_later_customers_flow(tmp_path):
             view = _run_attack(worker, watcher, pipeline)
         finally:
             watcher.close()
-        records = [codec(GOLDEN).decode(v) for v in view.live(golden).values()]
+        records = list(open_goldens(hub, view.live(golden), golden).values())
         flooded = [g for g in records if g["given_name"] == "Mallory"]
         assert len(flooded) == 1, "the five events are one person"
         assert len(flooded[0]["emails"]) <= pipeline.survivorship.max_values

@@ -19,8 +19,8 @@ import redis
 from hub.config import load_pipeline
 from hub.demo import with_demo_tokens
 from hub.connectors.embedded import free_port, stop_process
-from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, GOLDEN, SURVEY_RESPONSE, codec
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.schemas import CUSTOMER_EVENT, ERASURE_REQUEST, SURVEY_RESPONSE, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_lookup_by_every_identifier_scoped_and_following_changes(tmp_path):
                         codec(CUSTOMER_EVENT).encode(record))
         feeder.flush()
         view = watcher.wait_until(lambda v: len(v.live("customer.golden")) == 3, quiet_s=1.5)
-        golden = {g["given_name"]: g for g in (codec(GOLDEN).decode(v) for v in view.live("customer.golden").values())}
+        golden = {g["given_name"]: g for g in open_goldens(hub, view.live("customer.golden")).values()}
         anna = golden["Anna"]
         assert anna["members"] == ["crm:C1", "pos:P3"]
         base = worker.base_url + "/targets/pos/lookup?"

@@ -12,11 +12,11 @@ import pytest
 
 from hub.config import load_pipeline
 from hub.records import InMessage
-from hub.schemas import CANONICAL, CUSTOMER_EVENT, GOLDEN, codec
+from hub.schemas import CANONICAL, CUSTOMER_EVENT, codec
 from hub.stages.match import MatchStage
 from hub.standardise import standardise_and_score
 from hub.store.redis import RedisStore
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def race_two_worker_processes(redis_url: str, tmp_path) -> None:
         feeder.flush()
         view = watcher.wait_until(lambda v: len(v.live("mastered.pos")) >= persons
                                   and v.counts["customer.canonical"] >= 3 * persons, timeout_s=90, quiet_s=3)
-        golden = [codec(GOLDEN).decode(v) for v in view.live("customer.golden").values()]
+        golden = list(open_goldens(hub, view.live("customer.golden")).values())
         by_person = {}
         for record in golden:
             by_person.setdefault(record["emails"][0]["address"], []).append(record["golden_id"])

@@ -12,8 +12,8 @@ import yaml
 
 from hub.config import PipelineConfig, load_pipeline
 from hub.connectors.kafka import read_topic
-from hub.schemas import AUDIT, CUSTOMER_EVENT, GOLDEN, codec
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.schemas import CUSTOMER_EVENT, codec
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_audits, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def test_patch_merges_and_unconfirmed_values_go_stale(tmp_path):
         feeder = Feeder(hub.bootstrap)
 
         def anna() -> dict | None:
-            found = [g for g in (codec(GOLDEN).decode(v) for v in watcher.view.live(pipeline.topics.golden).values())
+            found = [g for g in open_goldens(hub, watcher.view.live(pipeline.topics.golden)).values()
                      if g["members"] == ["crm:C1"]]
             return found[0] if found else None
 
@@ -76,7 +76,7 @@ def test_patch_merges_and_unconfirmed_values_go_stale(tmp_path):
         assert decayed["freshness"] == pytest.approx(1 / 6, abs=1e-3)
         assert decayed["quality_score"] < patched["quality_score"]
         assert decayed["cause"] == "data_decay" and decayed["version"] == 3
-        audits = [codec(AUDIT).decode(v) for _, v in read_topic(hub.bootstrap, pipeline.topics.audit) if v]
+        audits = open_audits(hub, read_topic(hub.bootstrap, pipeline.topics.audit))
         decay = [a for a in audits if a["cause"] == "data_decay" and a["golden_id"] == decayed["golden_id"]]
         assert len(decay) == 1 and "stale_attributes" in decay[0]["changed_attributes"]
         watcher.close()

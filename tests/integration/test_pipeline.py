@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from hub.records import ERROR_OFFSET, ERROR_REASON, ERROR_STAGE, ERROR_TOPIC
-from hub.schemas import AUDIT, CONSENT_EVENT, CUSTOMER_EVENT, GOLDEN, codec
-from hub.testing.harness import Watcher, wait_caught_up, worker_input_topics
+from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, codec
+from hub.testing.harness import Watcher, open_audits, open_goldens, wait_caught_up, worker_input_topics
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +48,8 @@ def consent(source: str, source_id: str, purpose: str, status: str, channel: str
         "evidence": "form-123", "event_time": at}})
 
 
-def goldens(view, pipeline) -> dict[str, dict]:
-    golden = codec(GOLDEN)
-    return {k: golden.decode(v) for k, v in view.live(pipeline.topics.golden).items()}
+def goldens(view, pipeline, hub) -> dict[str, dict]:
+    return open_goldens(hub, view.live(pipeline.topics.golden), pipeline.topics.golden)
 
 
 def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, pipeline):
@@ -66,7 +65,7 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
 
     view = watcher.wait_until(lambda v: len(v.live("mastered.pos")) >= 2 and v.counts["dlq.pos"] == 1)
 
-    records = goldens(view, pipeline)
+    records = goldens(view, pipeline, local_hub)
     assert len(records) == 2, records.keys()
     anna = next(g for g in records.values() if g["family_name"] == "Smith")
     bob = next(g for g in records.values() if g["family_name"] == "Jones")
@@ -101,7 +100,7 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
     assert headers[0][1][ERROR_TOPIC] == b"raw.pos" and headers[0][1][ERROR_OFFSET].isdigit()
 
     # the decisions are explained on the audit topic
-    audits = [codec(AUDIT).decode(v) for v in view.latest[pipeline.topics.audit].values() if v]
+    audits = open_audits(local_hub, view.latest[pipeline.topics.audit].items(), pipeline.topics.audit)
     merges = [a for a in audits if a["kind"] == "match_decision" and a["decision"]["outcome"] == "merge"]
     # arrival order across source topics is not fixed: whichever Anna came first founded the record,
     # and a sparse record seen before its corroboration goes to review first, then joins through a
@@ -165,7 +164,7 @@ def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
     # gone quiet for a second: under load a stage can lag longer than that
     wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
     view = watcher.wait_until(lambda v: True, quiet_s=1.0)
-    before = goldens(view, pipeline)
+    before = goldens(view, pipeline, local_hub)
     target_counts = {t.output_topic: view.counts[t.output_topic] for t in pipeline.targets}
     first.stop()
 
@@ -173,7 +172,7 @@ def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
     # the second group has read every input to its end (a group that never started would never get there)
     wait_caught_up(local_hub.bootstrap, "hub-replay", worker_input_topics(pipeline))
     view = watcher.read_to_end()
-    after = goldens(view, pipeline)
+    after = goldens(view, pipeline, local_hub)
     assert after == before
     assert {k: g["version"] for k, g in after.items()} == {k: g["version"] for k, g in before.items()}
     assert {t.output_topic: view.counts[t.output_topic] for t in pipeline.targets} == target_counts
@@ -194,7 +193,7 @@ def test_resent_source_record_replaces_its_contribution(local_hub, feeder, pipel
     feeder.send("raw.crm", b"crm:C2", avro(stale))  # older than what the hub holds: ignored
     feeder.flush()
     view = watcher.wait_until(lambda v: b"New Road" in (v.live("mastered.contact_center").get(gid) or b""))
-    golden = goldens(view, pipeline)[gid]
+    golden = goldens(view, pipeline, local_hub)[gid]
     assert golden["given_name"] == "Bob" and golden["version"] == 2
     assert [a["line1"] for a in golden["addresses"]] == ["9 New Road"]
     # a delete withdraws the only contribution: the golden record and every target get tombstones
@@ -232,9 +231,9 @@ def test_worker_on_a_shared_redis_server(pipeline, tmp_path, shared_redis):
         feeder.send("raw.crm", b"crm:C1", avro(ANNA_CRM))
         feeder.send("raw.pos", b"pos:P3", avro(ANNA_POS))
         feeder.flush()
-        view = watcher.wait_until(lambda v: [len(g["members"]) for g in goldens(v, pipeline).values()] == [2])
+        view = watcher.wait_until(lambda v: [len(g["members"]) for g in goldens(v, pipeline, hub).values()] == [2])
         (gid,) = view.live("mastered.pos")
-        assert goldens(view, pipeline)[gid]["members"] == ["crm:C1", "pos:P3"]
+        assert goldens(view, pipeline, hub)[gid]["members"] == ["crm:C1", "pos:P3"]
         assert client.exists(f"hub:gold:{{{gid}}}")
         # blocking keys are keyed hashes: no plain e-mail or phone in any key
         keys = b" ".join(client.keys("hub:*"))

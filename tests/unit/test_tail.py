@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from hub.records import ERROR_EXCEPTION, ERROR_REASON, REASON_HEADER
+from hub.crypto import Keyring
 from hub.schemas import GOLDEN, codec
 from hub.tail import describe, readable
+from hub.topic_seal import seal
 
 
 def test_json_is_shown_as_it_is_and_avro_decoded():
@@ -18,6 +20,15 @@ def test_json_is_shown_as_it_is_and_avro_decoded():
               "last_event_time": 1, "trigger_produced_at": None, "cause": "source_event"}
     shown = readable(codec(GOLDEN).encode(golden))
     assert '"given_name":"Ada"' in shown and '"version":3' in shown
+    # sealed on customer.golden (hub.topic_seal): opened with the workers' keyring, shown sealed without it
+    keyring = Keyring.from_settings(None, "tail-test-key-of-32-characters-x")
+    sealed = codec(GOLDEN).encode(seal(keyring, GOLDEN, golden, "customer.golden", "G1"))
+    assert '"given_name":"Ada"' in readable(sealed, keyring, "customer.golden", b"G1")
+    assert '"given_name":null' in readable(sealed) and '"version":3' in readable(sealed)
+    assert "bytes sealed with key k0" in readable(sealed)
+    assert '"given_name":null' in readable(sealed, Keyring.from_settings(None, "another-key"), "customer.golden", b"G1")
+    line = describe("customer.golden", 0, 5, b"G1", sealed, [], keyring)
+    assert line.startswith("customer.golden[0]@5 G1 ") and '"family_name":"Lovelace"' in line
     assert readable(b"\x00\x00\x01\x86\xa0xyz") == "<8 bytes, Avro schema id 100000>"
     assert readable(b"\xff\xfe") == "<2 bytes>"
 
