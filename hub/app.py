@@ -223,6 +223,13 @@ def _register_timers(hub: Hub) -> None:
     async def refresh_gauges() -> None:
         metrics.GOLDEN_RECORDS.set(await hub.store.golden_count())
 
+    @hub.app.timer(interval=1.0)
+    async def serve_producer_callbacks() -> None:
+        """librdkafka reports broker errors through callbacks that only run inside poll(), which the
+        stages call while they deliver: a worker with nothing to send must still count an outage
+        (hub_broker_errors_total) as it happens, not at its next batch."""
+        hub.sink.poll()
+
 
 def _register_lag_timer(hub: Hub) -> None:
     """hub_consumer_lag_records{topic}: for each partition this worker owns, the
