@@ -104,7 +104,8 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     sink = KafkaSink(kafka, linger_ms=settings.kafka.linger_ms, max_message_bytes=settings.kafka.max_message_bytes)
     sink.setup()
     secret = settings.pii_secret()
-    # the personal fields of customer.golden and audit values sealed with Redis's keyring (HUB_SEAL_TOPICS)
+    # the personal fields of customer.canonical (and so customer.linked), customer.golden and audit values
+    # sealed with Redis's keyring (HUB_SEAL_TOPICS)
     runners = stage_runners(pipeline, store, sink, secret, store.keyring if settings.seal_topics else None)
     hub = Hub(settings, pipeline, app, store, sink, runners)
     audit_trail.register(hub)  # a worker starting with a changed pipeline writes one config_changed event

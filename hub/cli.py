@@ -561,15 +561,20 @@ def tail(topic: str = typer.Argument(..., help="The topic, e.g. mastered.pos, cu
     pending: list = []  # records read before then: looked at again once it is known
     checked = 0.0
 
-    # golden records and audit events shown opened when the workers' key is at hand (hub.topic_seal)
+    # golden records, audit events and canonical records (also those linked records carry) shown opened when
+    # the workers' key is at hand (hub.topic_seal)
     keyring = Keyring.from_settings(settings.pii_keys, settings.pii_key) if settings.pii_keys or settings.pii_key \
         else None
+    try:
+        canonical_topic = load_pipeline(settings.config_file).topics.canonical
+    except ConfigError:
+        canonical_topic = "customer.canonical"
 
     def line(record) -> str | None:
         _, _, _, key, value, _ = record
         if customer is not None and key != golden_key[0]:
             return None
-        shown_line = describe(*record, keyring)
+        shown_line = describe(*record, keyring, canonical_topic)
         if grep is None or grep in (key or b"").decode(errors="replace") or grep.encode() in (value or b"") \
                 or grep in shown_line:
             return shown_line
@@ -859,7 +864,8 @@ def new_key(kid: Optional[str] = typer.Argument(None, help="Id of the new key (1
 @cli.command()
 def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch"),
           topics: bool = typer.Option(False, "--topics", help="Also count, per key id, the sealed values on the "
-                                      "internal topics (customer.golden, audit): Kafka records are not re-sealed, "
+                                      "internal topics (customer.golden, audit, customer.canonical, customer.linked): "
+                                      "Kafka records are not re-sealed, "
                                       "so a key must stay in HUB_PII_KEYS while a topic holds values it sealed")) -> None:
     """Re-seal every value in Redis with the first key of HUB_PII_KEYS (after a rotation; safe beside workers)."""
     settings = _settings()
@@ -876,13 +882,14 @@ def rekey(batch: int = typer.Option(500, help="Keys per SCAN batch"),
 
 def _report_topic_keys(settings, keyring) -> None:
     from hub.connectors.kafka import MergedReader
-    from hub.schemas import AUDIT, GOLDEN
+    from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED
     from hub.topic_seal import key_ids
 
     pipeline = load_pipeline(settings.config_file)
     kafka = _kafka(settings)
     held = set(keyring.kids)
-    for topic, schema in ((pipeline.topics.golden, GOLDEN), (pipeline.topics.audit, AUDIT)):
+    for topic, schema in ((pipeline.topics.golden, GOLDEN), (pipeline.topics.audit, AUDIT),
+                          (pipeline.topics.canonical, CANONICAL), (pipeline.topics.linked, LINKED)):
         try:
             latest: dict = {}
             for message in MergedReader(kafka, [topic], timeout_s=600):

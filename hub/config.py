@@ -565,8 +565,9 @@ class Settings(BaseSettings):
     pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
                                                    "(first seals, all open); unset = derived from pii_key")
     seal_topics: bool = Field(True, description="Seal the personal fields of the values the hub writes to its "
-                                                "internal topics (customer.golden, audit) with the same keys "
-                                                "(hub.topic_seal); target topics are never sealed")
+                                                "internal topics (customer.canonical, customer.linked, "
+                                                "customer.golden, audit) with the same keys (hub.topic_seal); "
+                                                "target topics are never sealed")
 
     def __repr_args__(self):
         # the keys that hash and seal personal data stay out of any log line that prints the settings

@@ -49,11 +49,12 @@ class Stage:
 
 def _ingest(pipeline, store, secret, topic_keyring):
     tallies = getattr(store, "quality_tallies", None)  # a store in memory keeps its own (hub.store.memory_store)
-    return IngestStage(pipeline, tallies if tallies is not None else RedisTallyStore(store.client))
+    return IngestStage(pipeline, tallies if tallies is not None else RedisTallyStore(store.client), topic_keyring)
 
 
 def _match(pipeline, store, secret, topic_keyring):
-    return MatchStage(pipeline, store, secret)
+    # opens with the store's keyring even when sealing is off: values sealed before stay readable
+    return MatchStage(pipeline, store, secret, topic_keyring=topic_keyring or getattr(store, "keyring", None))
 
 
 def _master(pipeline, store, secret, topic_keyring):

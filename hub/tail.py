@@ -17,13 +17,25 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from hub.connectors.kafka_security import as_connection
 from hub.crypto import Keyring, SealError, key_id
 from hub.records import ERROR_EXCEPTION, ERROR_REASON, REASON_HEADER
-from hub.schemas import SchemaError, decode_framed, reader_name, schema_name
-from hub.topic_seal import PERSONAL, SEALED_FIELD, open_record
+from hub.schemas import LINKED, SchemaError, decode_framed, reader_name, schema_name
+from hub.topic_seal import PERSONAL, SEALED_FIELD, open_linked, open_record
+
+CANONICAL_TOPIC = "customer.canonical"
 
 
-def readable(value: bytes | None, keyring: Keyring | None = None, topic: str = "", key: bytes | None = None) -> str:
-    """A record's value as one line of text; a golden record or audit event sealed on `topic` (hub.topic_seal)
-    opened with `keyring` when it holds the key, shown sealed otherwise."""
+def _shown_sealed(record: dict) -> dict:
+    """A record whose payload was not opened: which key would open it."""
+    sealed = record.get(SEALED_FIELD)
+    if not isinstance(sealed, bytes):
+        return record
+    return {**record, SEALED_FIELD: f"<{len(sealed)} bytes sealed with key {key_id(sealed)}>"}
+
+
+def readable(value: bytes | None, keyring: Keyring | None = None, topic: str = "", key: bytes | None = None,
+             canonical_topic: str = CANONICAL_TOPIC) -> str:
+    """A record's value as one line of text; a golden record, audit event or canonical record sealed on `topic`
+    (hub.topic_seal), or the canonical record a linked record carries (sealed for `canonical_topic`), opened
+    with `keyring` when it holds the key, shown sealed otherwise."""
     if value is None:
         return "null"
     if value[:1] in (b"{", b"["):
@@ -36,29 +48,32 @@ def readable(value: bytes | None, keyring: Keyring | None = None, topic: str = "
             record = decode_framed(value)
         except (SchemaError, ValueError, EOFError, IndexError):
             return f"<{len(value)} bytes, Avro schema id {int.from_bytes(value[1:5], 'big')}>"
-        if keyring is not None and record.get(SEALED_FIELD) is not None:
-            name = reader_name(schema_name(int.from_bytes(value[1:5], "big")))
-            if name in PERSONAL:
+        name = reader_name(schema_name(int.from_bytes(value[1:5], "big")))
+        if keyring is not None and record.get(SEALED_FIELD) is not None and name in PERSONAL:
+            try:
+                record = open_record(keyring, name, record, topic, key)
+            except SealError:
+                pass  # not this keyring's, or not this topic's: shown as it is
+        if name == LINKED and record.get("canonical"):
+            if keyring is not None:
                 try:
-                    record = open_record(keyring, name, record, topic, key)
+                    record = open_linked(keyring, record, canonical_topic)
                 except SealError:
-                    pass  # not this keyring's, or not this topic's: shown as it is
-        if isinstance(record.get(SEALED_FIELD), bytes):  # not opened: which key would open it
-            sealed = record[SEALED_FIELD]
-            record = {**record, SEALED_FIELD: f"<{len(sealed)} bytes sealed with key {key_id(sealed)}>"}
-        return orjson.dumps(record).decode()
+                    pass
+            record = {**record, "canonical": _shown_sealed(record["canonical"])}
+        return orjson.dumps(_shown_sealed(record)).decode()
     return f"<{len(value)} bytes>"
 
 
 def describe(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-             headers: list | None, keyring: Keyring | None = None) -> str:
+             headers: list | None, keyring: Keyring | None = None, canonical_topic: str = CANONICAL_TOPIC) -> str:
     """One record, one line: where it is, its key, and its value (sealed personal fields opened with
     `keyring`) or why there is none."""
     found = {name: raw.decode(errors="replace") for name, raw in headers or () if raw is not None}
     where = f"{topic}[{partition}]@{offset} {key.decode(errors='replace') if key else '-'}"
     if value is None:
         return f"{where} (withdrawn: {found.get(REASON_HEADER, 'no reason given')})"
-    line = f"{where} {readable(value, keyring, topic, key)}"
+    line = f"{where} {readable(value, keyring, topic, key, canonical_topic)}"
     if ERROR_REASON in found:
         line += f"  (dead letter: {found[ERROR_REASON]}: {found.get(ERROR_EXCEPTION, '')[:200]})"
     return line

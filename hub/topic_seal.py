@@ -1,15 +1,19 @@
 """Personal data on the hub's internal topics, sealed with the keyring that
 seals it in Redis (hub.crypto).
 
-A golden record on `customer.golden` and an audit event on `audit` keep
-their shape: the fields that hold personal data (`PERSONAL`) are moved into
-one AES-256-GCM payload in the record's `sealed` field (those fields as
-JSON, by name, so a payload stays readable as the schema evolves; JSON costs
-a fifteenth of fastavro's CPU here, and makes a golden record's value about
-twice as large: docs/topic-sealing-and-config-audit.md) and left at their
-schema defaults (null, empty list, empty map); everything else (ids,
-versions, times, lineage, members, quality, which attributes changed) stays
-readable by anyone allowed on the topic. The payload's associated data is
+A golden record on `customer.golden`, an audit event on `audit` and a
+canonical record on `customer.canonical` (also nested, as the match stage
+forwards it, in a linked record on `customer.linked`: opened with the
+canonical topic and its member key) keep their shape: the fields that hold
+personal data (`PERSONAL`; a canonical record's are those of its `record`,
+`NESTED`) are moved into one AES-256-GCM payload in the record's `sealed`
+field (those fields as JSON, by name, so a payload stays readable as the
+schema evolves; JSON costs a fifteenth of fastavro's CPU here, and makes a
+golden record's value about twice as large:
+docs/topic-sealing-and-config-audit.md) and left at their schema defaults
+(null, empty list, empty map); everything else (ids, versions, times,
+lineage, members, quality, which attributes changed) stays readable by
+anyone allowed on the topic. The payload's associated data is
 `<topic>|<key>|sealed`, so a value copied under another key or onto another
 topic does not open. Opening needs a keyring holding the key that sealed it
 (its id travels in the payload): the first key of HUB_PII_KEYS seals, every
@@ -34,7 +38,8 @@ from collections.abc import Iterable
 import orjson
 
 from hub.crypto import Keyring, SealError, key_id
-from hub.schemas import AUDIT, GOLDEN, codec, expanded
+from hub.records import member_key
+from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED, codec, expanded
 
 SEALED_FIELD = "sealed"
 
@@ -44,24 +49,39 @@ PERSONAL: dict[str, tuple[str, ...]] = {
     GOLDEN: ("given_name", "middle_name", "family_name", "birth_date", "gender", "national_id", "loyalty_id",
              "organisation_name", "emails", "phones", "addresses", "preferences", "consents", "survey"),
     AUDIT: ("changes",),  # each changed attribute's value before and after (changed_attributes: names only)
+    # the fields of its `record` (NESTED); source, source_id, op, event_time, record_type, account_ref,
+    # lifecycle, converted_from stay in clear (ids and what the match and master stages route on)
+    CANONICAL: ("given_name", "middle_name", "family_name", "birth_date", "gender", "national_id", "loyalty_id",
+                "organisation_name", "emails", "phones", "addresses", "preferences", "consents", "invalid_values"),
 }
+# a record type whose personal fields are those of one of its record fields (the payload stays top-level)
+NESTED: dict[str, str] = {CANONICAL: "record"}
+
+
+def _fields(schema_name: str) -> dict[str, dict]:
+    """The fields of the record holding `schema_name`'s personal fields."""
+    fields = {f["name"]: f for f in expanded(schema_name)["fields"]}
+    inner = NESTED.get(schema_name)
+    if inner is not None:
+        fields = {f["name"]: f for f in fields[inner]["type"]["fields"]}
+    return fields
 
 
 def _blanks(schema_name: str) -> dict:
     """What a sealed record holds in place of each personal field: its schema default."""
-    fields = {f["name"]: f for f in expanded(schema_name)["fields"]}
+    fields = _fields(schema_name)
     blanks = {}
     for name in PERSONAL[schema_name]:
         if "default" not in fields[name]:
             raise ValueError(f"{schema_name}.{name} has no default: it cannot be left out of a sealed record")
         blanks[name] = fields[name]["default"]
-    if SEALED_FIELD not in fields:
+    if SEALED_FIELD not in {f["name"] for f in expanded(schema_name)["fields"]}:
         raise ValueError(f"{schema_name} has no {SEALED_FIELD!r} field")
     return blanks
 
 
 _BLANKS = {name: _blanks(name) for name in PERSONAL}
-_FIELDS = {name: {f["name"] for f in expanded(name)["fields"]} for name in PERSONAL}
+_FIELDS = {name: set(_fields(name)) for name in PERSONAL}
 
 
 def associated_data(topic: str, key: bytes | str | None) -> bytes:
@@ -71,12 +91,17 @@ def associated_data(topic: str, key: bytes | str | None) -> bytes:
 
 
 def seal(keyring: Keyring, schema_name: str, record: dict, topic: str, key: bytes | str | None) -> dict:
-    """A copy of `record` (hub.GoldenRecord or hub.AuditEvent) with its personal fields sealed."""
+    """A copy of `record` (hub.GoldenRecord, hub.AuditEvent, or hub.CanonicalCustomer: the personal fields
+    of its `record`) with its personal fields sealed."""
     blanks = _BLANKS[schema_name]
-    personal = {name: record.get(name, blank) for name, blank in blanks.items()}
+    inner = NESTED.get(schema_name)
+    holder = record[inner] if inner else record
+    personal = {name: holder.get(name, blank) for name, blank in blanks.items()}
     if personal == blanks:
         return {**record, SEALED_FIELD: None}
     sealed = keyring.seal(orjson.dumps(personal), associated_data(topic, key))
+    if inner:
+        return {**record, inner: {**holder, **blanks}, SEALED_FIELD: sealed}
     return {**record, **blanks, SEALED_FIELD: sealed}
 
 
@@ -89,7 +114,27 @@ def open_record(keyring: Keyring, schema_name: str, record: dict, topic: str, ke
     personal = orjson.loads(keyring.open(sealed, associated_data(topic, key)))
     # by name: a payload sealed under an older schema opens under a newer one (a field it lacks keeps its default)
     fields = _FIELDS[schema_name]
-    return {**record, **{k: v for k, v in personal.items() if k in fields}, SEALED_FIELD: None}
+    opened = {k: v for k, v in personal.items() if k in fields}
+    inner = NESTED.get(schema_name)
+    if inner:
+        return {**record, inner: {**record[inner], **opened}, SEALED_FIELD: None}
+    return {**record, **opened, SEALED_FIELD: None}
+
+
+def member_of(canonical: dict) -> str:
+    """The key a hub.CanonicalCustomer is written under on customer.canonical (and sealed with)."""
+    return member_key(canonical["record"]["source"], canonical["record"]["source_id"])
+
+
+def open_linked(keyring: Keyring | None, linked: dict, canonical_topic: str) -> dict:
+    """A hub.LinkedRecord with the canonical record it carries opened: the match stage forwards it as the
+    ingest stage sealed it, for `canonical_topic` and its member key. Unsealed ones as they are."""
+    canonical = linked.get("canonical")
+    if not canonical or canonical.get(SEALED_FIELD) is None:
+        return linked
+    if keyring is None:
+        raise SealError("a sealed canonical record in a linked record and no keyring to open it")
+    return {**linked, "canonical": open_record(keyring, CANONICAL, canonical, canonical_topic, member_of(canonical))}
 
 
 def seal_value(keyring: Keyring, schema_name: str, value: bytes, topic: str, key: bytes | str | None) -> bytes:
@@ -121,7 +166,10 @@ class TopicValues:
         return self.codec.encode(record)
 
     def decode(self, value: bytes, key: bytes | str | None) -> dict:
-        record = self.codec.decode(value)
+        return self.opened(self.codec.decode(value), key)
+
+    def opened(self, record: dict, key: bytes | str | None) -> dict:
+        """A decoded value opened (as `decode`)."""
         if record.get(SEALED_FIELD) is None:
             return record
         if self.open_with is None:
@@ -130,13 +178,17 @@ class TopicValues:
 
 
 def key_ids(schema_name: str, values: Iterable[bytes | None]) -> dict[str | None, int]:
-    """How many values each key id sealed (None: values in clear), for deciding when an old key may go."""
+    """How many values each key id sealed (None: values in clear), for deciding when an old key may go
+    (hub.LinkedRecord: the canonical record it carries)."""
     counts: dict[str | None, int] = {}
     record_codec = codec(schema_name)
     for value in values:
         if value is None:
             continue
-        sealed = record_codec.decode(value).get(SEALED_FIELD)
+        record = record_codec.decode(value)
+        if schema_name == LINKED:
+            record = record.get("canonical") or {}
+        sealed = record.get(SEALED_FIELD)
         kid = None if sealed is None else key_id(sealed)
         counts[kid] = counts.get(kid, 0) + 1
     return counts

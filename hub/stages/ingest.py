@@ -1,7 +1,8 @@
 """Ingest stage: raw source bytes to canonical records, or to the source's DLQ.
 
 Decode and validate (hub.validation), standardise and score (hub.standardise),
-and wrap the result as a hub.CanonicalCustomer keyed <source>:<source_id>.
+and wrap the result as a hub.CanonicalCustomer keyed <source>:<source_id>
+(its personal fields sealed with a topic keyring: hub.topic_seal).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import time
 
 from hub import metrics
 from hub.config import PipelineConfig
+from hub.crypto import Keyring
 from hub.quality_tally import tally
 from hub.records import InMessage, OutMessage, StageError, member_key
-from hub.schemas import CANONICAL, codec
+from hub.schemas import CANONICAL
 from hub.stages import StageOutput
 from hub.standardise import standardise_and_score
+from hub.topic_seal import TopicValues
 from hub.validation import validate_raw
 
 STAGE = "ingest"
@@ -28,12 +31,14 @@ def freshness(event_time_ms: int, now_ms: int) -> float:
 
 
 class IngestStage:
-    def __init__(self, config: PipelineConfig, quality_tally=None):
+    def __init__(self, config: PipelineConfig, quality_tally=None, topic_keyring: Keyring | None = None):
+        """`topic_keyring`: seals the personal fields of the canonical records written (hub.topic_seal,
+        HUB_SEAL_TOPICS); None writes them in clear."""
         self.config = config
         self.quality_tally = quality_tally  # counters for the data-quality report (hub.quality_tally), optional
         self.by_topic = {s.raw_topic: s for s in config.sources}
         self.out_topic = config.topics.canonical
-        self.codec = codec(CANONICAL)
+        self.values = TopicValues(CANONICAL, config.topics.canonical, topic_keyring)
         self._counters = {}
         self._avro_decoders = {}
         for source in config.sources:
@@ -89,7 +94,7 @@ class IngestStage:
                            "produced_at": message.timestamp_ms},
             }
             key = member_key(record["source"], record["source_id"]).encode()
-            out.append(OutMessage(self.out_topic, key, self.codec.encode(canonical)))
+            out.append(OutMessage(self.out_topic, key, self.values.encode(canonical, key)))
         self._tally(kept, rejected, now_ms)
         return StageOutput(out)
 

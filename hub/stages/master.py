@@ -21,7 +21,7 @@ from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
 from hub.survivorship import build_golden, changed_attributes, merge_contribution, next_stale_ms, stamp
-from hub.topic_seal import TopicValues
+from hub.topic_seal import TopicValues, open_linked
 
 STAGE = "master"
 
@@ -42,7 +42,8 @@ class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
                  secret: bytes, surveys: SurveyStore, topic_keyring: Keyring | None = None):
         """`topic_keyring`: seals the personal fields of the golden records and audit events written
-        (hub.topic_seal, HUB_SEAL_TOPICS); None writes them in clear."""
+        (hub.topic_seal, HUB_SEAL_TOPICS); None writes them in clear. The canonical records carried by the
+        linked records read are opened with it (or the store's keyring)."""
         self.config = config
         self.surveys = surveys
         self.secret = secret  # the PII key: lookup index keys are keyed hashes
@@ -52,10 +53,13 @@ class MasterStage:
         self.linked = codec(LINKED)
         self.golden_values = TopicValues(GOLDEN, config.topics.golden, topic_keyring)
         self.audit_values = TopicValues(AUDIT, config.topics.audit, topic_keyring)
+        self.open_with = topic_keyring or getattr(store, "keyring", None)  # values sealed before stay readable
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
-        linked = [self.linked.decode(m.value) for m in batch]
+        # the canonical record of a contribution as the ingest stage wrote it: opened here (hub.topic_seal)
+        linked = [open_linked(self.open_with, self.linked.decode(m.value), self.config.topics.canonical)
+                  for m in batch]
         survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
         # merges the index made whose linked record a crash may have lost are folded in too
         folds = await self.index.pending_folds(sorted(set(survivors.values())))

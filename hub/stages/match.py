@@ -16,6 +16,7 @@ import orjson
 
 from hub import metrics
 from hub.config import PipelineConfig
+from hub.crypto import Keyring
 from hub.matching.decide import EXISTING, MERGE, NEW, REVIEW, Candidate, Decision, decide, new_golden_id
 from hub.matching.features import blocking_values, features, hash_key, term_keys
 from hub.matching.frequencies import TermCounts, flatten
@@ -24,6 +25,7 @@ from hub.ports import IdentityIndex, LinkRequest, MemberEntry
 from hub.records import InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, CANONICAL, LINKED, MATCH_DECISION, codec
 from hub.stages import StageOutput
+from hub.topic_seal import SEALED_FIELD, TopicValues
 
 STAGE = "match"
 # After this many conflicting attempts a batch links without the version check,
@@ -79,13 +81,16 @@ def _respect_splits(decision: Decision, entries: dict[str, MemberEntry], constra
 
 
 class MatchStage:
-    def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes, comparisons=None):
+    def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes, comparisons=None,
+                 topic_keyring: Keyring | None = None):
+        """`topic_keyring` opens the canonical records the ingest stage sealed (hub.topic_seal); values in clear
+        need none. A linked record carries its canonical record as it was written, sealed or not."""
         self.config = config
         self.index = index
         self.secret = secret
         self.rules = config.match
         self.comparisons = comparisons or config.match.comparison_rules()
-        self.canonical = codec(CANONICAL)
+        self.canonical = TopicValues(CANONICAL, config.topics.canonical, None, topic_keyring)
         self.linked = codec(LINKED)
         self.audit = codec(AUDIT)
         self.decision_codec = codec(MATCH_DECISION)
@@ -99,12 +104,17 @@ class MatchStage:
         (`hub resolve` in memory: only the index's answer is read), none of that is built."""
         now_ms = now_ms or int(time.time() * 1000)
         items = []
+        written: dict[int, dict] = {}  # id(opened canonical record) -> as written (sealed): what the master gets
         for message in batch:
             if message.value is None:
                 continue  # a tombstone left by an erasure: nothing to match
-            canonical = self.canonical.decode(message.value)
+            canonical = self.canonical.codec.decode(message.value)
             record = canonical["record"]
             member = member_key(record["source"], record["source_id"])
+            if canonical.get(SEALED_FIELD) is not None:
+                sealed, canonical = canonical, self.canonical.opened(canonical, member)
+                written[id(canonical)] = sealed
+                record = canonical["record"]
             if record["op"] == "delete":
                 items.append((member, canonical, None, []))
                 continue
@@ -132,7 +142,8 @@ class MatchStage:
             if skipped:
                 metrics.BLOCKS_SKIPPED.inc(skipped)
             if outputs:
-                out.extend(self._outputs(member, canonical, decision, skipped, now_ms, explained))
+                out.extend(self._outputs(member, written.get(id(canonical), canonical), decision, skipped, now_ms,
+                                         explained))
         if explained:
             await self.index.remember_decisions(explained)
         return StageOutput(out)

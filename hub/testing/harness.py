@@ -32,8 +32,8 @@ from hub.crypto import Keyring
 from hub.crypto import local_key as local_pii_key
 from hub.follow import behind, committed_offsets, worker_input_topics  # noqa: F401 (tests and benchmarks import them here)
 from hub.records import ERROR_REASON, EVENT_TS_HEADER, REASON_HEADER
-from hub.schemas import AUDIT, GOLDEN
-from hub.topic_seal import open_value
+from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED, codec
+from hub.topic_seal import open_linked, open_value
 
 
 def hub_command(*args: str) -> list[str]:
@@ -453,8 +453,9 @@ class LocalHub:
 
 
 def topic_keyring(source: "LocalHub | Worker | str | bytes") -> Keyring:
-    """The keyring the workers seal customer.golden and audit values with (hub.topic_seal): that of a
-    LocalHub's or a Worker's environment, or the one derived from a HUB_PII_KEY, as the worker derives it."""
+    """The keyring the workers seal customer.canonical (and so customer.linked), customer.golden and audit
+    values with (hub.topic_seal): that of a LocalHub's or a Worker's environment, or the one derived from a
+    HUB_PII_KEY, as the worker derives it."""
     if isinstance(source, Worker):
         return Keyring.from_settings(source.env.get("HUB_PII_KEYS"), source.env["HUB_PII_KEY"])
     if isinstance(source, LocalHub):
@@ -470,6 +471,23 @@ def open_golden(source, key: bytes | str, value: bytes, topic: str = "customer.g
 def open_audit(source, key: bytes | str, value: bytes, topic: str = "audit") -> dict:
     """An audit event as a worker wrote it on `topic`, decoded and opened."""
     return open_value(topic_keyring(source), AUDIT, value, topic, key)
+
+
+def open_canonical(source, key: bytes | str, value: bytes, topic: str = "customer.canonical") -> dict:
+    """A canonical record as a worker's ingest stage wrote it on `topic` (key <source>:<source_id>), opened."""
+    return open_value(topic_keyring(source), CANONICAL, value, topic, key)
+
+
+def open_canonicals(source, values: dict, topic: str = "customer.canonical") -> dict:
+    """key -> canonical record, opened, for the live values of a canonical topic."""
+    keyring = topic_keyring(source)
+    return {k: open_value(keyring, CANONICAL, v, topic, k) for k, v in values.items() if v is not None}
+
+
+def open_linked_record(source, value: bytes, canonical_topic: str = "customer.canonical") -> dict:
+    """A linked record as a worker wrote it, the canonical record it carries opened (sealed for the
+    canonical topic and its member key, as the ingest stage wrote it)."""
+    return open_linked(topic_keyring(source), codec(LINKED).decode(value), canonical_topic)
 
 
 def open_goldens(source, values: dict, topic: str = "customer.golden") -> dict:

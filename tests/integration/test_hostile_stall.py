@@ -21,9 +21,8 @@ import redis
 import yaml
 
 from hub.config import DEFAULT_CONFIG, load_pipeline
-from hub.schemas import CANONICAL, codec
 from hub.standardise import MAX_VALUES
-from hub.testing.harness import Feeder, LocalHub, Watcher, open_goldens
+from hub.testing.harness import Feeder, LocalHub, Watcher, open_canonicals, open_goldens
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +110,8 @@ def test_flooded_events_are_capped_and_later_customers_flow(tmp_path):
         assert worker.get("/health")[0] == 200
         # the overflow is reported as a quality issue of each flooded event
         assert worker.metric("hub_events_valid_total", source="crm") == 25
-        canonical = [codec(CANONICAL).decode(v) for k, v in view.live(pipeline.topics.canonical).items()
-                     if k.startswith("crm:FLOOD-")]
+        canonical = [v for k, v in open_canonicals(hub, view.live(pipeline.topics.canonical),
+                                                   pipeline.topics.canonical).items() if k.startswith("crm:FLOOD-")]
         assert len(canonical) == 5
         for record in canonical:
             assert {"email.overflow", "phone.overflow"} <= set(record["quality"]["issues"])

@@ -1,6 +1,6 @@
 """Generated customers (hub/testing/generator.py) through a worker with the
 default settings (HUB_SEAL_TOPICS on): every value on the internal topics
-customer.golden and audit is scanned for the names, e-mails, phones and
+customer.canonical, customer.linked, customer.golden and audit is scanned for the names, e-mails, phones and
 birth dates of the customers, as tests/integration/test_pii_at_rest.py scans
 Redis: none may appear in clear. The targets still receive their slices in
 clear, and the workers' keyring opens the internal topics' values again."""
@@ -16,9 +16,10 @@ import pytest
 from hub.connectors.kafka import read_topic
 from hub.crypto import Keyring, SealError
 from hub.demo import encode_event
-from hub.schemas import AUDIT, GOLDEN, codec
+from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED, codec
 from hub.testing.generator import generate
-from hub.testing.harness import Watcher, open_audits, open_goldens, wait_caught_up, worker_input_topics
+from hub.testing.harness import (Watcher, open_audits, open_canonicals, open_goldens, open_linked_record,
+                                 wait_caught_up, worker_input_topics)
 from hub.topic_seal import SEALED_FIELD, open_value
 from test_pii_at_rest import MIN_LEN, _needles
 
@@ -63,6 +64,21 @@ def test_internal_topics_hold_no_personal_data_in_clear(local_hub, feeder, pipel
     audit_dump = b"\n".join(v for _, v in audit_values)
     assert not [n for n in needles if n.encode() in golden_dump], f"personal data in clear on {topics.golden}"
     assert not [n for n in needles if n.encode() in audit_dump], f"personal data in clear on {topics.audit}"
+    canonical_values = [(k, v) for k, v in read_topic(local_hub.bootstrap, topics.canonical) if v is not None]
+    linked_values = [(k, v) for k, v in read_topic(local_hub.bootstrap, topics.linked) if v is not None]
+    assert len(canonical_values) >= len(raw) and len(linked_values) > 60
+    canonical_dump = b"\n".join(v for _, v in canonical_values)
+    linked_dump = b"\n".join(v for _, v in linked_values)
+    assert not [n for n in needles if n.encode() in canonical_dump], f"personal data in clear on {topics.canonical}"
+    assert not [n for n in needles if n.encode() in linked_dump], f"personal data in clear on {topics.linked}"
+    # a canonical record's personal fields are sealed; its ids stay readable, in a linked record too
+    plain_canonical = [codec(CANONICAL).decode(v) for _, v in canonical_values]
+    assert all(c["record"]["given_name"] is None and c["record"]["emails"] == [] and c["record"]["source_id"]
+               for c in plain_canonical)
+    assert all(c[SEALED_FIELD] is not None for c in plain_canonical if c["record"]["op"] != "delete")
+    carried = [c["canonical"] for c in (codec(LINKED).decode(v) for _, v in linked_values) if c["canonical"]]
+    assert len(carried) > 60 and all(c["record"]["source_id"] for c in carried)
+    assert all(c[SEALED_FIELD] is not None for c in carried if c["record"]["op"] != "delete")
     # each golden record's personal fields are in its sealed payload, the rest readable without a key
     plain = [codec(GOLDEN).decode(v) for _, v in golden_values]
     assert all(g["given_name"] is None and g["family_name"] is None and g["emails"] == [] and g["phones"] == []
@@ -87,6 +103,13 @@ def test_internal_topics_hold_no_personal_data_in_clear(local_hub, feeder, pipel
     assert all(a["changes"] for a in created)
     opened_values = orjson.dumps([c for a in created for c in a["changes"]])
     assert sum(1 for n in held if n.encode() in opened_values) > len(held) // 2
+    # and canonical records, as written and as a linked record carries them
+    canonicals = open_canonicals(local_hub, dict(canonical_values), topics.canonical)
+    assert sum(1 for c in canonicals.values() if c["record"]["given_name"] and c["record"]["emails"]) > 40
+    opened_canonical = orjson.dumps([c["record"] for c in canonicals.values()])
+    assert sum(1 for n in held if n.encode() in opened_canonical) > len(held) // 2
+    opened_links = [open_linked_record(local_hub, v, topics.canonical) for _, v in linked_values]
+    assert sum(1 for x in opened_links if x["canonical"] and x["canonical"]["record"]["given_name"]) > 40
     # and another key does not
     key, value = golden_values[0]
     with pytest.raises(SealError):
@@ -94,6 +117,9 @@ def test_internal_topics_hold_no_personal_data_in_clear(local_hub, feeder, pipel
     # nor does a value moved under another key
     with pytest.raises(SealError):
         open_value(Keyring.from_settings(None, local_hub.pii_key), GOLDEN, value, topics.golden, b"G-elsewhere")
+    key, value = canonical_values[0]
+    with pytest.raises(SealError):
+        open_value(Keyring.from_settings(None, local_hub.pii_key), CANONICAL, value, topics.canonical, b"crm:other")
     # decision events carry no personal value: left unsealed, readable as before
     decisions = [codec(AUDIT).decode(v) for _, v in audit_values]
     assert any(d["kind"] == "match_decision" and d[SEALED_FIELD] is None for d in decisions)

@@ -65,6 +65,7 @@ def canonical() -> dict:
         "quality": {"completeness": 0.8571, "validity": 1.0, "score": 0.9143, "issues": ["phone.invalid"]},
         "ingested_at": T0 + 5,
         "origin": {"topic": "raw.crm", "partition": 3, "offset": 12345, "produced_at": T0 + 1},
+        "sealed": None,
     }
 
 
@@ -350,7 +351,8 @@ def _type_name(value, union, local) -> str:
                     f["name"] for f in node["fields"]}:
                 return _branch_name(branch, local)
     for branch in union:
-        if _branch_name(branch, local) in ("string", "long", "int", "double", "boolean") and not isinstance(value, dict):
+        if _branch_name(branch, local) in ("string", "bytes", "long", "int", "double", "boolean") \
+                and not isinstance(value, dict):
             return _branch_name(branch, local)
     raise AssertionError(f"no branch for {value!r}")
 

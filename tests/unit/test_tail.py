@@ -39,3 +39,22 @@ def test_a_withdrawal_and_a_dead_letter_say_why():
     line = describe("dlq.crm", 0, 7, None, b"C2,\"Bob", [(ERROR_REASON, b"not_decodable"),
                                                         (ERROR_EXCEPTION, b"line 3: not a CSV row")])
     assert line == "dlq.crm[0]@7 - <7 bytes>  (dead letter: not_decodable: line 3: not a CSV row)"
+
+
+def test_a_canonical_record_and_the_linked_record_carrying_it_open_with_the_keyring():
+    from test_schemas import canonical, linked
+
+    from hub.schemas import CANONICAL, LINKED
+
+    keyring = Keyring.from_settings(None, "tail-test-key-of-32-characters-x")
+    sealed = seal(keyring, CANONICAL, canonical(), "customer.canonical", "crm:C-1001")
+    value = codec(CANONICAL).encode(sealed)
+    assert '"given_name":"Ann"' in readable(value, keyring, "customer.canonical", b"crm:C-1001")
+    shown = readable(value)
+    assert '"given_name":null' in shown and '"source_id":"C-1001"' in shown and "bytes sealed with key k0" in shown
+    carried = codec(LINKED).encode({**linked(), "canonical": sealed})
+    line = describe("customer.linked", 1, 7, b"G0123456789abcdef0123", carried, [], keyring)
+    assert '"given_name":"Ann"' in line and '"sealed":null' in line
+    shown = readable(carried, None, "customer.linked", b"G0123456789abcdef0123")
+    assert '"given_name":null' in shown and "bytes sealed with key k0" in shown
+    assert '"given_name":null' in readable(carried, keyring, "customer.linked", b"G1", canonical_topic="elsewhere")

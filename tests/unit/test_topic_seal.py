@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from hub.crypto import Keyring, SealError
-from hub.schemas import AUDIT, GOLDEN, codec
-from hub.topic_seal import PERSONAL, key_ids, open_record, open_value, seal, seal_value
-from test_schemas import audit, golden
+from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED, codec
+from hub.topic_seal import PERSONAL, key_ids, open_linked, open_record, open_value, seal, seal_value
+from test_schemas import audit, canonical, golden, linked
 
 K1 = ("k1", b"\x01" * 32)
 K2 = ("k2", b"\x02" * 32)
@@ -131,3 +131,39 @@ def test_same_keyring_as_redis():
     assert keyring.kid_of(sealed["sealed"]) == "k9"
     derived = Keyring.from_settings(None, "dev-key")
     assert open_record(derived, GOLDEN, seal(derived, GOLDEN, record, TOPIC, "G"), TOPIC, "G") == record
+
+
+def test_a_canonical_record_seals_the_personal_fields_of_its_record():
+    keyring = Keyring([K1])
+    original = canonical()
+    kept = copy.deepcopy(original)
+    topic, member = "customer.canonical", "crm:C-1001"
+    sealed = seal(keyring, CANONICAL, original, topic, member)
+    assert original == kept and sealed["sealed"] is not None
+    record = sealed["record"]
+    # the ids and what the stages route on stay readable; the personal fields are left at their defaults
+    assert (record["source"], record["source_id"], record["op"], record["event_time"]) == \
+        ("crm", "C-1001", "upsert", original["record"]["event_time"])
+    assert (record["given_name"], record["emails"], record["consents"], record["invalid_values"]) == (None, [], [], {})
+    assert sealed["quality"] == original["quality"] and sealed["origin"] == original["origin"]
+    value = codec(CANONICAL).encode(sealed)
+    needles = {n for n in personal_strings({k: original["record"][k] for k in PERSONAL[CANONICAL]})
+               if n.encode() in codec(CANONICAL).encode(original)}
+    needles -= {"marketing", "email"}  # a consent's purpose and channel: also ids and attribute names in clear
+    assert len(needles) >= 8 and [n for n in needles if n.encode() in value] == []
+    assert open_value(keyring, CANONICAL, value, topic, member.encode()) == original
+    # nested in a linked record as the match stage forwards it: opened for the canonical topic and member
+    linked_value = codec(LINKED).encode({**linked(), "canonical": sealed})
+    assert [n for n in needles if n.encode() in linked_value] == []
+    assert open_linked(keyring, codec(LINKED).decode(linked_value), topic)["canonical"] == original
+    assert key_ids(LINKED, [linked_value, codec(LINKED).encode(linked())]) == {"k1": 1, None: 1}
+    with pytest.raises(SealError):  # another topic, another member
+        open_record(keyring, CANONICAL, sealed, "customer.linked", member)
+    with pytest.raises(SealError):
+        open_record(keyring, CANONICAL, sealed, topic, "crm:C-1002")
+    with pytest.raises(SealError):  # no keyring
+        open_linked(None, codec(LINKED).decode(linked_value), topic)
+    # a deletion carries nothing personal: left as it is
+    deleted = {**original, "record": {**original["record"], **{k: v for k, v in sealed["record"].items()
+                                                               if k in PERSONAL[CANONICAL]}, "op": "delete"}}
+    assert seal(keyring, CANONICAL, deleted, topic, member)["sealed"] is None

@@ -1,5 +1,7 @@
 """The stages with a topic keyring (hub.dataflow.stage_runners, as the worker
-and `hub replay` build them with HUB_SEAL_TOPICS on): the master seals the
+and `hub replay` build them with HUB_SEAL_TOPICS on): the ingest stage seals
+the canonical records it writes, the match stage opens them and forwards
+them sealed in the linked records, the master opens those and seals the
 golden records and audit events it writes, the syndicate opens them, and
 the targets receive exactly what they receive when nothing is sealed."""
 
@@ -16,11 +18,11 @@ from hub.dataflow import stage_runners
 from hub.demo import encode_event
 from hub.records import InMessage
 from hub.replay import Replay
-from hub.schemas import AUDIT, GOLDEN, codec
+from hub.schemas import AUDIT, CANONICAL, GOLDEN, LINKED, codec
 from hub.stages.syndicate import SyndicateStage
 from hub.store.memory_store import MemoryStore
 from hub.testing.generator import generate
-from hub.topic_seal import SEALED_FIELD, open_value, seal
+from hub.topic_seal import SEALED_FIELD, open_linked, open_record, open_value, seal
 from test_memory_store import ListSink
 
 SECRET = b"topic-seal-stages-test-secret-32"
@@ -43,6 +45,12 @@ def _run(messages, topic_keyring) -> list:
     return [(r.topic, r.key, r.value) for r in sink.records]
 
 
+def _names(canonical: dict) -> list[str]:
+    record = canonical["record"]
+    found = [record[a] for a in ("given_name", "family_name") if record[a] and len(record[a]) >= 4]
+    return found + [e["address"] for e in record["emails"]]
+
+
 def test_the_master_seals_and_the_targets_get_the_same_slices(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: NOW / 1000)
     messages = _messages()
@@ -50,10 +58,35 @@ def test_the_master_seals_and_the_targets_get_the_same_slices(monkeypatch):
     topics = load_pipeline(None).topics
     assert [(t, k) for t, k, _ in sealed] == [(t, k) for t, k, _ in clear]  # the same messages, in the same order
     golden_codec, audit_codec = codec(GOLDEN), codec(AUDIT)
-    goldens = audits = opened_audits = 0
+    canonical_codec, linked_codec = codec(CANONICAL), codec(LINKED)
+    goldens = audits = opened_audits = canonicals = contributions = 0
     for (topic, key, value), (_, _, plain) in zip(sealed, clear):
+        if value is not None and topic == topics.canonical:
+            raw = canonical_codec.decode(value)
+            if raw[SEALED_FIELD] is None:  # a deletion: nothing personal, nothing sealed
+                assert raw["record"]["op"] == "delete" and value == plain
+                continue
+            canonicals += 1
+            assert raw["record"]["emails"] == []
+            assert raw["record"]["given_name"] is None and raw["record"]["source_id"]  # ids in clear
+            opened = open_value(KEYRING, CANONICAL, value, topic, key)
+            assert canonical_codec.encode(opened) == plain  # opened: as written in clear without a keyring
+            names = _names(opened)
+            assert not [n for n in names if n.encode() in value] and [n for n in names if n.encode() in plain] == names
+            continue
+        if value is not None and topic == topics.linked:
+            raw = linked_codec.decode(value)
+            opened = open_linked(KEYRING, raw, topics.canonical)
+            assert linked_codec.encode(opened) == plain
+            if raw["canonical"] is not None and raw["canonical"]["record"]["op"] != "delete":
+                contributions += 1
+                assert raw["canonical"][SEALED_FIELD] is not None  # forwarded as the ingest stage sealed it
+                assert not [n for n in _names(opened["canonical"]) if n.encode() in value]
+                with pytest.raises(SealError):  # sealed for the canonical topic, not the linked one
+                    open_record(KEYRING, CANONICAL, raw["canonical"], topics.linked, key)
+            continue
         if value is None or topic not in (topics.golden, topics.audit):
-            assert value == plain, f"{topic} differs"  # targets, links, dead letters: untouched
+            assert value == plain, f"{topic} differs"  # targets, dead letters: untouched
             continue
         schema, record_codec = (GOLDEN, golden_codec) if topic == topics.golden else (AUDIT, audit_codec)
         raw = record_codec.decode(value)
@@ -71,7 +104,7 @@ def test_the_master_seals_and_the_targets_get_the_same_slices(monkeypatch):
         else:  # match decisions, merges, erasures: nothing personal, nothing sealed
             audits += 1
             assert raw[SEALED_FIELD] is None and value == plain
-    assert goldens > 40 and opened_audits > 40 and audits > 40
+    assert goldens > 40 and opened_audits > 40 and audits > 40 and canonicals > 40 and contributions > 40
     assert any(t.startswith("mastered.") and v is not None for t, _, v in sealed)
 
 
