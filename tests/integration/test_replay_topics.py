@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 from hub.connectors.embedded import EmbeddedRedis
 from hub.connectors.kafka import end_offsets
