@@ -816,7 +816,7 @@ def connect(only: list[str] = typer.Option(None, "--only", help="Run only these 
     if metrics_port is not None:
         # connectors run in their own process: without this, hub_connector_* never reach Prometheus
         from hub.limits import BackgroundServer
-        from hub.metrics import metrics_app
+        from hub.limits import metrics_app
 
         try:
             BackgroundServer(metrics_app(settings.web), metrics_host, metrics_port).start()

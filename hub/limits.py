@@ -262,3 +262,13 @@ class BackgroundServer:
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+
+def metrics_app(web_settings):
+    """A hardened HTTP server of /metrics alone, for processes that have no other (`hub connect`)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics.exposition)
+    harden(app, web_settings)
+    return app

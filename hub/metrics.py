@@ -102,15 +102,3 @@ async def exposition(request):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return web.Response(body=generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-
-def metrics_app(web_settings):
-    """A hardened HTTP server of /metrics alone, for processes that have no other (`hub connect`)."""
-    from aiohttp import web
-
-    from hub.limits import harden
-
-    app = web.Application()
-    app.router.add_get("/metrics", exposition)
-    harden(app, web_settings)
-    return app

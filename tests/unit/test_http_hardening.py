@@ -20,7 +20,8 @@ from hub.connectors.embedded import free_port
 from hub.demo import with_demo_tokens
 from hub.limits import SECURITY_HEADERS, BackgroundServer, RequestErrorLog, harden
 from hub.lookup_api import server_app
-from hub.metrics import REGISTRY, metrics_app
+from hub.limits import metrics_app
+from hub.metrics import REGISTRY
 from hub.store.redis import RedisStore
 
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
