@@ -21,6 +21,13 @@ index grows; `--workers 2` runs two worker processes in one consumer group
     python benchmarks/throughput.py --events 20000
     python benchmarks/throughput.py --events 20000 --preload 100000
     python benchmarks/throughput.py --events 20000 --workers 2
+    python benchmarks/throughput.py --events 20000 --engine fused
+
+`--engine fused` runs the workers with HUB_ENGINE=fused (hub.engine: one
+pass per batch from the source topics to the targets). It writes no
+canonical records, so there a run is over when the workers' group has
+committed every raw event (which it does only once their outputs are
+delivered) and the outputs have gone quiet.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from hub.config import load_pipeline, load_settings
 from hub.demo import encode_event
 from hub.store.redis import RedisStore
 from hub.testing.generator import generate
+from hub.connectors.kafka import end_offsets
+from hub.follow import behind, committed_offsets
 from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index
 
 
@@ -58,6 +67,29 @@ def _encoded(persons: int, seed: int, start_ms: int):
 
 def _accounted(view, pipeline) -> int:
     return view.counts[pipeline.topics.canonical] + sum(view.counts[s.dlq_topic] for s in pipeline.sources)
+
+
+class _Progress:
+    """Whether the workers have taken in every raw event fed: canonical records and dead letters counted
+    (staged engine), or the workers' group committed to the end of every raw topic (fused engine), checked
+    at most once a second (each check opens a consumer)."""
+
+    def __init__(self, bootstrap: str, pipeline, engine: str):
+        self.bootstrap, self.pipeline, self.engine = bootstrap, pipeline, engine
+        self.raw_topics = [s.raw_topic for s in pipeline.sources]
+        self._checked, self._done = 0.0, False
+
+    def done(self, view, accounted_before: int, fed: int) -> bool:
+        if self.engine == "staged":
+            return _accounted(view, self.pipeline) - accounted_before >= fed
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            ends = end_offsets(self.bootstrap, self.raw_topics)
+            self._done = not behind(ends, committed_offsets(self.bootstrap, "hub", ends))
+        return self._done
+
+    def reset(self) -> None:
+        self._checked, self._done = 0.0, False
 
 
 def _worker_cpu_s(pid: int) -> float:
@@ -132,7 +164,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--preload", type=int, default=0, help="customers in the identity index before the run")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
+    parser.add_argument("--engine", choices=["staged", "fused"], default="staged", help="HUB_ENGINE of the workers")
     args = parser.parse_args()
+    os.environ["HUB_ENGINE"] = args.engine  # the workers inherit it
 
     pipeline = load_pipeline(None)
     now = int(time.time() * 1000)
@@ -156,6 +190,7 @@ def main() -> int:
             print(f"preloaded {preloaded:,} customers into the identity index in {time.monotonic() - t0:.0f} s",
                   flush=True)
         pids = [hub.worker().process.pid for _ in range(args.workers)]
+        progress = _Progress(hub.bootstrap, pipeline, args.engine)
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)
         cpu0 = sum(map(_worker_cpu_s, pids))
@@ -165,7 +200,7 @@ def main() -> int:
             feeder.send(topic, key, value)
         feeder.flush()
         fed_s = time.monotonic() - started
-        while _accounted(watcher.view, pipeline) < raw_burst or time.monotonic() - watcher.view.last_arrival < 2.0:
+        while not progress.done(watcher.view, 0, raw_burst) or time.monotonic() - watcher.view.last_arrival < 2.0:
             watcher.poll(0.2)
             if time.monotonic() - started > 900:
                 print("gave up: pipeline did not finish within 900 s", file=sys.stderr)
@@ -189,7 +224,8 @@ def main() -> int:
             feeder.send(topic, key, value)
             feeder.producer.poll(0)
         feeder.flush()
-        while (_accounted(watcher.view, pipeline) - accounted_before < raw_steady
+        progress.reset()
+        while (not progress.done(watcher.view, accounted_before, raw_steady)
                or time.monotonic() - watcher.view.last_arrival < 2.0):
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started
@@ -199,7 +235,7 @@ def main() -> int:
         watcher.close()
 
     result = {
-        "events": len(burst), "workers": args.workers, "preloaded_customers": preloaded,
+        "events": len(burst), "workers": args.workers, "engine": args.engine, "preloaded_customers": preloaded,
         "events_per_s": round(events_per_s, 1),
         "feed_s": round(fed_s, 2), "full_speed_s": round(elapsed, 2),
         "worker_cpu_us_per_event": round(burst_cpu / len(burst) * 1e6, 1),

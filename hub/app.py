@@ -20,7 +20,8 @@ from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api
 from hub.config import PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
-from hub.dataflow import STAGES, Stage, stage_runners
+from hub.dataflow import Stage, stage_runners, stages
+from hub.engine import stages_of
 from hub.matching.comparisons import from_json, with_estimates
 from hub.messages import audit_event, link_instruction
 from hub.records import InMessage, OutMessage
@@ -106,11 +107,12 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     secret = settings.pii_secret()
     # the personal fields of customer.canonical (and so customer.linked), customer.golden and audit values
     # sealed with Redis's keyring (HUB_SEAL_TOPICS)
-    runners = stage_runners(pipeline, store, sink, secret, store.keyring if settings.seal_topics else None)
+    runners = stage_runners(pipeline, store, sink, secret, store.keyring if settings.seal_topics else None,
+                            settings.engine)
     hub = Hub(settings, pipeline, app, store, sink, runners)
     audit_trail.register(hub)  # a worker starting with a changed pipeline writes one config_changed event
 
-    for stage in STAGES:
+    for stage in stages(settings.engine):
         _register_agent(hub, stage)
     _register_timers(hub)
     _register_lag_timer(hub)
@@ -204,7 +206,7 @@ def _register_timers(hub: Hub) -> None:
         await hub.store.mark_flagged(due)
         metrics.RETENTION.labels(retention.action).inc(len(due))
 
-    match_stage = hub.runners["match"].stage
+    match_stage = next(s for s in stages_of(hub.runners) if isinstance(s, MatchStage))
     parameters = {"version": 0}
 
     @hub.app.timer(interval=10.0, on_leader=False)

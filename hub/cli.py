@@ -745,7 +745,7 @@ def load(file: str = typer.Argument(..., help="A file (JSONL, or CSV with --mapp
                                            **{"value.format": value_format, "batch.size": LOAD_BATCH})
         kafka = _kafka(settings)
         report = run_load(connector_config, pipeline, kafka, group=settings.app_id,
-                          follow_records=follow, follow_timeout_s=timeout)
+                          follow_records=follow, follow_timeout_s=timeout, engine=settings.engine)
     except KafkaException as exc:
         _fail(_kafka_error(exc))
     except TimeoutError as exc:

@@ -564,6 +564,10 @@ class Settings(BaseSettings):
                                                   "embedded setup; `hub new-key` makes one)")
     pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
                                                    "(first seals, all open); unset = derived from pii_key")
+    engine: Literal["staged", "fused"] = Field(
+        "staged", description="staged: each stage on its own Kafka hop (customer.canonical, customer.linked, "
+        "customer.golden read back); fused: source events through ingest, match, master and syndicate in one pass "
+        "per batch, golden records owned through leases in Redis (hub.engine)")
     seal_topics: bool = Field(True, description="Seal the personal fields of the values the hub writes to its "
                                                 "internal topics (customer.canonical, customer.linked, "
                                                 "customer.golden, audit) with the same keys (hub.topic_seal); "

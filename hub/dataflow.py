@@ -12,11 +12,15 @@ internal stages in this order, breadth first.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 from hub.config import PipelineConfig
 from hub.crypto import Keyring
+from hub.engine import Chain, Step
 from hub.quality_tally import RedisTallyStore
 from hub.records import InMessage
 from hub.runner import StageRunner
@@ -102,23 +106,69 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+# A master pass holds a golden record's lease until its outputs are delivered; one that dies holding it
+# keeps others off that record for this long at most.
+LEASE_TTL_MS = 30_000
+
+
+def _lease_owner(agent: str) -> str:
+    """Unique per agent of a worker process: a worker's hot path and recompute path do not share leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{agent}:{uuid.uuid4().hex[:8]}"
+
+
+def _leased_master(pipeline, store, secret, topic_keyring, agent: str):
+    return MasterStage(pipeline, store, store, store, secret, store, topic_keyring,
+                       leases=store, lease_owner=_lease_owner(agent), lease_ttl_ms=LEASE_TTL_MS)
+
+
+def _hot_path(pipeline, store, secret, topic_keyring):
+    topics = pipeline.topics
+    return Chain([Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical),
+                  Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked),
+                  Step("master", _leased_master(pipeline, store, secret, topic_keyring, "hot"), True,
+                       topics.golden, keeps=True),
+                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
+
+
+def _recompute_path(pipeline, store, secret, topic_keyring):
+    return Chain([Step("master", _leased_master(pipeline, store, secret, topic_keyring, "recompute"), True,
+                       pipeline.topics.golden, keeps=True),
+                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
+
+
+# The fused engine (hub.engine, HUB_ENGINE=fused): source events through ingest, match, master and syndicate
+# in one pass; the recompute requests of the other stages and the timers through master and syndicate in one.
+FUSED: tuple[Stage, ...] = (
+    Stage("hot", "raw source events -> golden records and each target's slice, in one pass (hub.engine)",
+          lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True),
+    Stage("recompute", "recompute requests (customer.linked) -> golden records and target slices, in one pass",
+          lambda p: (p.topics.linked,), _recompute_path),
+    *(s for s in STAGES if s.name in ("consent", "survey", "erasure", "steward")),
+)
+
+
+def stages(engine: str = "staged") -> tuple[Stage, ...]:
+    """The stages a worker runs with this engine (hub.engine.ENGINES)."""
+    return FUSED if engine == "fused" else STAGES
+
+
 def stage(name: str) -> Stage:
     return next(s for s in STAGES if s.name == name)
 
 
-def entry_stages(pipeline: PipelineConfig) -> dict[str, str]:
+def entry_stages(pipeline: PipelineConfig, engine: str = "staged") -> dict[str, str]:
     """Topic -> the stage that reads it, for the topics from outside the hub."""
-    return {topic: s.name for s in STAGES if s.entry for topic in s.reads(pipeline)}
+    return {topic: s.name for s in stages(engine) if s.entry for topic in s.reads(pipeline)}
 
 
-def internal_stages(pipeline: PipelineConfig) -> dict[str, str]:
+def internal_stages(pipeline: PipelineConfig, engine: str = "staged") -> dict[str, str]:
     """Topic -> the stage that reads it, for the topics the hub writes to itself."""
-    return {topic: s.name for s in STAGES if not s.entry for topic in s.reads(pipeline)}
+    return {topic: s.name for s in stages(engine) if not s.entry for topic in s.reads(pipeline)}
 
 
-def input_topics(pipeline: PipelineConfig) -> list[str]:
+def input_topics(pipeline: PipelineConfig, engine: str = "staged") -> list[str]:
     """Every topic the workers' consumer group reads: the entry stages' first."""
-    return [*entry_stages(pipeline), *internal_stages(pipeline)]
+    return [*entry_stages(pipeline, engine), *internal_stages(pipeline, engine)]
 
 
 def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:
@@ -137,10 +187,11 @@ def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:
 
 
 def stage_runners(pipeline: PipelineConfig, store, sink, secret: bytes,
-                  topic_keyring: Keyring | None = None) -> dict[str, StageRunner]:
-    """Every stage, each behind the runner that delivers its outputs (the workers' agents and `hub replay`);
-    `topic_keyring` seals the personal fields of what they write to the internal topics (None: in clear)."""
+                  topic_keyring: Keyring | None = None, engine: str = "staged") -> dict[str, StageRunner]:
+    """Every stage of the engine, each behind the runner that delivers its outputs (the workers' agents and
+    `hub replay`); `topic_keyring` seals the personal fields of what they write to the internal topics
+    (None: in clear)."""
     dead_letters = dead_letter_topics(pipeline)
     return {s.name: StageRunner(s.name, s.build(pipeline, store, secret, topic_keyring), sink, dead_letters,
                                 is_async=s.is_async)
-            for s in STAGES}
+            for s in stages(engine)}

@@ -26,11 +26,11 @@ from hub.records import ERROR_REASON, ERROR_STAGE
 Offsets = dict[tuple[str, int], int]
 
 
-def worker_input_topics(pipeline: PipelineConfig) -> list[str]:
-    """Every topic the workers' consumer group reads (hub.dataflow)."""
+def worker_input_topics(pipeline: PipelineConfig, engine: str = "staged") -> list[str]:
+    """Every topic the workers' consumer group reads with this engine (hub.dataflow)."""
     from hub.dataflow import input_topics  # the stages: not loaded by `hub tail` and the like until asked
 
-    return input_topics(pipeline)
+    return input_topics(pipeline, engine)
 
 
 def committed_offsets(bootstrap: str, group: str, partitions) -> Offsets:
@@ -55,14 +55,14 @@ def consumed_between(start: Offsets, end: Offsets, committed: Offsets) -> int:
 
 def follow(bootstrap: str, group: str, pipeline: PipelineConfig, start: Offsets, end: Offsets,
            on_progress: Callable[[int, int, int], None] | None = None, timeout_s: float | None = None,
-           poll_s: float = 1.0) -> None:
+           poll_s: float = 1.0, engine: str = "staged") -> None:
     """Until the group has committed past the records between `start` and
     `end` (what a load wrote) and then the end of every topic it reads (so
     whatever those records caused downstream is done too), twice in a row.
     `on_progress(done, total, queued)`: the loaded records the workers took
     in, of `total`, and the records still queued on any topic they read.
     TimeoutError after `timeout_s`."""
-    topics = worker_input_topics(pipeline)
+    topics = worker_input_topics(pipeline, engine)
     total = sum(end[tp] - first for tp, first in start.items())
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     streak = 0

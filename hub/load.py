@@ -77,9 +77,9 @@ def _reasons(counts: Counter) -> str:
 
 def load(connector_config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, *, group: str,
          follow_records: bool = False, follow_timeout_s: float | None = None, stream: TextIO | None = None,
-         source=None) -> LoadReport:
+         source=None, engine: str = "staged") -> LoadReport:
     """Run the load; with `follow_records`, then wait until the workers' group
-    (`group`) has mastered what it wrote (see hub.follow)."""
+    (`group`, running `engine`) has mastered what it wrote (see hub.follow)."""
     stream = stream if stream is not None else sys.stderr
     source_config = pipeline.source(connector_config.source)
     batches = BatchCounter()
@@ -112,7 +112,7 @@ def load(connector_config: ConnectorConfig, pipeline: PipelineConfig, bootstrap:
         followed = time.monotonic()
         follow(bootstrap, group, pipeline, start, end,
                lambda done, total, queued: following.update(done, f"queued in the workers' topics {queued:,}", total),
-               timeout_s=follow_timeout_s)
+               timeout_s=follow_timeout_s, engine=engine)
         following.finish()
         result.followed_s = time.monotonic() - followed
         for stage, reasons in dead_letters_since(bootstrap, dlq, dlq_start).items():

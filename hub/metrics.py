@@ -62,6 +62,9 @@ RETENTION = Counter("hub_retention_total", "Golden records past the retention pe
 MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
                           "Batches partly re-decided because another worker linked a candidate meanwhile",
                           registry=REGISTRY)
+GOLDEN_LEASE_WAITS = Counter("hub_golden_lease_waits_total",
+                             "Times a master pass waited for a golden record another pass (or worker) held "
+                             "(the fused engine)", registry=REGISTRY)
 STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: applied now, or recorded for records to come",
                           ["action", "outcome"], registry=REGISTRY)
 MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",

@@ -144,6 +144,15 @@ class GoldenStore(Protocol):
         """When each golden record must next be recomputed for `kind` (consent, decay); None: never."""
 
 
+class GoldenLeases(Protocol):
+    """Who masters a golden record now, where no topic partition says so (the fused engine, hub.engine)."""
+
+    async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
+        """Take or renew every lease for `owner`, all or none; the ids another owner holds (then none is kept)."""
+    async def release(self, golden_ids: list[str], owner: str) -> None:
+        """Give back what `owner` holds of these; an expired lease another took since stays theirs."""
+
+
 class ConsentStore(Protocol):
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
         """Store statements per member; the latest per (purpose, channel) by

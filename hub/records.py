@@ -27,6 +27,9 @@ class InMessage:
     value: bytes | None
     timestamp_ms: int | None = None
     headers: list[tuple[str, bytes]] | None = None
+    # the value decoded (and opened), handed on within one pass (hub.engine): the stage reads it instead of
+    # decoding `value`, which is then None unless the record is also written
+    record: dict | None = None
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers or ():
@@ -41,6 +44,9 @@ class OutMessage:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # what the next stage would decode from `value` (and open), for a fused pass to hand on (hub.engine);
+    # a stage told its output is only handed on (`hand_on_only`) leaves `value` None and sets this alone
+    record: dict | None = None
 
 
 @dataclass(slots=True)

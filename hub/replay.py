@@ -30,14 +30,10 @@ from dataclasses import dataclass
 from hub.config import PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.crypto import Keyring
-from hub.dataflow import STAGES, entry_stages, internal_stages, stage_runners
+from hub.dataflow import entry_stages, internal_stages, stage_runners, stages
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
 
-# entry stages in their declared order; those a replay batches alone
-ENTRY_ORDER = tuple(s.name for s in STAGES if s.entry)
-ORDERED = frozenset(s.name for s in STAGES if s.ordered)
-DOWNSTREAM_ORDER = tuple(s.name for s in STAGES if not s.entry)
 
 
 class _TeeSink:
@@ -90,9 +86,15 @@ class Replay:
     """Drives the stages over one ordered stream of input records."""
 
     def __init__(self, pipeline: PipelineConfig, runners: dict[str, StageRunner], sink: KafkaSink,
-                 batch_size: int = 500):
-        self.entry = entry_stages(pipeline)
-        self.downstream = internal_stages(pipeline)
+                 batch_size: int = 500, engine: str = "staged"):
+        """`runners`: hub.dataflow.stage_runners for the same `engine`."""
+        declared = stages(engine)
+        # entry stages in their declared order; those a replay batches alone
+        self.entry_order = tuple(s.name for s in declared if s.entry)
+        self.ordered = frozenset(s.name for s in declared if s.ordered)
+        self.downstream_order = tuple(s.name for s in declared if not s.entry)
+        self.entry = entry_stages(pipeline, engine)
+        self.downstream = internal_stages(pipeline, engine)
         self.tee = _TeeSink(sink, set(self.downstream))
         self.runners = {name: StageRunner(name, runner.stage, self.tee, runner.dlq_topic, runner.is_async)
                         for name, runner in runners.items()}
@@ -109,7 +111,7 @@ class Replay:
             if name is None:
                 continue
             # see hub.dataflow.Stage.ordered
-            kind = name if name in ORDERED else "unordered"
+            kind = name if name in self.ordered else "unordered"
             if count and (kind != group or count >= self.batch_size):
                 await self._flush(pending)
                 pending, count = {}, 0
@@ -122,7 +124,7 @@ class Replay:
         return ReplayCounts(self.inputs, self.tee.counts, time.monotonic() - started)
 
     async def _flush(self, pending: dict[str, list[InMessage]]) -> None:
-        for name in ENTRY_ORDER:
+        for name in self.entry_order:
             if name in pending:
                 await self._cascade(name, pending[name])
 
@@ -140,7 +142,7 @@ class Replay:
                 self._offset += 1
                 by_stage.setdefault(self.downstream[record.topic], []).append(
                     InMessage(record.topic, 0, self._offset, record.key, record.value, now_ms, record.headers))
-            for downstream in DOWNSTREAM_ORDER:
+            for downstream in self.downstream_order:
                 if downstream in by_stage:
                     queue.append((downstream, by_stage[downstream]))
 

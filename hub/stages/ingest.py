@@ -31,6 +31,7 @@ def freshness(event_time_ms: int, now_ms: int) -> float:
 
 
 class IngestStage:
+    hand_on_only = False  # canonical records only handed on to the match step (hub.engine), not written
     def __init__(self, config: PipelineConfig, quality_tally=None, topic_keyring: Keyring | None = None):
         """`topic_keyring`: seals the personal fields of the canonical records written (hub.topic_seal,
         HUB_SEAL_TOPICS); None writes them in clear."""
@@ -94,7 +95,10 @@ class IngestStage:
                            "produced_at": message.timestamp_ms},
             }
             key = member_key(record["source"], record["source_id"]).encode()
-            out.append(OutMessage(self.out_topic, key, self.values.encode(canonical, key)))
+            if self.hand_on_only:  # to the match step of the same pass (hub.engine): as it would decode it
+                out.append(OutMessage(self.out_topic, key, None, record=canonical))
+            else:
+                out.append(OutMessage(self.out_topic, key, self.values.encode(canonical, key)))
         self._tally(kept, rejected, now_ms)
         return StageOutput(out)
 

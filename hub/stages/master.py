@@ -9,14 +9,16 @@ are sent again and nothing is counted twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import time
 
 from hub import history, lookup, metrics
 from hub.config import PipelineConfig
 from hub.crypto import Keyring
 from hub.messages import audit_event
-from hub.ports import ConsentStore, GoldenState, GoldenStore, IdentityIndex, SurveyStore
+from hub.ports import ConsentStore, GoldenLeases, GoldenState, GoldenStore, IdentityIndex, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
@@ -40,11 +42,19 @@ def _event_clock(content: dict, previous: dict | None) -> int:
 
 class MasterStage:
     def __init__(self, config: PipelineConfig, index: IdentityIndex, store: GoldenStore, consents: ConsentStore,
-                 secret: bytes, surveys: SurveyStore, topic_keyring: Keyring | None = None):
+                 secret: bytes, surveys: SurveyStore, topic_keyring: Keyring | None = None,
+                 leases: GoldenLeases | None = None, lease_owner: str | None = None, lease_ttl_ms: int = 30_000):
         """`topic_keyring`: seals the personal fields of the golden records and audit events written
         (hub.topic_seal, HUB_SEAL_TOPICS); None writes them in clear. The canonical records carried by the
-        linked records read are opened with it (or the store's keyring)."""
+        linked records read are opened with it (or the store's keyring).
+
+        `leases`: where no partition gives each golden record one master (the fused engine, hub.engine), a
+        pass takes the lease of every golden record it will read, as `lease_owner`, before it reads them, and
+        gives them back once its outputs are delivered (StageOutput.after_delivery)."""
         self.config = config
+        self.leases = leases
+        self.lease_owner = lease_owner
+        self.lease_ttl_ms = lease_ttl_ms
         self.surveys = surveys
         self.secret = secret  # the PII key: lookup index keys are keyed hashes
         self.index = index
@@ -58,8 +68,37 @@ class MasterStage:
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
         # the canonical record of a contribution as the ingest stage wrote it: opened here (hub.topic_seal)
-        linked = [open_linked(self.open_with, self.linked.decode(m.value), self.config.topics.canonical)
+        # handed on in the pass (hub.engine), or as the match stage wrote it
+        linked = [m.record if m.record is not None else
+                  open_linked(self.open_with, self.linked.decode(m.value), self.config.topics.canonical)
                   for m in batch]
+        if self.leases is None:
+            return await self._master(linked, now_ms, *await self._golden_ids(linked))
+        held: list[str] = []
+        try:
+            while True:  # lease what the batch needs; what it needs is read again under the leases
+                plan = await self._golden_ids(linked)
+                if plan[-1] <= set(held):
+                    break
+                wanted = sorted(plan[-1] | set(held))
+                refused = await self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms)
+                held = [] if refused else wanted
+                if refused:
+                    metrics.GOLDEN_LEASE_WAITS.inc()
+                    await asyncio.sleep(random.uniform(0.002, 0.02))  # apart, so two passes do not meet again
+            output = await self._master(linked, now_ms, *plan)
+        except BaseException:
+            await self.leases.release(held, self.lease_owner)
+            raise
+
+        async def release() -> None:
+            await self.leases.release(held, self.lease_owner)
+        output.after_delivery = release
+        return output
+
+    async def _golden_ids(self, linked: list[dict]):
+        """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every
+        golden id the batch will read."""
         survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
         # merges the index made whose linked record a crash may have lost are folded in too
         folds = await self.index.pending_folds(sorted(set(survivors.values())))
@@ -74,6 +113,10 @@ class MasterStage:
         needed = set(survivors.values()) | {a for x in linked for a in x["absorbed_golden_ids"]}
         needed |= {a for absorbed in folds.values() for a in absorbed}
         needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
+        return survivors, folds, done_folds, needed
+
+    async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
+                      done_folds: dict[str, list[str]], needed: set[str]) -> StageOutput:
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
         # contributions are replaced, never mutated: a shallow copy tells what changed
@@ -183,7 +226,8 @@ class MasterStage:
                 saved.append(state)  # a redelivered input rewrites nothing
             if state.last_audit:
                 out.append(OutMessage(self.config.topics.audit, gid.encode(), state.last_audit))
-            out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_values.encode(golden, gid)))
+            out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_values.encode(golden, gid),
+                                  record=golden))
         for absorbed in sorted(absorbed_ids - touched.keys()):
             previous = before.get(absorbed)
             deleted.append(absorbed)

@@ -81,6 +81,7 @@ def _respect_splits(decision: Decision, entries: dict[str, MemberEntry], constra
 
 
 class MatchStage:
+    hand_on_only = False  # linked records only handed on to the master step (hub.engine), not written
     def __init__(self, config: PipelineConfig, index: IdentityIndex, secret: bytes, comparisons=None,
                  topic_keyring: Keyring | None = None):
         """`topic_keyring` opens the canonical records the ingest stage sealed (hub.topic_seal); values in clear
@@ -106,9 +107,12 @@ class MatchStage:
         items = []
         written: dict[int, dict] = {}  # id(opened canonical record) -> as written (sealed): what the master gets
         for message in batch:
-            if message.value is None:
+            if message.record is not None:  # handed on in the pass (hub.engine), open already
+                canonical = message.record
+            elif message.value is None:
                 continue  # a tombstone left by an erasure: nothing to match
-            canonical = self.canonical.codec.decode(message.value)
+            else:
+                canonical = self.canonical.codec.decode(message.value)
             record = canonical["record"]
             member = member_key(record["source"], record["source_id"])
             if canonical.get(SEALED_FIELD) is not None:
@@ -142,8 +146,8 @@ class MatchStage:
             if skipped:
                 metrics.BLOCKS_SKIPPED.inc(skipped)
             if outputs:
-                out.extend(self._outputs(member, written.get(id(canonical), canonical), decision, skipped, now_ms,
-                                         explained))
+                out.extend(self._outputs(member, canonical, written.get(id(canonical), canonical), decision, skipped,
+                                         now_ms, explained))
         if explained:
             await self.index.remember_decisions(explained)
         return StageOutput(out)
@@ -309,8 +313,9 @@ class MatchStage:
             return len(planned)
         return positions[len(final_ids)]
 
-    def _outputs(self, member: str, canonical: dict, decision: Decision, skipped: int, now_ms: int,
+    def _outputs(self, member: str, canonical: dict, written: dict, decision: Decision, skipped: int, now_ms: int,
                  explained: dict[str, bytes]):
+        """`canonical` opened, `written` as the ingest stage wrote it (sealed, or the same)."""
         topics = self.config.topics
         gid = decision.golden_id
         source, source_id = member.split(":", 1)
@@ -332,6 +337,11 @@ class MatchStage:
             if decision.outcome == REVIEW:
                 yield OutMessage(topics.review, member.encode(), self.decision_codec.encode(decision_record))
         # the decision travels on the audit topic; the master needs only the link
-        linked = link_instruction(gid, "contribution", "source_event", canonical=(CANONICAL, canonical),
+        if self.hand_on_only:  # to the master step of the same pass (hub.engine): as it would decode and open it
+            linked = link_instruction(gid, "contribution", "source_event", canonical=canonical,
+                                      absorbed=decision.absorbed)
+            yield OutMessage(topics.linked, gid.encode(), None, record=linked)
+            return
+        linked = link_instruction(gid, "contribution", "source_event", canonical=(CANONICAL, written),
                                   absorbed=decision.absorbed)
         yield OutMessage(topics.linked, gid.encode(), self.linked.encode(linked))

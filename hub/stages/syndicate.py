@@ -42,7 +42,9 @@ class SyndicateStage:
         latest: dict[str, tuple[dict | None, str]] = {}
         for message in batch:  # only the last version of a golden record in a batch matters
             gid = message.key.decode()
-            golden = self.golden_values.decode(message.value, message.key) if message.value is not None else None
+            golden = message.record  # handed on by the master step of the same pass (hub.engine)
+            if golden is None and message.value is not None:
+                golden = self.golden_values.decode(message.value, message.key)
             reason = (message.header(REASON_HEADER) or b"golden_deleted").decode()
             latest[gid] = (golden, reason)
         held = await self.state.load_syndication(list(latest))

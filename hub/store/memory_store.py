@@ -17,7 +17,9 @@ Redis one does for what a stage can observe, operation for operation:
   batch must still recompute its golden record), an older one does not;
 - syndication state: per golden id and target, (key, projection hash);
 - schedules: due times per golden id and kind, the earliest first (ties by
-  golden id, as a sorted set), pushed 60 s ahead when taken.
+  golden id, as a sorted set), pushed 60 s ahead when taken;
+- golden-record leases: all or none per call, renewed by their holder,
+  expiring after their time.
 
 Values go in as the JSON Redis holds (sealed there; nothing here outlives the
 process, so nothing is sealed) and come out freshly decoded, so a stage gets
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 
 import orjson
 
@@ -243,6 +246,25 @@ class MemorySyndicationState:
                 del self._synd[gid]
 
 
+class MemoryLeases:
+    """Golden-record leases (hub.ports.GoldenLeases), expiring on the monotonic clock as Redis's do."""
+
+    def __init__(self):
+        self._held: dict[str, tuple[str, float]] = {}  # gid -> (owner, expires at, time.monotonic())
+
+    async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
+        now = time.monotonic()
+        refused = [gid for gid in golden_ids if (held := self._held.get(gid)) and held[0] != owner and held[1] > now]
+        if not refused:
+            self._held.update({gid: (owner, now + ttl_ms / 1000) for gid in golden_ids})
+        return refused
+
+    async def release(self, golden_ids: list[str], owner: str) -> None:
+        for gid in golden_ids:
+            if self._held.get(gid, ("",))[0] == owner:
+                del self._held[gid]
+
+
 class MemoryStore(MemoryIndex):
     """All of the ports RedisStore serves, in memory: the identity index (this
     class is a MemoryIndex), and the golden store, consent and survey stores,
@@ -258,6 +280,14 @@ class MemoryStore(MemoryIndex):
         self.syndication = MemorySyndicationState()
         self.schedules = MemorySchedules()
         self.quality_tallies = MemoryTallyStore()  # the ingest stage's data-quality counters
+        self.leases = MemoryLeases()
+
+    # golden-record leases
+    async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
+        return await self.leases.lease(golden_ids, owner, ttl_ms)
+
+    async def release(self, golden_ids: list[str], owner: str) -> None:
+        await self.leases.release(golden_ids, owner)
 
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:

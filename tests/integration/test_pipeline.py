@@ -52,8 +52,12 @@ def goldens(view, pipeline, hub) -> dict[str, dict]:
     return open_goldens(hub, view.live(pipeline.topics.golden), pipeline.topics.golden)
 
 
-def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, pipeline):
-    worker = local_hub.worker()
+ENGINES = pytest.mark.parametrize("engine", ["staged", "fused"])
+
+
+@ENGINES
+def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, pipeline, engine):
+    worker = local_hub.worker(env={"HUB_ENGINE": engine})
     watcher = Watcher(local_hub.bootstrap, pipeline.all_topics())
     feeder.send("raw.crm", b"crm:C1", avro(ANNA_CRM))
     feeder.send("raw.ecommerce", b"ecommerce:E7", orjson.dumps(ANNA_WEB))  # JSON source
@@ -126,7 +130,7 @@ def test_raw_events_become_golden_records_and_target_slices(local_hub, feeder, p
     feeder.flush()
     # proof the worker has handled it (its group at the end of every input), and the watcher has read
     # everything the worker wrote, before the absence of a change is taken to mean anything
-    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline, engine))
     watcher.read_to_end()
     assert watcher.view.latest["mastered.marketing"][anna["golden_id"]] is None
     watcher.close()
@@ -148,11 +152,12 @@ def _dlq_headers(bootstrap: str, topic: str):
     return found
 
 
-def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
+@ENGINES
+def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline, engine):
     """At-least-once: a second consumer group re-reads every topic from the
     start (every stage sees each input again); no golden record, version or
     target record may change."""
-    first = local_hub.worker()
+    first = local_hub.worker(env={"HUB_ENGINE": engine})
     watcher = Watcher(local_hub.bootstrap, pipeline.all_topics())
     for value in (ANNA_CRM, ANNA_POS, BOB_CRM):
         feeder.send(f"raw.{value['source']}", f"{value['source']}:{value['source_id']}".encode(), avro(value))
@@ -162,15 +167,15 @@ def test_replaying_every_input_changes_nothing(local_hub, feeder, pipeline):
     watcher.wait_until(lambda v: len(v.live("mastered.marketing")) == 1 and len(v.live("mastered.pos")) == 2)
     # the first worker has done everything (its outputs are acknowledged before it commits), not merely
     # gone quiet for a second: under load a stage can lag longer than that
-    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline, engine))
     view = watcher.wait_until(lambda v: True, quiet_s=1.0)
     before = goldens(view, pipeline, local_hub)
     target_counts = {t.output_topic: view.counts[t.output_topic] for t in pipeline.targets}
     first.stop()
 
-    local_hub.worker(env={"HUB_APP_ID": "hub-replay"})
+    local_hub.worker(env={"HUB_APP_ID": "hub-replay", "HUB_ENGINE": engine})
     # the second group has read every input to its end (a group that never started would never get there)
-    wait_caught_up(local_hub.bootstrap, "hub-replay", worker_input_topics(pipeline))
+    wait_caught_up(local_hub.bootstrap, "hub-replay", worker_input_topics(pipeline, engine))
     view = watcher.read_to_end()
     after = goldens(view, pipeline, local_hub)
     assert after == before

@@ -134,8 +134,10 @@ def test_two_matchers_deciding_at_once_agree_on_one_golden_record(cluster_url):
     race_two_matchers(cluster_url)
 
 
-def test_two_worker_processes_give_one_golden_record_per_person(cluster_url, tmp_path):
-    race_two_worker_processes(cluster_url, tmp_path)
+@pytest.mark.parametrize("engine", ["staged", "fused"])
+def test_two_worker_processes_give_one_golden_record_per_person(cluster_url, tmp_path, engine):
+    """The fused engine's golden-record leases live beside each record, spread over the cluster's nodes."""
+    race_two_worker_processes(cluster_url, tmp_path, engine)
     store = RedisStore.from_url(cluster_url)
     assert asyncio.run(store.golden_count()) == 150
     golden = list(store.all_golden())  # SCAN visits every master

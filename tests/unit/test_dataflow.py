@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pkgutil
 
+import pytest
+
 import hub.stages
 from hub import dataflow, replay
 from hub.config import Settings, load_pipeline
@@ -31,10 +33,28 @@ def test_the_topics_split_into_entry_and_internal_and_the_workers_read_all_of_th
     assert worker_input_topics(PIPELINE) == [*entry, *internal]
 
 
+def test_the_fused_engine_reads_the_sources_and_the_recompute_requests_only():
+    entry, internal = dataflow.entry_stages(PIPELINE, "fused"), dataflow.internal_stages(PIPELINE, "fused")
+    assert entry == {**{s.raw_topic: "hot" for s in PIPELINE.sources},
+                     **{t: n for t, n in dataflow.entry_stages(PIPELINE).items() if n != "ingest"}}
+    assert internal == {PIPELINE.topics.linked: "recompute"}
+    assert worker_input_topics(PIPELINE, "fused") == [*entry, *internal]
+    read = [topic for s in dataflow.FUSED for topic in s.reads(PIPELINE)]
+    assert len(read) == len(set(read))
+
+
+def _driver(engine: str) -> replay.Replay:
+    return replay.Replay(PIPELINE, {}, None, engine=engine)
+
+
 def test_replay_follows_the_declared_order():
-    assert replay.ENTRY_ORDER == ("ingest", "consent", "survey", "erasure", "steward")
-    assert replay.DOWNSTREAM_ORDER == ("match", "master", "syndicate")
-    assert replay.ORDERED == {"erasure", "steward"}
+    staged, fused = _driver("staged"), _driver("fused")
+    assert staged.entry_order == ("ingest", "consent", "survey", "erasure", "steward")
+    assert staged.downstream_order == ("match", "master", "syndicate")
+    assert staged.ordered == {"erasure", "steward"}
+    assert fused.entry_order == ("hot", "consent", "survey", "erasure", "steward")
+    assert fused.downstream_order == ("recompute",)
+    assert fused.ordered == {"erasure", "steward"}
 
 
 def test_a_failed_record_goes_to_the_dead_letter_topic_of_its_input():
@@ -50,14 +70,17 @@ def test_a_failed_record_goes_to_the_dead_letter_topic_of_its_input():
     assert of(topics.linked) == topics.internal_dlq
 
 
-def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path):
+@pytest.mark.parametrize("engine", ["staged", "fused"])
+def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engine):
     from hub.app import create_hub
 
-    settings = Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16067})
+    settings = Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16067},
+                        engine=engine)
     hub = create_hub(settings, PIPELINE, "127.0.0.1:9", redis_url)  # nothing listens there: no broker is needed
-    assert set(hub.runners) == {s.name for s in dataflow.STAGES}
+    declared = dataflow.stages(engine)
+    assert set(hub.runners) == {s.name for s in declared}
     agents = {agent.name.rsplit(".", 1)[-1]: agent for agent in hub.app.agents.values()}
     assert set(agents) == set(hub.runners)
-    for s in dataflow.STAGES:
+    for s in declared:
         assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
         assert hub.runners[s.name].is_async == s.is_async

@@ -24,7 +24,8 @@ NAMES = ["crm:1", "pos:A-77", "G0123456789abcdef0123", "web:{x}", "a}b{c", "", "
 INDEX_KEYS = [layout.mem_key, layout.blk_key, layout.bv_key, layout.gm_key, layout.fwd_key, layout.fold_key,
               layout.apart_key, layout.pin_key]
 INDEX_CONSTANTS = [layout.DELETED, layout.CONSTRAINTS, layout.PARAMS, layout.PARAMS_VERSION, layout.TERMS]
-PER_RECORD_KEYS = [layout.gold_key, layout.cons_key, layout.lookup_key, layout.survey_key, layout.synd_key]
+PER_RECORD_KEYS = [layout.gold_key, layout.cons_key, layout.lookup_key, layout.survey_key, layout.synd_key,
+                   layout.lease_key]
 # key positions of the commands the store's scripts and transactions send (a new one must be added here)
 FIRST_ARG_IS_KEY = {"GET", "SET", "INCR", "INCRBY", "HGET", "HSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "SADD",
                     "SREM", "SMEMBERS", "SRANDMEMBER", "SCARD", "ZADD", "ZREM", "ZMSCORE"}
@@ -145,6 +146,9 @@ async def _every_operation(store: RedisStore, rotated: RedisStore) -> None:
                      "pos:1": [{"purpose": "marketing", "channel": "any", "event_time": 6}]})
     await store.put_surveys({"crm:1": [{"survey_id": "s1", "responded_at": 7}]})
     await store.forget(["crm:1", "pos:1"])
+    assert await store.lease(["G3", "G9"], "worker-a", 5000) == []
+    assert await store.lease(["G9", "G10"], "worker-b", 5000) == ["G9"]
+    await store.release(["G3", "G9"], "worker-a")
     rotated.rekey(batch=2)
 
 

@@ -14,6 +14,7 @@ workbench open).
   surveys.py      RedisSurveyStore (hub.ports.SurveyStore)
   syndication.py  RedisSyndicationState (hub.ports.SyndicationState)
   schedules.py    RedisSchedules: activity, retention flags, consent and decay due times
+  leases.py       RedisLeases (hub.ports.GoldenLeases): who masters a golden record now (the fused engine)
   rekey.py        RedisRekey: re-sealing with the keyring's current key
 
 The identity index is where concurrent workers agree: one atomic Lua call
@@ -48,17 +49,18 @@ from __future__ import annotations
 from hub.store.redis.consent import RedisConsentStore
 from hub.store.redis.golden import RedisGoldenStore
 from hub.store.redis.identity import RedisIdentityIndex
+from hub.store.redis.leases import RedisLeases
 from hub.store.redis.lookup import RedisLookup
 from hub.store.redis.rekey import RedisRekey
 from hub.store.redis.surveys import RedisSurveyStore
 from hub.store.redis.syndication import RedisSyndicationState
 
-__all__ = ["RedisConsentStore", "RedisGoldenStore", "RedisIdentityIndex", "RedisLookup", "RedisRekey", "RedisStore",
-           "RedisSurveyStore", "RedisSyndicationState"]
+__all__ = ["RedisConsentStore", "RedisGoldenStore", "RedisIdentityIndex", "RedisLeases", "RedisLookup", "RedisRekey",
+           "RedisStore", "RedisSurveyStore", "RedisSyndicationState"]
 
 
 class RedisStore(RedisIdentityIndex, RedisGoldenStore, RedisLookup, RedisConsentStore, RedisSurveyStore,
-                 RedisSyndicationState, RedisRekey):
+                 RedisSyndicationState, RedisRekey, RedisLeases):
     """All of the hub's Redis state behind the ports in hub.ports, over one
     client and keyring: every port class's methods on one object
     (`RedisStore.from_url(url, keyring)`)."""

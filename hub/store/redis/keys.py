@@ -25,6 +25,8 @@ Per record (a slot each):
   hub:synd:{<gid>}     hash  <target> -> sealed "<key>\\x1f<projection hash>"
   hub:lk:{<hash>}      set   golden ids found by one identifier (keyed hash of loyalty id, e-mail, phone
                              or source record: hub/lookup.py), kept by the master with the golden records
+  hub:lease:{<gid>}    str   who masters the golden record now (the fused engine: hub.store.redis.leases),
+                             expiring; in the slot of the record's hash
 Schedules (one key each, no script touches them):
   hub:activity, hub:retention:flagged, hub:consent:due, hub:decay:due
 """
@@ -74,3 +76,7 @@ def survey_key(member: str) -> str:
 
 def synd_key(gid: str) -> str:
     return f"{P}synd:{{{gid}}}"
+
+
+def lease_key(gid: str) -> str:
+    return f"{P}lease:{{{gid}}}"

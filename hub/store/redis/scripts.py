@@ -233,3 +233,22 @@ return 1
 
 # scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
 READ_ONLY = (BLOCKS, MEMBERS, CONSTRAINTS, FORWARD, TALLIES)
+
+# A golden record's lease (hub:lease:{<gid>}, the record's own slot): taken when
+# free or renewed by its holder, never taken from another holder before it expires.
+LEASE = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Given back only by its holder: one that expired and was taken since is not someone else's to drop.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

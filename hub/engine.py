@@ -1,0 +1,106 @@
+"""The fused engine (HUB_ENGINE=fused): the stages of the hot path run back to
+back on one batch in one process, instead of each on its own Kafka hop.
+
+The staged engine (the default) puts every stage behind a topic: raw ->
+ingest -> customer.canonical -> match -> customer.linked -> master ->
+customer.golden -> syndicate -> targets, each hop a produce, a fetch, a
+decode. A `Chain` hands what one stage writes for the next straight to it, as the
+decoded record (hub.records.OutMessage.record), not encoded, sealed, opened
+and decoded again:
+a batch of raw source events comes out as golden records, target slices,
+audit events and dead letters in one pass, delivered together, and the input
+offsets are committed only after that delivery (hub.runner). Nothing on the
+hot path re-reads customer.canonical or customer.linked, so they are not
+written; customer.golden still is (users subscribe to it), and the
+syndicate step reads the golden records from the same pass.
+
+What the linked topic's key gave the staged engine, one master per golden
+record, golden-record leases give here (hub.store.redis.leases): the master
+step takes the lease of every golden record it reads and gives it back once
+the pass's outputs are delivered, so two workers (or a worker's hot path and
+its recompute path) never interleave one record's versions.
+
+Consent, survey, erasure and steward stages, and the timers, still ask for a
+recompute on customer.linked; the `master` entry of the fused table reads it
+and runs master and syndicate in one pass too (hub.dataflow.FUSED).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hub import metrics
+from hub.records import InMessage, OutMessage
+from hub.stages import StageOutput
+
+ENGINES = ("staged", "fused")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # as the stage is named in the staged engine: the per-stage metrics keep their labels
+    stage: object
+    is_async: bool = True
+    hands_on: str | None = None  # the topic whose messages feed the next step (None: the last step)
+    keeps: bool = False  # those messages are also written to their topic (users read it)
+
+
+class Chain:
+    """Steps run back to back on one batch; `process(batch) -> StageOutput` as any stage."""
+
+    def __init__(self, steps: list[Step]):
+        self.steps = steps
+        for step in steps:
+            # what a step writes only for the next one needs no encoding, no sealing (hub.records.OutMessage)
+            step.stage.hand_on_only = step.hands_on is not None and not step.keeps
+        self._seconds = {s.name: metrics.STAGE_SECONDS.labels(s.name) for s in steps}
+        self._records = {s.name: metrics.STAGE_RECORDS.labels(s.name) for s in steps}
+
+    @property
+    def stages(self) -> list:
+        return [s.stage for s in self.steps]
+
+    async def process(self, batch: list[InMessage]) -> StageOutput:
+        written: list[OutMessage] = []
+        after: list = []
+        current = batch
+        for step in self.steps:
+            started = time.perf_counter()
+            output = step.stage.process(current)
+            if step.is_async:
+                output = await output
+            self._records[step.name].inc(len(current))
+            self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
+            if output.after_delivery is not None:
+                after.append(output.after_delivery)
+            if step.hands_on is None:
+                written.extend(output.messages)
+                break
+            current = []
+            for message in output.messages:
+                if message.topic == step.hands_on:
+                    current.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
+                                             message.headers, message.record))
+                    if step.keeps:
+                        written.append(message)
+                else:
+                    written.append(message)
+            if not current:
+                break
+        return StageOutput(written, _in_turn(after) if after else None)
+
+
+def _in_turn(jobs: list):
+    """Each step's after-delivery work, the last step's first: the syndicate step notes what the targets
+    received before the master step gives its leases back."""
+    async def run() -> None:
+        for job in reversed(jobs):
+            await job()
+    return run
+
+
+def stages_of(runners: dict) -> list:
+    """Every stage object behind these runners (hub.dataflow.stage_runners), a chain's steps included."""
+    return [inner for runner in runners.values()
+            for inner in (runner.stage.stages if isinstance(runner.stage, Chain) else [runner.stage])]

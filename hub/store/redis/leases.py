@@ -1,0 +1,42 @@
+"""Golden-record leases in Redis (hub.ports.GoldenLeases): who masters a golden
+record now, when no topic partition says so.
+
+The staged engine gets one owner per golden record from `customer.linked`,
+keyed by golden id. The fused engine (hub.engine) masters records straight
+from the source partitions, so two workers, or two agents of one worker, can
+meet the same golden record; each takes the record's lease before it reads it
+and gives it back once its outputs are delivered, so one golden record's
+versions reach `customer.golden` and the targets in order. A lease expires on
+its own (a worker that died holding it blocks nobody for longer than that).
+"""
+
+from __future__ import annotations
+
+from hub.store.redis import scripts
+from hub.store.redis.base import RedisBase
+from hub.store.redis.keys import lease_key
+
+
+class RedisLeases(RedisBase):
+    def __init__(self, client, keyring=None):
+        super().__init__(client, keyring)
+        self._lease = self._script(scripts.LEASE)
+        self._release = self._script(scripts.RELEASE)
+
+    async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
+        """Take (or renew) each record's lease for `owner`, all or none: the
+        ids another owner holds, after giving back the ones this call took
+        (so two callers that want overlapping sets never wait on each other)."""
+        if not golden_ids:
+            return []
+        taken = self._timed("golden_lease", self._eval_each, self._lease,
+                            [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids])
+        refused = [gid for gid, ok in zip(golden_ids, taken) if not ok]
+        if refused:
+            await self.release([gid for gid, ok in zip(golden_ids, taken) if ok], owner)
+        return refused
+
+    async def release(self, golden_ids: list[str], owner: str) -> None:
+        if golden_ids:
+            self._timed("golden_lease", self._eval_each, self._release,
+                        [(lease_key(gid), [owner]) for gid in golden_ids])

@@ -1,0 +1,185 @@
+"""The fused engine (hub.engine, HUB_ENGINE=fused) against the staged one, and
+the golden-record leases it masters under (hub.ports.GoldenLeases).
+
+The same generated stream (upserts, updates, deletes, invalid payloads,
+consent, survey answers, a steward's split and link, erasures, half of it
+redelivered) through both engines, on the in-memory store and on Redis:
+every message on every topic a user reads (golden records, target slices
+and their tombstones, audit events, review items, dead letters) is the same,
+byte for byte and in order; only the hops the fused engine does not take
+(customer.canonical, customer.linked) differ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from hub.config import load_pipeline
+from hub.dataflow import stage_runners
+from hub.engine import Chain
+from hub.replay import Replay
+from hub.crypto import Keyring
+from hub.schemas import AUDIT, GOLDEN, LINKED, codec
+from hub.topic_seal import open_value
+from hub.stages.master import MasterStage
+from hub.store.memory_store import MemoryStore
+from test_memory_index import run
+from test_memory_store import NOW, SECRET, ListSink, _stream
+
+PIPELINE = load_pipeline(None)
+HOPS = {PIPELINE.topics.canonical, PIPELINE.topics.linked}
+
+
+async def _replay(store, messages, engine: str, batch: int = 60, keyring=None):
+    sink = ListSink()
+    driver = Replay(PIPELINE, stage_runners(PIPELINE, store, sink, SECRET, keyring, engine), sink, batch, engine)
+    await driver.run(messages)
+    await driver.run(messages[len(messages) // 2:])
+    return sink.records
+
+
+SEALED = {PIPELINE.topics.golden: GOLDEN, PIPELINE.topics.audit: AUDIT}
+
+
+def _by_topic(records, keyring=None) -> dict[str, list]:
+    """Per topic, (key, value, headers) in order; sealed values opened (a seal's nonce differs each time)."""
+    topics: dict[str, list] = {}
+    for r in records:
+        value = r.value
+        if keyring is not None and value is not None and r.topic in SEALED:
+            value = codec(SEALED[r.topic]).encode(open_value(keyring, SEALED[r.topic], value, r.topic, r.key))
+        topics.setdefault(r.topic, []).append((r.key, value, list(r.headers)))
+    return topics
+
+
+@pytest.mark.parametrize("store_kind,sealed", [("memory", False), ("redis", False), ("memory", True)])
+def test_the_fused_engine_writes_what_the_staged_one_does(store_kind, sealed, request, monkeypatch):
+    """With the internal topics sealed (HUB_SEAL_TOPICS) too: the fused engine hands the records on open."""
+    monkeypatch.setattr(time, "time", lambda: NOW / 1000)
+    messages = _stream()
+    keyring = Keyring([("t0", b"\x02" * 32)]) if sealed else None
+
+    def store():
+        if store_kind == "memory":
+            return MemoryStore()
+        held = request.getfixturevalue("redis_store")
+        held.client.flushdb()
+        return held
+
+    staged = _by_topic(asyncio.run(_replay(store(), messages, "staged", keyring=keyring)), keyring)
+    fused = _by_topic(asyncio.run(_replay(store(), messages, "fused", keyring=keyring)), keyring)
+    assert HOPS <= staged.keys()
+    # the source events' contributions are handed on in the pass; what is left are the other stages' requests
+    requests = [codec(LINKED).decode(value) for _, value, _ in fused[PIPELINE.topics.linked]]
+    assert all(r["canonical"] is None for r in requests) and {"recompute", "erase"} <= {r["kind"] for r in requests}
+    assert any(codec(LINKED).decode(value)["canonical"] for _, value, _ in staged[PIPELINE.topics.linked])
+    # on customer.canonical only the erasures' tombstones, as the staged engine writes them
+    erased = [m for m in staged[PIPELINE.topics.canonical] if m[1] is None]
+    assert erased and fused[PIPELINE.topics.canonical] == erased
+    read = sorted(staged.keys() - HOPS)
+    assert read == sorted(fused.keys() - HOPS)
+    assert PIPELINE.topics.golden in read and any(t.startswith("mastered.") for t in read)
+    assert any(t.startswith("dlq.") for t in read) and PIPELINE.topics.audit in read
+    for topic in read:
+        assert fused[topic] == staged[topic], topic
+    if store_kind == "redis":
+        assert not list(request.getfixturevalue("redis_store").client.scan_iter(match="hub:lease:*"))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def leases(request):
+    return MemoryStore() if request.param == "memory" else request.getfixturevalue("redis_store")
+
+
+def test_leases_are_all_or_none_renewed_by_their_holder_and_expire(leases):
+    assert run(leases.lease(["G1", "G2"], "a", 60_000)) == []
+    assert run(leases.lease(["G2", "G3"], "b", 60_000)) == ["G2"]
+    assert run(leases.lease(["G3"], "c", 60_000)) == []  # b took none: G3 was free again
+    assert run(leases.lease(["G1", "G2"], "a", 60_000)) == []  # renewed
+    run(leases.release(["G1", "G2", "G3"], "b"))  # not b's to give back
+    assert run(leases.lease(["G1"], "b", 60_000)) == ["G1"]
+    run(leases.release(["G1", "G2"], "a"))
+    assert run(leases.lease(["G1", "G2"], "b", 50)) == []
+    time.sleep(0.12)
+    assert run(leases.lease(["G2"], "a", 60_000)) == []  # b's expired
+
+
+def _linked_batch():
+    """Two linked records for the same new golden id, from the staged engine's match stage."""
+    store, sink = MemoryStore(), ListSink()
+    runners = stage_runners(PIPELINE, store, sink, SECRET)
+    messages = [m for m in _stream(persons=6) if m.topic.startswith("raw.")][:4]
+    driver = Replay(PIPELINE, {k: v for k, v in runners.items() if k in ("ingest", "match")}, sink, 100)
+    driver.downstream_order = ("match",)
+    asyncio.run(driver.run(messages))
+    from hub.records import InMessage
+
+    return [InMessage(r.topic, 0, i, r.key, r.value) for i, r in enumerate(sink.records)
+            if r.topic == PIPELINE.topics.linked]
+
+
+def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own_back():
+    store = MemoryStore()
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    assert run(store.lease(gids[:1], "theirs", 60_000)) == []
+
+    async def scenario():
+        task = asyncio.ensure_future(master.process(linked, now_ms=NOW))
+        await asyncio.sleep(0.1)
+        assert not task.done()  # waiting: the record is theirs
+        assert await store.lease(gids, "anyone", 1) == gids[:1]
+        await store.release(gids, "theirs")
+        output = await asyncio.wait_for(task, 5)
+        assert any(m.topic == PIPELINE.topics.golden for m in output.messages)
+        assert await store.lease(gids, "anyone", 1) == gids  # held until the outputs are delivered
+        await output.after_delivery()
+        assert await store.lease(gids, "anyone", 1) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_master_pass_that_fails_gives_its_leases_back():
+    store = MemoryStore()
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("the store failed")
+    store.golden_store.load = broken
+    with pytest.raises(RuntimeError):
+        run(master.process(linked, now_ms=NOW))
+    assert run(store.lease(gids, "anyone", 1)) == []
+
+
+def test_a_chain_hands_on_what_the_next_step_reads_and_writes_the_rest():
+    from hub.records import OutMessage
+    from hub.stages import StageOutput
+
+    done = []
+
+    class Step:
+        def __init__(self, name, topic):
+            self.name, self.topic = name, topic
+
+        async def process(self, batch):
+            async def after():
+                done.append(self.name)
+            out = [OutMessage(self.topic, m.key, (m.value or b"") + self.name.encode()) for m in batch]
+            return StageOutput(out + [OutMessage("audit", b"a", self.name.encode())], after)
+
+    from hub.engine import Step as S
+    from hub.records import InMessage
+    chain = Chain([S("ingest", Step("ingest", "canonical"), True, "canonical"),
+                   S("master", Step("master", "golden"), True, "golden", keeps=True),
+                   S("syndicate", Step("syndicate", "target"))])
+    output = run(chain.process([InMessage("raw", 0, 0, b"k", b"v")]))
+    assert [(m.topic, m.value) for m in output.messages] == [
+        ("audit", b"ingest"), ("golden", b"vingestmaster"), ("audit", b"master"),
+        ("target", b"vingestmastersyndicate"), ("audit", b"syndicate")]
+    run(output.after_delivery())
+    assert done == ["syndicate", "master", "ingest"]
