@@ -79,13 +79,15 @@ class _Progress:
         self.raw_topics = [s.raw_topic for s in pipeline.sources]
         self._checked, self._done = 0.0, False
 
-    def done(self, view, accounted_before: int, fed: int) -> bool:
+    def done(self, watcher, accounted_before: int, fed: int) -> bool:
         if self.engine == "staged":
-            return _accounted(view, self.pipeline) - accounted_before >= fed
-        if time.monotonic() - self._checked >= 1.0:
+            return _accounted(watcher.view, self.pipeline) - accounted_before >= fed
+        if not self._done and time.monotonic() - self._checked >= 1.0:
             self._checked = time.monotonic()
             ends = end_offsets(self.bootstrap, self.raw_topics)
             self._done = not behind(ends, committed_offsets(self.bootstrap, "hub", ends))
+            if self._done:  # committed only once delivered: everything it caused is on the topics, read it
+                watcher.read_to_end()
         return self._done
 
     def reset(self) -> None:
@@ -200,7 +202,7 @@ def main() -> int:
             feeder.send(topic, key, value)
         feeder.flush()
         fed_s = time.monotonic() - started
-        while not progress.done(watcher.view, 0, raw_burst) or time.monotonic() - watcher.view.last_arrival < 2.0:
+        while not progress.done(watcher, 0, raw_burst) or time.monotonic() - watcher.view.last_arrival < 2.0:
             watcher.poll(0.2)
             if time.monotonic() - started > 900:
                 print("gave up: pipeline did not finish within 900 s", file=sys.stderr)
@@ -225,7 +227,7 @@ def main() -> int:
             feeder.producer.poll(0)
         feeder.flush()
         progress.reset()
-        while (not progress.done(watcher.view, accounted_before, raw_steady)
+        while (not progress.done(watcher, accounted_before, raw_steady)
                or time.monotonic() - watcher.view.last_arrival < 2.0):
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started

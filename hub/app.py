@@ -20,14 +20,11 @@ from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api
 from hub.config import PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
-from hub.dataflow import Stage, stage_runners, stages
+from hub.dataflow import SCHEDULES, Stage, schedule_runner, schedule_stage, stage_runners, stages
 from hub.engine import stages_of
 from hub.matching.comparisons import from_json, with_estimates
-from hub.messages import audit_event, link_instruction
-from hub.records import InMessage, OutMessage
+from hub.records import InMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
-from hub.schemas import AUDIT, LINKED, codec
-from hub.stages import StageOutput, recompute_message
 from hub.stages.match import MatchStage
 from hub.store.redis import RedisStore
 
@@ -153,58 +150,12 @@ def _register_agent(hub: Hub, stage: Stage) -> None:
     hub.app.agent(raw_topic(hub.app, *stage.reads(hub.pipeline)), name=stage.name)(agent)
 
 
-async def recompute_due(hub: Hub, kind: str, cause: str) -> None:
-    """Ask the master to recompute the golden records whose `kind` schedule is due."""
-    due = await hub.store.take_due(int(time.time() * 1000), kind=kind)
-    if due:
-        await deliver(hub.sink, StageOutput([recompute_message(hub.pipeline.topics.linked, gid, cause) for gid in due]))
-
-
 def _register_timers(hub: Hub) -> None:
-    linked_codec = codec(LINKED)
-
-    @hub.app.timer(interval=1.0)
-    @survives_outages("consent_timer")
-    async def enforce_consent_expiry() -> None:
-        """Consent that expires (or starts) needs no new event to take effect."""
-        await recompute_due(hub, "consent", "consent_schedule")
-
-    rules = hub.pipeline.survivorship
-
-    @hub.app.timer(interval=rules.decay_check_interval_s)
-    @survives_outages("decay_timer")
-    async def data_decay() -> None:
-        """A golden record whose value is about to go stale is recomputed (cause data_decay) when that
-        time comes, with no new event needed."""
-        if rules.stale_after_days is not None:
-            await recompute_due(hub, "decay", "data_decay")
-
-    retention = hub.pipeline.retention
-    audit_codec = codec(AUDIT)
-
-    @hub.app.timer(interval=retention.check_interval_s)
-    @survives_outages("retention_timer")
-    async def apply_retention() -> None:
-        """Customers no source has confirmed for the retention period: flag them
-        (an audit event per customer) or erase them, as the policy says."""
-        if retention.inactive_days is None:
-            return
-        now_ms = int(time.time() * 1000)
-        due = await hub.store.inactive(now_ms - int(retention.inactive_days * 86_400_000))
-        if not due:
-            return
-        topics = hub.pipeline.topics
-        if retention.action == "erase":
-            messages = [OutMessage(topics.linked, gid.encode(),
-                                   linked_codec.encode(link_instruction(gid, "erase", "retention policy")))
-                        for gid in due]
-        else:
-            messages = [OutMessage(topics.audit, gid.encode(), audit_codec.encode(audit_event(
-                f"R{gid}@{now_ms // 86_400_000}", now_ms, "retention_flagged",
-                f"no source event for {retention.inactive_days} days", golden_id=gid))) for gid in due]
-        await deliver(hub.sink, StageOutput(messages))
-        await hub.store.mark_flagged(due)
-        metrics.RETENTION.labels(retention.action).inc(len(due))
+    schedule = schedule_stage(hub.pipeline, hub.store)
+    mastering = schedule_runner(hub.pipeline, hub.store, hub.sink, hub.settings.pii_secret(),
+                                hub.store.keyring if hub.settings.seal_topics else None, hub.settings.engine)
+    for entry in SCHEDULES:
+        _register_schedule(hub, schedule, entry, mastering)
 
     match_stage = next(s for s in stages_of(hub.runners) if isinstance(s, MatchStage))
     parameters = {"version": 0}
@@ -232,6 +183,26 @@ def _register_timers(hub: Hub) -> None:
         stages call while they deliver: a worker with nothing to send must still count an outage
         (hub_broker_errors_total) as it happens, not at its next batch."""
         hub.sink.poll()
+
+
+def _register_schedule(hub: Hub, schedule, entry, mastering: StageRunner | None) -> None:
+    """One timer per declared schedule (hub.dataflow.SCHEDULES): the schedule stage's work for that kind,
+    delivered; a Redis or broker outage skips the tick. With `mastering` (the fused engine), what it asks
+    of the master is mastered in the same pass rather than sent round customer.linked."""
+    work = getattr(schedule, entry.name)
+    linked = hub.pipeline.topics.linked
+
+    async def tick() -> None:
+        output = await work(int(time.time() * 1000))
+        if mastering is not None:
+            asked = [m for m in output.messages if m.topic == linked]
+            output.messages = [m for m in output.messages if m.topic != linked]
+            await mastering.run([InMessage(m.topic, -1, -1, m.key, m.value) for m in asked])
+        await deliver(hub.sink, output)
+
+    tick.__name__ = tick.__qualname__ = f"{entry.name}_schedule"
+    tick.__doc__ = entry.doc
+    hub.app.timer(interval=entry.interval(hub.pipeline))(survives_outages(f"{entry.name}_timer")(tick))
 
 
 def _register_lag_timer(hub: Hub) -> None:

@@ -29,6 +29,7 @@ from hub.stages.erasure import ErasureStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
+from hub.stages.schedule import ScheduleStage
 from hub.stages.steward import StewardStage
 from hub.stages.survey import SurveyStage
 from hub.stages.syndicate import SyndicateStage
@@ -106,6 +107,43 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Time-driven work of the schedule stage (hub.stages.schedule): run every `interval(pipeline)` seconds
+    by each worker, its outputs delivered like any stage's."""
+    name: str  # the ScheduleStage method; the timer is <name>_timer in hub_stage_retries_total
+    doc: str
+    interval: Callable[[PipelineConfig], float]
+
+
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("consent", "consent that expires (or starts) takes effect with no new event", lambda p: 1.0),
+    Schedule("decay", "a value about to go stale is recomputed when that time comes (cause data_decay)",
+             lambda p: p.survivorship.decay_check_interval_s),
+    Schedule("retention", "customers no source confirmed for the retention period: flagged or erased",
+             lambda p: p.retention.check_interval_s),
+)
+
+
+def schedule_stage(pipeline: PipelineConfig, store) -> ScheduleStage:
+    return ScheduleStage(pipeline, store)
+
+
+def schedule_runner(pipeline: PipelineConfig, store, sink, secret: bytes, topic_keyring: Keyring | None,
+                    engine: str) -> StageRunner | None:
+    """The fused engine masters what the schedules ask (recompute, erase) in the timer's own pass, under
+    leases of its own; the staged engine sends it round customer.linked (None)."""
+    if engine != "fused":
+        return None
+    return StageRunner("schedule", _mastered(None, "schedule")(pipeline, store, secret, topic_keyring), sink,
+                       dead_letter_topics(pipeline), is_async=True)
+
+
+def stage(name: str) -> Stage:
+    """A stage of the staged engine, by name."""
+    return next(s for s in STAGES if s.name == name)
+
+
 # A master pass holds a golden record's lease until its outputs are delivered; one that dies holding it
 # keeps others off that record for this long at most.
 LEASE_TTL_MS = 30_000
@@ -130,30 +168,41 @@ def _hot_path(pipeline, store, secret, topic_keyring):
                   Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
 
 
-def _recompute_path(pipeline, store, secret, topic_keyring):
-    return Chain([Step("master", _leased_master(pipeline, store, secret, topic_keyring, "recompute"), True,
-                       pipeline.topics.golden, keeps=True),
-                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
+def _mastered(first: Stage | None, agent: str):
+    """`first`'s stage (none: the linked records read), then master and syndicate, in one pass: what `first`
+    asks of the master (a recompute, an erasure, a steward's split) handed on, not sent round customer.linked."""
+    def build(pipeline, store, secret, topic_keyring):
+        steps = [Step(first.name, first.build(pipeline, store, secret, topic_keyring), first.is_async,
+                      pipeline.topics.linked)] if first is not None else []
+        return Chain([*steps,
+                      Step("master", _leased_master(pipeline, store, secret, topic_keyring, agent), True,
+                           pipeline.topics.golden, keeps=True),
+                      Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
+                     runner=first.name if first is not None else None)
+    return build
+
+
+def _fused(name: str) -> Stage:
+    staged = stage(name)
+    return Stage(name, f"{staged.doc}, mastered in the same pass", staged.reads, _mastered(staged, name),
+                 entry=True, ordered=staged.ordered)
 
 
 # The fused engine (hub.engine, HUB_ENGINE=fused): source events through ingest, match, master and syndicate
-# in one pass; the recompute requests of the other stages and the timers through master and syndicate in one.
+# in one pass; consent, survey, erasure and steward each through their stage, master and syndicate in one;
+# customer.linked read only for what the timers ask (and what an earlier staged worker left there).
 FUSED: tuple[Stage, ...] = (
     Stage("hot", "raw source events -> golden records and each target's slice, in one pass (hub.engine)",
           lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True),
-    Stage("recompute", "recompute requests (customer.linked) -> golden records and target slices, in one pass",
-          lambda p: (p.topics.linked,), _recompute_path),
-    *(s for s in STAGES if s.name in ("consent", "survey", "erasure", "steward")),
+    *(_fused(name) for name in ("consent", "survey", "erasure", "steward")),
+    Stage("recompute", "recompute requests (customer.linked: the timers) -> golden records and target slices, "
+          "in one pass", lambda p: (p.topics.linked,), _mastered(None, "recompute")),
 )
 
 
 def stages(engine: str = "staged") -> tuple[Stage, ...]:
     """The stages a worker runs with this engine (hub.engine.ENGINES)."""
     return FUSED if engine == "fused" else STAGES
-
-
-def stage(name: str) -> Stage:
-    return next(s for s in STAGES if s.name == name)
 
 
 def entry_stages(pipeline: PipelineConfig, engine: str = "staged") -> dict[str, str]:

@@ -49,8 +49,10 @@ class Step:
 class Chain:
     """Steps run back to back on one batch; `process(batch) -> StageOutput` as any stage."""
 
-    def __init__(self, steps: list[Step]):
+    def __init__(self, steps: list[Step], runner: str | None = None):
+        """`runner`: the name of the runner driving the chain, which measures a step of that name itself."""
         self.steps = steps
+        self.runner = runner
         for step in steps:
             # what a step writes only for the next one needs no encoding, no sealing (hub.records.OutMessage)
             step.stage.hand_on_only = step.hands_on is not None and not step.keeps
@@ -70,8 +72,9 @@ class Chain:
             output = step.stage.process(current)
             if step.is_async:
                 output = await output
-            self._records[step.name].inc(len(current))
-            self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
+            if step.name != self.runner:
+                self._records[step.name].inc(len(current))
+                self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
             if output.after_delivery is not None:
                 after.append(output.after_delivery)
             if step.hands_on is None:

@@ -137,11 +137,18 @@ class GoldenState:
 class GoldenStore(Protocol):
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
     async def save(self, states: list[GoldenState], deleted: list[str],
-                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None, lease_owner: str | None = None) -> None:
         """Save golden states, delete golden records; `lookup` maps a golden id
-        to the lookup index keys (hub.lookup) it (removes, adds), in the same round trip."""
+        to the lookup index keys (hub.lookup) it (removes, adds), in the same round trip.
+        With `lease_owner`, each record is written only while that owner holds its lease
+        (GoldenLeases), else LeaseLost."""
     async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
         """When each golden record must next be recomputed for `kind` (consent, decay); None: never."""
+
+
+class LeaseLost(RuntimeError):
+    """A golden record's lease was no longer the writer's when it saved (it expired, another took it): the
+    save wrote none of the records it held; the batch is tried again from the start (hub.runner)."""
 
 
 class GoldenLeases(Protocol):

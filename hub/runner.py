@@ -21,13 +21,15 @@ from confluent_kafka import KafkaException
 
 from hub import metrics
 from hub.connectors.kafka import DeliveryFailed, KafkaSink, MessageTooLarge
+from hub.ports import LeaseLost
 from hub.records import InMessage, StageError, describe_exception
 from hub.stages import StageOutput
 
 log = logging.getLogger(__name__)
 
+# LeaseLost: a golden record changed hands under a stalled pass (hub.engine); the batch, tried again, re-reads it
 INFRASTRUCTURE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DeliveryFailed,
-                  KafkaException, ConnectionError, OSError)
+                  KafkaException, ConnectionError, OSError, LeaseLost)
 
 # stage -> when it started retrying an outage (time.monotonic()); absent: not retrying.
 # /health turns to failing when one has retried for too long (hub.app).

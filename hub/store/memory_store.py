@@ -37,7 +37,7 @@ import time
 
 import orjson
 
-from hub.ports import GoldenState
+from hub.ports import GoldenState, LeaseLost
 from hub.quality_tally import MemoryTallyStore
 from hub.store.memory import FORWARD_HOPS, MemoryIndex, discard
 
@@ -64,7 +64,9 @@ class MemoryGoldenStore:
         return states
 
     async def save(self, states: list[GoldenState], deleted: list[str],
-                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None, holds=None) -> None:
+        """`holds(gid) -> bool`: whether the writer still holds the record's lease (None: no lease);
+        the records it does not hold are left as they are, and LeaseLost raised, as Redis's fenced write."""
         for gid, (removed, added) in (lookup or {}).items():
             for key in removed:
                 discard(self._lookup, key, gid)
@@ -77,7 +79,10 @@ class MemoryGoldenStore:
         for gid in deleted:
             self._activity.pop(gid, None)
             self._flagged.discard(gid)
+        lost = [gid for gid in [*(s.golden_id for s in states), *deleted] if holds is not None and not holds(gid)]
         for state in states:  # each record replaced whole; one left with no field is gone
+            if state.golden_id in lost:
+                continue
             fields = {f"c:{m}": orjson.dumps(c) for m, c in state.contributions.items()}
             if state.golden is not None:
                 fields["golden"] = orjson.dumps(state.golden)
@@ -88,7 +93,10 @@ class MemoryGoldenStore:
             else:
                 self._gold.pop(state.golden_id, None)
         for gid in deleted:  # syndication state stays: the syndicate stage tombstones from it
-            self._gold.pop(gid, None)
+            if gid not in lost:
+                self._gold.pop(gid, None)
+        if lost:
+            raise LeaseLost(f"{len(lost)} golden records' leases lost before they were saved")
 
     async def inactive(self, before_ms: int, limit: int = 1000) -> list[str]:
         """Golden ids with no source event since `before_ms`, not flagged yet (the oldest first)."""
@@ -264,6 +272,11 @@ class MemoryLeases:
             if self._held.get(gid, ("",))[0] == owner:
                 del self._held[gid]
 
+    def holds(self, gid: str, owner: str) -> bool:
+        """Whether `owner` holds the record's lease now (an expired one is nobody's; Redis forgets it)."""
+        held = self._held.get(gid)
+        return held is not None and held[0] == owner and held[1] > time.monotonic()
+
 
 class MemoryStore(MemoryIndex):
     """All of the ports RedisStore serves, in memory: the identity index (this
@@ -294,8 +307,9 @@ class MemoryStore(MemoryIndex):
         return await self.golden_store.load(golden_ids)
 
     async def save(self, states: list[GoldenState], deleted: list[str],
-                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
-        await self.golden_store.save(states, deleted, lookup)
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None, lease_owner: str | None = None) -> None:
+        holds = None if lease_owner is None else (lambda gid: self.leases.holds(gid, lease_owner))
+        await self.golden_store.save(states, deleted, lookup, holds)
 
     async def inactive(self, before_ms: int, limit: int = 1000) -> list[str]:
         return await self.golden_store.inactive(before_ms, limit)

@@ -122,14 +122,17 @@ def crash(monkeypatch):
     return state
 
 
-def _stages(url):
+def _stages(url, leased: bool = False):
+    """`leased`: the master as the fused engine runs it (hub.engine), under golden-record leases, its
+    writes fenced by them; a retry is the same owner's (the runner's), so it finds its leases again."""
     from hub.store.redis import RedisStore
 
     store = RedisStore.from_url(url)
     store.client.flushall()
     pipeline = load_pipeline(None)
+    leases = {"leases": store, "lease_owner": "worker-1"} if leased else {}
     return IngestStage(pipeline), MatchStage(pipeline, store, b"k"), MasterStage(pipeline, store, store, store, b"k",
-                                                                                  store), store
+                                                                                  store, **leases), store
 
 
 def _as_input(messages, topic):
@@ -195,8 +198,9 @@ SCENARIOS = {
 }
 
 
-def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | None) -> tuple[dict, int]:
-    ingest, match, master, store = _stages(url)
+def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | None,
+         leased: bool = False) -> tuple[dict, int]:
+    ingest, match, master, store = _stages(url, leased)
     pipeline = load_pipeline(None)
     upstream = {"match": match, "steward": StewardStage(pipeline, store),
                 "erasure": ErasureStage(pipeline, store, store, store), "consent": ConsentStage(pipeline, store, store),
@@ -269,6 +273,28 @@ def test_a_batch_retried_after_redis_died_at_any_command_leaves_what_a_clean_run
         if state != clean:
             differing.append((budget, _difference(clean, state)))
     assert not differing, f"{crashed}: a crash after these commands (of {commands}) leaves another state: {differing}"
+
+
+@pytest.mark.parametrize("scenario", ["source events", "steward split", "erasure", "consent"])
+def test_a_leased_master_retried_after_redis_died_at_any_command_leaves_what_a_clean_run_leaves(
+        redis_url, crash, scenario):
+    """The same sweep for the master under leases (the fused engine): the lease script, the re-read under
+    the leases and the fenced writes add commands a crash can fall between."""
+    clean, commands = _run(redis_url, crash, scenario, "master", None, leased=True)
+    unleased, _ = _run(redis_url, crash, scenario, "master", None)
+    assert clean == unleased  # leases change who may write, never what is written
+    differing = []
+    for reply_lost in (False, True):
+        crash.reply_lost = reply_lost
+        for budget in range(commands + 1):
+            try:
+                state, _ = _run(redis_url, crash, scenario, "master", budget, leased=True)
+            except Exception as exc:  # noqa: BLE001 - a failed retry is a finding, not a test error
+                differing.append((reply_lost, budget, repr(exc)[:200]))
+                continue
+            if state != clean:
+                differing.append((reply_lost, budget, _difference(clean, state)))
+    assert not differing, f"a crash after these commands (of {commands}) leaves another state: {differing}"
 
 
 def test_the_scenarios_change_what_they_should(redis_url, crash):

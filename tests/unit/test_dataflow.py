@@ -19,7 +19,10 @@ PIPELINE = load_pipeline(None)
 def test_every_stage_module_is_declared_once_and_reads_topics_the_hub_knows():
     names = [s.name for s in dataflow.STAGES]
     assert len(names) == len(set(names))
-    assert set(names) == {m.name for m in pkgutil.iter_modules(hub.stages.__path__)}
+    # the schedule stage reads no topic: the worker's timers drive it, as SCHEDULES declares
+    assert {*names, "schedule"} == {m.name for m in pkgutil.iter_modules(hub.stages.__path__)}
+    from hub.stages.schedule import ScheduleStage
+    assert all(callable(getattr(ScheduleStage, s.name)) for s in dataflow.SCHEDULES)
     known = set(PIPELINE.all_topics())
     read = [topic for s in dataflow.STAGES for topic in s.reads(PIPELINE)]
     assert len(read) == len(set(read)), "a topic is read by one stage"
@@ -37,6 +40,8 @@ def test_the_fused_engine_reads_the_sources_and_the_recompute_requests_only():
     entry, internal = dataflow.entry_stages(PIPELINE, "fused"), dataflow.internal_stages(PIPELINE, "fused")
     assert entry == {**{s.raw_topic: "hot" for s in PIPELINE.sources},
                      **{t: n for t, n in dataflow.entry_stages(PIPELINE).items() if n != "ingest"}}
+    assert {s.name: s.ordered for s in dataflow.FUSED} == {
+        "hot": False, "consent": False, "survey": False, "erasure": True, "steward": True, "recompute": False}
     assert internal == {PIPELINE.topics.linked: "recompute"}
     assert worker_input_topics(PIPELINE, "fused") == [*entry, *internal]
     read = [topic for s in dataflow.FUSED for topic in s.reads(PIPELINE)]

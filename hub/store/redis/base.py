@@ -81,28 +81,31 @@ class RedisBase:
         first, a round trip per call."""
         return self._timed(operation, script, keys=[IDX], args=args)
 
-    def _eval_each(self, script, calls: list[tuple[str, list]]) -> list:
-        """A single-key script once per (key, args), pipelined. A cluster
-        client's pipeline refuses EVALSHA, so there each node gets a plain
-        pipeline of its own; a call that meets a node without the script, or
-        a slot that moved meanwhile, is made again through the cluster client,
-        which loads scripts and follows redirections."""
+    def _eval_each(self, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
+        """A script once per (key, args), pipelined; `key` may be a tuple of
+        keys in one slot (routed by the first). A cluster client's pipeline
+        refuses EVALSHA, so there each node gets a plain pipeline of its own;
+        a call that meets a node without the script, or a slot that moved
+        meanwhile, is made again through the cluster client, which loads
+        scripts and follows redirections."""
         groups: dict[int, tuple[redis.Redis, list[int]]] = {}
         for i, (key, _) in enumerate(calls):
-            client = self.client.get_node_from_key(key).redis_connection if self.cluster else self.client
+            first = key[0] if isinstance(key, tuple) else key
+            client = self.client.get_node_from_key(first).redis_connection if self.cluster else self.client
             groups.setdefault(id(client), (client, []))[1].append(i)
         results: list = [None] * len(calls)
         for client, positions in groups.values():
             pipe = client.pipeline(transaction=False)
             for i in positions:
                 key, args = calls[i]
-                pipe.evalsha(script.sha, 1, key, *args)
+                keys = key if isinstance(key, tuple) else (key,)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             for i, result in zip(positions, pipe.execute(raise_on_error=False)):
                 results[i] = result
         for i, result in enumerate(results):
             if isinstance(result, (NoScriptError, MovedError, AskError, TryAgainError)):
                 key, args = calls[i]
-                results[i] = script(keys=[key], args=args)
+                results[i] = script(keys=list(key) if isinstance(key, tuple) else [key], args=args)
             elif isinstance(result, Exception):
                 raise result
         return results

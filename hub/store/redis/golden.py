@@ -11,9 +11,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from hub.crypto import Keyring
-from hub.ports import GoldenState
+from hub.ports import GoldenState, LeaseLost
 from hub.store.redis import scripts
-from hub.store.redis.keys import P, gm_key, gold_key, lookup_key
+from hub.store.redis.keys import P, gm_key, gold_key, lease_key, lookup_key
 from hub.store.redis.schedules import RedisSchedules
 
 
@@ -52,12 +52,15 @@ class RedisGoldenStore(RedisSchedules):
         return states
 
     async def save(self, states: list[GoldenState], deleted: list[str],
-                   lookup: dict[str, tuple[set[str], set[str]]] | None = None) -> None:
+                   lookup: dict[str, tuple[set[str], set[str]]] | None = None, lease_owner: str | None = None) -> None:
         """In an order a crash can stop anywhere: a retried batch finds each
         golden record as it was or as it is now, never half written. What is
         derived from the records (lookup keys, activity) goes first, since a
         retry that finds a record already written derives nothing; merged-away
-        records go last, once the survivors hold their members."""
+        records go last, once the survivors hold their members. With
+        `lease_owner` (the fused engine), each record is written or deleted only
+        while that owner holds its lease: LeaseLost, and the batch is retried."""
+        fence = lease_owner or ""
         pipe = self.client.pipeline(transaction=False)
         for gid, (removed, added) in (lookup or {}).items():
             for key in removed:
@@ -83,14 +86,14 @@ class RedisGoldenStore(RedisSchedules):
                 fields += ["golden", self._seal(orjson.dumps(state.golden), key, "golden")]
             if state.last_audit is not None:
                 fields += ["audit", self._seal(state.last_audit, key, "audit")]  # it holds before/after values
-            replacements.append((key, fields))
-        if replacements:
-            self._timed("golden_save", self._eval_each, self._replace, replacements)
-        if deleted:  # syndication state stays: the syndicate stage tombstones from it
-            pipe = self.client.pipeline(transaction=False)
-            for gid in deleted:
-                pipe.delete(gold_key(gid))
-            await self._run(pipe, "golden_save")
+            replacements.append(((key, lease_key(state.golden_id)), [fence, *fields]))
+        written = self._timed("golden_save", self._eval_each, self._replace, replacements) if replacements else []
+        # syndication state stays: the syndicate stage tombstones from it
+        gone = [((gold_key(gid), lease_key(gid)), [fence]) for gid in deleted]
+        written += self._timed("golden_save", self._eval_each, self._replace, gone) if gone else []
+        lost = sum(1 for ok in written if not ok)
+        if lost:
+            raise LeaseLost(f"{lost} golden records' leases lost before they were saved")
 
     async def golden(self, gid: str) -> dict | None:
         raw = self.client.hget(gold_key(gid), "golden")

@@ -4,7 +4,8 @@ touch and what it does atomically. A leaf: the port classes register these
 
 Index scripts get the index prefix (hub.store.redis.keys.IDX) as KEYS[1] and
 build every key name from it inside Lua, so all they touch is in the index's
-slot; PUT_LATEST, SWAP and REPLACE touch the one per-record key they are given.
+slot; PUT_LATEST, SWAP, LEASE and RELEASE touch the one per-record key they are given, REPLACE a golden
+record's hash and its lease (one slot: the golden id's hash tag).
 """
 
 # Every index script gets IDX as KEYS[1] and names keys only as KEYS[1] .. <kind>:<name>.
@@ -223,9 +224,19 @@ return n
 # A golden record's hash replaced in one step: a crash between deleting the old
 # hash and writing the new one would lose the members the batch did not touch,
 # and the retried batch rebuilds the record from what it finds.
+#
+# Fenced by the record's lease (KEYS[2], the same slot) when ARGV[1] names its
+# holder: a master pass that held on past its lease (stalled, say, while a
+# broker outage held up its delivery) writes nothing once another has the
+# record, and hears so (0). ARGV[1] empty: no lease (the staged engine, where
+# customer.linked's partitions give each record one master). No field: the
+# record deleted.
 REPLACE = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
 redis.call('DEL', KEYS[1])
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 return 1
