@@ -189,13 +189,13 @@ def _fused(name: str) -> Stage:
 
 
 # The fused engine (hub.engine, HUB_ENGINE=fused): source events through ingest, match, master and syndicate
-# in one pass; consent, survey, erasure and steward each through their stage, master and syndicate in one;
-# customer.linked read only for what the timers ask (and what an earlier staged worker left there).
+# in one pass; consent, survey, erasure and steward each through their stage, master and syndicate in one
+# (the timers too: schedule_runner); customer.linked read only for what a staged worker left there.
 FUSED: tuple[Stage, ...] = (
     Stage("hot", "raw source events -> golden records and each target's slice, in one pass (hub.engine)",
           lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True),
     *(_fused(name) for name in ("consent", "survey", "erasure", "steward")),
-    Stage("recompute", "recompute requests (customer.linked: the timers) -> golden records and target slices, "
+    Stage("recompute", "what a staged worker left on customer.linked -> golden records and target slices, "
           "in one pass", lambda p: (p.topics.linked,), _mastered(None, "recompute")),
 )
 
