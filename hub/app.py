@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass
 
 import faust
+import redis
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api, metrics
-from hub.config import PipelineConfig, Settings
+from hub.config import ConfigError, PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
 from hub.dataflow import SCHEDULES, Stage, schedule_runner, schedule_stage, stage_runners, stages
@@ -99,6 +100,7 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
         memdebug.install(app, settings.debug.memory_report, settings.debug.memory_report_interval_s,
                          settings.debug.tracemalloc_frames)
     store = RedisStore.from_url(redis_url, settings.keyring())
+    _claim_engine(store, settings)
     sink = KafkaSink(kafka, linger_ms=settings.kafka.linger_ms, max_message_bytes=settings.kafka.max_message_bytes)
     sink.setup()
     secret = settings.pii_secret()
@@ -118,6 +120,25 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     limits.harden(app.web.web_app, settings.web)
     metrics.BUILD_INFO.info({"version": __version__})
     return hub
+
+
+# a worker renews its group's engine every ENGINE_RENEW_S; the claim outlives it by ENGINE_TTL_S
+ENGINE_RENEW_S, ENGINE_TTL_S = 10.0, 30
+
+
+def _claim_engine(store: RedisStore, settings: Settings) -> None:
+    """One consumer group, one engine (hub.store.redis.leases): ConfigError, naming HUB_ENGINE, when the
+    group's running workers run the other one."""
+    try:
+        other = store.claim_engine(settings.app_id, settings.engine, ENGINE_TTL_S)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        # Redis not up yet: the worker starts and waits for it as for any outage; the timer claims later
+        log.warning("Redis unreachable at start: the group's engine is claimed once it is back")
+        return
+    if other is not None:
+        raise ConfigError(f"HUB_ENGINE={settings.engine}: the running workers of {settings.app_id} run the "
+                          f"{other} engine; stop them first (their claim lapses {ENGINE_TTL_S} s after the last "
+                          f"stops), or start this one with HUB_ENGINE={other}")
 
 
 def apply_match_parameters(stage: MatchStage, pipeline: PipelineConfig, stored: dict) -> None:
@@ -171,6 +192,15 @@ def _register_timers(hub: Hub) -> None:
             metrics.MATCH_PARAMETERS_VERSION.set(version)
             log.info("match parameters version %s loaded (estimated from %s records; merge at weight >= %s)",
                      version, stored["records"], match_stage.rules.upper_threshold)
+
+    @hub.app.timer(interval=ENGINE_RENEW_S)
+    @survives_outages("engine_timer")
+    async def renew_engine_claim() -> None:
+        """Keeps the group's engine noted while this worker runs (see _claim_engine)."""
+        other = hub.store.claim_engine(hub.settings.app_id, hub.settings.engine, ENGINE_TTL_S)
+        if other is not None:  # claimed by the other engine while this worker could not reach Redis
+            log.error("HUB_ENGINE=%s: workers of %s run the %s engine too; run one engine per group",
+                      hub.settings.engine, hub.settings.app_id, other)
 
     @hub.app.timer(interval=5.0)
     @survives_outages("gauges_timer")

@@ -135,7 +135,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipe
 
         try:
             _run_worker(settings, pipeline, bootstrap, redis_url)
-        except ConnectorError as exc:
+        except (ConnectorError, ConfigError) as exc:
             _fail(str(exc))
     finally:
         for part in reversed(started):

@@ -80,7 +80,7 @@ def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engin
     from hub.app import create_hub
 
     settings = Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16067},
-                        engine=engine)
+                        engine=engine, app_id=f"hub-{engine}")
     hub = create_hub(settings, PIPELINE, "127.0.0.1:9", redis_url)  # nothing listens there: no broker is needed
     declared = dataflow.stages(engine)
     assert set(hub.runners) == {s.name for s in declared}
@@ -89,3 +89,26 @@ def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engin
     for s in declared:
         assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
         assert hub.runners[s.name].is_async == s.is_async
+
+
+def test_a_consumer_group_runs_one_engine(redis_url, tmp_path):
+    """A fused worker beside a staged one would master golden records without the leases the fused engine
+    relies on: the second engine is refused while the group's workers of the first run."""
+    from hub.app import ENGINE_TTL_S, create_hub
+    from hub.config import ConfigError
+    from hub.store.redis import RedisStore
+    from hub.store.redis.keys import engine_key
+
+    def settings(engine: str, app_id: str = "hub-one-engine") -> Settings:
+        return Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16068},
+                        engine=engine, app_id=app_id)
+
+    create_hub(settings("staged"), PIPELINE, "127.0.0.1:9", redis_url)
+    create_hub(settings("staged"), PIPELINE, "127.0.0.1:9", redis_url)  # a second worker of the same engine
+    with pytest.raises(ConfigError, match="HUB_ENGINE=fused: the running workers of hub-one-engine run the staged"):
+        create_hub(settings("fused"), PIPELINE, "127.0.0.1:9", redis_url)
+    create_hub(settings("fused", "another-group"), PIPELINE, "127.0.0.1:9", redis_url)
+    client = RedisStore.from_url(redis_url).client
+    assert 0 < client.ttl(engine_key("hub-one-engine")) <= ENGINE_TTL_S  # lapses once no worker renews it
+    client.delete(engine_key("hub-one-engine"))  # the staged workers stopped, their claim lapsed
+    create_hub(settings("fused"), PIPELINE, "127.0.0.1:9", redis_url)

@@ -27,6 +27,8 @@ Per record (a slot each):
                              or source record: hub/lookup.py), kept by the master with the golden records
   hub:lease:{<gid>}    str   who masters the golden record now (the fused engine: hub.store.redis.leases),
                              expiring; in the slot of the record's hash
+  hub:engine:{<app_id>} str  the engine the running workers of a consumer group run (HUB_ENGINE), expiring
+                             unless a worker renews it: one group, one engine
 Schedules (one key each, no script touches them):
   hub:activity, hub:retention:flagged, hub:consent:due, hub:decay:due
 """
@@ -80,3 +82,7 @@ def synd_key(gid: str) -> str:
 
 def lease_key(gid: str) -> str:
     return f"{P}lease:{{{gid}}}"
+
+
+def engine_key(app_id: str) -> str:
+    return f"{P}engine:{{{app_id}}}"

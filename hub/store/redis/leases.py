@@ -8,13 +8,18 @@ meet the same golden record; each takes the record's lease before it reads it
 and gives it back once its outputs are delivered, so one golden record's
 versions reach `customer.golden` and the targets in order. A lease expires on
 its own (a worker that died holding it blocks nobody for longer than that).
+
+Leases only work if every worker takes them: a staged worker beside a fused
+one in the same group would master golden records without them. So each
+worker claims its group's engine here while it runs (`claim_engine`), and a
+worker of the other engine is refused until the group has stopped.
 """
 
 from __future__ import annotations
 
 from hub.store.redis import scripts
 from hub.store.redis.base import RedisBase
-from hub.store.redis.keys import lease_key
+from hub.store.redis.keys import engine_key, lease_key
 
 
 class RedisLeases(RedisBase):
@@ -40,3 +45,15 @@ class RedisLeases(RedisBase):
         if golden_ids:
             self._timed("golden_lease", self._eval_each, self._release,
                         [(lease_key(gid), [owner]) for gid in golden_ids])
+
+    def claim_engine(self, app_id: str, engine: str, ttl_s: int) -> str | None:
+        """Note that `app_id`'s workers run `engine` (for `ttl_s` unless claimed again); the other engine
+        if the group's running workers run that one (nothing is noted then)."""
+        key = engine_key(app_id)
+        if self.client.set(key, engine, nx=True, ex=ttl_s):
+            return None
+        held = self.client.get(key)
+        if held is not None and held.decode() != engine:
+            return held.decode()
+        self.client.set(key, engine, ex=ttl_s)
+        return None
