@@ -21,12 +21,13 @@ from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api
 from hub.config import ConfigError, PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
-from hub.dataflow import SCHEDULES, Stage, schedule_runner, schedule_stage, stage_runners, stages
+from hub.dataflow import SCHEDULES, Stage, schedule_runner, stage_runners, stages
 from hub.engine import stages_of
 from hub.matching.comparisons import from_json, with_estimates
 from hub.records import InMessage
 from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
 from hub.stages.match import MatchStage
+from hub.stages.schedule import ScheduleStage
 from hub.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def _register_agent(hub: Hub, stage: Stage) -> None:
 
 
 def _register_timers(hub: Hub) -> None:
-    schedule = schedule_stage(hub.pipeline, hub.store)
+    schedule = ScheduleStage(hub.pipeline, hub.store)
     mastering = schedule_runner(hub.pipeline, hub.store, hub.sink, hub.settings.pii_secret(),
                                 hub.store.keyring if hub.settings.seal_topics else None, hub.settings.engine)
     for entry in SCHEDULES:

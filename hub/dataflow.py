@@ -29,7 +29,6 @@ from hub.stages.erasure import ErasureStage
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
-from hub.stages.schedule import ScheduleStage
 from hub.stages.steward import StewardStage
 from hub.stages.survey import SurveyStage
 from hub.stages.syndicate import SyndicateStage
@@ -125,10 +124,6 @@ SCHEDULES: tuple[Schedule, ...] = (
 )
 
 
-def schedule_stage(pipeline: PipelineConfig, store) -> ScheduleStage:
-    return ScheduleStage(pipeline, store)
-
-
 def schedule_runner(pipeline: PipelineConfig, store, sink, secret: bytes, topic_keyring: Keyring | None,
                     engine: str) -> StageRunner | None:
     """The fused engine masters what the schedules ask (recompute, erase) in the timer's own pass, under
@@ -201,7 +196,7 @@ FUSED: tuple[Stage, ...] = (
 
 
 def stages(engine: str = "staged") -> tuple[Stage, ...]:
-    """The stages a worker runs with this engine (hub.engine.ENGINES)."""
+    """The stages a worker runs with this engine (Settings.engine: staged or fused)."""
     return FUSED if engine == "fused" else STAGES
 
 

@@ -1,28 +1,25 @@
-"""The fused engine (HUB_ENGINE=fused): the stages of the hot path run back to
-back on one batch in one process, instead of each on its own Kafka hop.
+"""The fused engine (HUB_ENGINE=fused): the stages run back to back on one
+batch in one process, instead of each on its own Kafka hop.
 
 The staged engine (the default) puts every stage behind a topic: raw ->
 ingest -> customer.canonical -> match -> customer.linked -> master ->
 customer.golden -> syndicate -> targets, each hop a produce, a fetch, a
-decode. A `Chain` hands what one stage writes for the next straight to it, as the
-decoded record (hub.records.OutMessage.record), not encoded, sealed, opened
-and decoded again:
-a batch of raw source events comes out as golden records, target slices,
-audit events and dead letters in one pass, delivered together, and the input
-offsets are committed only after that delivery (hub.runner). Nothing on the
-hot path re-reads customer.canonical or customer.linked, so they are not
-written; customer.golden still is (users subscribe to it), and the
-syndicate step reads the golden records from the same pass.
+decode. A `Chain` hands what one stage writes for the next straight to it,
+as the decoded record (hub.records.OutMessage.record), not encoded, sealed,
+opened and decoded again: a batch of raw source events comes out as golden
+records, target slices, audit events and dead letters in one pass, delivered
+together, and the input offsets are committed only after that delivery
+(hub.runner). customer.canonical and customer.linked are not written;
+customer.golden still is (users subscribe to it), and the syndicate step
+reads the golden records from the same pass. Consent, survey, erasure,
+steward and the timers hand what they ask of the master to it in their own
+pass too (hub.dataflow.FUSED, hub.dataflow.schedule_runner).
 
 What the linked topic's key gave the staged engine, one master per golden
 record, golden-record leases give here (hub.store.redis.leases): the master
 step takes the lease of every golden record it reads and gives it back once
-the pass's outputs are delivered, so two workers (or a worker's hot path and
-its recompute path) never interleave one record's versions.
-
-Consent, survey, erasure and steward stages, and the timers, still ask for a
-recompute on customer.linked; the `master` entry of the fused table reads it
-and runs master and syndicate in one pass too (hub.dataflow.FUSED).
+the pass's outputs are delivered, so two workers (or two passes of one
+worker) never interleave one record's versions.
 """
 
 from __future__ import annotations
@@ -33,9 +30,6 @@ from dataclasses import dataclass
 from hub import metrics
 from hub.records import InMessage, OutMessage
 from hub.stages import StageOutput
-
-ENGINES = ("staged", "fused")
-
 
 @dataclass(frozen=True)
 class Step:
@@ -54,8 +48,10 @@ class Chain:
         self.steps = steps
         self.runner = runner
         for step in steps:
-            # what a step writes only for the next one needs no encoding, no sealing (hub.records.OutMessage)
-            step.stage.hand_on_only = step.hands_on is not None and not step.keeps
+            # what a step writes only for the next one needs no encoding, no sealing (hub.records.OutMessage);
+            # the stages that can skip it say so with a `hand_on_only` of their own (ingest, match)
+            if hasattr(type(step.stage), "hand_on_only"):
+                step.stage.hand_on_only = step.hands_on is not None and not step.keeps
         self._seconds = {s.name: metrics.STAGE_SECONDS.labels(s.name) for s in steps}
         self._records = {s.name: metrics.STAGE_RECORDS.labels(s.name) for s in steps}
 

@@ -246,7 +246,7 @@ class MasterStage:
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
         lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
         await self.store.save(saved, deleted, {g: c for g, c in lookups.items() if c[0] or c[1]},
-                              **({"lease_owner": self.lease_owner} if self.leases is not None else {}))
+                              lease_owner=self.lease_owner if self.leases is not None else None)
         # data decay: recompute each record when its next value goes stale, with no new event needed
         decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
         decay.update({gid: None for gid in deleted})
