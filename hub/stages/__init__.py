@@ -19,8 +19,19 @@ from hub.schemas import LINKED, SchemaError, codec, decode_avro_or_json
 class StageOutput:
     messages: list[OutMessage] = field(default_factory=list)
     # Runs once every message is acknowledged by the broker, before input
-    # offsets are committed: state that says "already sent" goes here.
+    # offsets are committed: state that says "already sent", or that work
+    # is done, goes here.
     after_delivery: Callable[[], Awaitable[None]] | None = None
+
+
+async def settled(output: StageOutput | Awaitable[StageOutput]) -> StageOutput:
+    """A stage's output with its after-delivery work done, as a runner leaves it once the broker has the
+    messages: for callers that deliver nowhere (tests, benchmarks, `hub resolve`)."""
+    if not isinstance(output, StageOutput):
+        output = await output
+    if output.after_delivery is not None:
+        await output.after_delivery()
+    return output
 
 
 def recompute_message(topic: str, golden_id: str, cause: str) -> OutMessage:

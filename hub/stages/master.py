@@ -90,10 +90,12 @@ class MasterStage:
         except BaseException:
             await self.leases.release(held, self.lease_owner)
             raise
+        settle = output.after_delivery
 
-        async def release() -> None:
+        async def settle_and_release() -> None:
+            await settle()
             await self.leases.release(held, self.lease_owner)
-        output.after_delivery = release
+        output.after_delivery = settle_and_release
         return output
 
     async def _golden_ids(self, linked: list[dict]):
@@ -185,11 +187,15 @@ class MasterStage:
         accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
+        mastered: dict[str, dict] = {}  # gid -> its golden record now, changed or not
         for gid, item in touched.items():
             state = states[gid]
             previous = before[gid]
             if gid in erased:
                 cause, members = erased[gid]
+                if not members:  # erased from the store before a crash lost the outputs: the index still knows
+                    members = await self.index.golden_members(gid)
+                    erased[gid] = (cause, members)
                 deleted.append(gid)
                 out.extend(self._erase(gid, members, cause, now_ms))
                 continue
@@ -226,6 +232,7 @@ class MasterStage:
                 saved.append(state)  # a redelivered input rewrites nothing
             if state.last_audit:
                 out.append(OutMessage(self.config.topics.audit, gid.encode(), state.last_audit))
+            mastered[gid] = golden
             out.append(OutMessage(self.config.topics.golden, gid.encode(), self.golden_values.encode(golden, gid),
                                   record=golden))
         for absorbed in sorted(absorbed_ids - touched.keys()):
@@ -237,10 +244,6 @@ class MasterStage:
             else:  # merged before a crash that may have lost the tombstone: idempotent, send it again
                 out.append(self._tombstone(absorbed, "golden_merged"))
         erased_members = [m for _, members in erased.values() for m in members]
-        await self.index.forget_references(erased_members)
-        await self.index.unlink(erased_members)
-        await self.consents.forget(erased_members)
-        await self.surveys.forget_surveys(erased_members)
         # the lookup index follows the golden records: an erased or merged-away
         # customer can no longer be found by any of its identifiers
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
@@ -248,11 +251,22 @@ class MasterStage:
         await self.store.save(saved, deleted, {g: c for g, c in lookups.items() if c[0] or c[1]},
                               lease_owner=self.lease_owner if self.leases is not None else None)
         # data decay: recompute each record when its next value goes stale, with no new event needed
-        decay = {s.golden_id: next_stale_ms(s.golden, self.config.survivorship.stale_after_days) for s in saved}
+        stale_after = self.config.survivorship.stale_after_days
+        decay = {gid: next_stale_ms(golden, stale_after) for gid, golden in mastered.items()}
         decay.update({gid: None for gid in deleted})
-        await self.store.schedule(decay, "decay")
-        await self.index.folded({gid: absorbed for gid, absorbed in done_folds.items() if absorbed})
-        return StageOutput(out)
+        folded = {gid: absorbed for gid, absorbed in done_folds.items() if absorbed}
+
+        async def settle() -> None:
+            """What says work is still to do is cleared only once the outputs are delivered: a pass
+            retried after a crash (where no linked record is redelivered: the fused engine) finds the
+            merges still to fold in, the erased records still linked, a timer's recompute still due."""
+            await self.index.forget_references(erased_members)
+            await self.index.unlink(erased_members)
+            await self.consents.forget(erased_members)
+            await self.surveys.forget_surveys(erased_members)
+            await self.store.schedule(decay, "decay")
+            await self.index.folded(folded)
+        return StageOutput(out, settle)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):
         """Tombstones wherever the customer was, and one audit entry with

@@ -15,6 +15,7 @@ import pytest
 from hub.config import load_pipeline
 from hub.records import InMessage
 from hub.schemas import CUSTOMER_EVENT, codec
+from hub.stages import settled
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -51,7 +52,7 @@ def test_a_merge_whose_linked_record_was_lost_still_reaches_the_golden_store(sta
 
     async def flow(messages, keep_linked=True):
         found = await linked(ingest, match, messages)
-        return await master.process(found, NOW) if keep_linked else None
+        return await settled(master.process(found, NOW)) if keep_linked else None
 
     async def scenario():
         # two sparse records found two golden records; a third links both (a merge)
@@ -83,8 +84,8 @@ def test_an_event_older_than_a_deletion_does_not_bring_the_record_back(stages):
     async def scenario():
         upsert = await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])])
         deletion = await linked(ingest, match, [raw("crm", "C1", NOW + 1000, op="delete")])
-        await master.process(deletion, NOW)
-        return (await master.process(upsert, NOW)).messages
+        await settled(master.process(deletion, NOW))
+        return (await settled(master.process(upsert, NOW))).messages
 
     out = asyncio.run(scenario())
     assert asyncio.run(store.golden_count()) == 0
@@ -99,15 +100,15 @@ def test_a_merge_arriving_after_a_deletion_does_not_bring_the_deleted_record_bac
     ingest, match, master, store = stages
 
     async def scenario():
-        await master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])]), NOW)
-        await master.process(await linked(ingest, match, [raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])]), NOW)
+        await settled(master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA, emails=[{"address": "anna@x.example"}])]), NOW))
+        await settled(master.process(await linked(ingest, match, [raw("pos", "P1", NOW + 1, **ANNA, phones=[{"number": "07911 123456"}])]), NOW))
         merge = await linked(ingest, match, [raw("ecommerce", "E1", NOW + 2, **ANNA, emails=[{"address": "anna@x.example"}],
                                   phones=[{"number": "07911 123456"}])])
         deletions = [await linked(ingest, match, [raw(source, sid, NOW + 1000, op="delete")]) for source, sid in
                      (("crm", "C1"), ("pos", "P1"))]
         for deletion in deletions:  # mastered before the merge
-            await master.process(deletion, NOW)
-        await master.process(merge, NOW)
+            await settled(master.process(deletion, NOW))
+        await settled(master.process(merge, NOW))
 
     asyncio.run(scenario())
     survivor = asyncio.run(store.decision("ecommerce:E1"))[0]
@@ -122,12 +123,12 @@ def test_a_deletion_whose_linked_record_was_lost_still_reaches_the_golden_store(
     ingest, match, master, store = stages
 
     async def scenario():
-        await master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA,
-                                                              emails=[{"address": "anna@x.example"}])]), NOW)
+        await settled(master.process(await linked(ingest, match, [raw("crm", "C1", NOW, **ANNA,
+                                                            emails=[{"address": "anna@x.example"}])]), NOW))
         deletion = delivered(ingest.process([raw("crm", "C1", NOW + 1000, op="delete")], NOW))
         await match.process(deletion, NOW)  # crash: the index changed, the linked record never arrived
         redelivered = delivered(await match.process(deletion, NOW), "customer.linked")
-        await master.process(redelivered, NOW)
+        await settled(master.process(redelivered, NOW))
         return redelivered
 
     redelivered = asyncio.run(scenario())

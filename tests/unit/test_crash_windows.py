@@ -20,6 +20,7 @@ import redis
 from hub.config import load_pipeline
 from hub.records import REASON_HEADER, InMessage
 from hub.schemas import CONSENT_EVENT, CUSTOMER_EVENT, ERASURE_REQUEST, STEWARD_ACTION, SURVEY_RESPONSE, codec
+from hub.stages import settled
 from hub.stages.consent import ConsentStage
 from hub.stages.erasure import ErasureStage
 from hub.stages.ingest import IngestStage
@@ -59,7 +60,7 @@ BATCH = [
         phones=[{"number": "07700 900123"}]),
     raw("ecommerce", "E4", NOW + 13, given_name="Dmitri", family_name="Volkov"),
 ]
-MEMBERS = ["crm:C1", "pos:P1", "ecommerce:E1", "crm:C2", "contact_center:L2", "pos:P3", "ecommerce:E2", "ecommerce:E4"]
+MEMBERS = ["crm:D1", "pos:D2", "ecommerce:D3", "crm:C1", "pos:P1", "ecommerce:E1", "crm:C2", "contact_center:L2", "pos:P3", "ecommerce:E2", "ecommerce:E4"]
 
 
 class Crash:
@@ -221,7 +222,7 @@ def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | No
         for history in HISTORY:
             canonical = _as_input(ingest.process(history, NOW).messages, "customer.canonical")
             linked = _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
-            await master.process(linked, NOW)
+            await settled(master.process(linked, NOW))
         stage = upstream[first]
         if first in ("consent", "survey"):
             made = await step(first, lambda: stage.process(batch, NOW))
@@ -231,7 +232,7 @@ def _run(url, crash: Crash, scenario: str, crashed: str | None, budget: int | No
         else:
             made = await step(first, lambda: stage.process(batch))
         linked = _as_input(made.messages, "customer.linked")
-        mastered = await step("master", lambda: master.process(linked, NOW))
+        mastered = await step("master", lambda: settled(master.process(linked, NOW)))
         # what the golden topic ends with: the retry sends everything, the crashed attempt delivered nothing
         return {m.key.decode(): m.value for m in mastered.messages if m.topic == "customer.golden"}
 
@@ -275,6 +276,22 @@ def test_a_batch_retried_after_redis_died_at_any_command_leaves_what_a_clean_run
     assert not differing, f"{crashed}: a crash after these commands (of {commands}) leaves another state: {differing}"
 
 
+def _sweep(crash: Crash, clean: dict, commands: int, run) -> None:
+    """`run(budget)` after a crash at every command, the connection cut and the reply lost: each leaves `clean`."""
+    differing = []
+    for reply_lost in (False, True):
+        crash.reply_lost = reply_lost
+        for budget in range(commands + 1):
+            try:
+                state, _ = run(budget)
+            except Exception as exc:  # noqa: BLE001 - a failed retry is a finding, not a test error
+                differing.append((reply_lost, budget, repr(exc)[:200]))
+                continue
+            if state != clean:
+                differing.append((reply_lost, budget, _difference(clean, state)))
+    assert not differing, f"a crash after these commands (of {commands}) leaves another state: {differing}"
+
+
 @pytest.mark.parametrize("scenario", ["source events", "steward split", "erasure", "consent"])
 def test_a_leased_master_retried_after_redis_died_at_any_command_leaves_what_a_clean_run_leaves(
         redis_url, crash, scenario):
@@ -283,18 +300,80 @@ def test_a_leased_master_retried_after_redis_died_at_any_command_leaves_what_a_c
     clean, commands = _run(redis_url, crash, scenario, "master", None, leased=True)
     unleased, _ = _run(redis_url, crash, scenario, "master", None)
     assert clean == unleased  # leases change who may write, never what is written
-    differing = []
-    for reply_lost in (False, True):
-        crash.reply_lost = reply_lost
-        for budget in range(commands + 1):
-            try:
-                state, _ = _run(redis_url, crash, scenario, "master", budget, leased=True)
-            except Exception as exc:  # noqa: BLE001 - a failed retry is a finding, not a test error
-                differing.append((reply_lost, budget, repr(exc)[:200]))
-                continue
-            if state != clean:
-                differing.append((reply_lost, budget, _difference(clean, state)))
-    assert not differing, f"a crash after these commands (of {commands}) leaves another state: {differing}"
+    _sweep(crash, clean, commands, lambda budget: _run(redis_url, crash, scenario, "master", budget, leased=True))
+
+
+# scenario -> the fused engine's pass that takes its input (hub.dataflow.FUSED)
+FUSED_PASSES = {"source events": "hot", "source merge": "hot", "steward split": "steward",
+                "steward link": "steward", "erasure": "erasure", "consent": "consent", "survey": "survey"}
+# Dana's two records, one with her email, one with her phone: names alone never merge; then one that carries
+# both: her two golden records merge
+DANA = {"given_name": "Dana", "family_name": "Whitcombe"}
+DANA_APART = [[raw("crm", "D1", NOW + 6, **DANA, emails=[{"address": "dana@w.example"}])],
+              [raw("pos", "D2", NOW + 7, **DANA, phones=[{"number": "07911 222333"}])]]
+SOURCE_MERGE = [raw("ecommerce", "D3", NOW + 14, **DANA, emails=[{"address": "dana@w.example"}],
+                    phones=[{"number": "07911 222333"}])]
+
+
+def _run_fused(url, crash: Crash, scenario: str, budget: int | None, monkeypatch) -> tuple[dict, int]:
+    """The scenario as the fused engine runs it: one pass from its input to golden records and target slices,
+    no linked record in between. A crash loses the pass's outputs unless it came after their delivery (in
+    the after-delivery work); the worker then starts again (a new process: new stages, another lease owner,
+    once the dead one's leases have expired) and the batch is redelivered."""
+    from hub import dataflow
+    from hub.store.redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    store.client.flushall()
+    pipeline = load_pipeline(None)
+    by_name = {s.name: s for s in dataflow.stages("fused")}
+    monkeypatch.setattr(time, "time", lambda: NOW / 1000)  # what a pass stamps with the clock is the same each run
+
+    def worker(name: str):
+        return by_name[name].build(pipeline, store, b"k", None)
+
+    golden_topic: dict[str, bytes | None] = {}
+
+    async def attempt(chain, batch):
+        output = await chain.process(batch)
+        golden_topic.update({m.key.decode(): m.value for m in output.messages if m.topic == "customer.golden"})
+        if output.after_delivery is not None:  # delivered: the worker may still die before this is done
+            await output.after_delivery()
+
+    async def flow():
+        hot = worker("hot")
+        for history in [*HISTORY, *DANA_APART] if scenario == "source merge" else HISTORY:
+            await attempt(hot, history)
+        golden_topic.clear()
+        name = FUSED_PASSES[scenario]
+        chain = worker(name)
+        batch = SOURCE_MERGE if scenario == "source merge" else SCENARIOS[scenario][1]
+        crash.sent, crash.budget = 0, budget
+        try:
+            await attempt(chain, batch)
+        except redis.ConnectionError:
+            crash.budget = None
+            for key in store.client.scan_iter(match="hub:lease:*"):  # the dead worker's leases expire
+                store.client.delete(key)
+            await attempt(worker(name), batch)
+        finally:
+            sent, crash.budget = crash.sent, None
+        return sent
+
+    sent = asyncio.run(flow())
+    return {**_state(store), "golden topic": golden_topic}, sent
+
+
+@pytest.mark.parametrize("scenario", list(FUSED_PASSES))
+def test_a_fused_pass_redelivered_after_its_worker_died_at_any_command_leaves_what_a_clean_run_leaves(
+        redis_url, crash, scenario, monkeypatch):
+    """Where no linked record survives a crash (the fused engine), whatever the pass decided before it died
+    must be decided again from its redelivered input: a merge folded in, an erasure, a split."""
+    clean, commands = _run_fused(redis_url, crash, scenario, None, monkeypatch)
+    assert commands > 0 and clean["golden topic"]
+    if scenario == "source merge":  # a golden record merged away: its tombstone is what a crash could lose
+        assert None in clean["golden topic"].values() and clean["members"]["crm:D1"] == clean["members"]["pos:D2"]
+    _sweep(crash, clean, commands, lambda budget: _run_fused(redis_url, crash, scenario, budget, monkeypatch))
 
 
 def test_the_scenarios_change_what_they_should(redis_url, crash):
@@ -326,7 +405,7 @@ def test_a_target_record_delivered_before_a_crash_is_tombstoned_when_its_golden_
     async def flow():
         canonical = _as_input(ingest.process(HISTORY[0], NOW).messages, "customer.canonical")
         linked = _as_input((await match.process(canonical, NOW)).messages, "customer.linked")
-        golden = _as_input((await master.process(linked, NOW)).messages, "customer.golden")
+        golden = _as_input((await settled(master.process(linked, NOW))).messages, "customer.golden")
         topics: dict[tuple[str, bytes], bytes | None] = {}
         first = await syndicate.process(golden, NOW)  # delivered; the worker dies before `after_delivery`
         topics.update({(m.topic, m.key): m.value for m in first.messages})
@@ -359,12 +438,12 @@ def test_a_golden_record_created_before_a_crash_and_deleted_in_the_redelivered_b
         upsert = await linked(HISTORY[0])
         crash.sent, crash.budget = 0, budget
         try:
-            await master.process(upsert, NOW)
+            await settled(master.process(upsert, NOW))
         except redis.ConnectionError:
             pass
         crash.budget = None
         deletion = await linked([raw("crm", "C1", NOW + 1000, op="delete")])  # the source deleted it meanwhile
-        await master.process([*upsert, *deletion], NOW)
+        await settled(master.process([*upsert, *deletion], NOW))
         return crash.sent
 
     commands = asyncio.run(attempt(None))

@@ -13,6 +13,7 @@ from hub.config import load_pipeline
 from hub.demo import encode_event
 from hub.records import InMessage
 from hub.schemas import GOLDEN, codec
+from hub.stages import settled
 from hub.stages.ingest import IngestStage
 from hub.stages.master import MasterStage
 from hub.stages.match import MatchStage
@@ -39,7 +40,7 @@ async def _run(redis_url: str, events, now_ms: int, batch: int) -> dict[bytes, b
         linked = take((await match.process(canonical, now_ms)).messages, pipeline.topics.linked)
         for partition in range(pipeline.partitions):  # the linked topic's partitions, one after the other
             part = [m for m in linked if zlib.crc32(m.key) % pipeline.partitions == partition]
-            for out in (await master.process(part, now_ms)).messages if part else ():
+            for out in (await settled(master.process(part, now_ms))).messages if part else ():
                 if out.topic == pipeline.topics.golden:
                     golden_topic[out.key] = out.value
     return golden_topic
