@@ -44,7 +44,7 @@ from pathlib import Path
 
 import redis
 
-from hub.config import load_pipeline, load_settings
+from hub.config import DEFAULT_ENGINE, load_pipeline, load_settings
 from hub.demo import encode_event
 from hub.store.redis import RedisStore
 from hub.testing.generator import generate
@@ -166,7 +166,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--preload", type=int, default=0, help="customers in the identity index before the run")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
-    parser.add_argument("--engine", choices=["staged", "fused"], default="staged", help="HUB_ENGINE of the workers")
+    parser.add_argument("--engine", choices=["staged", "fused"], default=DEFAULT_ENGINE, help="HUB_ENGINE of the workers")
     args = parser.parse_args()
     os.environ["HUB_ENGINE"] = args.engine  # the workers inherit it
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "hub.yaml"
+# what a worker runs unless HUB_ENGINE says otherwise (hub.dataflow.stages, hub.engine)
+DEFAULT_ENGINE = "fused"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 # Golden-record attributes a target may receive; `golden_id` is always present.
@@ -565,9 +567,9 @@ class Settings(BaseSettings):
     pii_keys: str | None = Field(None, description="AES-GCM keys sealing personal data in Redis: kid:base64key,... "
                                                    "(first seals, all open); unset = derived from pii_key")
     engine: Literal["staged", "fused"] = Field(
-        "staged", description="staged: each stage on its own Kafka hop (customer.canonical, customer.linked, "
-        "customer.golden read back); fused: source events through ingest, match, master and syndicate in one pass "
-        "per batch, golden records owned through leases in Redis (hub.engine)")
+        DEFAULT_ENGINE, description="fused: source events through ingest, match, master and syndicate in one pass "
+        "per batch, golden records owned through leases in Redis (hub.engine); staged: each stage on its own Kafka "
+        "hop (customer.canonical, customer.linked, customer.golden read back). One engine per consumer group")
     seal_topics: bool = Field(True, description="Seal the personal fields of the values the hub writes to its "
                                                 "internal topics (customer.canonical, customer.linked, "
                                                 "customer.golden, audit) with the same keys (hub.topic_seal); "

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from hub.config import PipelineConfig
+from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.crypto import Keyring
 from hub.engine import Chain, Step
 from hub.quality_tally import RedisTallyStore
@@ -195,22 +195,22 @@ FUSED: tuple[Stage, ...] = (
 )
 
 
-def stages(engine: str = "staged") -> tuple[Stage, ...]:
+def stages(engine: str = DEFAULT_ENGINE) -> tuple[Stage, ...]:
     """The stages a worker runs with this engine (Settings.engine: staged or fused)."""
     return FUSED if engine == "fused" else STAGES
 
 
-def entry_stages(pipeline: PipelineConfig, engine: str = "staged") -> dict[str, str]:
+def entry_stages(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> dict[str, str]:
     """Topic -> the stage that reads it, for the topics from outside the hub."""
     return {topic: s.name for s in stages(engine) if s.entry for topic in s.reads(pipeline)}
 
 
-def internal_stages(pipeline: PipelineConfig, engine: str = "staged") -> dict[str, str]:
+def internal_stages(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> dict[str, str]:
     """Topic -> the stage that reads it, for the topics the hub writes to itself."""
     return {topic: s.name for s in stages(engine) if not s.entry for topic in s.reads(pipeline)}
 
 
-def input_topics(pipeline: PipelineConfig, engine: str = "staged") -> list[str]:
+def input_topics(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> list[str]:
     """Every topic the workers' consumer group reads: the entry stages' first."""
     return [*entry_stages(pipeline, engine), *internal_stages(pipeline, engine)]
 
@@ -231,7 +231,7 @@ def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:
 
 
 def stage_runners(pipeline: PipelineConfig, store, sink, secret: bytes,
-                  topic_keyring: Keyring | None = None, engine: str = "staged") -> dict[str, StageRunner]:
+                  topic_keyring: Keyring | None = None, engine: str = DEFAULT_ENGINE) -> dict[str, StageRunner]:
     """Every stage of the engine, each behind the runner that delivers its outputs (the workers' agents and
     `hub replay`); `topic_keyring` seals the personal fields of what they write to the internal topics
     (None: in clear)."""

@@ -126,7 +126,7 @@ def summarise(view, worker, pipeline: PipelineConfig, fed: Counter, elapsed: flo
     for reason, count in rejected.most_common():
         lines.append(f"  {reason:<22}{count:>8}")
     decisions = {d: int(worker.metric("hub_match_decisions_total", decision=d)) for d in DECISIONS}
-    lines += [f"canonical records     {view.counts[t.canonical]:>8}",
+    lines += [f"accepted events       {int(worker.metric('hub_events_valid_total')):>8}",
               f"golden records        {len(golden):>8}  (customers; {multi} built from more than one source record)",
               f"merges (golden into golden) {audit_kinds['golden_merged']:>2}",
               "match decisions       " + ", ".join(f"{d}={n}" for d, n in decisions.items()),
@@ -203,7 +203,8 @@ def run_demo(settings: Settings, pipeline: PipelineConfig, *, persons: int, seed
         progress = Progress("raw events handled", total=valid_raw, unit="events", stream=out)
 
         def handled() -> int:
-            return view.counts[pipeline.topics.canonical] + sum(view.counts[s.dlq_topic] for s in pipeline.sources)
+            # accepted by the worker (either engine: the fused one writes no customer.canonical) or dead-lettered
+            return int(worker.metric("hub_events_valid_total")) + sum(view.counts[s.dlq_topic] for s in pipeline.sources)
 
         for i, event in enumerate(events, 1):
             payload = event.raw if event.raw is not None else encode_event(event.topic, event.value)

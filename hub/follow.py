@@ -18,7 +18,7 @@ from typing import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
-from hub.config import PipelineConfig
+from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.connectors.kafka import MergedReader, end_offsets
 from hub.connectors.kafka_security import as_connection
 from hub.records import ERROR_REASON, ERROR_STAGE
@@ -26,7 +26,7 @@ from hub.records import ERROR_REASON, ERROR_STAGE
 Offsets = dict[tuple[str, int], int]
 
 
-def worker_input_topics(pipeline: PipelineConfig, engine: str = "staged") -> list[str]:
+def worker_input_topics(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> list[str]:
     """Every topic the workers' consumer group reads with this engine (hub.dataflow)."""
     from hub.dataflow import input_topics  # the stages: not loaded by `hub tail` and the like until asked
 
@@ -55,7 +55,7 @@ def consumed_between(start: Offsets, end: Offsets, committed: Offsets) -> int:
 
 def follow(bootstrap: str, group: str, pipeline: PipelineConfig, start: Offsets, end: Offsets,
            on_progress: Callable[[int, int, int], None] | None = None, timeout_s: float | None = None,
-           poll_s: float = 1.0, engine: str = "staged") -> None:
+           poll_s: float = 1.0, engine: str = DEFAULT_ENGINE) -> None:
     """Until the group has committed past the records between `start` and
     `end` (what a load wrote) and then the end of every topic it reads (so
     whatever those records caused downstream is done too), twice in a row.

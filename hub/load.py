@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from hub.config import ConnectorConfig, PipelineConfig
+from hub.config import DEFAULT_ENGINE, ConnectorConfig, PipelineConfig
 from hub.connectors.kafka import end_offsets
 from hub.connectors.runner import Report, SourceConnector
 from hub.follow import dead_letters_since, follow
@@ -77,7 +77,7 @@ def _reasons(counts: Counter) -> str:
 
 def load(connector_config: ConnectorConfig, pipeline: PipelineConfig, bootstrap: str, *, group: str,
          follow_records: bool = False, follow_timeout_s: float | None = None, stream: TextIO | None = None,
-         source=None, engine: str = "staged") -> LoadReport:
+         source=None, engine: str = DEFAULT_ENGINE) -> LoadReport:
     """Run the load; with `follow_records`, then wait until the workers' group
     (`group`, running `engine`) has mastered what it wrote (see hub.follow)."""
     stream = stream if stream is not None else sys.stderr

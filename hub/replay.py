@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hub.config import PipelineConfig
+from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.crypto import Keyring
 from hub.dataflow import entry_stages, internal_stages, stage_runners, stages
@@ -86,7 +86,7 @@ class Replay:
     """Drives the stages over one ordered stream of input records."""
 
     def __init__(self, pipeline: PipelineConfig, runners: dict[str, StageRunner], sink: KafkaSink,
-                 batch_size: int = 500, engine: str = "staged"):
+                 batch_size: int = 500, engine: str = DEFAULT_ENGINE):
         """`runners`: hub.dataflow.stage_runners for the same `engine`."""
         declared = stages(engine)
         # entry stages in their declared order; those a replay batches alone
@@ -169,11 +169,11 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
     ensure_topics(bootstrap_servers, pipeline.all_topics(), pipeline.partitions)
     sink = KafkaSink(bootstrap_servers, linger_ms=linger_ms)
     sink.setup()
-    runners = stage_runners(pipeline, store, sink, secret, keyring if seal_topics else None)
+    runners = stage_runners(pipeline, store, sink, secret, keyring if seal_topics else None, engine="staged")
     _, stored = await store.load_parameters(-1)
     if stored is not None:  # estimated with `hub estimate` and kept in this Redis: what the workers would use
         apply_match_parameters(runners["match"].stage, pipeline, stored)
-    driver = Replay(pipeline, runners, sink, batch_size)
+    driver = Replay(pipeline, runners, sink, batch_size, engine="staged")
     reader = MergedReader(bootstrap_servers, sorted(driver.entry))
     counts = await driver.run(reader)
     if commit:

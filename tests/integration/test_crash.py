@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from hub.config import DEFAULT_ENGINE
 from hub.connectors.embedded import free_port
 from hub.demo import encode_event
 from hub.projection import encode, project, target_key
@@ -62,7 +63,7 @@ def _first_half_running(hub, pipeline, events):
     return worker, watcher, feeder
 
 
-def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 150, engine: str = "staged"):
+def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 150, engine: str = DEFAULT_ENGINE):
     """Every raw event ingested, the workers' group at the end of every topic
     it reads (a restarted worker may sit quiet a while before it catches up),
     and nothing new on any topic for a while. (The fused engine writes no

@@ -43,10 +43,10 @@ def test_demo_runs_summarises_and_cleans_up(tmp_path):
     kinds = {k: int(v) for k, v in re.findall(r"^  (consent|delete|invalid|update|upsert)\s+(\d+)$", out, re.M)}
     assert sum(kinds.values()) == fed and kinds["invalid"] > 0 and kinds["consent"] > 0
     rejected = int(re.search(r"rejected to DLQ\s+(\d+)", out).group(1))
-    canonical = int(re.search(r"canonical records\s+(\d+)", out).group(1))
-    # every raw event is accounted for: canonical or dead-lettered
+    accepted = int(re.search(r"accepted events\s+(\d+)", out).group(1))
+    # every raw event is accounted for: accepted or dead-lettered
     assert rejected == kinds["invalid"]
-    assert canonical == kinds["upsert"] + kinds["update"] + kinds["delete"]
+    assert accepted == kinds["upsert"] + kinds["update"] + kinds["delete"]
     golden = int(re.search(r"golden records\s+(\d+)", out).group(1))
     assert 0 < golden < kinds["upsert"]  # duplicates were merged
     # every deletion fed is one of the decisions shown: applied, of a record the index does not hold, or superseded

@@ -49,7 +49,7 @@ def test_decisions_are_explained_to_stewards(tmp_path):
                 {"source": source, "source_id": sid, "event_time": at, "given_name": given, "family_name": "Smith",
                  "emails": [{"address": "anna.smith@gmail.com"}], "phones": [{"number": "07911 123456"}]}))
             feeder.flush()
-            watcher.wait_until(lambda v, n=1 + (source == "pos"): v.counts["customer.canonical"] >= n)
+            watcher.wait_until(lambda v, n=1 + (source == "pos"): v.counts[pipeline.topics.golden] >= n)
         watcher.wait_until(lambda v: len(v.live("mastered.pos")) == 1)
         (gid,) = watcher.view.live("mastered.pos")
 

@@ -14,7 +14,7 @@ import pytest
 from hub.config import load_pipeline
 from hub.demo import encode_event
 from hub.testing.generator import generate
-from hub.testing.harness import Feeder, LocalHub, Watcher
+from hub.testing.harness import Feeder, LocalHub, Watcher, wait_caught_up, worker_input_topics
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,8 @@ def test_reestimated_parameters_reach_running_workers(tmp_path):
         for event in events:
             feeder.send(event.topic, event.key, encode_event(event.topic, event.value))
         feeder.flush()
-        watcher.wait_until(lambda v: v.counts["customer.canonical"] >= len(events), timeout_s=120, quiet_s=2)
+        wait_caught_up(hub.bootstrap, "hub", worker_input_topics(pipeline), 120)
+        watcher.wait_until(lambda v: True, timeout_s=120, quiet_s=2)
         assert worker.metric("hub_match_parameters_version") == 0
 
         env = {**os.environ, "HUB_REDIS__URL": hub.redis_url, "HUB_KAFKA__BOOTSTRAP_SERVERS": hub.bootstrap}

@@ -15,7 +15,7 @@ from hub.demo import encode_event
 from hub.matching.features import fold
 from hub.store.redis import RedisStore
 from hub.testing.generator import generate
-from hub.testing.harness import Watcher, redis_dump
+from hub.testing.harness import Watcher, redis_dump, wait_caught_up, worker_input_topics
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,12 @@ def test_redis_logs_and_metrics_hold_no_fed_personal_data(local_hub, feeder, pip
     monkeypatch.delenv("HUB_PII_KEY", raising=False)
     worker = local_hub.worker(env={"HUB_LOG_LEVEL": "INFO"})
     events = generate(120, seed=11, start_ms=int(time.time() * 1000) - 86_400_000, invalid_share=0.0)
-    raw = [e for e in events if e.topic.startswith("raw.")]
     for ev in events:
         feeder.send(ev.topic, ev.key, ev.raw if ev.raw is not None else encode_event(ev.topic, ev.value))
     feeder.flush()
-    watcher = Watcher(local_hub.bootstrap, [pipeline.topics.canonical, pipeline.topics.golden], keep_values=set())
-    watcher.wait_until(lambda v: v.counts[pipeline.topics.canonical] >= len(raw), timeout_s=120, quiet_s=3.0)
+    watcher = Watcher(local_hub.bootstrap, [pipeline.topics.golden], keep_values=set())
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline), 120)
+    watcher.wait_until(lambda v: v.counts[pipeline.topics.golden] > 0, timeout_s=120, quiet_s=3.0)
     watcher.close()
     needles = _needles(events)
     assert len(needles) > 300

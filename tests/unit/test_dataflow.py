@@ -30,16 +30,16 @@ def test_every_stage_module_is_declared_once_and_reads_topics_the_hub_knows():
 
 
 def test_the_topics_split_into_entry_and_internal_and_the_workers_read_all_of_them():
-    entry, internal = dataflow.entry_stages(PIPELINE), dataflow.internal_stages(PIPELINE)
+    entry, internal = dataflow.entry_stages(PIPELINE, "staged"), dataflow.internal_stages(PIPELINE, "staged")
     assert {s.raw_topic for s in PIPELINE.sources} <= set(entry)
     assert set(internal) == {PIPELINE.topics.canonical, PIPELINE.topics.linked, PIPELINE.topics.golden}
-    assert worker_input_topics(PIPELINE) == [*entry, *internal]
+    assert worker_input_topics(PIPELINE, "staged") == [*entry, *internal]
 
 
 def test_the_fused_engine_reads_the_sources_and_the_recompute_requests_only():
     entry, internal = dataflow.entry_stages(PIPELINE, "fused"), dataflow.internal_stages(PIPELINE, "fused")
     assert entry == {**{s.raw_topic: "hot" for s in PIPELINE.sources},
-                     **{t: n for t, n in dataflow.entry_stages(PIPELINE).items() if n != "ingest"}}
+                     **{t: n for t, n in dataflow.entry_stages(PIPELINE, "staged").items() if n != "ingest"}}
     assert {s.name: s.ordered for s in dataflow.FUSED} == {
         "hot": False, "consent": False, "survey": False, "erasure": True, "steward": True, "recompute": False}
     assert internal == {PIPELINE.topics.linked: "recompute"}

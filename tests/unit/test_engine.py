@@ -110,9 +110,9 @@ def test_leases_are_all_or_none_renewed_by_their_holder_and_expire(leases):
 def _linked_batch():
     """Two linked records for the same new golden id, from the staged engine's match stage."""
     store, sink = MemoryStore(), ListSink()
-    runners = stage_runners(PIPELINE, store, sink, SECRET)
+    runners = stage_runners(PIPELINE, store, sink, SECRET, engine="staged")
     messages = [m for m in _stream(persons=6) if m.topic.startswith("raw.")][:4]
-    driver = Replay(PIPELINE, {k: v for k, v in runners.items() if k in ("ingest", "match")}, sink, 100)
+    driver = Replay(PIPELINE, {k: v for k, v in runners.items() if k in ("ingest", "match")}, sink, 100, "staged")
     driver.downstream_order = ("match",)
     asyncio.run(driver.run(messages))
     from hub.records import InMessage

@@ -107,7 +107,7 @@ async def _replay(store, messages: list[InMessage], batch: int) -> tuple[list, d
     it); every message written, and what the timers and reports read back."""
     pipeline = load_pipeline(None)
     sink = ListSink()
-    driver = Replay(pipeline, stage_runners(pipeline, store, sink, SECRET), sink, batch)
+    driver = Replay(pipeline, stage_runners(pipeline, store, sink, SECRET, engine="staged"), sink, batch, "staged")
     await driver.run(messages)
     await driver.run(messages[len(messages) // 2:])
     written = [(r.topic, r.key, r.value, list(r.headers)) for r in sink.records]

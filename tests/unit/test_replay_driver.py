@@ -52,7 +52,7 @@ def _driver(sink, seen, batch_size=2):
              "consent": topics.linked, "erasure": None, "steward": None, "survey": None}
     runners = {name: StageRunner(name, Echo(name, topic, seen), sink, lambda m: "dlq.internal", True)
                for name, topic in chain.items()}
-    return pipeline, Replay(pipeline, runners, sink, batch_size)
+    return pipeline, Replay(pipeline, runners, sink, batch_size, engine="staged")
 
 
 def test_each_batch_goes_all_the_way_down_before_the_next():

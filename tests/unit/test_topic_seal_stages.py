@@ -40,7 +40,8 @@ def _messages(persons: int = 60, seed: int = 31) -> list[InMessage]:
 def _run(messages, topic_keyring) -> list:
     pipeline = load_pipeline(None)
     sink = ListSink()
-    driver = Replay(pipeline, stage_runners(pipeline, MemoryStore(), sink, SECRET, topic_keyring), sink, 50)
+    driver = Replay(pipeline, stage_runners(pipeline, MemoryStore(), sink, SECRET, topic_keyring, "staged"), sink, 50,
+                    "staged")
     asyncio.run(driver.run(messages))
     return [(r.topic, r.key, r.value) for r in sink.records]
 
