@@ -631,7 +631,7 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     try:
         counts = asyncio.run(run_replay(pipeline, kafka, settings.redis.url, _secret(settings),
                                         settings.app_id, batch, settings.kafka.linger_ms, commit, force,
-                                        settings.keyring(), settings.seal_topics))
+                                        settings.keyring(), settings.seal_topics, settings.engine))
     except IndexNotEmpty as exc:
         _fail(f"{exc} (--force to replay anyway)")
     inputs = sum(counts.inputs.values())

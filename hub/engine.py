@@ -62,6 +62,7 @@ class Chain:
     async def process(self, batch: list[InMessage]) -> StageOutput:
         written: list[OutMessage] = []
         after: list = []
+        alive: list = []
         current = batch
         for step in self.steps:
             started = time.perf_counter()
@@ -73,6 +74,8 @@ class Chain:
                 self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
             if output.after_delivery is not None:
                 after.append(output.after_delivery)
+            if output.keep_alive is not None:
+                alive.append(output.keep_alive)
             if step.hands_on is None:
                 written.extend(output.messages)
                 break
@@ -87,12 +90,12 @@ class Chain:
                     written.append(message)
             if not current:
                 break
-        return StageOutput(written, _in_turn(after) if after else None)
+        return StageOutput(written, _in_turn(after) if after else None, _in_turn(alive) if alive else None)
 
 
 def _in_turn(jobs: list):
-    """Each step's after-delivery work, the last step's first: the syndicate step notes what the targets
-    received before the master step gives its leases back."""
+    """Each step's after-delivery (or keep-alive) work, the last step's first: the syndicate step notes what
+    the targets received before the master step gives its leases back."""
     async def run() -> None:
         for job in reversed(jobs):
             await job()

@@ -31,6 +31,7 @@ from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.crypto import Keyring
 from hub.dataflow import entry_stages, internal_stages, stage_runners, stages
+from hub.engine import stages_of
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
 
@@ -153,12 +154,15 @@ class IndexNotEmpty(RuntimeError):
 
 async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str, secret: bytes, group: str,
                  batch_size: int = 500, linger_ms: int = 5, commit: bool = True,
-                 force: bool = False, keyring: Keyring | None = None, seal_topics: bool = True) -> ReplayCounts:
+                 force: bool = False, keyring: Keyring | None = None, seal_topics: bool = True,
+                 engine: str = DEFAULT_ENGINE) -> ReplayCounts:
     """Every input topic through the stages into the Redis at `redis_url`;
     then, with `commit`, the workers' consumer group `group` is moved to the
     end of every topic the stages read. `keyring` seals personal data in Redis and, with `seal_topics`,
-    on the internal topics, as the workers do (default: derived from `secret`, as with HUB_PII_KEY alone)."""
+    on the internal topics, as the workers do (default: derived from `secret`, as with HUB_PII_KEY alone).
+    `engine`: the workers' (HUB_ENGINE); either leaves their group where workers of either engine carry on."""
     from hub.app import apply_match_parameters
+    from hub.stages.match import MatchStage
     from hub.connectors.kafka import MergedReader, commit_group, end_offsets, ensure_topics
     from hub.store.redis import RedisStore
 
@@ -169,11 +173,11 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
     ensure_topics(bootstrap_servers, pipeline.all_topics(), pipeline.partitions)
     sink = KafkaSink(bootstrap_servers, linger_ms=linger_ms)
     sink.setup()
-    runners = stage_runners(pipeline, store, sink, secret, keyring if seal_topics else None, engine="staged")
+    runners = stage_runners(pipeline, store, sink, secret, keyring if seal_topics else None, engine)
     _, stored = await store.load_parameters(-1)
     if stored is not None:  # estimated with `hub estimate` and kept in this Redis: what the workers would use
-        apply_match_parameters(runners["match"].stage, pipeline, stored)
-    driver = Replay(pipeline, runners, sink, batch_size, engine="staged")
+        apply_match_parameters(next(s for s in stages_of(runners) if isinstance(s, MatchStage)), pipeline, stored)
+    driver = Replay(pipeline, runners, sink, batch_size, engine)
     reader = MergedReader(bootstrap_servers, sorted(driver.entry))
     counts = await driver.run(reader)
     if commit:

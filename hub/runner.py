@@ -64,13 +64,22 @@ def survives_outages(name: str):
     return wrap
 
 
-async def deliver(sink: KafkaSink, output: StageOutput) -> None:
+# how often a delivery still waiting renews what its pass holds (StageOutput.keep_alive): a third of the
+# golden-record leases' life (hub.dataflow.LEASE_TTL_MS), so two renewals can be late before one lapses
+KEEP_ALIVE_S = 10.0
+
+
+async def deliver(sink: KafkaSink, output: StageOutput, keep_alive_s: float = KEEP_ALIVE_S) -> None:
     for message in output.messages:
         sink.add(message)
     # wait without blocking the event loop (heartbeats, other agents)
+    renew_at = time.monotonic() + keep_alive_s
     while sink.pending():
         sink.poll()
         await asyncio.sleep(0.001)
+        if output.keep_alive is not None and time.monotonic() >= renew_at:
+            await output.keep_alive()  # LeaseLost: the batch is tried again (INFRASTRUCTURE)
+            renew_at = time.monotonic() + keep_alive_s
     sink.flush(0)  # raises on any failed delivery
     if output.after_delivery is not None:
         await output.after_delivery()

@@ -22,6 +22,9 @@ class StageOutput:
     # offsets are committed: state that says "already sent", or that work
     # is done, goes here.
     after_delivery: Callable[[], Awaitable[None]] | None = None
+    # Runs every few seconds while the messages are being delivered (a broker
+    # slow or away): what the pass holds until delivery (leases) stays held.
+    keep_alive: Callable[[], Awaitable[None]] | None = None
 
 
 async def settled(output: StageOutput | Awaitable[StageOutput]) -> StageOutput:

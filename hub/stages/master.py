@@ -18,7 +18,7 @@ from hub import history, lookup, metrics
 from hub.config import PipelineConfig
 from hub.crypto import Keyring
 from hub.messages import audit_event
-from hub.ports import ConsentStore, GoldenLeases, GoldenState, GoldenStore, IdentityIndex, SurveyStore
+from hub.ports import ConsentStore, GoldenLeases, GoldenState, GoldenStore, IdentityIndex, LeaseLost, SurveyStore
 from hub.records import REASON_HEADER, InMessage, OutMessage, member_key
 from hub.schemas import AUDIT, GOLDEN, LINKED, codec
 from hub.stages import StageOutput
@@ -95,7 +95,14 @@ class MasterStage:
         async def settle_and_release() -> None:
             await settle()
             await self.leases.release(held, self.lease_owner)
+
+        async def renew() -> None:
+            """Held through a long delivery, so no other pass writes these records' next versions to the
+            topics before this one's; found taken (this worker stalled past the lease), the batch is retried."""
+            if await self.leases.lease(held, self.lease_owner, self.lease_ttl_ms):
+                raise LeaseLost(f"golden-record leases lapsed while delivering ({len(held)} held)")
         output.after_delivery = settle_and_release
+        output.keep_alive = renew
         return output
 
     async def _golden_ids(self, linked: list[dict]):

@@ -206,3 +206,78 @@ def test_a_save_is_fenced_by_the_lease_it_was_made_under(leases):
     assert run(store.golden("G1"))["last_event_time"] == 2
     run(store.save([first], []))  # no lease named (the staged engine): not fenced
     assert run(store.golden("G1"))["last_event_time"] == 1
+
+
+def test_a_slow_delivery_keeps_the_pass_alive_and_a_fast_one_does_not():
+    """hub.runner.deliver renews what a pass holds while the broker has not acknowledged its outputs."""
+    from hub.records import OutMessage
+    from hub.runner import deliver
+    from hub.stages import StageOutput
+
+    class SlowSink:
+        def __init__(self, acknowledge_after_s: float):
+            self.until = time.monotonic() + acknowledge_after_s
+
+        def add(self, message):
+            pass
+
+        def pending(self) -> int:
+            return int(time.monotonic() < self.until)
+
+        def poll(self):
+            pass
+
+        def flush(self, timeout_s=0):
+            pass
+
+    kept: list[float] = []
+
+    async def keep_alive():
+        kept.append(time.monotonic())
+    output = StageOutput([OutMessage("customer.golden", b"G1", b"v")], keep_alive=keep_alive)
+    run(deliver(SlowSink(0.35), output, keep_alive_s=0.1))
+    assert 2 <= len(kept) <= 4
+    kept.clear()
+    run(deliver(SlowSink(0), output, keep_alive_s=0.1))
+    assert kept == []
+
+
+def test_a_master_pass_renews_its_leases_while_delivering_and_fails_once_they_are_taken():
+    from hub.ports import LeaseLost
+
+    store = MemoryStore()
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine",
+                         lease_ttl_ms=200)
+    output = run(master.process(linked, now_ms=NOW))
+    for _ in range(3):  # a delivery of 0.45 s: three renewals keep what lapses after 0.2 s
+        time.sleep(0.15)
+        run(output.keep_alive())
+    assert run(store.lease(gids, "theirs", 60_000)) == gids  # still ours: every one refused
+    time.sleep(0.25)  # stalled past the lease: another pass takes a record
+    assert run(store.lease(gids[:1], "theirs", 60_000)) == []
+    with pytest.raises(LeaseLost):
+        run(output.keep_alive())
+
+
+def test_a_chain_keeps_every_step_alive():
+    from hub.engine import Step
+    from hub.records import InMessage, OutMessage
+    from hub.stages import StageOutput
+
+    kept = []
+
+    class Holding:
+        def __init__(self, name):
+            self.name = name
+
+        async def process(self, batch):
+            async def keep_alive():
+                kept.append(self.name)
+            return StageOutput([OutMessage("next", m.key, m.value) for m in batch], keep_alive=keep_alive)
+
+    chain = Chain([Step("master", Holding("master"), True, "next"), Step("syndicate", Holding("syndicate"))])
+    output = run(chain.process([InMessage("raw", 0, 0, b"k", b"v")]))
+    run(output.keep_alive())
+    assert kept == ["syndicate", "master"]
