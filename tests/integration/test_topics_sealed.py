@@ -36,8 +36,10 @@ def _held(golden: dict) -> set[str]:
 
 
 def test_internal_topics_hold_no_personal_data_in_clear(local_hub, feeder, pipeline):
+    """With the staged engine, which writes every internal topic (the fused one writes customer.golden and
+    audit only, sealed by the same code: tests/unit/test_engine.py compares the two engines' outputs)."""
     topics = pipeline.topics
-    worker = local_hub.worker()
+    worker = local_hub.worker(env={"HUB_ENGINE": "staged"})
     events = generate(80, seed=23, start_ms=int(time.time() * 1000) - 86_400_000, invalid_share=0.0)
     raw = [e for e in events if e.topic.startswith("raw.")]
     for ev in events:
@@ -47,7 +49,7 @@ def test_internal_topics_hold_no_personal_data_in_clear(local_hub, feeder, pipel
     watcher = Watcher(local_hub.bootstrap, [topics.canonical, topics.golden, topics.audit, *targets],
                       keep_values={topics.golden, topics.audit, *targets})
     watcher.wait_until(lambda v: v.counts[topics.canonical] >= len(raw), timeout_s=120, quiet_s=2.0)
-    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline))
+    wait_caught_up(local_hub.bootstrap, "hub", worker_input_topics(pipeline, "staged"))
     view = watcher.read_to_end()
     watcher.close()
 
