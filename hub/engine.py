@@ -1,7 +1,7 @@
 """The fused engine (HUB_ENGINE=fused): the stages run back to back on one
 batch in one process, instead of each on its own Kafka hop.
 
-The staged engine (the default) puts every stage behind a topic: raw ->
+The staged engine (HUB_ENGINE=staged) puts every stage behind a topic: raw ->
 ingest -> customer.canonical -> match -> customer.linked -> master ->
 customer.golden -> syndicate -> targets, each hop a produce, a fetch, a
 decode. A `Chain` hands what one stage writes for the next straight to it,

@@ -29,7 +29,7 @@ class StageOutput:
 
 async def settled(output: StageOutput | Awaitable[StageOutput]) -> StageOutput:
     """A stage's output with its after-delivery work done, as a runner leaves it once the broker has the
-    messages: for callers that deliver nowhere (tests, benchmarks, `hub resolve`)."""
+    messages: for callers that deliver nowhere (tests, benchmarks)."""
     if not isinstance(output, StageOutput):
         output = await output
     if output.after_delivery is not None:

@@ -249,13 +249,13 @@ def test_a_master_pass_renews_its_leases_while_delivering_and_fails_once_they_ar
     linked = _linked_batch()
     gids = sorted({m.key.decode() for m in linked})
     master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine",
-                         lease_ttl_ms=200)
+                         lease_ttl_ms=400)
     output = run(master.process(linked, now_ms=NOW))
-    for _ in range(3):  # a delivery of 0.45 s: three renewals keep what lapses after 0.2 s
-        time.sleep(0.15)
+    for _ in range(3):  # a delivery of 0.6 s: three renewals keep what lapses after 0.4 s
+        time.sleep(0.2)
         run(output.keep_alive())
     assert run(store.lease(gids, "theirs", 60_000)) == gids  # still ours: every one refused
-    time.sleep(0.25)  # stalled past the lease: another pass takes a record
+    time.sleep(0.5)  # stalled past the lease: another pass takes a record
     assert run(store.lease(gids[:1], "theirs", 60_000)) == []
     with pytest.raises(LeaseLost):
         run(output.keep_alive())

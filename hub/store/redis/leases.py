@@ -50,10 +50,10 @@ class RedisLeases(RedisBase):
         """Note that `app_id`'s workers run `engine` (for `ttl_s` unless claimed again); the other engine
         if the group's running workers run that one (nothing is noted then)."""
         key = engine_key(app_id)
-        if self.client.set(key, engine, nx=True, ex=ttl_s):
-            return None
-        held = self.client.get(key)
-        if held is not None and held.decode() != engine:
-            return held.decode()
-        self.client.set(key, engine, ex=ttl_s)
-        return None
+        while True:  # a claim is a lease held by the engine's name: taken or renewed in one script
+            if self._lease(keys=[key], args=[engine, ttl_s * 1000]):
+                return None
+            held = self.client.get(key)
+            if held is not None:
+                return held.decode()
+            # the other engine's claim lapsed between the script and the read: claim again
