@@ -145,9 +145,11 @@ def record_key(record: dict) -> str:
 
 def run_hub(records: list[dict], default_region: str, redis_url: str | None = None) -> tuple[dict[str, set], dict]:
     """`hub resolve`'s code on these records: the in-memory identity index
-    (its default), or the Redis one at `redis_url` (which must be empty)."""
+    (its default), or the Redis one at `redis_url` (which must be empty). The
+    garbage collector is paced as the command paces it (hub.collector)."""
     import os
 
+    from hub.collector import pace_collector
     from hub.config import load_pipeline
     from hub.crypto import Keyring
     from hub.resolve import resolve_file
@@ -156,6 +158,7 @@ def run_hub(records: list[dict], default_region: str, redis_url: str | None = No
     out, errors = io.StringIO(), io.StringIO()
     keys = {} if redis_url is None else {"redis_url": redis_url, "secret": os.urandom(32),
                                          "keyring": Keyring([("k0", os.urandom(32))])}
+    pace_collector()
     report = resolve_file(source, out, load_pipeline(None), default_region=default_region, estimate=True,
                           errors=errors, **keys)
     clusters = defaultdict(set)

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from hub.collector import pace_collector
 from hub.config import ConfigError, load_pipeline, load_settings
 
 # plain help: the rich layout shows every flag as taking a value (`--serve <bool>`)
@@ -186,6 +187,7 @@ def _run_worker(settings, pipeline, bootstrap: str, redis_url: str) -> None:
     from hub.app import create_hub
 
     hub = create_hub(settings, pipeline, bootstrap, redis_url)
+    pace_collector(settings.gc_threshold)
     # Faust sets up logging again when the worker starts: hand it the JSON formatter when asked for
     logging_config = None
     if settings.log_json:
@@ -245,6 +247,7 @@ def resolve(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
         pipeline = load_pipeline(config)
     except ConfigError as exc:
         _fail(str(exc))
+    pace_collector(_settings().gc_threshold)
     target = open(out, "w", newline="") if out else _sys.stdout
     try:
         with open(file, encoding="utf-8", errors="replace") as source:
@@ -628,6 +631,7 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     kafka = _kafka(settings)
     if not settings.redis.url:
         _fail("set HUB_REDIS__URL to the (empty) Redis to rebuild into")
+    pace_collector(settings.gc_threshold)
     try:
         counts = asyncio.run(run_replay(pipeline, kafka, settings.redis.url, _secret(settings),
                                         settings.app_id, batch, settings.kafka.linger_ms, commit, force,

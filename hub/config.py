@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hub.collector import DEFAULT_THRESHOLD as GC_THRESHOLD
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "hub.yaml"
 # what a worker runs unless HUB_ENGINE says otherwise (hub.dataflow.stages, hub.engine)
 DEFAULT_ENGINE = "fused"
@@ -570,6 +572,10 @@ class Settings(BaseSettings):
         DEFAULT_ENGINE, description="fused: source events through ingest, match, master and syndicate in one pass "
         "per batch, golden records owned through leases in Redis (hub.engine); staged: each stage on its own Kafka "
         "hop (customer.canonical, customer.linked, customer.golden read back). One engine per consumer group")
+    gc_threshold: tuple[int, ...] = Field(
+        GC_THRESHOLD, description="Python's cyclic garbage collector thresholds for a worker, `hub resolve` "
+        "and `hub replay` (hub.collector): up to three numbers, JSON (`[50000,20,100]`); `[]` keeps Python's own "
+        "(700, 10, 10)")
     seal_topics: bool = Field(True, description="Seal the personal fields of the values the hub writes to its "
                                                 "internal topics (customer.canonical, customer.linked, "
                                                 "customer.golden, audit) with the same keys (hub.topic_seal); "
@@ -579,6 +585,13 @@ class Settings(BaseSettings):
         # the keys that hash and seal personal data stay out of any log line that prints the settings
         for name, value in super().__repr_args__():
             yield name, ("**********" if name in ("pii_key", "pii_keys") and value else value)
+
+    @field_validator("gc_threshold")
+    @classmethod
+    def _collector_thresholds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) > 3 or any(n < 1 for n in value):
+            raise ValueError("gc_threshold is up to three whole numbers, each at least 1 ([] keeps Python's own)")
+        return value
 
     @field_validator("pii_key")
     @classmethod

@@ -1,0 +1,56 @@
+"""hub.collector: what a long-running hub process sets for Python's garbage collector at its start."""
+
+import gc
+
+import pytest
+
+from hub.collector import DEFAULT_THRESHOLD, pace_collector
+from hub.config import ConfigError, load_settings
+
+
+@pytest.fixture
+def collector_restored():
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_the_start_is_frozen_and_the_collector_paced(collector_restored):
+    made_at_start = [{"held": i} for i in range(1000)]
+    assert pace_collector(DEFAULT_THRESHOLD) == DEFAULT_THRESHOLD == gc.get_threshold()
+    assert gc.get_freeze_count() >= len(made_at_start)  # never scanned again
+
+
+def test_an_empty_threshold_keeps_pythons_own(collector_restored):
+    gc.set_threshold(700, 10, 10)
+    assert pace_collector(()) == (700, 10, 10)
+    assert gc.get_freeze_count() > 0
+
+
+def test_cycles_made_after_the_start_are_still_collected(collector_restored):
+    pace_collector((100, 10, 10))
+    collected = []
+
+    class Node:
+        def __del__(self):
+            collected.append(1)
+
+    for _ in range(50):
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+    del a, b
+    gc.collect()
+    assert len(collected) == 100
+
+
+def test_the_thresholds_are_a_setting(monkeypatch):
+    assert load_settings().gc_threshold == DEFAULT_THRESHOLD
+    monkeypatch.setenv("HUB_GC_THRESHOLD", "[20000, 10]")
+    assert load_settings().gc_threshold == (20000, 10)
+    monkeypatch.setenv("HUB_GC_THRESHOLD", "[]")
+    assert load_settings().gc_threshold == ()
+    for bad in ("[0]", "[1, 2, 3, 4]", "[-5]"):
+        monkeypatch.setenv("HUB_GC_THRESHOLD", bad)
+        with pytest.raises(ConfigError, match="gc_threshold"):
+            load_settings()
