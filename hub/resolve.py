@@ -25,7 +25,6 @@ import orjson
 from hub.config import PipelineConfig
 from hub.csv_out import write_rows
 from hub.records import InMessage, StageError, member_key
-from hub.schemas import CANONICAL, codec
 from hub.standardise import standardise_and_score
 from hub.validation import decode_event
 
@@ -100,14 +99,14 @@ async def _resolve(events: list[dict], standardised: list[tuple[dict, dict]], pi
     from hub.stages.match import MatchStage
 
     stage = MatchStage(pipeline, index, secret, comparisons=comparisons)
-    canonical = codec(CANONICAL)
     members: list[str] = []
     try:
         for offset, (event, (record, quality)) in enumerate(zip(events, standardised)):
-            payload = canonical.encode({"record": record, "quality": quality, "ingested_at": event["event_time"],
-                                        "origin": {"topic": "resolve", "partition": 0, "offset": offset,
-                                                   "produced_at": None}})
-            await stage.process([InMessage("resolve", 0, offset, None, payload)], outputs=keep_decisions)
+            # handed over decoded, as the fused engine's ingest step hands it on: no Avro round trip per record
+            canonical = {"record": record, "quality": quality, "ingested_at": event["event_time"],
+                         "origin": {"topic": "resolve", "partition": 0, "offset": offset, "produced_at": None}}
+            await stage.process([InMessage("resolve", 0, offset, None, None, record=canonical)],
+                                outputs=keep_decisions)
             members.append(member_key(record["source"], record["source_id"]))
         # merges after a record was placed move it: read every record's final golden id
         entries = await index.members(list(dict.fromkeys(members)))

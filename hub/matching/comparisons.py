@@ -226,8 +226,11 @@ class Comparison:
     # (a pair is read against every candidate; most readings are one of these)
     readings: tuple["Reading", ...] = field(init=False, repr=False, compare=False)
     null_reading: "Reading" = field(init=False, repr=False, compare=False)
+    # the predicates of every level but the last, which holds for whatever they leave
+    predicates: tuple[Predicate, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "predicates", tuple(level.holds for level in self.levels[:-1]))
         object.__setattr__(self, "weights", tuple(level.weight for level in self.levels))
         object.__setattr__(self, "labels", tuple(level.label for level in self.levels))
         object.__setattr__(self, "readings", tuple(
@@ -236,27 +239,34 @@ class Comparison:
 
 
 def compare(comparison: Comparison, a, b) -> tuple[int, float]:
-    """Index of the level that holds (-1 for null) and its weight. Lists compare
-    as their best-agreeing pair (any shared e-mail is an exact e-mail match)."""
+    """Index of the level that holds (-1 for null) and its weight (see level_of)."""
+    index = level_of(comparison, a, b)
+    return index, (comparison.weights[index] if index >= 0 else 0.0)
+
+
+def level_of(comparison: Comparison, a, b) -> int:
+    """Index of the level that holds, -1 for null (a value missing on either
+    side). Lists compare as their best-agreeing pair (any shared e-mail is an
+    exact e-mail match). The scoring hot path: a pair is read against every
+    candidate, and the estimate reads hundreds of thousands of pairs."""
     if not a or not b:
-        return -1, 0.0
-    levels = comparison.levels
-    last = len(levels) - 1
-    # the scoring hot path: a scalar pair (most features) without building pairs
-    if type(a) is not list and type(b) is not list:
-        for i in range(last):
-            if levels[i].holds(a, b):
-                return i, comparison.weights[i]
-        return last, comparison.weights[last]
+        return -1
+    predicates = comparison.predicates
+    if type(a) is not list and type(b) is not list:  # most features: no pairs to build
+        index = 0
+        for holds in predicates:
+            if holds(a, b):
+                return index
+            index += 1
+        return index
     left = a if type(a) is list else (a,)
     right = b if type(b) is list else (b,)
-    for i in range(last):
-        holds = levels[i].holds
+    for index, holds in enumerate(predicates):
         for x in left:
             for y in right:
                 if holds(x, y):
-                    return i, comparison.weights[i]
-    return last, comparison.weights[last]
+                    return index
+    return len(predicates)
 
 
 def tf_u(count: int, total: int, average_u: float) -> float:
@@ -326,7 +336,8 @@ def _read(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float,
         if not value or not other:  # as compare() says, without the call: most pairs miss some attributes
             append(comparison.null_reading)
             continue
-        index, weight = compare(comparison, value, other)
+        index = level_of(comparison, value, other)
+        weight = comparison.weights[index]
         if index == 0 and comparison.term_frequency and frequencies is not None and type(value) is str \
                 and comparison.levels[0].kind == "exact":
             counted = frequencies(feature, value)

@@ -85,6 +85,8 @@ def _corroborated(total: float, readings: list[Reading], lower: float) -> float:
       other) is scored, but reviewed at most. Attributes present and
       disagreeing are evidence, and the score already counts them.
     """
+    if total <= lower - 1.0:
+        return total  # below every cap already: no guard can lower it (most candidates a record meets)
     by_attribute = {r.comparison.attribute: r for r in readings}
     given, family = by_attribute.get("given_name"), by_attribute.get("family_name")
     if given is not None and given.level is not None and given.level.kind == "else":

@@ -26,7 +26,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 
-from hub.matching.comparisons import Comparison, compare
+from hub.matching.comparisons import Comparison, level_of
 
 __all__ = ["comparison_vector", "estimate_u", "estimate_m", "candidate_pairs", "candidate_vectors",
            "reestimate", "estimate_parameters", "Estimate", "MERGE_PROBABILITY", "match_prior_weight",
@@ -43,7 +43,7 @@ _PRIOR_PAIRS = 1.0
 
 def comparison_vector(comparisons, a: dict, b: dict) -> tuple[int, ...]:
     """Level index per comparison for one pair of feature dicts, -1 for null."""
-    return tuple(compare(c, a.get(c.feature), b.get(c.feature))[0] for c in comparisons)
+    return tuple([level_of(c, a.get(c.feature), b.get(c.feature)) for c in comparisons])
 
 
 def _comparable(a: dict, b: dict) -> bool:
@@ -82,7 +82,7 @@ def estimate_u(comparisons, feature_list: list[dict], *, pairs: int = 20000,
             if i == j or not _comparable(a, b):
                 continue
             drawn += 1
-            counts[compare(comparison, a[comparison.feature], b[comparison.feature])[0]] += 1
+            counts[level_of(comparison, a[comparison.feature], b[comparison.feature])] += 1
         if drawn == 0:
             u.append([level.u for level in comparison.levels])
         elif comparison.levels[0].kind == "exact":
