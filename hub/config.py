@@ -414,7 +414,9 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
     session_timeout_s: float = Field(6.0, gt=0)
-    linger_ms: int = Field(5, ge=0)
+    # a pass waits for the broker's acknowledgement before it commits and takes the next batch, so what the
+    # producer lingers is paid by every event of the pass (docs/performance.md, "Latency")
+    linger_ms: int = Field(1, ge=0, description="Producers' linger.ms (batching delay)")
     max_message_bytes: int = Field(1_000_000, ge=10_000, description="Largest record the hub writes (keep it at or "
                                    "under the broker's message.max.bytes); a larger output is dead-lettered, never retried")
     max_fetch_bytes_per_partition: int = Field(
@@ -559,7 +561,8 @@ class Settings(BaseSettings):
     workbench: WorkbenchSettings = WorkbenchSettings()
     debug: DebugSettings = DebugSettings()
     batch_size: int = Field(1000, ge=1)
-    batch_wait_s: float = Field(0.02, gt=0)
+    batch_wait_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch: only a thin stream waits "
+                                "(a busy one fills batch_size at once), and its events wait that long at most")
     stall_after_s: float = Field(60.0, gt=0, description="A stage retrying an outage for longer turns /health to "
                                  "failing (503), so an orchestrator stops routing to the worker and an alert fires")
     log_level: str = "INFO"

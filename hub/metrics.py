@@ -21,6 +21,9 @@ EVENTS_VALID = Counter("hub_events_valid_total", "Raw events that passed decodin
 DLQ = Counter("hub_dlq_total", "Records sent to a dead-letter topic", ["source", "stage", "reason"], registry=REGISTRY)
 STAGE_SECONDS = Histogram("hub_stage_seconds", "Time a stage spends on one batch, per record",
                           ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+DELIVERY_SECONDS = Histogram("hub_delivery_seconds", "A batch's outputs handed to the producer until the broker "
+                             "acknowledged every one and the work waiting on that was done (leases given back), "
+                             "per batch", ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 STAGE_RECORDS = Counter("hub_stage_records_total", "Records processed by a stage", ["stage"], registry=REGISTRY)
 BATCH_SIZE = Histogram("hub_batch_records", "Records per batch", ["stage"],
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500), registry=REGISTRY)

@@ -95,6 +95,7 @@ class StageRunner:
         self._seconds = metrics.STAGE_SECONDS.labels(name)
         self._records = metrics.STAGE_RECORDS.labels(name)
         self._batch = metrics.BATCH_SIZE.labels(name)
+        self._delivery = metrics.DELIVERY_SECONDS.labels(name)
         metrics.STAGE_RETRYING.labels(name).set_function(_retrying_seconds(name))
 
     async def _process(self, batch: list[InMessage]) -> StageOutput:
@@ -112,7 +113,9 @@ class StageRunner:
             attempt += 1
             try:
                 output = await self._process(batch)
+                handed = time.perf_counter()
                 await deliver(self.sink, output)
+                self._delivery.observe(time.perf_counter() - handed)
                 break
             except INFRASTRUCTURE as exc:
                 metrics.STAGE_RETRIES.labels(self.name).inc()

@@ -5,6 +5,7 @@ is dead-lettered at once and the stage moves on (issue 20, finding 1)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from hub import runner
 from hub.connectors.kafka import DeliveryFailed, MessageTooLarge
@@ -77,3 +78,35 @@ def test_a_record_too_large_is_dead_lettered_and_the_rest_delivered():
     assert letter.value is None and dict(letter.headers)[ERROR_REASON] == b"output_too_large"
     assert dict(letter.headers)["hub.error.offset"] == b"2"
     assert runner.retrying_longest() == (None, 0.0)
+
+
+class SlowAckSink(FakeSink):
+    """Holds every batch's records pending for `ack_s` before the broker acknowledges them."""
+
+    def __init__(self, ack_s: float):
+        super().__init__()
+        self.ack_s = ack_s
+        self.acked_at = 0.0
+
+    def add(self, message: OutMessage) -> None:
+        super().add(message)
+        self.acked_at = time.monotonic() + self.ack_s
+
+    def pending(self) -> int:
+        return len(self.queued) if time.monotonic() < self.acked_at else 0
+
+
+def test_the_wait_for_the_brokers_acknowledgement_is_measured_per_batch():
+    from hub import metrics
+
+    def delivery(stage: str) -> tuple[float, float]:
+        return (metrics.REGISTRY.get_sample_value("hub_delivery_seconds_count", {"stage": stage}) or 0.0,
+                metrics.REGISTRY.get_sample_value("hub_delivery_seconds_sum", {"stage": stage}) or 0.0)
+
+    count0, sum0 = delivery("slow_ack")
+    stage_runner = StageRunner("slow_ack", EchoStage(), SlowAckSink(0.2), lambda m: "dlq.crm", is_async=False)
+    asyncio.run(stage_runner.run(_batch(b"a", b"b")))
+    asyncio.run(stage_runner.run(_batch(b"c")))
+    count, total = delivery("slow_ack")
+    assert count - count0 == 2  # one observation per batch
+    assert 0.4 <= total - sum0 < 2.0  # both waits, 0.2 s each
