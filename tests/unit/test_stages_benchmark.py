@@ -1,0 +1,19 @@
+"""benchmarks/stages.py --engine fused: the worker's hot path in process, on the in-memory store."""
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "stages.py"
+_spec = importlib.util.spec_from_file_location("stages_benchmark", _PATH)
+stages_benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stages_benchmark)
+
+
+def test_the_fused_pass_is_measured_over_every_raw_event_and_split_by_step():
+    result = asyncio.run(stages_benchmark.run_fused(events=300, batch=50, memory=True))
+    assert result["engine"] == "fused" and result["store"] == "memory"
+    assert result["raw_events"] > 50  # several batches
+    assert result["fused_us_per_raw_event"] > 0 and result["fused_cpu_us_per_raw_event"] > 0
+    shares = [result[f"{step}_share"] for step in ("ingest", "match", "master", "syndicate")]
+    assert all(share > 0 for share in shares) and abs(sum(shares) - 1.0) < 0.01
