@@ -25,6 +25,7 @@ class RedisIdentityIndex(RedisBase):
         self._link_many = self._script(scripts.LINK_MANY)
         self._blocks = self._script(scripts.BLOCKS)
         self._members = self._script(scripts.MEMBERS)
+        self._folds = self._script(scripts.FOLDS)
         self._constraints = self._script(scripts.CONSTRAINTS)
         self._tallies = self._script(scripts.TALLIES)
         self._move = self._script(scripts.MOVE)
@@ -221,10 +222,7 @@ class RedisIdentityIndex(RedisBase):
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         if not golden_ids:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for gid in golden_ids:
-            pipe.smembers(fold_key(gid))
-        rows = await self._run(pipe, "index_folds")
+        rows = await self._index(self._folds, golden_ids, "index_folds")
         return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
 
     async def folded(self, folds: dict[str, list[str]]) -> None:

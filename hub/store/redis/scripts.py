@@ -22,6 +22,16 @@ end
 return out
 """
 
+# The golden ids merged into each of these and not yet folded in by the master: one call per batch, not a
+# command per golden record.
+FOLDS = """
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = redis.call('SMEMBERS', KEYS[1] .. 'fold:' .. ARGV[i])
+end
+return out
+"""
+
 MEMBERS = """
 local out = {}
 for i = 1, #ARGV do
@@ -243,7 +253,7 @@ return 1
 """
 
 # scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
-READ_ONLY = (BLOCKS, MEMBERS, CONSTRAINTS, FORWARD, TALLIES)
+READ_ONLY = (BLOCKS, MEMBERS, FOLDS, CONSTRAINTS, FORWARD, TALLIES)
 
 # A golden record's lease (hub:lease:{<gid>}, the record's own slot): taken when
 # free or renewed by its holder, never taken from another holder before it expires.
