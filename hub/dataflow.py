@@ -67,7 +67,7 @@ def _master(pipeline, store, secret, topic_keyring):
 
 def _syndicate(pipeline, store, secret, topic_keyring):
     # opens with the store's keyring even when sealing is off: values sealed before stay readable
-    return SyndicateStage(pipeline, store, topic_keyring or getattr(store, "keyring", None))
+    return SyndicateStage(pipeline, store, topic_keyring or getattr(store, "keyring", None), goldens=store)
 
 
 def _consent(pipeline, store, secret, topic_keyring):

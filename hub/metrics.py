@@ -40,6 +40,9 @@ GOLDEN_RECORDS = Gauge("hub_golden_records", "Golden records currently held", re
 EVENTS_OUT = Counter("hub_events_out_total", "Records emitted to a target topic", ["target"], registry=REGISTRY)
 UNCHANGED = Counter("hub_syndication_unchanged_total", "Golden changes a target did not need (its projection is unchanged)",
                     ["target"], registry=REGISTRY)
+SUPERSEDED = Counter("hub_syndication_superseded_total",
+                     "Golden records read back from their topic that the master had changed since (the current one "
+                     "was sent instead) or deleted since (left to its tombstone)", ["outcome"], registry=REGISTRY)
 SUPPRESSED = Counter("hub_consent_suppressed_total",
                      "Golden records withheld from a target (purpose: the one that failed, empty if none did)",
                      ["target", "reason", "purpose"],

@@ -8,6 +8,14 @@ crash can cause a re-send, never a gap. A key a target is about to receive
 for the first time is noted before delivery (`<target>|sending`): a crash
 after delivery, before the save, must not leave a record there that a later
 deletion, consent withdrawal or key change would not know to tombstone.
+
+A golden record read back from its topic (the staged engine, a second
+consumer group) may be older than the one the master holds now: a replay
+re-reads every version. Syndicating it would send the target an old record
+and then the current one again, so the stage sends what the golden store
+holds now, and leaves a record deleted since to its tombstone further on the
+topic (which carries the deletion's reason). A record the master step of the
+same pass hands on is current by construction and is not read again.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from hub import metrics
 from hub.config import PipelineConfig
 from hub.consent import ALLOWED, next_change_ms, target_verdict_purpose
 from hub.crypto import Keyring
-from hub.ports import SyndicationState
+from hub.ports import GoldenStore, SyndicationState
 from hub.projection import encode, fingerprint, project, target_key
 from hub.records import EVENT_TS_HEADER, REASON_HEADER, InMessage, OutMessage
 from hub.schemas import GOLDEN
@@ -30,23 +38,33 @@ NO_KEY = "no_key"
 
 
 class SyndicateStage:
-    def __init__(self, config: PipelineConfig, state: SyndicationState, keyring: Keyring | None = None):
-        """`keyring` opens the golden records the master sealed (hub.topic_seal); values in clear need none."""
+    def __init__(self, config: PipelineConfig, state: SyndicationState, keyring: Keyring | None = None,
+                 goldens: GoldenStore | None = None):
+        """`keyring` opens the golden records the master sealed (hub.topic_seal); values in clear need none.
+        `goldens` is where the stage checks that a golden record read from its topic is still current;
+        without it (a stage fed only by the master step of its own pass) every record is taken as it comes."""
         self.config = config
         self.state = state
+        self.goldens = goldens
         self.golden_values = TopicValues(GOLDEN, config.topics.golden, None, keyring)
         self.purposes = {p.name: p for p in config.purposes}
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
         latest: dict[str, tuple[dict | None, str]] = {}
+        read_back: set[str] = set()
         for message in batch:  # only the last version of a golden record in a batch matters
             gid = message.key.decode()
             golden = message.record  # handed on by the master step of the same pass (hub.engine)
             if golden is None and message.value is not None:
                 golden = self.golden_values.decode(message.value, message.key)
+                read_back.add(gid)
+            else:
+                read_back.discard(gid)
             reason = (message.header(REASON_HEADER) or b"golden_deleted").decode()
             latest[gid] = (golden, reason)
+        if read_back and self.goldens is not None:
+            await self._bring_up_to_date(latest, read_back)
         held = await self.state.load_syndication(list(latest))
         out: list[OutMessage] = []
         updates: dict[str, dict[str, tuple[str, str] | None]] = {}
@@ -108,6 +126,20 @@ class SyndicateStage:
             await self.state.schedule(due)
 
         return StageOutput(out, remember)
+
+    async def _bring_up_to_date(self, latest: dict[str, tuple[dict | None, str]], read_back: set[str]) -> None:
+        """Replace each golden record read from the topic by the one the master holds now when that one is
+        newer; drop one the master has deleted since (its tombstone, with the reason, is further on)."""
+        now = await self.goldens.load(sorted(read_back))
+        for gid in read_back:
+            state = now.get(gid)
+            current = state.golden if state is not None else None
+            if current is None:
+                metrics.SUPERSEDED.labels("deleted").inc()
+                del latest[gid]
+            elif current["version"] > latest[gid][0]["version"]:
+                metrics.SUPERSEDED.labels("changed").inc()
+                latest[gid] = (current, latest[gid][1])
 
     def _tombstone(self, target, key: str, reason: str, purpose: str = "") -> OutMessage:
         metrics.TOMBSTONES.labels(target.name, reason, purpose).inc()
