@@ -13,18 +13,28 @@ instead (hub.dataflow: ingest, match, master and syndicate in one pass per
 batch, handed on decoded), with the topics sealed as a worker seals them, and
 prints µs per raw event, wall and this process's CPU, and each step's share;
 `--profile FILE` writes its cProfile. The garbage collector is paced as a
-worker paces it (hub.collector) unless `--python-gc`.
+worker paces it (hub.collector) unless `--python-gc`. `--preload N` first puts
+N generated customers in the identity index (as throughput.py does), so the
+cost of a large index shows in process; on Redis it also prints the server's
+CPU per raw event. `--redis-commands` adds where the server's time goes:
+µs per raw event per script (hub.store.redis.scripts, by name) and per
+command, commands run inside a script counted both there and in the script's
+own figure (taken from Redis's slow log at threshold 0, read after each
+batch: the other figures of such a run are not the hub's alone).
 
     python benchmarks/stages.py --events 20000 --batch 1000
     python benchmarks/stages.py --redis-url redis://127.0.0.1:6380/0
     python benchmarks/stages.py --events 20000 --memory
     python benchmarks/stages.py --engine fused --redis-url redis://127.0.0.1:6379/9 --batch 500
+    python benchmarks/stages.py --engine fused --redis-url redis://127.0.0.1:6379/9 --batch 500 --preload 100000
+    python benchmarks/stages.py --engine fused --redis-url redis://127.0.0.1:6379/9 --preload 100000 --redis-commands
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import tempfile
@@ -95,7 +105,7 @@ async def run(events: int, batch: int, redis_url: str | None = None, memory: boo
 
 
 async def run_fused(events: int, batch: int, redis_url: str | None = None, memory: bool = False,
-                    profile: str | None = None) -> dict:
+                    profile: str | None = None, preload: int = 0, redis_commands: bool = False) -> dict:
     """The fused hot path (hub.dataflow.FUSED "hot") over the generated raw events, in batches."""
     from hub import metrics
     from hub.dataflow import FUSED
@@ -105,6 +115,12 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
     redis = None if redis_url or memory else EmbeddedRedis(tempfile.mkdtemp()).start()
     keyring = Keyring([("k0", os.urandom(32))])
     store = MemoryStore() if memory else RedisStore.from_url(redis_url or redis.url, keyring)
+    if preload:
+        from hub.testing.harness import preload_index
+
+        started = time.monotonic()
+        await preload_index(store, preload, b"k", seed=1000 + preload)
+        print(f"preloaded {preload:,} customers in {time.monotonic() - started:.0f} s", flush=True)
     hot = next(s for s in FUSED if s.name == "hot")
     chain = hot.build(pipeline, store, b"k", keyring)
     now = int(time.time() * 1000)
@@ -122,11 +138,17 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
 
         profiler = cProfile.Profile()
         profiler.enable()
+    server_cpu = _server_cpu_s(store)
+    log = _SlowLog(store.client) if redis_commands and not memory else None
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(messages), batch):
         chunk = messages[start:start + batch]
         await settled(chain.process(chunk))
+        if log is not None:
+            log.collect()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if server_cpu is not None:
+        server_cpu = _server_cpu_s(store) - server_cpu
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -138,10 +160,58 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
     total = sum(spent.values()) or 1.0
     result = {"fused_us_per_raw_event": round(wall / len(messages) * 1e6, 1),
               "fused_cpu_us_per_raw_event": round(cpu / len(messages) * 1e6, 1)}
+    if server_cpu is not None:
+        result["redis_cpu_us_per_raw_event"] = round(server_cpu / len(messages) * 1e6, 1)
+    if log is not None:
+        result["redis_us_per_raw_event_by_command"] = log.close(len(messages))
     result.update({f"{step}_share": round(spent[step] / total, 3) for step in steps})
     result.update({"raw_events": len(messages), "batch": batch, "store": "memory" if memory else "redis",
-                   "engine": "fused"})
+                   "engine": "fused", "preloaded_customers": preload})
     return result
+
+
+class _SlowLog:
+    """Every command the server runs, from its slow log at threshold 0, emptied after each batch."""
+
+    def __init__(self, client):
+        from hub.store.redis import scripts
+
+        self.client = client
+        self.names = {hashlib.sha1(text.encode()).hexdigest(): name for name, text in vars(scripts).items()
+                      if name.isupper() and isinstance(text, str)}
+        self.saved = {key: client.config_get(key)[key] for key in ("slowlog-log-slower-than", "slowlog-max-len")}
+        client.config_set("slowlog-max-len", 1_000_000)
+        client.slowlog_reset()
+        client.config_set("slowlog-log-slower-than", 0)
+        self.spent: dict[str, int] = {}
+
+    def collect(self) -> None:
+        entries = self.client.slowlog_get(-1)
+        self.client.slowlog_reset()
+        for entry in entries:
+            words = entry["command"].split()
+            name = words[0].decode().upper()
+            if name in ("EVALSHA", "EVAL") and len(words) > 1:
+                sha = words[1].decode() if name == "EVALSHA" else hashlib.sha1(words[1]).hexdigest()
+                name = "script " + self.names.get(sha, sha[:12])
+            if name not in ("SLOWLOG", "CONFIG"):
+                self.spent[name] = self.spent.get(name, 0) + entry["duration"]
+
+    def close(self, events: int) -> dict[str, float]:
+        self.collect()
+        for key, value in self.saved.items():
+            self.client.config_set(key, value)
+        ranked = sorted(self.spent.items(), key=lambda item: -item[1])
+        return {name: round(us / events, 1) for name, us in ranked if us / events >= 0.5}
+
+
+def _server_cpu_s(store) -> float | None:
+    """The Redis server's own CPU so far (user and system), None for a store in memory."""
+    client = getattr(store, "client", None)
+    if client is None:
+        return None
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main() -> None:
@@ -156,13 +226,20 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="with --engine fused: write a cProfile of the passes here")
     parser.add_argument("--python-gc", action="store_true",
                         help="keep Python's garbage collector thresholds (default: paced as a worker's)")
+    parser.add_argument("--preload", type=int, default=0,
+                        help="with --engine fused: customers in the identity index before the run")
+    parser.add_argument("--redis-commands", action="store_true",
+                        help="with --engine fused on Redis: the server's time per script and command (slow log)")
     args = parser.parse_args()
+    if (args.preload or args.redis_commands) and args.engine != "fused":
+        parser.error("--preload and --redis-commands go with --engine fused")
     if args.memory and args.redis_url:
         parser.error("--memory and --redis-url exclude each other")
     if not args.python_gc:
         pace_collector()
     if args.engine == "fused":
-        result = asyncio.run(run_fused(args.events, args.batch, args.redis_url, args.memory, args.profile))
+        result = asyncio.run(run_fused(args.events, args.batch, args.redis_url, args.memory, args.profile,
+                                       args.preload, args.redis_commands))
     else:
         result = asyncio.run(run(args.events, args.batch, args.redis_url, args.memory))
     for key, value in result.items():

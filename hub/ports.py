@@ -87,7 +87,9 @@ class IdentityIndex(Protocol):
     and blocking keys that find candidates. The index is the point of
     agreement between workers: `link` is atomic per record."""
 
-    async def members(self, members: list[str]) -> dict[str, MemberEntry]: ...
+    async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
+        """The entries of those held; without `with_blocks` their blocking keys are left out (empty): a
+        candidate's are not needed, and they are a third of what an entry weighs."""
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
         """Members under each key (None when more than `limit` share it) and the key's version."""
     async def link(self, requests: list[LinkRequest | str]) -> list[str | None]:

@@ -190,7 +190,9 @@ class MatchStage:
         converted = {m: c["record"].get("converted_from") for m, c, feats, _ in items
                      if feats is not None and c["record"].get("converted_from")}
         wanted |= set(converted.values()) - known.keys()
-        entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted))}
+        # the batch's own records come with their blocking keys (a re-link or an unlink drops the ones it
+        # leaves); candidates only need their features and golden ids
+        entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted), with_blocks=False)}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
         # golden id -> the entries held under it, so a merge relabels its members without scanning every entry
         by_golden: dict[str, list[MemberEntry]] = {}

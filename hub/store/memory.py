@@ -76,12 +76,13 @@ class MemoryIndex:
         return True
 
     # reads
-    async def members(self, members: list[str]) -> dict[str, MemberEntry]:
+    async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
         found = {}
         for member in members:
             held = self._mem.get(member)
             if held is not None:
-                found[member] = MemberEntry(member, held.gid, orjson.loads(held.f), list(held.b))
+                found[member] = MemberEntry(member, held.gid, orjson.loads(held.f),
+                                            list(held.b) if with_blocks else [])
         return found
 
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:

@@ -254,6 +254,9 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             out.append(await index.decision("m:1"))
             entries = await index.members(["m:1", "m:2", "m:3", "m:4", "m:5", "m:6"])
             out.append({m: (e.golden_id, e.features, e.blocks) for m, e in entries.items()})
+            bare = await index.members(["m:1", "m:2", "m:3", "m:4", "m:5", "m:6"], with_blocks=False)
+            assert {m: (e.golden_id, e.features, e.blocks) for m, e in bare.items()} == \
+                {m: (e.golden_id, e.features, []) for m, e in entries.items()}
             out.append({g: await index.golden_members(g) for g in ("G1", "G2", "G4", "G8", "G9")})
             return out
 

@@ -17,3 +17,15 @@ def test_the_fused_pass_is_measured_over_every_raw_event_and_split_by_step():
     assert result["fused_us_per_raw_event"] > 0 and result["fused_cpu_us_per_raw_event"] > 0
     shares = [result[f"{step}_share"] for step in ("ingest", "match", "master", "syndicate")]
     assert all(share > 0 for share in shares) and abs(sum(shares) - 1.0) < 0.01
+
+
+def test_a_preloaded_index_is_searched_and_redis_reports_its_cpu(redis_url):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    result = asyncio.run(stages_benchmark.run_fused(events=300, batch=50, redis_url=redis_url, preload=500))
+    assert result["preloaded_customers"] == 500 and result["store"] == "redis"
+    assert result["redis_cpu_us_per_raw_event"] > 0
+    # the preloaded customers are in the index beside the run's own records
+    held = redis.Redis.from_url(redis_url).scan_iter(match="{hub:}mem:*", count=1000)
+    assert sum(1 for _ in held) > 500 + result["raw_events"] // 3

@@ -40,6 +40,15 @@ end
 return out
 """
 
+# MEMBERS without the blocking keys: what a candidate is read for
+CANDIDATES = """
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = redis.call('HMGET', KEYS[1] .. 'mem:' .. ARGV[i], 'gid', 'f')
+end
+return out
+"""
+
 # Links records in order, each as if alone: a record already in the index
 # keeps its golden id (re-matching is an explicit act), and a golden id merged
 # away is followed to its survivor. Each record carries the versions of its
