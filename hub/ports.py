@@ -138,6 +138,8 @@ class GoldenState:
 
 class GoldenStore(Protocol):
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
+    async def goldens(self, golden_ids: list[str]) -> dict[str, dict | None]:
+        """The golden records as held now (None: none), and nothing else of them: one round trip."""
     async def save(self, states: list[GoldenState], deleted: list[str],
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None, lease_owner: str | None = None) -> None:
         """Save golden states, delete golden records; `lookup` maps a golden id

@@ -130,10 +130,9 @@ class SyndicateStage:
     async def _bring_up_to_date(self, latest: dict[str, tuple[dict | None, str]], read_back: set[str]) -> None:
         """Replace each golden record read from the topic by the one the master holds now when that one is
         newer; drop one the master has deleted since (its tombstone, with the reason, is further on)."""
-        now = await self.goldens.load(sorted(read_back))
+        now = await self.goldens.goldens(sorted(read_back))
         for gid in read_back:
-            state = now.get(gid)
-            current = state.golden if state is not None else None
+            current = now.get(gid)
             if current is None:
                 metrics.SUPERSEDED.labels("deleted").inc()
                 del latest[gid]

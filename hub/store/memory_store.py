@@ -110,6 +110,9 @@ class MemoryGoldenStore:
         raw = self._gold.get(gid, {}).get("golden")
         return orjson.loads(raw) if raw else None
 
+    async def goldens(self, golden_ids: list[str]) -> dict[str, dict | None]:
+        return {gid: await self.golden(gid) for gid in golden_ids}
+
     async def golden_count(self) -> int:
         return len(self._activity)
 
@@ -319,6 +322,9 @@ class MemoryStore(MemoryIndex):
 
     async def golden(self, gid: str) -> dict | None:
         return await self.golden_store.golden(gid)
+
+    async def goldens(self, golden_ids: list[str]) -> dict[str, dict | None]:
+        return await self.golden_store.goldens(golden_ids)
 
     async def golden_count(self) -> int:
         return await self.golden_store.golden_count()

@@ -99,6 +99,13 @@ class RedisGoldenStore(RedisSchedules):
         raw = self.client.hget(gold_key(gid), "golden")
         return orjson.loads(self._open(raw, gold_key(gid), "golden")) if raw else None
 
+    async def goldens(self, golden_ids: list[str]) -> dict[str, dict | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for gid in golden_ids:
+            pipe.hget(gold_key(gid), "golden")
+        return {gid: orjson.loads(self._open(raw, gold_key(gid), "golden")) if raw else None
+                for gid, raw in zip(golden_ids, await self._run(pipe, "golden_current"))}
+
     def all_golden(self, batch: int = 1000):
         """Every golden record held, in batches (for `hub reindex-lookups`)."""
         keys = []
