@@ -25,7 +25,6 @@ class RedisIdentityIndex(RedisBase):
         self._link_many = self._script(scripts.LINK_MANY)
         self._blocks = self._script(scripts.BLOCKS)
         self._members = self._script(scripts.MEMBERS)
-        self._candidates = self._script(scripts.CANDIDATES)
         self._folds = self._script(scripts.FOLDS)
         self._constraints = self._script(scripts.CONSTRAINTS)
         self._tallies = self._script(scripts.TALLIES)
@@ -35,18 +34,12 @@ class RedisIdentityIndex(RedisBase):
     async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
         if not members:
             return {}
+        rows = await self._index(self._members, ["1" if with_blocks else "0", *members], "index_members")
         found = {}
-        if not with_blocks:
-            for member, (gid, feats) in zip(members, await self._index(self._candidates, members, "index_members")):
-                if gid is not None:
-                    found[member] = MemberEntry(member, gid.decode(),
-                                                orjson.loads(self._open(feats, mem_key(member), "f")))
-            return found
-        rows = await self._index(self._members, members, "index_members")
-        for member, (gid, feats, blocks) in zip(members, rows):
+        for member, (gid, feats, *blocks) in zip(members, rows):
             if gid is not None:
                 found[member] = MemberEntry(member, gid.decode(), orjson.loads(self._open(feats, mem_key(member), "f")),
-                                            blocks.decode().split(",") if blocks else [])
+                                            blocks[0].decode().split(",") if blocks and blocks[0] else [])
         return found
 
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:

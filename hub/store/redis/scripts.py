@@ -32,19 +32,17 @@ end
 return out
 """
 
+# ARGV[1] '1': with the blocking keys (the batch's own records); '0': without (a candidate needs none)
 MEMBERS = """
 local out = {}
-for i = 1, #ARGV do
-  out[#out + 1] = redis.call('HMGET', KEYS[1] .. 'mem:' .. ARGV[i], 'gid', 'f', 'b')
-end
-return out
-"""
-
-# MEMBERS without the blocking keys: what a candidate is read for
-CANDIDATES = """
-local out = {}
-for i = 1, #ARGV do
-  out[#out + 1] = redis.call('HMGET', KEYS[1] .. 'mem:' .. ARGV[i], 'gid', 'f')
+local with_blocks = ARGV[1] == '1'
+for i = 2, #ARGV do
+  local key = KEYS[1] .. 'mem:' .. ARGV[i]
+  if with_blocks then
+    out[#out + 1] = redis.call('HMGET', key, 'gid', 'f', 'b')
+  else
+    out[#out + 1] = redis.call('HMGET', key, 'gid', 'f')
+  end
 end
 return out
 """
