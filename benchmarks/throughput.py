@@ -5,8 +5,8 @@ production), then:
   1. full speed: feeds N generated events (four sources, Avro and JSON,
      duplicates, invalid records, consent events) as fast as possible and
      times until every raw event is accounted for and the targets are quiet;
-  2. steady: feeds N/2 fresh events at half the measured rate and measures
-     event-to-target latency (target record timestamp minus source event
+  2. steady: feeds N/2 fresh events at half the measured rate (or `--rate`)
+     and measures event-to-target latency (target record timestamp minus source event
      timestamp, from the hub.event.ts header), which full speed cannot show.
 
 First, as the floor to compare with, a plain confluent-kafka consume ->
@@ -167,6 +167,9 @@ def main() -> int:
     parser.add_argument("--preload", type=int, default=0, help="customers in the identity index before the run")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     parser.add_argument("--engine", choices=["staged", "fused"], default=DEFAULT_ENGINE, help="HUB_ENGINE of the workers")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="events/s of the steady run (default: half the full speed measured): latency compared "
+                             "at one rate across runs")
     args = parser.parse_args()
     os.environ["HUB_ENGINE"] = args.engine  # the workers inherit it
 
@@ -213,7 +216,7 @@ def main() -> int:
         events_per_s = len(burst) / elapsed
         burst_latencies = list(watcher.view.latencies_ms)
 
-        rate = events_per_s / 2
+        rate = args.rate or events_per_s / 2
         watcher.view.latencies_ms.clear()
         accounted_before = _accounted(watcher.view, pipeline)
         cpu1 = sum(map(_worker_cpu_s, pids))

@@ -3,14 +3,17 @@
 Faust runs what it is good at (consumer group, agents, timers, web server);
 each agent takes batches of raw bytes and hands them to a StageRunner, which
 writes outputs with librdkafka and returns only once they are acknowledged,
-before Faust may commit the batch's offsets.
+before Faust may commit the batch's offsets. The stage reading the source
+topics, which carry nearly every event, takes its batches with a librdkafka
+consumer of its own instead (hub.connectors.kafka_consumer, Stage.group),
+under the same contract: commit only after delivery.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 import redis
@@ -21,11 +24,12 @@ from hub import __version__, access, audit_trail, ingest_api, limits, lookup_api
 from hub.config import ConfigError, PipelineConfig, Settings
 from hub.connectors import kafka_security
 from hub.connectors.kafka import KafkaSink
+from hub.connectors.kafka_consumer import BatchConsumer, group_id
 from hub.dataflow import SCHEDULES, Stage, schedule_runner, stage_runners, stages
 from hub.engine import stages_of
 from hub.matching.comparisons import from_json, with_estimates
 from hub.records import InMessage
-from hub.runner import StageRunner, deliver, retrying_longest, survives_outages
+from hub.runner import StageRunner, deliver, drive, retrying_longest, survives_outages
 from hub.stages.match import MatchStage
 from hub.stages.schedule import ScheduleStage
 from hub.store.redis import RedisStore
@@ -64,6 +68,7 @@ class Hub:
     store: RedisStore
     sink: KafkaSink
     runners: dict[str, StageRunner]
+    consumers: dict[str, BatchConsumer] = field(default_factory=dict)  # stage -> its own consumer (Stage.group)
 
 
 def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str) -> Hub:
@@ -113,7 +118,10 @@ def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: 
     audit_trail.register(hub)  # a worker starting with a changed pipeline writes one config_changed event
 
     for stage in stages(settings.engine):
-        _register_agent(hub, stage)
+        if stage.group is not None:
+            _register_consumer(hub, stage, kafka)
+        else:
+            _register_agent(hub, stage)
     _register_timers(hub)
     _register_lag_timer(hub)
     _register_views(hub)
@@ -170,6 +178,26 @@ def _register_agent(hub: Hub, stage: Stage) -> None:
     agent.__name__ = agent.__qualname__ = stage.name
     agent.__doc__ = stage.doc
     hub.app.agent(raw_topic(hub.app, *stage.reads(hub.pipeline)), name=stage.name)(agent)
+
+
+def _register_consumer(hub: Hub, stage: Stage, kafka) -> None:
+    """The stage's own consumer (hub.connectors.kafka_consumer) feeding its runner: take a batch (in a thread
+    of its own, where librdkafka waits without holding the event loop), run it, commit it once delivered."""
+    settings = hub.settings
+    consumer = BatchConsumer(kafka, group_id(settings.app_id, stage.group), list(stage.reads(hub.pipeline)),
+                             batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
+                             fetch_wait_ms=settings.kafka.fetch_wait_ms,
+                             max_fetch_bytes=settings.kafka.max_fetch_bytes_per_partition,
+                             session_timeout_s=settings.kafka.session_timeout_s, seed_group=settings.app_id)
+    hub.consumers[stage.name] = consumer
+    runner = hub.runners[stage.name]
+
+    async def consume() -> None:
+        await drive(consumer, runner)
+
+    consume.__name__ = consume.__qualname__ = stage.name
+    consume.__doc__ = stage.doc
+    hub.app.task(consume)
 
 
 def _register_timers(hub: Hub) -> None:
@@ -262,6 +290,9 @@ def _register_lag_timer(hub: Hub) -> None:
             if highwater is None or offset is None:
                 continue
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - offset)
+        for own in hub.consumers.values():  # the stages' own consumers (Stage.group)
+            for topic, records in own.lag().items():
+                lag[topic] = lag.get(topic, 0) + records
         for topic, records in lag.items():
             metrics.CONSUMER_LAG.labels(topic).set(records)
         for topic in reported - set(lag):  # no longer assigned here: another worker reports it

@@ -620,6 +620,7 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
     """Rebuild the state from the input topics (sources, consent, erasure, steward, surveys) into an empty Redis,
     in one order that depends only on what the topics hold: the same golden ids and records every time.
     Stop the workers first."""
+    from hub.dataflow import worker_groups
     from hub.replay import IndexNotEmpty, replay as run_replay
 
     settings = _settings()
@@ -644,7 +645,8 @@ def replay(batch: int = typer.Option(500, help="Input records per batch (part of
                + ", ".join(f"{topic} {n}" for topic, n in sorted(counts.inputs.items())))
     typer.echo("wrote " + ", ".join(f"{topic} {n}" for topic, n in sorted(counts.outputs.items())))
     if commit:
-        typer.echo(f"consumer group {settings.app_id} moved to the end of every topic the stages read")
+        typer.echo(f"consumer groups {', '.join(worker_groups(settings.app_id))} moved to the end of every topic "
+                   "the stages read")
 
 
 @cli.command()

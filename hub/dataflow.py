@@ -1,6 +1,7 @@
 """The pipeline's stages, declared once: what each reads, how it is built over
 the ports, where a record that fails in it goes, and where it stands in a
-replay. The worker (hub.app) makes one Faust agent per entry, `hub replay`
+replay. The worker (hub.app) makes one Faust agent per entry (or, for the
+stage reading the source topics, a consumer of its own: `group`), `hub replay`
 (hub.replay) drives the same entries in their declared order, and the tools
 that follow the workers' progress (hub.follow) read the same topics. A new
 stage is one entry here plus its module under hub/stages.
@@ -49,6 +50,9 @@ class Stage:
     # follow what preceded it; consent statements and survey answers keep the latest per slot whatever
     # the order, so they share a batch with source events)
     ordered: bool = False
+    # read by a consumer of the stage's own (hub.connectors.kafka_consumer) in the group `<app_id>.<group>`,
+    # not by a Faust agent in the workers' group: the source topics, which carry nearly every event
+    group: str | None = None
 
 
 def _ingest(pipeline, store, secret, topic_keyring):
@@ -86,9 +90,13 @@ def _steward(pipeline, store, secret, topic_keyring):
     return StewardStage(pipeline, store)
 
 
+# the group of the stage reading the source topics, in either engine: a worker switching engines carries on
+# where the other left them
+SOURCES = "sources"
+
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", "raw source events -> canonical records, or the source's dead-letter topic",
-          lambda p: tuple(s.raw_topic for s in p.sources), _ingest, is_async=False, entry=True),
+          lambda p: tuple(s.raw_topic for s in p.sources), _ingest, is_async=False, entry=True, group=SOURCES),
     Stage("match", "canonical records -> golden ids through the identity index (customer.linked)",
           lambda p: (p.topics.canonical,), _match),
     Stage("master", "linked records -> golden records (survivorship, consent, lineage, history)",
@@ -188,7 +196,7 @@ def _fused(name: str) -> Stage:
 # (the timers too: schedule_runner); customer.linked read only for what a staged worker left there.
 FUSED: tuple[Stage, ...] = (
     Stage("hot", "raw source events -> golden records and each target's slice, in one pass (hub.engine)",
-          lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True),
+          lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True, group=SOURCES),
     *(_fused(name) for name in ("consent", "survey", "erasure", "steward")),
     Stage("recompute", "what a staged worker left on customer.linked -> golden records and target slices, "
           "in one pass", lambda p: (p.topics.linked,), _mastered(None, "recompute")),
@@ -213,6 +221,25 @@ def internal_stages(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> d
 def input_topics(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) -> list[str]:
     """Every topic the workers' consumer group reads: the entry stages' first."""
     return [*entry_stages(pipeline, engine), *internal_stages(pipeline, engine)]
+
+
+def worker_groups(app_id: str) -> list[str]:
+    """Every consumer group the workers of `app_id` commit in (either engine): Faust's, then the stages'
+    own (Stage.group)."""
+    from hub.connectors.kafka_consumer import group_id
+
+    own = sorted({s.group for s in (*STAGES, *FUSED) if s.group is not None})
+    return [app_id, *(group_id(app_id, g) for g in own)]
+
+
+def group_of(pipeline: PipelineConfig, app_id: str, topic: str) -> str:
+    """The consumer group in which the workers commit what they read of `topic`."""
+    from hub.connectors.kafka_consumer import group_id
+
+    for s in (*STAGES, *FUSED):
+        if s.group is not None and topic in s.reads(pipeline):
+            return group_id(app_id, s.group)
+    return app_id
 
 
 def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:

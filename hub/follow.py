@@ -1,5 +1,5 @@
 """How far the workers have come with what was written to their topics: the
-workers' consumer group's committed offsets against where each partition
+workers' consumer groups' committed offsets against where each partition
 ends. `hub load --follow` uses it to say when the records it loaded are
 mastered, and the test harness to prove a worker has done everything there
 is before a test takes "nothing changed" to mean anything.
@@ -34,13 +34,22 @@ def worker_input_topics(pipeline: PipelineConfig, engine: str = DEFAULT_ENGINE) 
 
 
 def committed_offsets(bootstrap: str, group: str, partitions) -> Offsets:
-    """A consumer group's committed offset per (topic, partition); negative where it committed none."""
-    consumer = Consumer(as_connection(bootstrap).config(**{"group.id": group, "enable.auto.commit": False}))
-    try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
-    finally:
-        consumer.close()
+    """The workers' committed offset per (topic, partition), `group` being their app id: the furthest of
+    Faust's group and the groups of the stages that read with a consumer of their own (the source topics,
+    hub.dataflow.worker_groups); negative where none committed."""
+    from hub.dataflow import worker_groups
+
+    wanted = [TopicPartition(t, p) for t, p in partitions]
+    found: Offsets = {}
+    for name in worker_groups(group):
+        consumer = Consumer(as_connection(bootstrap).config(**{"group.id": name, "enable.auto.commit": False}))
+        try:
+            for tp in consumer.committed(wanted, timeout=10):
+                key = (tp.topic, tp.partition)
+                found[key] = max(found.get(key, tp.offset), tp.offset)
+        finally:
+            consumer.close()
+    return found
 
 
 def behind(ends: Offsets, committed: Offsets) -> Offsets:

@@ -16,8 +16,9 @@ size, same bytes: the golden ids and each golden topic value per key are the
 same replay after replay, whatever the fetch timing.
 
 Stop the workers, point HUB_REDIS__URL at an empty Redis, run `hub replay`;
-it then commits the workers' consumer group at the end of every topic it read
-or wrote, so started again they carry on from there.
+it then commits the workers' consumer groups (Faust's, and the source stage's
+own: hub.dataflow.group_of) at the end of every topic it read or wrote, so
+started again they carry on from there.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.crypto import Keyring
-from hub.dataflow import entry_stages, internal_stages, stage_runners, stages
+from hub.dataflow import entry_stages, group_of, internal_stages, stage_runners, stages
 from hub.engine import stages_of
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
@@ -157,8 +158,8 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
                  force: bool = False, keyring: Keyring | None = None, seal_topics: bool = True,
                  engine: str = DEFAULT_ENGINE) -> ReplayCounts:
     """Every input topic through the stages into the Redis at `redis_url`;
-    then, with `commit`, the workers' consumer group `group` is moved to the
-    end of every topic the stages read. `keyring` seals personal data in Redis and, with `seal_topics`,
+    then, with `commit`, the workers' consumer groups (`group`, their app id, and the groups of the stages
+    with a consumer of their own) are moved to the end of every topic the stages read. `keyring` seals personal data in Redis and, with `seal_topics`,
     on the internal topics, as the workers do (default: derived from `secret`, as with HUB_PII_KEY alone).
     `engine`: the workers' (HUB_ENGINE); either leaves their group where workers of either engine carry on."""
     from hub.app import apply_match_parameters
@@ -183,5 +184,9 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
     if commit:
         offsets = dict(reader.ends)
         offsets.update(end_offsets(bootstrap_servers, sorted(driver.downstream)))
-        commit_group(bootstrap_servers, group, offsets)
+        by_group: dict[str, dict] = {}
+        for (topic, partition), offset in offsets.items():
+            by_group.setdefault(group_of(pipeline, group, topic), {})[(topic, partition)] = offset
+        for name, part in by_group.items():
+            commit_group(bootstrap_servers, name, part)
     return counts

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import redis.exceptions
 from confluent_kafka import KafkaException
@@ -162,3 +163,38 @@ class StageRunner:
                         letter.value = None
                     await deliver(self.sink, StageOutput([letter]))
                     break
+
+
+async def drive(consumer, runner: StageRunner) -> None:
+    """A stage's own consumer (hub.connectors.kafka_consumer.BatchConsumer: start, take, commit, close)
+    feeding its runner until cancelled: take a batch, in a thread of the consumer's own where librdkafka waits
+    without holding the event loop, run it, and commit it once its outputs are delivered. A consumer that
+    fails (a fatal librdkafka error) is closed and started again with backoff, counted and reported by
+    /health as the stage retrying, so a worker never goes on with a stage that takes nothing."""
+    loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(1, thread_name_prefix=f"consume-{runner.name}")
+    delay = 0.1
+    try:
+        while True:
+            try:
+                if not consumer.started:
+                    await loop.run_in_executor(thread, consumer.start)
+                batch = await loop.run_in_executor(thread, consumer.take)
+            except INFRASTRUCTURE as exc:
+                metrics.STAGE_RETRIES.labels(runner.name).inc()
+                RETRYING_SINCE.setdefault(runner.name, time.monotonic())
+                log.warning("stage %s: consumer %s, starting again in %.1fs", runner.name, type(exc).__name__, delay)
+                await loop.run_in_executor(thread, consumer.close)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if batch:
+                await runner.run(batch)  # clears the stage's retrying mark once delivered
+                consumer.commit(batch)
+            else:
+                RETRYING_SINCE.pop(runner.name, None)
+    finally:
+        # after a take still running in the thread, if the task was cancelled during one
+        thread.submit(consumer.close)
+        thread.shutdown(wait=True)

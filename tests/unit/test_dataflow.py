@@ -77,6 +77,8 @@ def test_a_failed_record_goes_to_the_dead_letter_topic_of_its_input():
 
 @pytest.mark.parametrize("engine", ["staged", "fused"])
 def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engine):
+    """A Faust agent per declared stage, but the one reading the source topics: a consumer of its own, in its
+    own group (hub.connectors.kafka_consumer), over the same topics."""
     from hub.app import create_hub
 
     settings = Settings(state_dir=tmp_path, pii_key="a-test-key-of-enough-length", web={"port": 16067},
@@ -85,10 +87,19 @@ def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engin
     declared = dataflow.stages(engine)
     assert set(hub.runners) == {s.name for s in declared}
     agents = {agent.name.rsplit(".", 1)[-1]: agent for agent in hub.app.agents.values()}
-    assert set(agents) == set(hub.runners)
+    own = {s.name for s in declared if s.group is not None}
+    assert own == {"hot" if engine == "fused" else "ingest"}
+    assert set(agents) == set(hub.runners) - own and set(hub.consumers) == own
     for s in declared:
-        assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
+        if s.group is None:
+            assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
+        else:
+            consumer = hub.consumers[s.name]
+            assert set(consumer.topics) == set(s.reads(PIPELINE)) == {x.raw_topic for x in PIPELINE.sources}
+            assert consumer.group == f"hub-{engine}.sources" and consumer.seed_group == f"hub-{engine}"
+            assert consumer.batch_size == settings.batch_size and consumer.batch_wait_s == settings.batch_wait_s
         assert hub.runners[s.name].is_async == s.is_async
+    assert dataflow.worker_groups(f"hub-{engine}") == [f"hub-{engine}", f"hub-{engine}.sources"]
 
 
 def test_a_consumer_group_runs_one_engine(redis_url, tmp_path):

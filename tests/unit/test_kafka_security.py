@@ -230,6 +230,10 @@ def test_the_worker_and_its_sink_get_the_settings(ca, redis_url, tmp_path):
     assert hub.sink.config["security.protocol"] == "SASL_SSL"
     assert hub.sink.config["sasl.password"] == PASSWORD and hub.sink.config["ssl.ca.location"] == str(ca.path)
     assert PASSWORD not in repr(hub.sink)
+    # the source stage's own consumer (hub.connectors.kafka_consumer) connects as the sink does
+    consumer = hub.consumers["hot"]
+    assert consumer._config["security.protocol"] == "SASL_SSL" and consumer._config["sasl.password"] == PASSWORD
+    assert consumer._config["ssl.ca.location"] == str(ca.path)
 
 
 def test_connectors_get_the_settings(ca):

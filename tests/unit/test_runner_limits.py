@@ -110,3 +110,66 @@ def test_the_wait_for_the_brokers_acknowledgement_is_measured_per_batch():
     count, total = delivery("slow_ack")
     assert count - count0 == 2  # one observation per batch
     assert 0.4 <= total - sum0 < 2.0  # both waits, 0.2 s each
+
+
+class ScriptedConsumer:
+    """A stage's own consumer (hub.runner.drive) in memory: hands out `batches` in turn, raising a KafkaException
+    instead where a batch is None; records what was committed and how often it was (re)started and closed."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.started = False
+        self.starts = self.closes = 0
+        self.committed: list[list[int]] = []
+
+    def start(self) -> None:
+        self.started = True
+        self.starts += 1
+
+    def take(self):
+        from confluent_kafka import KafkaError, KafkaException
+
+        if not self.batches:
+            time.sleep(0.01)
+            return []
+        batch = self.batches.pop(0)
+        if batch is None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+        return batch
+
+    def commit(self, batch) -> None:
+        # with how many outputs the sink had acknowledged by then
+        self.committed.append(([m.offset for m in batch], len(self.sink.delivered)))
+
+    def close(self) -> None:
+        self.started = False
+        self.closes += 1
+
+
+def test_a_stage_with_its_own_consumer_commits_only_what_was_delivered_and_outlives_a_failed_consumer():
+    async def scenario():
+        sink = FakeSink(outages=1)
+        stage_runner = StageRunner("hot", EchoStage(), sink, lambda m: "dlq.crm", is_async=False)
+        consumer = ScriptedConsumer([_batch(b"a", b"b"), None, _batch(b"c", b"d", b"e")])
+        consumer.sink = sink
+        retrying = []
+        task = asyncio.ensure_future(runner.drive(consumer, stage_runner))
+        deadline = time.monotonic() + 10
+        while len(consumer.committed) < 2 and time.monotonic() < deadline:
+            retrying.append("hot" in runner.RETRYING_SINCE)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return sink, consumer, retrying
+
+    sink, consumer, retrying = asyncio.run(scenario())
+    # the first batch is committed only once its delivery, retried through an outage, went through
+    assert consumer.committed == [([0, 1], 2), ([0, 1, 2], 5)]
+    assert [m.value for m in sink.delivered] == [b"a", b"b", b"c", b"d", b"e"]
+    # the consumer that failed was closed and started again, the stage marked retrying meanwhile
+    assert consumer.starts == 2 and consumer.closes == 2  # the second close: cancelled, it leaves its group
+    assert any(retrying) and "hot" not in runner.RETRYING_SINCE
