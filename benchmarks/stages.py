@@ -12,7 +12,8 @@ apart from Redis's round trips, scripts and sealing.
 instead (hub.dataflow: ingest, match, master and syndicate in one pass per
 batch, handed on decoded), with the topics sealed as a worker seals them, and
 prints µs per raw event, wall and this process's CPU, and each step's share;
-`--profile FILE` writes its cProfile. The garbage collector is paced as a
+`--profile FILE` writes its cProfile; on Redis it also counts the round trips
+a batch makes (a pipeline being one). The garbage collector is paced as a
 worker paces it (hub.collector) unless `--python-gc`. `--preload N` first puts
 N generated customers in the identity index (as throughput.py does), so the
 cost of a large index shows in process; on Redis it also prints the server's
@@ -140,6 +141,7 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
         profiler.enable()
     server_cpu = _server_cpu_s(store)
     log = _SlowLog(store.client) if redis_commands and not memory else None
+    trips = _RoundTrips() if not memory else None
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(messages), batch):
         chunk = messages[start:start + batch]
@@ -147,6 +149,9 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
         if log is not None:
             log.collect()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if trips is not None:
+        trips.stop()
+        trips.count -= log.reads if log is not None else 0  # the slow log's own reads are not the hub's
     if server_cpu is not None:
         server_cpu = _server_cpu_s(store) - server_cpu
     if profiler is not None:
@@ -162,12 +167,35 @@ async def run_fused(events: int, batch: int, redis_url: str | None = None, memor
               "fused_cpu_us_per_raw_event": round(cpu / len(messages) * 1e6, 1)}
     if server_cpu is not None:
         result["redis_cpu_us_per_raw_event"] = round(server_cpu / len(messages) * 1e6, 1)
+    if trips is not None:
+        passes = -(-len(messages) // batch)
+        result["redis_round_trips_per_batch"] = round(trips.count / passes, 2)
     if log is not None:
         result["redis_us_per_raw_event_by_command"] = log.close(len(messages))
     result.update({f"{step}_share": round(spent[step] / total, 3) for step in steps})
     result.update({"raw_events": len(messages), "batch": batch, "store": "memory" if memory else "redis",
                    "engine": "fused", "preloaded_customers": preload})
     return result
+
+
+class _RoundTrips:
+    """What the client sends to Redis while it runs, counted: one per round trip, a pipeline being one."""
+
+    def __init__(self):
+        import redis.connection
+
+        self.count = 0
+        self._plain = plain = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(connection, *args, **kwargs):
+            self.count += 1
+            return plain(connection, *args, **kwargs)
+        redis.connection.AbstractConnection.send_packed_command = counted
+
+    def stop(self) -> None:
+        import redis.connection
+
+        redis.connection.AbstractConnection.send_packed_command = self._plain
 
 
 class _SlowLog:
@@ -184,10 +212,12 @@ class _SlowLog:
         client.slowlog_reset()
         client.config_set("slowlog-log-slower-than", 0)
         self.spent: dict[str, int] = {}
+        self.reads = 0
 
     def collect(self) -> None:
         entries = self.client.slowlog_get(-1)
         self.client.slowlog_reset()
+        self.reads += 2  # its own round trips, not the hub's
         for entry in entries:
             words = entry["command"].split()
             name = words[0].decode().upper()

@@ -108,9 +108,8 @@ class MasterStage:
     async def _golden_ids(self, linked: list[dict]):
         """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every
         golden id the batch will read."""
-        survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
-        # merges the index made whose linked record a crash may have lost are folded in too
-        folds = await self.index.pending_folds(sorted(set(survivors.values())))
+        # and the merges the index made whose linked record a crash may have lost, to fold in too
+        survivors, folds = await self.index.survivors_and_folds(sorted({x["golden_id"] for x in linked}))
         done_folds = dict(folds)
         root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
         while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others
@@ -126,25 +125,23 @@ class MasterStage:
 
     async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
                       done_folds: dict[str, list[str]], needed: set[str]) -> StageOutput:
-        states = await self.store.load(sorted(needed))
-        before = {gid: state.golden for gid, state in states.items()}
-        # contributions are replaced, never mutated: a shallow copy tells what changed
-        held = {gid: dict(state.contributions) for gid, state in states.items()}
-
         embedded = {}
         for item in linked:
             canonical = item["canonical"]
             if canonical and canonical["record"]["consents"]:
                 record = canonical["record"]
                 embedded.setdefault(member_key(record["source"], record["source_id"]), []).extend(record["consents"])
-        await self.consents.put(embedded)
-
         # a record its source deleted stays deleted for every older event, however the
         # inputs interleave: an event linked under a golden id that merged elsewhere can
         # reach this stage after the deletion linked under the survivor (another partition)
         stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
                          for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
-        deleted_at = await self.index.tombstones(stated)
+        # gathered, the store sends what they read in one round trip (hub.store.redis.base, `_joined`)
+        states, _, deleted_at = await asyncio.gather(self.store.load(sorted(needed)), self.consents.put(embedded),
+                                                     self.index.tombstones(stated))
+        before = {gid: state.golden for gid, state in states.items()}
+        # contributions are replaced, never mutated: a shallow copy tells what changed
+        held = {gid: dict(state.contributions) for gid, state in states.items()}
 
         out: list[OutMessage] = []
         touched: dict[str, dict] = {}  # gid -> the last input that touched it
@@ -186,12 +183,12 @@ class MasterStage:
             touched[gid] = item
 
         members = sorted({m for gid in touched for m in states[gid].contributions})
-        statements = await self.consents.get(members)
-        answers = await self.surveys.get_surveys(members)
         # B2B: each contact's account, by the golden record its organisation record belongs to now
         refs = sorted({c["record"].get("account_ref") for gid in touched for c in states[gid].contributions.values()}
                       - {None})
-        accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
+        statements, answers, account_entries = await asyncio.gather(
+            self.consents.get(members), self.surveys.get_surveys(members), self.index.members(refs))
+        accounts = {m: e.golden_id for m, e in account_entries.items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
         mastered: dict[str, dict] = {}  # gid -> its golden record now, changed or not
@@ -269,10 +266,8 @@ class MasterStage:
             merges still to fold in, the erased records still linked, a timer's recompute still due."""
             await self.index.forget_references(erased_members)
             await self.index.unlink(erased_members)
-            await self.consents.forget(erased_members)
-            await self.surveys.forget_surveys(erased_members)
-            await self.store.schedule(decay, "decay")
-            await self.index.folded(folded)
+            await asyncio.gather(self.consents.forget(erased_members), self.surveys.forget_surveys(erased_members),
+                                 self.store.schedule(decay, "decay"), self.index.folded(folded))
         return StageOutput(out, settle)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):

@@ -20,6 +20,7 @@ same pass hands on is current by construction and is not read again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from hub import metrics
@@ -122,8 +123,8 @@ class SyndicateStage:
         await self.state.save_syndication(sending)
 
         async def remember() -> None:
-            await self.state.save_syndication({g: c for g, c in updates.items() if c})
-            await self.state.schedule(due)
+            await asyncio.gather(self.state.save_syndication({g: c for g, c in updates.items() if c}),
+                                 self.state.schedule(due))
 
         return StageOutput(out, remember)
 
