@@ -76,12 +76,13 @@ class MasterStage:
             return await self._master(linked, now_ms, *await self._golden_ids(linked))
         held: list[str] = []
         try:
-            while True:  # lease what the batch needs; what it needs is read again under the leases
-                plan = await self._golden_ids(linked)
-                if plan[-1] <= set(held):
-                    break
+            plan = await self._golden_ids(linked)
+            while not plan[-1] <= set(held):  # lease what the batch needs; what it needs is read again under them
                 wanted = sorted(plan[-1] | set(held))
-                refused = await self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms)
+                # gathered, lease first: one round trip on one server (hub.store.redis.base, `_joined`), the
+                # leases taken before the read runs; with a client of its own per call, one after the other
+                refused, plan = await asyncio.gather(self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms),
+                                                     self._golden_ids(linked))
                 held = [] if refused else wanted
                 if refused:
                     metrics.GOLDEN_LEASE_WAITS.inc()

@@ -121,8 +121,10 @@ def _linked_batch():
             if r.topic == PIPELINE.topics.linked]
 
 
-def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own_back():
-    store = MemoryStore()
+def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own_back(leases):
+    """On Redis the pass leases and reads again in one round trip (hub.store.redis.base, `_joined`): refused, it
+    must still wait, and once it holds its records, read them under the leases."""
+    store = leases
     linked = _linked_batch()
     gids = sorted({m.key.decode() for m in linked})
     master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")

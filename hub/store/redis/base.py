@@ -104,6 +104,26 @@ class RedisBase:
             return result
         return await self._joined(operation, pipe.command_stack, finish)
 
+    async def _each(self, operation: str, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
+        """`_eval_each`, in one round trip with whatever else is asked in the same turn of the event loop
+        (`_joined`); on a cluster, `_eval_each` itself."""
+        if self.cluster:
+            return self._timed(operation, self._eval_each, script, calls)
+        pipe = self.client.pipeline(transaction=False)
+        for key, args in calls:
+            keys = key if isinstance(key, tuple) else (key,)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+        def finish(results: list) -> list:
+            for i, result in enumerate(results):
+                if isinstance(result, NoScriptError):  # a server that does not hold it yet: loaded by a direct call
+                    key, args = calls[i]
+                    results[i] = script(keys=list(key) if isinstance(key, tuple) else [key], args=args)
+                elif isinstance(result, Exception):
+                    raise result
+            return results
+        return await self._joined(operation, pipe.command_stack, finish)
+
     async def _joined(self, operation: str, commands: list, finish):
         """Round trips asked for in one turn of the event loop go as one pipeline, so reads of different
         concerns that a stage gathers (`asyncio.gather`) cost one round trip, not one each; a call made alone
