@@ -125,8 +125,6 @@ class IdentityIndex(Protocol):
         """Each golden id mapped to its survivor (itself unless merged away)."""
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         """Golden ids merged into each of these whose contributions the master has not folded in yet."""
-    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
-        """`resolve_forward`, then `pending_folds` of the survivors: in one read."""
     async def folded(self, folds: dict[str, list[str]]) -> None: ...
 
 

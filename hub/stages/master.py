@@ -76,13 +76,12 @@ class MasterStage:
             return await self._master(linked, now_ms, *await self._golden_ids(linked))
         held: list[str] = []
         try:
-            plan = await self._golden_ids(linked)
-            while not plan[-1] <= set(held):  # lease what the batch needs; what it needs is read again under them
+            while True:  # lease what the batch needs; what it needs is read again under the leases
+                plan = await self._golden_ids(linked)
+                if plan[-1] <= set(held):
+                    break
                 wanted = sorted(plan[-1] | set(held))
-                # gathered, lease first: one round trip on one server (hub.store.redis.base, `_joined`), the
-                # leases taken before the read runs; with a client of its own per call, one after the other
-                refused, plan = await asyncio.gather(self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms),
-                                                     self._golden_ids(linked))
+                refused = await self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms)
                 held = [] if refused else wanted
                 if refused:
                     metrics.GOLDEN_LEASE_WAITS.inc()
@@ -109,8 +108,9 @@ class MasterStage:
     async def _golden_ids(self, linked: list[dict]):
         """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every
         golden id the batch will read."""
-        # and the merges the index made whose linked record a crash may have lost, to fold in too
-        survivors, folds = await self.index.survivors_and_folds(sorted({x["golden_id"] for x in linked}))
+        survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
+        # merges the index made whose linked record a crash may have lost are folded in too
+        folds = await self.index.pending_folds(sorted(set(survivors.values())))
         done_folds = dict(folds)
         root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
         while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others
@@ -126,23 +126,25 @@ class MasterStage:
 
     async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
                       done_folds: dict[str, list[str]], needed: set[str]) -> StageOutput:
+        states = await self.store.load(sorted(needed))
+        before = {gid: state.golden for gid, state in states.items()}
+        # contributions are replaced, never mutated: a shallow copy tells what changed
+        held = {gid: dict(state.contributions) for gid, state in states.items()}
+
         embedded = {}
         for item in linked:
             canonical = item["canonical"]
             if canonical and canonical["record"]["consents"]:
                 record = canonical["record"]
                 embedded.setdefault(member_key(record["source"], record["source_id"]), []).extend(record["consents"])
+        await self.consents.put(embedded)
+
         # a record its source deleted stays deleted for every older event, however the
         # inputs interleave: an event linked under a golden id that merged elsewhere can
         # reach this stage after the deletion linked under the survivor (another partition)
         stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
                          for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
-        # gathered, the store sends what they read in one round trip (hub.store.redis.base, `_joined`)
-        states, _, deleted_at = await asyncio.gather(self.store.load(sorted(needed)), self.consents.put(embedded),
-                                                     self.index.tombstones(stated))
-        before = {gid: state.golden for gid, state in states.items()}
-        # contributions are replaced, never mutated: a shallow copy tells what changed
-        held = {gid: dict(state.contributions) for gid, state in states.items()}
+        deleted_at = await self.index.tombstones(stated)
 
         out: list[OutMessage] = []
         touched: dict[str, dict] = {}  # gid -> the last input that touched it
@@ -184,12 +186,12 @@ class MasterStage:
             touched[gid] = item
 
         members = sorted({m for gid in touched for m in states[gid].contributions})
+        statements = await self.consents.get(members)
+        answers = await self.surveys.get_surveys(members)
         # B2B: each contact's account, by the golden record its organisation record belongs to now
         refs = sorted({c["record"].get("account_ref") for gid in touched for c in states[gid].contributions.values()}
                       - {None})
-        statements, answers, account_entries = await asyncio.gather(
-            self.consents.get(members), self.surveys.get_surveys(members), self.index.members(refs))
-        accounts = {m: e.golden_id for m, e in account_entries.items()}
+        accounts = {m: e.golden_id for m, e in (await self.index.members(refs)).items()}
         saved: list[GoldenState] = []
         deleted: list[str] = []
         mastered: dict[str, dict] = {}  # gid -> its golden record now, changed or not
@@ -267,8 +269,10 @@ class MasterStage:
             merges still to fold in, the erased records still linked, a timer's recompute still due."""
             await self.index.forget_references(erased_members)
             await self.index.unlink(erased_members)
-            await asyncio.gather(self.consents.forget(erased_members), self.surveys.forget_surveys(erased_members),
-                                 self.store.schedule(decay, "decay"), self.index.folded(folded))
+            await self.consents.forget(erased_members)
+            await self.surveys.forget_surveys(erased_members)
+            await self.store.schedule(decay, "decay")
+            await self.index.folded(folded)
         return StageOutput(out, settle)
 
     def _erase(self, gid: str, members: list[str], cause: str, now_ms: int):

@@ -9,7 +9,6 @@ one pipelined atomic Lua call per record.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 
@@ -176,10 +175,9 @@ class MatchStage:
     async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
         """Read the index once for these records and decide each in order, the
         later ones seeing the earlier ones. One (result, index operation) per record."""
+        known = await self.index.members(list({m for m, *_ in items}))
         all_blocks = list({b for *_, blocks in items for b in blocks})
-        # gathered, one round trip (hub.store.redis.base, `_joined`)
-        known, views = await asyncio.gather(self.index.members(list({m for m, *_ in items})),
-                                            self.index.blocks(all_blocks, self.rules.max_block_size))
+        views = await self.index.blocks(all_blocks, self.rules.max_block_size)
         wanted: set[str] = set()
         for member, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
             if feats is not None:

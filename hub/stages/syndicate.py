@@ -20,7 +20,6 @@ same pass hands on is current by construction and is not read again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from hub import metrics
@@ -123,8 +122,8 @@ class SyndicateStage:
         await self.state.save_syndication(sending)
 
         async def remember() -> None:
-            await asyncio.gather(self.state.save_syndication({g: c for g, c in updates.items() if c}),
-                                 self.state.schedule(due))
+            await self.state.save_syndication({g: c for g, c in updates.items() if c})
+            await self.state.schedule(due)
 
         return StageOutput(out, remember)
 

@@ -122,8 +122,8 @@ def _linked_batch():
 
 
 def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own_back(leases):
-    """On Redis the pass leases and reads again in one round trip (hub.store.redis.base, `_joined`): refused, it
-    must still wait, and once it holds its records, read them under the leases."""
+    """In memory and on Redis: refused, the pass waits; once it holds its records, it reads them under the
+    leases and keeps them until its outputs are delivered."""
     store = leases
     linked = _linked_batch()
     gids = sorted({m.key.decode() for m in linked})

@@ -23,12 +23,15 @@ def test_a_preloaded_index_is_searched_and_redis_reports_its_cpu(redis_url):
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    result = asyncio.run(stages_benchmark.run_fused(events=300, batch=50, redis_url=redis_url, preload=500))
+    result = asyncio.run(stages_benchmark.run_fused(events=300, batch=150, redis_url=redis_url, preload=500))
     assert result["preloaded_customers"] == 500 and result["store"] == "redis"
     assert result["redis_cpu_us_per_raw_event"] > 0
-    # each batch reads and writes the index, the golden records and the targets' state: a handful of round
-    # trips, not one per record (50 per batch)
-    assert 5 <= result["redis_round_trips_per_batch"] < 50
     # the preloaded customers are in the index beside the run's own records
     held = redis.Redis.from_url(redis_url).scan_iter(match="{hub:}mem:*", count=1000)
     assert sum(1 for _ in held) > 500 + result["raw_events"] // 3
+    # each batch reads and writes the index, the golden records and the targets' state: a few dozen round
+    # trips, not one per record (150 per batch), once the server holds the scripts (the first run loaded them,
+    # a call at a time)
+    redis.Redis.from_url(redis_url).flushdb()  # the data goes (sealed with that run's key), the scripts stay
+    again = asyncio.run(stages_benchmark.run_fused(events=300, batch=150, redis_url=redis_url))
+    assert 5 <= again["redis_round_trips_per_batch"] < 150

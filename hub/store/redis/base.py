@@ -13,7 +13,6 @@ stays outside the sealed part.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import redis
@@ -33,17 +32,12 @@ class RedisBase:
     The ports are async, but this uses redis-py's synchronous client: each
     stage makes a few pipelined round trips per batch (well under a
     millisecond on a local network), and the asyncio client spends ~45 µs of
-    CPU per command on timeouts and futures, against ~10 µs here. On one
-    server, the pipelines and index scripts asked for in one turn of the event
-    loop go as one round trip (`_joined`): reads of different concerns that a
-    stage gathers cost one wait, not one each."""
+    CPU per command on timeouts and futures, against ~10 µs here."""
 
     def __init__(self, client: redis.Redis | RedisCluster, keyring: Keyring | None = None):
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.keyring = keyring or default_keyring()
-        # round trips asked for in this turn of the event loop, sent as one pipeline (`_joined`)
-        self._asked: list = []
 
     @classmethod
     def from_url(cls, url: str, keyring: Keyring | None = None) -> "RedisBase":
@@ -79,90 +73,13 @@ class RedisBase:
             metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
     async def _run(self, pipe, operation: str):
-        """A pipeline's commands, in one round trip with whatever else is asked in the same turn of the event
-        loop (see `_joined`); its results, or the first error among them."""
-        if self.cluster or pipe.transaction:
-            return self._timed(operation, pipe.execute)
-        return await self._joined(operation, pipe.command_stack, _first_error_raised)
+        return self._timed(operation, pipe.execute)
 
     async def _index(self, script, args: list, operation: str):
-        """One call of an index script, routed to the index's slot, in one round trip with whatever else is
-        asked in the same turn of the event loop (`_joined`). Sent as EVALSHA: redis-py's own pipelined
-        scripts ask SCRIPT EXISTS first, a round trip per call; a server that does not hold the script
-        (restarted, flushed) gets it loaded by a direct call."""
-        if self.cluster:
-            return self._timed(operation, script, keys=[IDX], args=args)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, 1, IDX, *args)
-
-        def finish(results: list):
-            (result,) = results
-            if isinstance(result, NoScriptError):
-                return script(keys=[IDX], args=args)
-            if isinstance(result, Exception):
-                raise result
-            return result
-        return await self._joined(operation, pipe.command_stack, finish)
-
-    async def _each(self, operation: str, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
-        """`_eval_each`, in one round trip with whatever else is asked in the same turn of the event loop
-        (`_joined`); on a cluster, `_eval_each` itself."""
-        if self.cluster:
-            return self._timed(operation, self._eval_each, script, calls)
-        pipe = self.client.pipeline(transaction=False)
-        for key, args in calls:
-            keys = key if isinstance(key, tuple) else (key,)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-
-        def finish(results: list) -> list:
-            for i, result in enumerate(results):
-                if isinstance(result, NoScriptError):  # a server that does not hold it yet: loaded by a direct call
-                    key, args = calls[i]
-                    results[i] = script(keys=list(key) if isinstance(key, tuple) else [key], args=args)
-                elif isinstance(result, Exception):
-                    raise result
-            return results
-        return await self._joined(operation, pipe.command_stack, finish)
-
-    async def _joined(self, operation: str, commands: list, finish):
-        """Round trips asked for in one turn of the event loop go as one pipeline, so reads of different
-        concerns that a stage gathers (`asyncio.gather`) cost one round trip, not one each; a call made alone
-        goes alone, a turn later. `finish(results)` turns this call's share of the results into its
-        answer (or raises). One server only: a cluster client routes each call itself (`_run`)."""
-        future = asyncio.get_running_loop().create_future()
-        self._asked.append((operation, commands, finish, future))
-        if len(self._asked) == 1:
-            asyncio.get_running_loop().call_soon(self._send_asked)
-        return await future
-
-    def _send_asked(self) -> None:
-        asked, self._asked = self._asked, []
-        pipe = self.client.pipeline(transaction=False)
-        for _, commands, _, _ in asked:
-            pipe.command_stack.extend(commands)
-        started = time.perf_counter()
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the connection: every caller sees it (the runner retries the batch)
-            for operation, _, _, future in asked:
-                metrics.REDIS_ERRORS.labels(operation).inc()
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        finally:
-            elapsed = time.perf_counter() - started
-            for operation, _, _, _ in asked:
-                metrics.REDIS_SECONDS.labels(operation).observe(elapsed)
-        at = 0
-        for operation, commands, finish, future in asked:
-            share, at = results[at:at + len(commands)], at + len(commands)
-            if future.done():  # its caller was cancelled meanwhile
-                continue
-            try:
-                future.set_result(finish(share))
-            except Exception as exc:
-                metrics.REDIS_ERRORS.labels(operation).inc()
-                future.set_exception(exc)
+        """One call of an index script, routed to the index's slot. Called
+        directly rather than in a pipeline: a pipeline asks SCRIPT EXISTS
+        first, a round trip per call."""
+        return self._timed(operation, script, keys=[IDX], args=args)
 
     def _eval_each(self, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
         """A script once per (key, args), pipelined; `key` may be a tuple of
@@ -192,11 +109,3 @@ class RedisBase:
             elif isinstance(result, Exception):
                 raise result
         return results
-
-
-def _first_error_raised(results: list) -> list:
-    """As `Pipeline.execute()` does: the results, unless one of them is an error."""
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return results

@@ -87,10 +87,10 @@ class RedisGoldenStore(RedisSchedules):
             if state.last_audit is not None:
                 fields += ["audit", self._seal(state.last_audit, key, "audit")]  # it holds before/after values
             replacements.append(((key, lease_key(state.golden_id)), [fence, *fields]))
-        written = await self._each("golden_save", self._replace, replacements) if replacements else []
+        written = self._timed("golden_save", self._eval_each, self._replace, replacements) if replacements else []
         # syndication state stays: the syndicate stage tombstones from it
         gone = [((gold_key(gid), lease_key(gid)), [fence]) for gid in deleted]
-        written += await self._each("golden_save", self._replace, gone) if gone else []
+        written += self._timed("golden_save", self._eval_each, self._replace, gone) if gone else []
         lost = sum(1 for ok in written if not ok)
         if lost:
             raise LeaseLost(f"{lost} golden records' leases lost before they were saved")

@@ -30,7 +30,6 @@ class RedisIdentityIndex(RedisBase):
         self._tallies = self._script(scripts.TALLIES)
         self._move = self._script(scripts.MOVE)
         self._forward = self._script(scripts.FORWARD)
-        self._forward_folds = self._script(scripts.FORWARD_FOLDS)
 
     async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
         if not members:
@@ -219,17 +218,6 @@ class RedisIdentityIndex(RedisBase):
             return {}
         found = await self._index(self._forward, golden_ids, "index_forward")
         return {gid: survivor.decode() for gid, survivor in zip(golden_ids, found)}
-
-    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
-        if not golden_ids:
-            return {}, {}
-        rows = await self._index(self._forward_folds, golden_ids, "index_forward")
-        survivors, folds = {}, {}
-        for gid, (survivor, found) in zip(golden_ids, rows):
-            survivors[gid] = survivor = survivor.decode()
-            if found:
-                folds[survivor] = sorted(m.decode() for m in found)
-        return survivors, folds
 
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         if not golden_ids:

@@ -34,7 +34,8 @@ class RedisLeases(RedisBase):
         (so two callers that want overlapping sets never wait on each other)."""
         if not golden_ids:
             return []
-        taken = await self._each("golden_lease", self._lease, [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids])
+        taken = self._timed("golden_lease", self._eval_each, self._lease,
+                            [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids])
         refused = [gid for gid, ok in zip(golden_ids, taken) if not ok]
         if refused:
             await self.release([gid for gid, ok in zip(golden_ids, taken) if ok], owner)
@@ -42,7 +43,8 @@ class RedisLeases(RedisBase):
 
     async def release(self, golden_ids: list[str], owner: str) -> None:
         if golden_ids:
-            await self._each("golden_lease", self._release, [(lease_key(gid), [owner]) for gid in golden_ids])
+            self._timed("golden_lease", self._eval_each, self._release,
+                        [(lease_key(gid), [owner]) for gid in golden_ids])
 
     def claim_engine(self, app_id: str, engine: str, ttl_s: int) -> str | None:
         """Note that `app_id`'s workers run `engine` (for `ttl_s` unless claimed again); the other engine

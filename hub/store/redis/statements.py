@@ -39,7 +39,7 @@ class RedisStatements(RedisBase):
                 tie = hashlib.blake2s(body, digest_size=8).hexdigest()
                 args += [field, item[at], tie, self._seal(body, hash_key_, field)]
             calls.append((hash_key_, args))
-        changed = await self._each(operation, self._put_latest_script, calls)
+        changed = self._timed(operation, self._eval_each, self._put_latest_script, calls)
         return {m: bool(c) for m, c in zip(members, changed)}
 
     async def _latest(self, key, members: list[str], operation: str) -> dict[str, list[dict]]:
