@@ -159,8 +159,9 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
                  engine: str = DEFAULT_ENGINE) -> ReplayCounts:
     """Every input topic through the stages into the Redis at `redis_url`;
     then, with `commit`, the workers' consumer groups (`group`, their app id, and the groups of the stages
-    with a consumer of their own) are moved to the end of every topic the stages read. `keyring` seals personal data in Redis and, with `seal_topics`,
-    on the internal topics, as the workers do (default: derived from `secret`, as with HUB_PII_KEY alone).
+    with a consumer of their own) are moved to the end of every topic the stages read. `keyring` seals
+    personal data in Redis and, with `seal_topics`, on the internal topics, as the workers do (default:
+    derived from `secret`, as with HUB_PII_KEY alone).
     `engine`: the workers' (HUB_ENGINE); either leaves their group where workers of either engine carry on."""
     from hub.app import apply_match_parameters
     from hub.stages.match import MatchStage

@@ -78,7 +78,9 @@ class BatchConsumer:
         })
         self._consumer: Consumer | None = None
         self._assigned: set[tuple[str, int]] = set()
-        self._committed: dict[tuple[str, int], int] = {}  # what this consumer committed last, per partition
+        # per partition assigned here, where the lag counts from: what this consumer committed last, or where
+        # the partition started
+        self._committed: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -180,7 +182,7 @@ class BatchConsumer:
             except Exception:  # revoked meanwhile, or nothing fetched yet
                 continue
             offset = committed.get((topic, partition), low)
-            if high is None or high < 0 or offset is None or offset < 0:
+            if high < 0 or offset < 0:  # nothing fetched yet
                 continue
             lag[topic] = lag.get(topic, 0) + max(0, high - offset)
         return lag

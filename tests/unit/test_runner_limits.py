@@ -116,11 +116,12 @@ class ScriptedConsumer:
     """A stage's own consumer (hub.runner.drive) in memory: hands out `batches` in turn, raising a KafkaException
     instead where a batch is None; records what was committed and how often it was (re)started and closed."""
 
-    def __init__(self, batches):
+    def __init__(self, batches, sink: FakeSink):
         self.batches = list(batches)
+        self.sink = sink
         self.started = False
         self.starts = self.closes = 0
-        self.committed: list[list[int]] = []
+        self.committed: list[tuple[list[int], int]] = []  # (offsets, outputs acknowledged by then)
 
     def start(self) -> None:
         self.started = True
@@ -138,7 +139,6 @@ class ScriptedConsumer:
         return batch
 
     def commit(self, batch) -> None:
-        # with how many outputs the sink had acknowledged by then
         self.committed.append(([m.offset for m in batch], len(self.sink.delivered)))
 
     def close(self) -> None:
@@ -150,8 +150,7 @@ def test_a_stage_with_its_own_consumer_commits_only_what_was_delivered_and_outli
     async def scenario():
         sink = FakeSink(outages=1)
         stage_runner = StageRunner("hot", EchoStage(), sink, lambda m: "dlq.crm", is_async=False)
-        consumer = ScriptedConsumer([_batch(b"a", b"b"), None, _batch(b"c", b"d", b"e")])
-        consumer.sink = sink
+        consumer = ScriptedConsumer([_batch(b"a", b"b"), None, _batch(b"c", b"d", b"e")], sink)
         retrying = []
         task = asyncio.ensure_future(runner.drive(consumer, stage_runner))
         deadline = time.monotonic() + 10
