@@ -94,6 +94,49 @@ class _Progress:
         self._checked, self._done = 0.0, False
 
 
+def _samples(workers) -> dict[tuple[str, str], float]:
+    """Every sample of the workers' /metrics, summed over workers: (name, labels) -> value."""
+    total: dict[tuple[str, str], float] = {}
+    for worker in workers:
+        for line in worker.get("/metrics")[1].decode().splitlines():
+            if line.startswith("hub_") and " " in line:
+                head, _, value = line.rpartition(" ")
+                name, _, labels = head.partition("{")
+                total[(name, labels)] = total.get((name, labels), 0.0) + float(value)
+    return total
+
+
+def _breakdown(before: dict, after: dict) -> dict:
+    """Where the steady run's time went inside the workers, from their own metrics (deltas over the run): the
+    passes of each stage and their size, the mean delivery of a pass, the golden-record lease waits, and the
+    hub's own raw-event-to-target-produced latency (hub_end_to_end_seconds, the watcher's hop left out)."""
+    delta = {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+    def of(name: str, stage: str | None = None) -> float:
+        return sum(v for (n, labels), v in delta.items()
+                   if n == name and (stage is None or f'stage="{stage}"' in labels))
+
+    stages = sorted({labels.split('stage="')[1].split('"')[0] for (n, labels) in delta
+                     if n == "hub_batch_records_count" and 'stage="' in labels})
+    passes = {s: int(of("hub_batch_records_count", s)) for s in stages if of("hub_batch_records_count", s)}
+    result = {"passes": passes,
+              "records_per_pass": {s: round(of("hub_batch_records_sum", s) / n, 1) for s, n in passes.items()},
+              "delivery_ms_per_pass": {s: round(of("hub_delivery_seconds_sum", s) / n * 1000, 1)
+                                       for s, n in passes.items() if of("hub_delivery_seconds_count", s)},
+              "golden_lease_waits": int(of("hub_golden_lease_waits_total"))}
+    count = of("hub_end_to_end_seconds_count")
+    if count:
+        buckets = sorted((float(labels.split('le="')[1].split('"')[0]), 0.0) for (n, labels) in delta
+                         if n == "hub_end_to_end_seconds_bucket" and 'le="+Inf"' not in labels)
+        bounds = sorted({b for b, _ in buckets})
+        cumulative = [(b, sum(v for (n, labels), v in delta.items()
+                              if n == "hub_end_to_end_seconds_bucket" and f'le="{b}"' in labels)) for b in bounds]
+        result["hub_end_to_end_mean_ms"] = round(of("hub_end_to_end_seconds_sum") / count * 1000, 1)
+        # the bucket bound under which 99 % fall: an upper bound, the histogram's resolution
+        result["hub_end_to_end_p99_le_ms"] = next((b * 1000 for b, c in cumulative if c >= 0.99 * count), None)
+    return result
+
+
 def _worker_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -194,7 +237,8 @@ def main() -> int:
             preloaded = asyncio.run(_preload(hub.redis_url, args.preload))
             print(f"preloaded {preloaded:,} customers into the identity index in {time.monotonic() - t0:.0f} s",
                   flush=True)
-        pids = [hub.worker().process.pid for _ in range(args.workers)]
+        workers = [hub.worker() for _ in range(args.workers)]
+        pids = [worker.process.pid for worker in workers]
         progress = _Progress(hub.bootstrap, pipeline, args.engine)
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)
@@ -220,6 +264,8 @@ def main() -> int:
         watcher.view.latencies_ms.clear()
         accounted_before = _accounted(watcher.view, pipeline)
         cpu1 = sum(map(_worker_cpu_s, pids))
+        metrics_before = _samples(workers)
+        print(f"steady run: {len(steady)} events at {rate:,.0f} events/s", flush=True)
         steady_started = time.monotonic()
         for i, (topic, key, value) in enumerate(steady):
             due = steady_started + i / rate
@@ -235,6 +281,7 @@ def main() -> int:
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started
         steady_cpu = sum(map(_worker_cpu_s, pids)) - cpu1
+        inside = _breakdown(metrics_before, _samples(workers))
         latencies = watcher.view.latencies_ms
         peak_mb = sum(map(_worker_peak_rss_mb, pids))
         watcher.close()
@@ -250,6 +297,7 @@ def main() -> int:
         "steady_cpu_share": round(steady_cpu / steady_elapsed, 3),
         "p50_ms": round(_percentile(latencies, 0.5), 1), "p95_ms": round(_percentile(latencies, 0.95), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
+        "steady_inside": inside,
         "worker_peak_rss_mb": round(peak_mb, 1),
         "raw_pipe_events_per_s": round(raw_pipe_per_s, 1),
         "share_of_raw_pipe": round(events_per_s / raw_pipe_per_s, 4),
@@ -259,6 +307,7 @@ def main() -> int:
     print(f"steady at {rate:,.0f} events/s: event-to-target p50 {result['p50_ms']} ms, "
           f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} target records"
           f" (mean {statistics.fmean(latencies) if latencies else float('nan'):.1f} ms)")
+    print(f"inside the worker over the steady run: {json.dumps(inside)}")
     redis_us = result["redis_cpu_us_per_event"]
     print(f"Redis server CPU {redis_us} µs per event: the identity index lives in one slot, so one Redis core "
           f"caps a whole deployment near {1e6 / redis_us if redis_us else float('inf'):,.0f} events/s "

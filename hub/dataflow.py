@@ -138,7 +138,7 @@ def schedule_runner(pipeline: PipelineConfig, store, sink, secret: bytes, topic_
     leases of its own; the staged engine sends it round customer.linked (None)."""
     if engine != "fused":
         return None
-    return StageRunner("schedule", _mastered(None, "schedule")(pipeline, store, secret, topic_keyring), sink,
+    return StageRunner("schedule", _mastered(None)(pipeline, store, secret, topic_keyring), sink,
                        dead_letter_topics(pipeline), is_async=True)
 
 
@@ -152,33 +152,38 @@ def stage(name: str) -> Stage:
 LEASE_TTL_MS = 30_000
 
 
-def _lease_owner(agent: str) -> str:
-    """Unique per agent of a worker process: a worker's hot path and recompute path do not share leases."""
-    return f"{socket.gethostname()}:{os.getpid()}:{agent}:{uuid.uuid4().hex[:8]}"
+_WORKER_OWNER: dict[int, str] = {}
 
 
-def _leased_master(pipeline, store, secret, topic_keyring, agent: str):
+def _lease_owner() -> str:
+    """One per worker process: its passes (the hot path, consent, survey, schedule) share its leases in Redis
+    and take turns on a golden record in the process (hub.stages.master.GoldenClaims), where a pass waits for
+    the one holding the record instead of being refused and sleeping."""
+    return _WORKER_OWNER.setdefault(os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+
+
+def _leased_master(pipeline, store, secret, topic_keyring):
     return MasterStage(pipeline, store, store, store, secret, store, topic_keyring,
-                       leases=store, lease_owner=_lease_owner(agent), lease_ttl_ms=LEASE_TTL_MS)
+                       leases=store, lease_owner=_lease_owner(), lease_ttl_ms=LEASE_TTL_MS)
 
 
 def _hot_path(pipeline, store, secret, topic_keyring):
     topics = pipeline.topics
     return Chain([Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical),
                   Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked),
-                  Step("master", _leased_master(pipeline, store, secret, topic_keyring, "hot"), True,
+                  Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
                        topics.golden, keeps=True),
                   Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
 
 
-def _mastered(first: Stage | None, agent: str):
+def _mastered(first: Stage | None):
     """`first`'s stage (none: the linked records read), then master and syndicate, in one pass: what `first`
     asks of the master (a recompute, an erasure, a steward's split) handed on, not sent round customer.linked."""
     def build(pipeline, store, secret, topic_keyring):
         steps = [Step(first.name, first.build(pipeline, store, secret, topic_keyring), first.is_async,
                       pipeline.topics.linked)] if first is not None else []
         return Chain([*steps,
-                      Step("master", _leased_master(pipeline, store, secret, topic_keyring, agent), True,
+                      Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
                            pipeline.topics.golden, keeps=True),
                       Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
                      runner=first.name if first is not None else None)
@@ -187,7 +192,7 @@ def _mastered(first: Stage | None, agent: str):
 
 def _fused(name: str) -> Stage:
     staged = stage(name)
-    return Stage(name, f"{staged.doc}, mastered in the same pass", staged.reads, _mastered(staged, name),
+    return Stage(name, f"{staged.doc}, mastered in the same pass", staged.reads, _mastered(staged),
                  entry=True, ordered=staged.ordered)
 
 
@@ -199,7 +204,7 @@ FUSED: tuple[Stage, ...] = (
           lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True, group=SOURCES),
     *(_fused(name) for name in ("consent", "survey", "erasure", "steward")),
     Stage("recompute", "what a staged worker left on customer.linked -> golden records and target slices, "
-          "in one pass", lambda p: (p.topics.linked,), _mastered(None, "recompute")),
+          "in one pass", lambda p: (p.topics.linked,), _mastered(None)),
 )
 
 

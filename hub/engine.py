@@ -24,12 +24,16 @@ worker) never interleave one record's versions.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from hub import metrics
 from hub.records import InMessage, OutMessage
 from hub.stages import StageOutput
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -63,34 +67,46 @@ class Chain:
         written: list[OutMessage] = []
         after: list = []
         alive: list = []
+        abandon: list = []
         current = batch
-        for step in self.steps:
-            started = time.perf_counter()
-            output = step.stage.process(current)
-            if step.is_async:
-                output = await output
-            if step.name != self.runner:
-                self._records[step.name].inc(len(current))
-                self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
-            if output.after_delivery is not None:
-                after.append(output.after_delivery)
-            if output.keep_alive is not None:
-                alive.append(output.keep_alive)
-            if step.hands_on is None:
-                written.extend(output.messages)
-                break
-            current = []
-            for message in output.messages:
-                if message.topic == step.hands_on:
-                    current.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
-                                             message.headers, message.record))
-                    if step.keeps:
+        try:
+            for step in self.steps:
+                started = time.perf_counter()
+                output = step.stage.process(current)
+                if step.is_async:
+                    output = await output
+                if step.name != self.runner:
+                    self._records[step.name].inc(len(current))
+                    self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
+                if output.after_delivery is not None:
+                    after.append(output.after_delivery)
+                if output.keep_alive is not None:
+                    alive.append(output.keep_alive)
+                if output.abandon is not None:
+                    abandon.append(output.abandon)
+                if step.hands_on is None:
+                    written.extend(output.messages)
+                    break
+                current = []
+                for message in output.messages:
+                    if message.topic == step.hands_on:
+                        current.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
+                                                 message.headers, message.record))
+                        if step.keeps:
+                            written.append(message)
+                    else:
                         written.append(message)
-                else:
-                    written.append(message)
-            if not current:
-                break
-        return StageOutput(written, _in_turn(after) if after else None, _in_turn(alive) if alive else None)
+                if not current:
+                    break
+        except BaseException:  # a later step failed: what the earlier ones hold is given back, the pass retried
+            for job in reversed(abandon):
+                try:
+                    await job()
+                except Exception as exc:  # Redis away: the leases lapse on their own; the first error is raised
+                    log.warning("could not give back what a failed pass held: %s", type(exc).__name__)
+            raise
+        return StageOutput(written, _in_turn(after) if after else None, _in_turn(alive) if alive else None,
+                           _in_turn(abandon) if abandon else None)
 
 
 def _in_turn(jobs: list):

@@ -69,8 +69,11 @@ MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
                           "Batches partly re-decided because another worker linked a candidate meanwhile",
                           registry=REGISTRY)
 GOLDEN_LEASE_WAITS = Counter("hub_golden_lease_waits_total",
-                             "Times a master pass waited for a golden record another pass (or worker) held "
+                             "Times a master pass waited for a golden record another worker held "
                              "(the fused engine)", registry=REGISTRY)
+GOLDEN_CLAIM_WAITS = Counter("hub_golden_claim_waits_total",
+                             "Times a master pass waited for another pass of the same worker to give back a "
+                             "golden record it wanted (hub.stages.master.GoldenClaims)", registry=REGISTRY)
 STEWARD_ACTIONS = Counter("hub_steward_actions_total", "Steward decisions: applied now, or recorded for records to come",
                           ["action", "outcome"], registry=REGISTRY)
 MATCH_PARAMETERS_VERSION = Gauge("hub_match_parameters_version",

@@ -71,17 +71,39 @@ KEEP_ALIVE_S = 10.0
 
 
 async def deliver(sink: KafkaSink, output: StageOutput, keep_alive_s: float = KEEP_ALIVE_S) -> None:
-    for message in output.messages:
-        sink.add(message)
+    """Hand `output`'s messages to the sink, wait for their acknowledgement, then run its after-delivery
+    work; if any of that fails, what the pass holds is given back (StageOutput.abandon) before it raises."""
+    try:
+        await _deliver(sink, output, keep_alive_s)
+    except BaseException:
+        if output.abandon is not None:
+            try:
+                await output.abandon()
+            except INFRASTRUCTURE as exc:  # Redis away: the leases lapse on their own
+                log.warning("could not give back what a failed delivery held: %s", type(exc).__name__)
+        raise
+
+
+async def _deliver(sink: KafkaSink, output: StageOutput, keep_alive_s: float) -> None:
+    if isinstance(sink, KafkaSink):  # the batch's own acknowledgements: the worker's other passes share sink
+        delivery = sink.send(output.messages)
+        waiting = lambda: delivery.waiting  # noqa: E731
+    else:  # a sink acknowledging on flush (the replay's, the tests' and hub.testing's in-memory ones)
+        for message in output.messages:
+            sink.add(message)
+        delivery, waiting = None, sink.pending
     # wait without blocking the event loop (heartbeats, other agents)
     renew_at = time.monotonic() + keep_alive_s
-    while sink.pending():
+    while waiting():
         sink.poll()
         await asyncio.sleep(0.001)
         if output.keep_alive is not None and time.monotonic() >= renew_at:
             await output.keep_alive()  # LeaseLost: the batch is tried again (INFRASTRUCTURE)
             renew_at = time.monotonic() + keep_alive_s
-    sink.flush(0)  # raises on any failed delivery
+    if delivery is not None:
+        delivery.check()
+    else:
+        sink.flush(0)  # raises on any failed delivery
     if output.after_delivery is not None:
         await output.after_delivery()
 

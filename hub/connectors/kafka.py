@@ -167,6 +167,34 @@ class MessageTooLarge(ValueError):
     help, so the record that produced it is dead-lettered and the stage moves on."""
 
 
+class Delivery:
+    """The broker's acknowledgements of the records of one batch (`KafkaSink.send`). The passes of a worker
+    share its producer; each waits for its own records, not for those another pass added since."""
+
+    __slots__ = ("waiting", "failures")
+
+    def __init__(self):
+        self.waiting = 0
+        self.failures: list = []
+
+    def __call__(self, err, _msg) -> None:  # librdkafka's delivery report, served by the producer's poll()
+        self.waiting -= 1
+        if err is not None:
+            self.failures.append(err)
+
+    def check(self) -> None:
+        """Once nothing is waiting: raise if any record was not delivered, as `KafkaSink.flush` does."""
+        _raise_failures(self.failures)
+
+
+def _raise_failures(failures: list) -> None:
+    too_large = [f for f in failures if f.code() == KafkaError.MSG_SIZE_TOO_LARGE]
+    if too_large:  # the broker's limit is below ours
+        raise MessageTooLarge(f"{len(too_large)} records refused by the broker: {too_large[0].str()}")
+    if failures:
+        raise DeliveryFailed(f"{len(failures)} records failed: {failures[0].str()}")
+
+
 class KafkaSink:
     """A Sink (hub.ports) over one confluent-kafka Producer."""
 
@@ -199,14 +227,23 @@ class KafkaSink:
         if err is not None:
             self._failures.append(err)
 
-    def add(self, record: OutMessage) -> None:
+    def send(self, records: list[OutMessage]) -> Delivery:
+        """Add `records`, acknowledged in the Delivery returned (its `waiting` falls to 0 as `poll` serves
+        their reports); `flush` neither waits for nor reports them."""
+        delivery = Delivery()
+        for record in records:
+            self.add(record, delivery)
+            delivery.waiting += 1
+        return delivery
+
+    def add(self, record: OutMessage, on_delivery=None) -> None:
         size = len(record.value or b"") + len(record.key or b"")
         if size > self.max_message_bytes:
             raise MessageTooLarge(f"{size} bytes for {record.topic}, more than the {self.max_message_bytes} allowed")
         while True:
             try:
                 self.producer.produce(record.topic, record.value, record.key, headers=record.headers or None,
-                                      on_delivery=self._on_delivery)
+                                      on_delivery=on_delivery or self._on_delivery)
                 return
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
@@ -237,11 +274,7 @@ class KafkaSink:
         failures, self._failures = self._failures, []
         if remaining:
             raise DeliveryFailed(f"{remaining} records not delivered within {timeout_s}s")
-        too_large = [f for f in failures if f.code() == KafkaError.MSG_SIZE_TOO_LARGE]
-        if too_large:  # the broker's limit is below ours
-            raise MessageTooLarge(f"{len(too_large)} records refused by the broker: {too_large[0].str()}")
-        if failures:
-            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0].str()}")
+        _raise_failures(failures)
 
 
 def check_connection(bootstrap_servers: str | KafkaConnection, timeout_s: float = 30.0) -> set[str]:

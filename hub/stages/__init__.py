@@ -25,6 +25,9 @@ class StageOutput:
     # Runs every few seconds while the messages are being delivered (a broker
     # slow or away): what the pass holds until delivery (leases) stays held.
     keep_alive: Callable[[], Awaitable[None]] | None = None
+    # Runs when the messages could not all be delivered (the batch is then tried again, or split): what the
+    # pass holds until delivery is given back, so its next attempt, or another pass, does not wait for it.
+    abandon: Callable[[], Awaitable[None]] | None = None
 
 
 async def settled(output: StageOutput | Awaitable[StageOutput]) -> StageOutput:

@@ -28,6 +28,52 @@ from hub.topic_seal import TopicValues, open_linked
 STAGE = "master"
 
 
+class GoldenClaims:
+    """The golden records the passes of one lease owner (one worker: its hot path, its consent, survey and
+    schedule passes) hold now. They share the owner's leases in Redis, where they cannot refuse each other,
+    so they take turns here instead: a pass waits for the very pass that holds what it wants, and takes all
+    it wants at once, holding nothing while it waits (two passes never wait on each other)."""
+
+    _of_owner: dict[str, "GoldenClaims"] = {}
+
+    @classmethod
+    def of_owner(cls, owner: str) -> "GoldenClaims":
+        return cls._of_owner.setdefault(owner, cls())
+
+    def __init__(self):
+        self._held: dict[str, asyncio.Future] = {}  # golden id -> resolved when its pass gives it back
+        self._loop = None
+
+    async def take(self, golden_ids: list[str]) -> asyncio.Future:
+        """Wait until none of `golden_ids` is held by another pass, then hold them all; the token returned
+        gives them back (`give_back`)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # what a finished event loop's passes held is held by nobody
+            self._held, self._loop = {}, loop
+        while True:
+            busy = {self._held[gid] for gid in golden_ids if gid in self._held}
+            if not busy:
+                break
+            metrics.GOLDEN_CLAIM_WAITS.inc()
+            await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+        token = loop.create_future()
+        for gid in golden_ids:
+            self._held[gid] = token
+        return token
+
+    def give_back(self, golden_ids: list[str], token: asyncio.Future | None) -> None:
+        if token is None or token.done():
+            return
+        for gid in golden_ids:
+            if self._held.get(gid) is token:
+                del self._held[gid]
+        if not token.get_loop().is_closed():
+            token.set_result(None)
+
+    def held(self) -> int:
+        return len(self._held)
+
+
 def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
     return "A" + hashlib.blake2s(f"{golden_id}|{version}|{kind}".encode(), digest_size=10).hexdigest()
 
@@ -74,36 +120,56 @@ class MasterStage:
                   for m in batch]
         if self.leases is None:
             return await self._master(linked, now_ms, *await self._golden_ids(linked))
+        claims = GoldenClaims.of_owner(self.lease_owner)
         held: list[str] = []
+        token = None
         try:
             while True:  # lease what the batch needs; what it needs is read again under the leases
                 plan = await self._golden_ids(linked)
                 if plan[-1] <= set(held):
                     break
                 wanted = sorted(plan[-1] | set(held))
+                claims.give_back(held, token)  # all at once, holding nothing while waiting
+                token = await claims.take(wanted)
+                held = wanted
                 refused = await self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms)
-                held = [] if refused else wanted
-                if refused:
+                if refused:  # another worker's: the lease call gave back what it took
+                    claims.give_back(held, token)
+                    held, token = [], None
                     metrics.GOLDEN_LEASE_WAITS.inc()
                     await asyncio.sleep(random.uniform(0.002, 0.02))  # apart, so two passes do not meet again
             output = await self._master(linked, now_ms, *plan)
         except BaseException:
-            await self.leases.release(held, self.lease_owner)
+            await self._give_back(claims, held, token)
             raise
         settle = output.after_delivery
 
         async def settle_and_release() -> None:
-            await settle()
-            await self.leases.release(held, self.lease_owner)
+            try:
+                await settle()
+            finally:
+                await self._give_back(claims, held, token)
 
         async def renew() -> None:
             """Held through a long delivery, so no other pass writes these records' next versions to the
             topics before this one's; found taken (this worker stalled past the lease), the batch is retried."""
             if await self.leases.lease(held, self.lease_owner, self.lease_ttl_ms):
                 raise LeaseLost(f"golden-record leases lapsed while delivering ({len(held)} held)")
+
+        async def abandon() -> None:
+            await self._give_back(claims, held, token)
         output.after_delivery = settle_and_release
         output.keep_alive = renew
+        output.abandon = abandon
         return output
+
+    async def _give_back(self, claims: GoldenClaims, held: list[str], token) -> None:
+        """The leases, then this worker's claims, even when Redis cannot be told: the worker's own passes
+        may take them at once (they share its lease owner), another worker once the leases lapse."""
+        try:
+            await self.leases.release(held, self.lease_owner)
+        finally:
+            claims.give_back(held, token)
 
     async def _golden_ids(self, linked: list[dict]):
         """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every

@@ -355,6 +355,7 @@ def _run_fused(url, crash: Crash, scenario: str, budget: int | None, monkeypatch
             crash.budget = None
             for key in store.client.scan_iter(match="hub:lease:*"):  # the dead worker's leases expire
                 store.client.delete(key)
+            monkeypatch.setattr(dataflow, "_WORKER_OWNER", {})  # the new process's owner: nothing claimed
             await attempt(worker(name), batch)
         finally:
             sent, crash.budget = crash.sent, None

@@ -145,6 +145,79 @@ def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own
     asyncio.run(scenario())
 
 
+def _waits() -> tuple[float, float]:
+    from hub import metrics
+    return (metrics.REGISTRY.get_sample_value("hub_golden_lease_waits_total") or 0.0,
+            metrics.REGISTRY.get_sample_value("hub_golden_claim_waits_total") or 0.0)
+
+
+def test_the_passes_of_one_worker_take_turns_on_a_golden_record_without_being_refused(leases):
+    """In memory and on Redis: a worker's hot path and its consent pass share its lease owner; the second
+    waits in the process for the first's delivery, never refused by the store nor sleeping, and goes on as
+    soon as the first gives the record back."""
+    store = leases
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    hot, consent = (MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store,
+                                lease_owner="worker-1") for _ in range(2))
+
+    async def scenario():
+        first = await hot.process(linked, now_ms=NOW)
+        lease_waits, claim_waits = _waits()
+        second = asyncio.ensure_future(consent.process(linked, now_ms=NOW))
+        await asyncio.sleep(0.1)
+        assert not second.done()  # the record is the hot pass's until its outputs are delivered
+        assert _waits() == (lease_waits, claim_waits + 1)  # waited once, in the process, for the one holder
+        await first.after_delivery()
+        output = await asyncio.wait_for(second, 1)
+        assert _waits() == (lease_waits, claim_waits + 1)
+        assert any(m.topic == PIPELINE.topics.golden for m in output.messages)
+        assert await store.lease(gids, "anyone", 1) == gids  # the second holds them now, in the store too
+        await output.after_delivery()
+        assert await store.lease(gids, "anyone", 1) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_whose_delivery_failed_gives_back_what_it_held_and_is_tried_again():
+    """Its retry (and the worker's other passes) would otherwise wait for it forever."""
+    from hub.runner import StageRunner
+    from test_runner_limits import FakeSink
+
+    store = MemoryStore()
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="worker-1")
+    sink = FakeSink(outages=1, max_message_bytes=1_000_000)
+    runner = StageRunner("master", master, sink, lambda m: "dlq.master", is_async=True)
+    run(asyncio.wait_for(runner.run(linked), 10))
+    assert any(m.topic == PIPELINE.topics.golden for m in sink.delivered)
+    assert run(store.lease(gids, "anyone", 1)) == []
+
+
+def test_a_chain_gives_back_what_its_earlier_steps_hold_when_a_later_step_fails():
+    from hub.engine import Step
+    from hub.records import InMessage, OutMessage
+    from hub.stages import StageOutput
+
+    given_back = []
+
+    class Holding:
+        async def process(self, batch):
+            async def abandon():
+                given_back.append("master")
+            return StageOutput([OutMessage("next", m.key, m.value) for m in batch], abandon=abandon)
+
+    class Failing:
+        async def process(self, batch):
+            raise ConnectionError("Redis went away")
+
+    chain = Chain([Step("master", Holding(), True, "next"), Step("syndicate", Failing(), True)])
+    with pytest.raises(ConnectionError):
+        run(chain.process([InMessage("raw", 0, 0, b"k", b"v")]))
+    assert given_back == ["master"]
+
+
 def test_a_master_pass_that_fails_gives_its_leases_back():
     store = MemoryStore()
     linked = _linked_batch()

@@ -172,3 +172,69 @@ def test_a_stage_with_its_own_consumer_commits_only_what_was_delivered_and_outli
     # the consumer that failed was closed and started again, the stage marked retrying meanwhile
     assert consumer.starts == 2 and consumer.closes == 2  # the second close: cancelled, it leaves its group
     assert any(retrying) and "hot" not in runner.RETRYING_SINCE
+
+
+class _Report:
+    def __init__(self, code: int):
+        self._code = code
+
+    def code(self) -> int:
+        return self._code
+
+    def str(self) -> str:
+        return f"error {self._code}"
+
+
+class TopicAckProducer:
+    """Stands for librdkafka's producer: records of a topic in `held` stay unacknowledged; `poll` reports
+    the others, as failed when their topic is in `failing`."""
+
+    def __init__(self):
+        self.held: set[str] = set()
+        self.failing: set[str] = set()
+        self.outstanding: list[tuple[str, object]] = []
+
+    def produce(self, topic, value, key, headers=None, on_delivery=None) -> None:
+        self.outstanding.append((topic, on_delivery))
+
+    def poll(self, _timeout=0) -> int:
+        ready = [(t, cb) for t, cb in self.outstanding if t not in self.held]
+        self.outstanding = [(t, cb) for t, cb in self.outstanding if t in self.held]
+        for topic, callback in ready:
+            callback(_Report(-1) if topic in self.failing else None, None)
+        return len(ready)
+
+    def __len__(self) -> int:
+        return len(self.outstanding)
+
+    def flush(self, _timeout=0) -> int:
+        self.poll()
+        return len(self)
+
+
+def test_a_pass_waits_for_its_own_records_not_for_another_pass_sharing_the_producer():
+    from hub.connectors.kafka import KafkaSink
+
+    async def scenario():
+        sink = KafkaSink("127.0.0.1:9")  # never connects: the producer is stood in for
+        sink.producer = producer = TopicAckProducer()
+        producer.held.add("slow")
+        slow = asyncio.ensure_future(runner.deliver(sink, StageOutput([OutMessage("slow", b"k", b"v")] * 3)))
+        await asyncio.sleep(0.01)
+        assert not slow.done() and sink.pending() == 3
+        # another pass's records are acknowledged while the first's are not: it is done, they still wait
+        await asyncio.wait_for(runner.deliver(sink, StageOutput([OutMessage("fast", b"k", b"v")] * 2)), 1.0)
+        assert not slow.done()
+        # a failure is reported to the pass whose record failed, and to it alone
+        producer.failing.add("bad")
+        try:
+            await asyncio.wait_for(runner.deliver(sink, StageOutput([OutMessage("bad", b"k", b"v")])), 1.0)
+            raise AssertionError("a failed record must fail its pass")
+        except DeliveryFailed:
+            pass
+        assert not slow.done()
+        producer.held.clear()
+        await asyncio.wait_for(slow, 1.0)  # and the first pass saw no other pass's failure
+        sink.flush(0)  # nor does the producer-wide flush: each failure went to its pass
+
+    asyncio.run(scenario())
