@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import redis.exceptions
@@ -120,6 +121,15 @@ class StageRunner:
         self._batch = metrics.BATCH_SIZE.labels(name)
         self._delivery = metrics.DELIVERY_SECONDS.labels(name)
         metrics.STAGE_RETRYING.labels(name).set_function(_retrying_seconds(name))
+        self._turn: asyncio.Lock | None = None  # made in the event loop that runs the stage
+
+    def _one_pass_at_a_time(self) -> asyncio.Lock:
+        """Held while the stage processes: batches in flight together (`drive`) overlap their deliveries,
+        never their processing (a stage is not reentrant)."""
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn_loop is not loop:
+            self._turn, self._turn_loop = asyncio.Lock(), loop
+        return self._turn
 
     async def _process(self, batch: list[InMessage]) -> StageOutput:
         if self.is_async:
@@ -135,7 +145,8 @@ class StageRunner:
         while True:
             attempt += 1
             try:
-                output = await self._process(batch)
+                async with self._one_pass_at_a_time():
+                    output = await self._process(batch)
                 handed = time.perf_counter()
                 await deliver(self.sink, output)
                 self._delivery.observe(time.perf_counter() - handed)
@@ -161,7 +172,8 @@ class StageRunner:
         for message in batch:
             while True:
                 try:
-                    output = await self._process([message])
+                    async with self._one_pass_at_a_time():
+                        output = await self._process([message])
                     await deliver(self.sink, output)
                     break
                 except INFRASTRUCTURE:
@@ -187,17 +199,51 @@ class StageRunner:
                     break
 
 
-async def drive(consumer, runner: StageRunner) -> None:
+# batches a stage's own consumer keeps in flight (`drive`): the next one is processed while the one before
+# waits for the broker, whose acknowledgement would otherwise stall every pass
+IN_FLIGHT = 2
+
+
+async def drive(consumer, runner: StageRunner, in_flight: int = IN_FLIGHT) -> None:
     """A stage's own consumer (hub.connectors.kafka_consumer.BatchConsumer: start, take, commit, close)
     feeding its runner until cancelled: take a batch, in a thread of the consumer's own where librdkafka waits
-    without holding the event loop, run it, and commit it once its outputs are delivered. A consumer that
-    fails (a fatal librdkafka error) is closed and started again with backoff, counted and reported by
-    /health as the stage retrying, so a worker never goes on with a stage that takes nothing."""
+    without holding the event loop, run it, and commit it once its outputs are delivered.
+
+    Up to `in_flight` batches run at once: the next batch is taken and processed while the one before waits
+    for its acknowledgement and does its after-delivery work. Their processing never overlaps (the runner
+    processes one at a time), a golden record is mastered by one pass at a time (its claim and lease are
+    held until that pass's outputs are delivered), and batches are committed in the order they were taken,
+    each only once it and every batch before it are delivered.
+
+    A consumer that fails (a fatal librdkafka error) sees what is in flight delivered and committed, is
+    closed and started again with backoff, counted and reported by /health as the stage retrying, so a
+    worker never goes on with a stage that takes nothing."""
     loop = asyncio.get_running_loop()
     thread = ThreadPoolExecutor(1, thread_name_prefix=f"consume-{runner.name}")
+    running: deque[tuple[list[InMessage], asyncio.Task]] = deque()  # in the order taken
+
+    def commit_delivered(_task=None) -> None:
+        """Run as each pass ends, so a rebalance waiting inside `take` for the batches in flight sees them
+        committed."""
+        while running and running[0][1].done():
+            batch, task = running[0]
+            if task.cancelled() or task.exception() is not None:
+                return  # a pass retries or dead-letters whatever fails: only a bug gets here; the loop raises it
+            running.popleft()
+            consumer.commit(batch)
+
+    async def oldest_done() -> None:
+        await asyncio.wait([running[0][1]])
+        commit_delivered()
+        if running and running[0][1].done():
+            running[0][1].result()
+
     delay = 0.1
     try:
         while True:
+            if len(running) >= in_flight:
+                await oldest_done()
+                continue
             try:
                 if not consumer.started:
                     await loop.run_in_executor(thread, consumer.start)
@@ -206,17 +252,23 @@ async def drive(consumer, runner: StageRunner) -> None:
                 metrics.STAGE_RETRIES.labels(runner.name).inc()
                 RETRYING_SINCE.setdefault(runner.name, time.monotonic())
                 log.warning("stage %s: consumer %s, starting again in %.1fs", runner.name, type(exc).__name__, delay)
+                while running:  # delivered and committed before the consumer goes
+                    await oldest_done()
                 await loop.run_in_executor(thread, consumer.close)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
             if batch:
-                await runner.run(batch)  # clears the stage's retrying mark once delivered
-                consumer.commit(batch)
-            else:
+                task = asyncio.ensure_future(runner.run(batch))  # clears the retrying mark once delivered
+                running.append((batch, task))
+                task.add_done_callback(commit_delivered)
+            elif not running:
                 RETRYING_SINCE.pop(runner.name, None)
     finally:
+        for batch, task in running:  # cancelled (the worker stops): not committed, read again
+            task.cancel()
+            consumer.forget(batch)
         # after a take still running in the thread, if the task was cancelled during one
         thread.submit(consumer.close)
         thread.shutdown(wait=True)

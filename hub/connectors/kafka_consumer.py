@@ -9,9 +9,12 @@ all of a worker's events, so the stage that reads them (hub.dataflow: `group`)
 takes them here.
 
 The contract is the runner's (hub.runner): `take` a batch, run it, and only
-once its outputs are acknowledged `commit` it. A pass is serial, so a
-rebalance (which librdkafka runs inside `consume`) always falls between two
-passes: nothing of a revoked partition is in flight when it goes.
+once its outputs are acknowledged `commit` it (or `forget` it, when the
+worker stops before). A few batches may be in flight at once (hub.runner.drive
+processes the next while the one before is delivered), so a rebalance (which
+librdkafka runs inside `consume`) waits, before it gives partitions up, until
+every batch taken is committed: what a revoked partition's records did is
+committed by the worker that did it, not done again by the next owner.
 
 The consumer's group is its own (`<app_id>.<group>`): Faust's group uses an
 assignor of its own that librdkafka's cannot share a group with. When a
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 # how long one `take` waits for a first record of a quiet stream before it returns empty (the caller's loop
 # then checks whether it should stop)
 IDLE_WAIT_S = 0.5
+# longest a rebalance waits for the batches in flight to be committed before giving their partitions up (the
+# next owner then reads them again, which the stages make harmless): a delivery retrying an outage
+REVOKE_WAIT_S = 30.0
 
 
 def group_id(app_id: str, group: str) -> str:
@@ -82,6 +88,9 @@ class BatchConsumer:
         # the partition started
         self._committed: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified as batches taken are committed or forgotten
+        self._in_flight = 0  # batches taken, not yet committed nor forgotten
+        self._to_commit: dict[tuple[str, int], int] = {}  # committed by the stages, not yet sent
 
     @property
     def started(self) -> bool:
@@ -90,9 +99,9 @@ class BatchConsumer:
     def start(self) -> None:
         self._consumer = Consumer(self._config)
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
+                                 on_lost=self._on_lost)
 
-    # librdkafka calls these inside consume(), so between two passes (see the module's docstring)
+    # librdkafka calls these inside consume(), on the thread that takes (see the module's docstring)
     def _on_assign(self, consumer, partitions) -> None:
         own = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
         if self.seed_group:
@@ -106,6 +115,15 @@ class BatchConsumer:
         log.info("%s: assigned %s", self.group, ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
     def _on_revoke(self, consumer, partitions) -> None:
+        with self._settled:  # the batches in flight commit what they did first (the loop commits them)
+            if not self._settled.wait_for(lambda: self._in_flight == 0, REVOKE_WAIT_S):
+                log.warning("%s: %d batches still in flight when their partitions went", self.group,
+                            self._in_flight)
+        self._send_commits(asynchronous=False)  # before the next owner reads where they stand
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer, partitions) -> None:
+        """Gone without a rebalance (this consumer was thrown out of the group): nothing can be committed."""
         with self._lock:
             for tp in partitions:
                 self._assigned.discard((tp.topic, tp.partition))
@@ -130,6 +148,7 @@ class BatchConsumer:
 
     def take(self, idle_wait_s: float = IDLE_WAIT_S) -> list[InMessage]:
         consumer = self._consumer
+        self._send_commits()
         first = consumer.consume(1, idle_wait_s)
         if not first:
             return []
@@ -143,23 +162,36 @@ class BatchConsumer:
                     log.warning("%s: %s", self.group, error.str())
                 continue
             batch.append(in_message(message))
+        if batch:
+            with self._lock:
+                self._in_flight += 1
         return batch
 
     def commit(self, batch: list[InMessage]) -> None:
-        """Commit past every record of `batch` (asynchronously: a commit lost to a crash means those records
-        are read again, which the stages make harmless) on the partitions still assigned here."""
+        """Commit past every record of `batch` on the partitions still assigned here: noted now, sent by the
+        thread that takes (at its next `take`, or before a rebalance gives the partitions up), so librdkafka
+        is only ever called from that thread (a commit from another thread during a rebalance can hang).
+        Asynchronously: a commit lost to a crash means those records are read again, which the stages make
+        harmless."""
         ends: dict[tuple[str, int], int] = {}
         for message in batch:
             tp = (message.topic, message.partition)
             if message.offset >= ends.get(tp, -1):
                 ends[tp] = message.offset + 1
+        with self._settled:
+            for tp, offset in ends.items():
+                if tp in self._assigned and offset > self._to_commit.get(tp, -1):
+                    self._committed[tp] = self._to_commit[tp] = offset
+            self._in_flight = max(0, self._in_flight - 1)
+            self._settled.notify_all()
+
+    def _send_commits(self, asynchronous: bool = True) -> None:
         with self._lock:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items() if (t, p) in self._assigned]
-            for tp in offsets:
-                self._committed[(tp.topic, tp.partition)] = tp.offset
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items() if (t, p) in self._assigned]
+            self._to_commit = {}
         if offsets:
             try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
+                self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
             except KafkaException as exc:  # the records are read again: the stages make that harmless
                 _count_broker_error(exc.args[0])
                 log.warning("%s: commit failed: %s", self.group, exc)
@@ -187,8 +219,18 @@ class BatchConsumer:
             lag[topic] = lag.get(topic, 0) + max(0, high - offset)
         return lag
 
+    def forget(self, batch: list[InMessage]) -> None:
+        """A batch taken that will not be committed (the worker stops): a rebalance no longer waits for it."""
+        with self._settled:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._settled.notify_all()
+
     def close(self) -> None:
-        """Leave the group at once (its partitions go to the other workers without waiting for a timeout)."""
+        """Leave the group at once (its partitions go to the other workers without waiting for a timeout);
+        what was taken and not committed is read again by their next owner."""
+        with self._settled:
+            self._in_flight = 0
         if self._consumer is not None:
+            self._send_commits(asynchronous=False)
             self._consumer.close()
             self._consumer = None

@@ -124,3 +124,53 @@ def test_the_workers_progress_is_read_over_both_groups(broker, pipeline):
     # a source topic is committed in the sources group, whatever the engine; the rest in Faust's
     assert group_of(pipeline, "app-c", pipeline.sources[0].raw_topic) == "app-c.sources"
     assert group_of(pipeline, "app-c", pipeline.topics.golden) == "app-c"
+
+
+def test_a_rebalance_waits_for_the_batches_in_flight_to_be_committed(broker):
+    """A worker processes its next batch while the one before is delivered (hub.runner.drive): when another
+    worker joins, the partitions move only once what was taken is committed, so the newcomer does not do
+    that work again."""
+    import threading
+
+    topic = "raw.consumer-rebalance"
+    ensure_topics(broker, [topic], 2)
+    _produce(broker, topic, 100)
+    first = _consumer(broker, "app-r", [topic], batch_size=200)
+    second = None
+    try:
+        in_flight = _take_all(first, 100)  # taken, not yet delivered
+        second = _consumer(broker, "app-r", [topic])
+        seen_by_second: list = []
+        stop = threading.Event()
+
+        def keep_taking(consumer, into) -> None:  # each take serves the rebalance, as the workers' loops do
+            while not stop.is_set():
+                into.extend(consumer.take(idle_wait_s=0.2))
+
+        taken_later: list = []
+        threads = [threading.Thread(target=keep_taking, args=(first, taken_later)),
+                   threading.Thread(target=keep_taking, args=(second, seen_by_second))]
+        for thread in threads:
+            thread.start()
+        time.sleep(4)  # the rebalance has begun: the first consumer holds its partitions until it commits
+        assert seen_by_second == []
+        for batch in in_flight:
+            first.commit(batch)
+        deadline = time.monotonic() + 30
+        while not second._assigned and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert second._assigned, "the partitions never moved"
+        _produce(broker, topic, 20)
+        deadline = time.monotonic() + 30
+        while len(seen_by_second) + len(taken_later) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        # the newcomer read only what came after: nothing of the 100 the first had taken and committed
+        assert seen_by_second and {m.value for m in seen_by_second} <= {f"v{i}".encode() for i in range(20)}
+        assert len(seen_by_second) + len(taken_later) == 20
+    finally:
+        first.close()
+        if second is not None:
+            second.close()

@@ -141,6 +141,9 @@ class ScriptedConsumer:
     def commit(self, batch) -> None:
         self.committed.append(([m.offset for m in batch], len(self.sink.delivered)))
 
+    def forget(self, batch) -> None:
+        pass
+
     def close(self) -> None:
         self.started = False
         self.closes += 1
@@ -236,5 +239,76 @@ def test_a_pass_waits_for_its_own_records_not_for_another_pass_sharing_the_produ
         producer.held.clear()
         await asyncio.wait_for(slow, 1.0)  # and the first pass saw no other pass's failure
         sink.flush(0)  # nor does the producer-wide flush: each failure went to its pass
+
+    asyncio.run(scenario())
+
+
+def test_the_next_batch_is_processed_while_the_one_before_is_delivered_and_commits_keep_their_order():
+    from hub.connectors.kafka import KafkaSink
+
+    class ToTopicOfValue:
+        """Writes each record to the topic its value names; awaits mid-pass, to show passes never overlap."""
+
+        def __init__(self):
+            self.processed: list[list[bytes]] = []
+            self.processing = self.most_at_once = 0
+
+        async def process(self, batch):
+            self.processing += 1
+            self.most_at_once = max(self.most_at_once, self.processing)
+            await asyncio.sleep(0.02)
+            self.processing -= 1
+            self.processed.append([m.value for m in batch])
+            return StageOutput([OutMessage(m.value.decode(), m.key, m.value) for m in batch])
+
+    class Consumer:
+        def __init__(self, batches):
+            self.batches, self.started, self.committed = list(batches), False, []
+
+        def start(self):
+            self.started = True
+
+        def take(self):
+            if not self.batches:
+                time.sleep(0.01)
+                return []
+            return self.batches.pop(0)
+
+        def commit(self, batch):
+            self.committed.append([m.value for m in batch])
+
+        def forget(self, batch):
+            pass
+
+        def close(self):
+            self.started = False
+
+    async def until(condition, timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        sink = KafkaSink("127.0.0.1:9")
+        sink.producer = producer = TopicAckProducer()
+        producer.held.add("slow")
+        stage = ToTopicOfValue()
+        consumer = Consumer([_batch(b"slow"), _batch(b"fast", b"fast"), _batch(b"third")])
+        task = asyncio.ensure_future(runner.drive(consumer, StageRunner("hot", stage, sink, lambda m: "dlq", True)))
+        # the second batch is processed and delivered while the first waits for the broker...
+        await until(lambda: stage.processed == [[b"slow"], [b"fast", b"fast"]] and len(producer) == 1)
+        await asyncio.sleep(0.1)
+        # ...but committed only after it; and no third batch is taken while two are in flight
+        assert consumer.committed == [] and len(stage.processed) == 2
+        producer.held.clear()
+        await until(lambda: len(consumer.committed) == 3)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert consumer.committed == [[b"slow"], [b"fast", b"fast"], [b"third"]]
+        assert stage.most_at_once == 1
 
     asyncio.run(scenario())
