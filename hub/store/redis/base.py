@@ -81,6 +81,16 @@ class RedisBase:
         first, a round trip per call."""
         return self._timed(operation, script, keys=[IDX], args=args)
 
+    @staticmethod
+    def _evalsha_pipelined(client, script, calls: list, positions: list[int], results: list) -> None:
+        pipe = client.pipeline(transaction=False)
+        for i in positions:
+            key, args = calls[i]
+            keys = key if isinstance(key, tuple) else (key,)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for i, result in zip(positions, pipe.execute(raise_on_error=False)):
+            results[i] = result
+
     def _eval_each(self, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
         """A script once per (key, args), pipelined; `key` may be a tuple of
         keys in one slot (routed by the first). A cluster client's pipeline
@@ -95,13 +105,11 @@ class RedisBase:
             groups.setdefault(id(client), (client, []))[1].append(i)
         results: list = [None] * len(calls)
         for client, positions in groups.values():
-            pipe = client.pipeline(transaction=False)
-            for i in positions:
-                key, args = calls[i]
-                keys = key if isinstance(key, tuple) else (key,)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            for i, result in zip(positions, pipe.execute(raise_on_error=False)):
-                results[i] = result
+            self._evalsha_pipelined(client, script, calls, positions, results)
+            lost = [i for i in positions if isinstance(results[i], NoScriptError)]
+            if lost:  # the server lost its scripts (a restart, SCRIPT FLUSH): loaded once, the calls sent again
+                client.script_load(script.script)
+                self._evalsha_pipelined(client, script, calls, lost, results)
         for i, result in enumerate(results):
             if isinstance(result, (NoScriptError, MovedError, AskError, TryAgainError)):
                 key, args = calls[i]
