@@ -89,7 +89,7 @@ async def _deliver(sink: KafkaSink, output: StageOutput, keep_alive_s: float) ->
     if isinstance(sink, KafkaSink):  # the batch's own acknowledgements: the worker's other passes share sink
         delivery = sink.send(output.messages)
         waiting = lambda: delivery.waiting  # noqa: E731
-    else:  # a sink acknowledging on flush (the replay's, the tests' and hub.testing's in-memory ones)
+    else:  # a sink acknowledging on flush (the replay's, the tests' in-memory ones)
         for message in output.messages:
             sink.add(message)
         delivery, waiting = None, sink.pending
@@ -122,6 +122,7 @@ class StageRunner:
         self._delivery = metrics.DELIVERY_SECONDS.labels(name)
         metrics.STAGE_RETRYING.labels(name).set_function(_retrying_seconds(name))
         self._turn: asyncio.Lock | None = None  # made in the event loop that runs the stage
+        self._turn_loop = None
 
     def _one_pass_at_a_time(self) -> asyncio.Lock:
         """Held while the stage processes: batches in flight together (`drive`) overlap their deliveries,

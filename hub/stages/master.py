@@ -26,6 +26,7 @@ from hub.survivorship import build_golden, changed_attributes, merge_contributio
 from hub.topic_seal import TopicValues, open_linked
 
 STAGE = "master"
+_CHANGES = {kind: metrics.GOLDEN_CHANGES.labels(kind) for kind in ("golden_created", "golden_updated")}
 
 
 class GoldenClaims:
@@ -69,9 +70,6 @@ class GoldenClaims:
                 del self._held[gid]
         if not token.get_loop().is_closed():
             token.set_result(None)
-
-    def held(self) -> int:
-        return len(self._held)
 
 
 def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
@@ -290,7 +288,7 @@ class MasterStage:
             golden = stamp(content, previous, _event_clock(content, previous), cause, produced_at)
             if golden is not previous:
                 kind = "golden_created" if previous is None else "golden_updated"
-                metrics.GOLDEN_CHANGES.labels(kind).inc()
+                _CHANGES[kind].inc()
                 subject = None
                 if canonical:
                     subject = member_key(canonical["record"]["source"], canonical["record"]["source_id"])

@@ -21,6 +21,7 @@ same pass hands on is current by construction and is not read again.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from hub import metrics
 from hub.config import PipelineConfig
@@ -48,6 +49,10 @@ class SyndicateStage:
         self.goldens = goldens
         self.golden_values = TopicValues(GOLDEN, config.topics.golden, None, keyring)
         self.purposes = {p.name: p for p in config.purposes}
+        # each target's metric children, looked up once: a pass meets every target for every golden record
+        self._out = {t.name: metrics.EVENTS_OUT.labels(t.name) for t in config.targets}
+        self._unchanged = {t.name: metrics.UNCHANGED.labels(t.name) for t in config.targets}
+        self._end_to_end = {t.name: metrics.END_TO_END.labels(t.name) for t in config.targets}
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
@@ -70,6 +75,8 @@ class SyndicateStage:
         updates: dict[str, dict[str, tuple[str, str] | None]] = {}
         sending: dict[str, dict[str, tuple[str, str]]] = {}
         due: dict[str, int | None] = {}
+        sent_to: Counter = Counter()  # per target, counted once per pass
+        unchanged: Counter = Counter()
         for gid, (golden, gone_reason) in latest.items():
             sent = held.get(gid, {})
             changes = updates.setdefault(gid, {})
@@ -100,7 +107,7 @@ class SyndicateStage:
                 payload = encode(project(golden, target), target)
                 print_ = fingerprint(payload)
                 if previous == (key, print_) and not maybe:
-                    metrics.UNCHANGED.labels(target.name).inc()
+                    unchanged[target.name] += 1
                     continue
                 for held_key in held_keys:
                     if held_key != key:
@@ -111,14 +118,18 @@ class SyndicateStage:
                 produced_at = golden.get("trigger_produced_at")
                 headers = [(EVENT_TS_HEADER, str(produced_at).encode())] if produced_at else []
                 out.append(OutMessage(target.output_topic, key.encode(), payload, headers))
-                metrics.EVENTS_OUT.labels(target.name).inc()
+                sent_to[target.name] += 1
                 if produced_at:
-                    metrics.END_TO_END.labels(target.name).observe(max(0.0, (now_ms - produced_at) / 1000))
+                    self._end_to_end[target.name].observe(max(0.0, (now_ms - produced_at) / 1000))
                 changes[target.name] = (key, print_)
             if golden is not None:
                 due[gid] = next_change_ms(golden["consents"], now_ms)
             else:
                 due[gid] = None
+        for name, count in sent_to.items():
+            self._out[name].inc(count)
+        for name, count in unchanged.items():
+            self._unchanged[name].inc(count)
         await self.state.save_syndication(sending)
 
         async def remember() -> None:

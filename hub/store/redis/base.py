@@ -26,6 +26,10 @@ from hub.store.redis.client import client_from_url
 from hub.store.redis.keys import IDX
 
 
+# hub_redis_seconds' child per operation, looked up once (a pass makes some 27 round trips)
+_TIMERS: dict = {}
+
+
 class RedisBase:
     """One Redis client and keyring, shared by the port classes built over it.
 
@@ -70,7 +74,10 @@ class RedisBase:
             metrics.REDIS_ERRORS.labels(operation).inc()
             raise
         finally:
-            metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            timer = _TIMERS.get(operation)
+            if timer is None:
+                timer = _TIMERS[operation] = metrics.REDIS_SECONDS.labels(operation)
+            timer.observe(time.perf_counter() - started)
 
     async def _run(self, pipe, operation: str):
         return self._timed(operation, pipe.execute)
