@@ -22,6 +22,12 @@ how common the value is (Splink's term-frequency adjustment): two records
 sharing a rare surname are more likely one person than two sharing a common
 one. The frequencies come from the identity index (counts kept as records are
 linked) through a `Frequencies` callable; without it, the average u holds.
+
+A pair is read against every candidate a record meets, and the estimate reads
+hundreds of thousands: `compiled(comparisons)` turns a set of comparisons into
+straight-line Python once (each comparison's levels one chain of conditions, a
+similarity several levels ask for computed once). `read_reference` and
+`level_of` say the same a comparison at a time; they define what it must give.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import math
 import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from textwrap import indent
 from typing import Callable, Optional
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
@@ -309,10 +316,11 @@ def read_pair(comparisons: tuple[Comparison, ...], a: dict, b: dict,
     with them swapped); the reading with more weight counts, and says so.
     `frequencies` (of `a`'s values) adjusts the exact level of comparisons
     with term_frequency."""
-    total, readings = _read(comparisons, a, b, "", frequencies)
+    read = compiled(comparisons).read
+    total, readings = read(a, b, "", frequencies)
     if (a.get("gn") and a.get("fn") and b.get("gn") and b.get("fn") and a["gn"] != b["gn"]
             and max(JaroWinkler.similarity(a["gn"], b["fn"]), JaroWinkler.similarity(a["fn"], b["gn"])) >= 0.8):
-        reversed_total, reversed_readings = _read(comparisons, a, _swapped(b), " (names swapped)", frequencies)
+        reversed_total, reversed_readings = read(a, _swapped(b), " (names swapped)", frequencies)
         if reversed_total > total:
             return reversed_total, reversed_readings
     return total, readings
@@ -326,7 +334,9 @@ def score(comparisons: tuple[Comparison, ...], a: dict, b: dict,
     return total, [(r.comparison.attribute, r.label, r.weight) for r in readings]
 
 
-def _read(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float, list[Reading]]:
+def read_reference(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float, list[Reading]]:
+    """What `compiled(comparisons).read` does, a comparison at a time through level_of: the
+    definition the compiled reader is tested against."""
     total = 0.0
     readings = []
     append = readings.append
@@ -357,6 +367,152 @@ def _read(comparisons, a: dict, b: dict, note: str, frequencies) -> tuple[float,
         else:
             append(comparison.readings[index])
     return total, readings
+
+
+# --------------------------------------------------------------------------- the compiled reader
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledReader:
+    """A set of comparisons turned into straight-line Python once (see `compiled`):
+    `read(a, b, note, frequencies)` is read_reference's result, `pattern(a, b)` the
+    level index per comparison (-1: null)."""
+
+    read: Callable[..., tuple[float, list[Reading]]]
+    pattern: Callable[[dict, dict], tuple[int, ...]]
+    source: str
+
+
+def _best_of_lists(level: Callable[[object, object], int], a, b, last: int) -> int:
+    """level_of over lists: the best-agreeing pair's level. The lowest level any
+    pair reaches is the first level some pair holds, which is what level_of
+    finds predicate by predicate."""
+    best = last
+    for x in (a if type(a) is list else (a,)):
+        for y in (b if type(b) is list else (b,)):
+            index = level(x, y)
+            if index < best:
+                if index == 0:
+                    return 0
+                best = index
+    return best
+
+
+def _conditions(k: int, comparison: Comparison) -> list[str]:
+    """One Python condition on x and y per level but the last (which holds for
+    whatever they leave). A similarity or a distance several levels ask for is
+    computed once, by the first of them: every level reached has had the
+    conditions before it evaluated."""
+    conditions, computed = [], set()
+    levels = comparison.levels[:-1]
+    most_edits = max((int(lv.threshold) for lv in levels if lv.kind == "damerau"), default=0)
+    for i, level in enumerate(levels):
+        threshold = f"T{k}_{i}"
+        if level.kind == "exact":
+            condition = "x == y"
+        elif level.kind in ("jaro_winkler", "street"):
+            similarity = "jw" if "jw" in computed else "(jw := JW(x, y))"
+            computed.add("jw")
+            condition = f"{similarity} >= {threshold}"
+            if level.kind == "street":  # the cheap similarity first: most street pairs are nothing alike
+                condition += " and SAME_HOUSE(x, y)"
+        elif level.kind == "levenshtein":
+            condition = f"{'lev' if 'lev' in computed else '(lev := LEV(x, y))'} >= {threshold}"
+            computed.add("lev")
+        elif level.kind == "damerau":
+            # with a cutoff, rapidfuzz gives the distance up to it and cutoff + 1 beyond: the same
+            # answer for every level at or under the largest
+            condition = f"{'dl' if 'dl' in computed else f'(dl := DL(x, y, score_cutoff={most_edits}))'} <= {threshold}"
+            computed.add("dl")
+        elif level.kind == "date":
+            condition = "(x.startswith(y) if len(x) >= len(y) else y.startswith(x))"
+        else:
+            condition = f"P{k}_{i}(x, y)"
+        conditions.append(condition)
+    return conditions
+
+
+def _chain(conditions: list[str], last: int) -> str:
+    """The level of one pair of values, as `i`, in an if/elif chain."""
+    if not conditions:
+        return f"i = {last}\n"
+    return "".join(f"{'if' if i == 0 else 'elif'} {condition}:\n    i = {i}\n" for i, condition in enumerate(conditions)) \
+        + f"else:\n    i = {last}\n"
+
+
+def _reading_source(k: int, comparison: Comparison) -> str:
+    """The read of comparison k once its level `i` is known: its weight added and its reading appended, as
+    read_reference does (the exact level of a term-frequency comparison weighted by the value's frequency;
+    a swapped name's label saying so)."""
+    swap = comparison.feature in _SWAP
+    plain = f"total += W{k}[i]\n" + (
+        f"if note:\n    append(Reading(C{k}, LV{k}[i], W{k}[i], LB{k}[i] + note))\nelse:\n    append(R{k}[i])\n"
+        if swap else f"append(R{k}[i])\n")
+    if not (comparison.term_frequency and comparison.levels[0].kind == "exact"):
+        return plain
+    return (f"if i == 0 and frequencies is not None and type(x) is str "
+            f"and (counted := frequencies(F{k}, x)) is not None:\n"
+            f"    u = tf_u(counted[0], counted[1], LV{k}[0].u)\n"
+            f"    w = TF_WEIGHT(LV{k}[0], u)\n"
+            f"    label = f\"{{LB{k}[0]}} (tf 1 in {{max(1, round(1 / u)):,}})\"\n"
+            + ("    if note:\n        label += note\n" if swap else "")
+            + f"    total += w\n    append(Reading(C{k}, LV{k}[0], w, label))\n"
+            f"else:\n{indent(plain, '    ')}")
+
+
+def _compile(comparisons: tuple[Comparison, ...]) -> CompiledReader:
+    names: dict[str, object] = {"JW": JaroWinkler.similarity, "LEV": Levenshtein.normalized_similarity,
+                                "DL": DamerauLevenshtein.distance, "SAME_HOUSE": _same_house_numbers,
+                                "BEST": _best_of_lists, "Reading": Reading, "tf_u": tf_u, "TF_WEIGHT": _tf_weight}
+    level_functions = []
+    read = "def read(a, b, note, frequencies):\n    total = 0.0\n    readings = []\n    append = readings.append\n"
+    pattern = "def pattern(a, b):\n"
+    for k, comparison in enumerate(comparisons):
+        last = len(comparison.levels) - 1
+        names.update({f"C{k}": comparison, f"F{k}": comparison.feature, f"N{k}": comparison.null_reading,
+                      f"R{k}": comparison.readings, f"W{k}": comparison.weights, f"LB{k}": comparison.labels,
+                      f"LV{k}": comparison.levels})
+        for i, level in enumerate(comparison.levels[:-1]):
+            names[f"T{k}_{i}"] = int(level.threshold) if level.kind == "damerau" else level.threshold
+            names[f"P{k}_{i}"] = level.holds
+        conditions = _conditions(k, comparison)
+        # one pair of values (an element of each list, for lists)
+        level_functions.append(f"def L{k}(x, y):\n"
+                               + "".join(f"    if {c}:\n        return {i}\n" for i, c in enumerate(conditions))
+                               + f"    return {last}\n")
+        level = ("if type(x) is not list and type(y) is not list:\n"
+                 + indent(_chain(conditions, last), "    ") + f"else:\n    i = BEST(L{k}, x, y, {last})\n")
+        fetch = f"x = a.get(F{k})\ny = b.get(F{k})\n"
+        pattern += indent(f"{fetch}if not x or not y:\n    i{k} = -1\nelse:\n"
+                          + indent(level + f"i{k} = i\n", "    "), "    ")
+        read += indent(f"{fetch}if not x or not y:\n    append(N{k})\nelse:\n"
+                       + indent(level + _reading_source(k, comparison), "    "), "    ")
+    read += "    return total, readings\n"
+    pattern += f"    return ({''.join(f'i{k}, ' for k in range(len(comparisons)))})\n"
+    source = "".join(level_functions) + read + pattern
+    exec(compile(source, "<hub.matching.comparisons compiled reader>", "exec"), names)
+    return CompiledReader(names["read"], names["pattern"], source)
+
+
+# id -> (the comparisons, their reader): comparisons are built once per configuration or estimate,
+# and hashing a tuple of them per pair would cost more than reading it
+_COMPILED: dict[int, tuple[tuple[Comparison, ...], CompiledReader]] = {}
+_COMPILED_KEPT = 64
+
+
+def compiled(comparisons: tuple[Comparison, ...]) -> CompiledReader:
+    """The reader of these comparisons: each comparison's levels as one chain of
+    conditions, with its constants bound, no loop over comparisons or levels, no
+    call per predicate where an expression does, a similarity several levels
+    ask for computed once. Made once per comparisons object."""
+    held = _COMPILED.get(id(comparisons))
+    if held is not None and held[0] is comparisons:
+        return held[1]
+    reader = _compile(tuple(comparisons))
+    if len(_COMPILED) >= _COMPILED_KEPT:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(comparisons)] = (comparisons, reader)
+    return reader
 
 
 def _lv(kind: str, m: float, u: float, threshold: float | None = None) -> Level:

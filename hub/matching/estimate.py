@@ -26,7 +26,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 
-from hub.matching.comparisons import Comparison, level_of
+from hub.matching.comparisons import Comparison, compiled, level_of
 
 __all__ = ["comparison_vector", "estimate_u", "estimate_m", "candidate_pairs", "candidate_vectors",
            "reestimate", "estimate_parameters", "Estimate", "MERGE_PROBABILITY", "match_prior_weight",
@@ -42,8 +42,9 @@ _PRIOR_PAIRS = 1.0
 
 
 def comparison_vector(comparisons, a: dict, b: dict) -> tuple[int, ...]:
-    """Level index per comparison for one pair of feature dicts, -1 for null."""
-    return tuple([level_of(c, a.get(c.feature), b.get(c.feature)) for c in comparisons])
+    """Level index per comparison for one pair of feature dicts, -1 for null
+    (level_of per comparison, through the comparisons' compiled reader)."""
+    return compiled(comparisons).pattern(a, b)
 
 
 def _comparable(a: dict, b: dict) -> bool:
