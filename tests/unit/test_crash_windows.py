@@ -29,6 +29,7 @@ from hub.stages.match import MatchStage
 from hub.stages.steward import StewardStage
 from hub.stages.survey import SurveyStage
 from hub.stages.syndicate import SyndicateStage
+from hub.store.redis.client import LeanPipeline
 
 NOW = int(time.time() * 1000) - 60_000
 ANNA = {"given_name": "Annabel", "family_name": "Smithson", "birth_date": "1984-03-02"}
@@ -87,27 +88,28 @@ class Crash:
 @pytest.fixture
 def crash(monkeypatch):
     state = Crash()
-    plain_execute = redis.client.Pipeline.execute
     plain_command = redis.client.Redis.execute_command
 
-    def execute(pipe, raise_on_error=True):
-        if state.budget is not None and state.budget == 0:
-            pipe.reset()
-            raise redis.ConnectionError("crash: the server is gone")
-        stack = pipe.command_stack
-        if pipe.transaction:  # MULTI/EXEC: all or nothing
-            applied, fails = state.take(len(stack))
-            if applied < len(stack):
+    def crashing(plain_execute):
+        def execute(pipe, raise_on_error=True):
+            if state.budget is not None and state.budget == 0:
                 pipe.reset()
                 raise redis.ConnectionError("crash: the server is gone")
-            result = plain_execute(pipe, raise_on_error)
-        else:
-            applied, fails = state.take(len(stack))
-            pipe.command_stack = stack[:applied]
-            result = plain_execute(pipe, raise_on_error) if applied else []
-        if fails:
-            raise redis.ConnectionError("crash: the server died mid-pipeline")
-        return result
+            stack = pipe.command_stack
+            if pipe.transaction:  # MULTI/EXEC: all or nothing
+                applied, fails = state.take(len(stack))
+                if applied < len(stack):
+                    pipe.reset()
+                    raise redis.ConnectionError("crash: the server is gone")
+                result = plain_execute(pipe, raise_on_error)
+            else:
+                applied, fails = state.take(len(stack))
+                pipe.command_stack = stack[:applied]
+                result = plain_execute(pipe, raise_on_error) if applied else []
+            if fails:
+                raise redis.ConnectionError("crash: the server died mid-pipeline")
+            return result
+        return execute
 
     def command(client, *args, **options):
         if state.budget is not None and state.budget == 0:
@@ -118,7 +120,10 @@ def crash(monkeypatch):
             raise redis.ConnectionError("crash: the server died before answering")
         return result
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    # redis-py's pipelines, and the hub client's own (hub.store.redis.client.LeanPipeline), which send
+    # without redis-py's execute
+    for pipeline in (redis.client.Pipeline, LeanPipeline):
+        monkeypatch.setattr(pipeline, "execute", crashing(pipeline.execute))
     monkeypatch.setattr(redis.client.Redis, "execute_command", command)
     return state
 

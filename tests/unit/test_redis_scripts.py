@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import redis
 
+from hub.store.redis.client import LeanPipeline
 from test_memory_index import run
 
 
@@ -16,16 +17,19 @@ def test_scripts_the_server_lost_are_loaded_once_and_the_calls_sent_again_togeth
     store.client.script_flush()
 
     round_trips = {"pipelines": 0, "commands": 0}
-    plain_execute, plain_command = redis.client.Pipeline.execute, redis.client.Redis.execute_command
+    plain_command = redis.client.Redis.execute_command
 
-    def execute(pipe, *args, **kwargs):
-        round_trips["pipelines"] += 1
-        return plain_execute(pipe, *args, **kwargs)
+    def counted(plain_execute):
+        def execute(pipe, *args, **kwargs):
+            round_trips["pipelines"] += 1
+            return plain_execute(pipe, *args, **kwargs)
+        return execute
 
     def command(client, *args, **kwargs):
         round_trips["commands"] += 1
         return plain_command(client, *args, **kwargs)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    for pipeline in (redis.client.Pipeline, LeanPipeline):  # redis-py's and the hub client's own
+        monkeypatch.setattr(pipeline, "execute", counted(pipeline.execute))
     monkeypatch.setattr(redis.client.Redis, "execute_command", command)
     run(store.release(gids, "a"))
     assert round_trips == {"pipelines": 2, "commands": 1}  # the pipeline refused, SCRIPT LOAD, the pipeline again

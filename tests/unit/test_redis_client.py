@@ -1,0 +1,154 @@
+"""The hub's one-server Redis client (hub.store.redis.client.HubRedis): plain
+commands and pipelines without MULTI on a connection of the calling thread's
+own, answered as redis-py answers them, never left out of step with the
+server, and sent again through redis-py's own path when the socket fails."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from hub.store.redis.client import HubRedis, LeanPipeline, client_from_url
+
+
+@pytest.fixture
+def pair(redis_url):
+    """The hub's client and redis-py's plain one on the same server, the test's keys gone after."""
+    ours, plain = client_from_url(redis_url), redis.Redis.from_url(redis_url)
+    yield ours, plain
+    plain.delete(*(plain.keys("lean:*") or ["lean:none"]))
+    ours.close()
+    plain.close()
+
+
+def _fill(client) -> None:
+    client.hset("lean:h", mapping={"a": 1, "b": "é"})
+    client.rpush("lean:l", 1, 2, 3)
+    client.zadd("lean:z", {"x": 1.5, "y": 2})
+
+
+def test_commands_and_pipelines_answer_as_redis_py_does(pair):
+    ours, plain = pair
+    assert isinstance(ours, HubRedis) and isinstance(ours.pipeline(transaction=False), LeanPipeline)
+    _fill(ours)
+    for client in (ours, plain):
+        client.set("lean:n", 0)
+
+    def queue(target):
+        target.hgetall("lean:h")
+        target.lrange("lean:l", 0, -1)
+        target.zrange("lean:z", 0, -1, withscores=True)
+        target.exists("lean:h", "lean:missing")
+        target.incr("lean:n")
+        target.get("lean:missing")
+        target.expire("lean:h", 100)
+        return target
+
+    answers = []
+    for client in (ours, plain):
+        answers.append(queue(client.pipeline(transaction=False)).execute())
+        answers.append([client.hgetall("lean:h"), client.lrange("lean:l", 0, -1),
+                        client.zrange("lean:z", 0, -1, withscores=True), client.exists("lean:h", "lean:missing")])
+    assert answers[0][:4] == answers[2][:4] and answers[1] == answers[3]
+    assert answers[0][0] == {b"a": b"1", b"b": "é".encode()} and answers[0][2] == [(b"x", 1.5), (b"y", 2.0)]
+    assert (answers[0][4], answers[2][4]) == (1, 2) and answers[0][5] is None and answers[0][6] is True
+
+
+def test_a_server_error_is_answered_and_the_connection_stays_in_step(pair):
+    ours, _ = pair
+    ours.set("lean:s", "text")
+    pipe = ours.pipeline(transaction=False)
+    pipe.get("lean:s")
+    pipe.lpush("lean:s", 1)  # WRONGTYPE
+    pipe.set("lean:after", 1)
+    with pytest.raises(redis.ResponseError, match=r"Command # 2 \(LPUSH lean:s 1\) of pipeline"):
+        pipe.execute()
+    assert ours.get("lean:after") == b"1"  # the rest of the pipeline ran, and every reply was read
+    pipe = ours.pipeline(transaction=False)
+    pipe.lpush("lean:s", 1)
+    pipe.get("lean:s")
+    error, value = pipe.execute(raise_on_error=False)
+    assert isinstance(error, redis.ResponseError) and value == b"text"
+    with pytest.raises(redis.ResponseError):
+        ours.lpush("lean:s", 1)
+    assert ours.get("lean:s") == b"text"
+
+
+def test_a_failing_reply_callback_drops_the_connection_rather_than_leave_replies_unread(pair, monkeypatch):
+    ours, _ = pair
+    ours.set("lean:a", 1)
+    ours.set("lean:b", 2)
+    first = ours.own_connection()
+
+    def broken(response, **options):
+        raise ValueError("callback failed")
+    monkeypatch.setitem(ours.response_callbacks, "TTL", broken)
+    pipe = ours.pipeline(transaction=False)
+    pipe.ttl("lean:a")
+    pipe.get("lean:a")
+    pipe.get("lean:b")
+    with pytest.raises(ValueError):
+        pipe.execute()
+    monkeypatch.undo()
+    assert first._sock is None  # disconnected: the two GET replies went with it
+    assert ours.get("lean:b") == b"2" and ours.mget("lean:a", "lean:b") == [b"1", b"2"]
+
+
+def test_a_dead_socket_sends_the_call_again_through_redis_pys_own_path(pair):
+    ours, plain = pair
+    ours.set("lean:k", "v")
+    own = ours.own_connection()
+    pooled = ours.connection_pool._created_connections
+    plain.client_kill_filter(_id=ours.client_id())  # the server drops the thread's connection
+    assert ours.get("lean:k") == b"v"  # the send or the read failed, redis-py's path answered
+    assert ours.connection_pool._created_connections > pooled  # through a connection of the pool
+    assert own._sock is None
+    pipe = ours.pipeline(transaction=False)
+    pipe.get("lean:k")
+    pipe.incr("lean:c")
+    plain.client_kill_filter(_id=ours.client_id())
+    assert pipe.execute() == [b"v", 1]
+    assert ours.get("lean:c") == b"1"  # sent again whole, as redis-py's retry sends it; INCR ran once here
+
+
+def test_each_thread_has_a_connection_of_its_own(pair):
+    ours, _ = pair
+    ids: dict[str, int] = {}
+    errors: list[Exception] = []
+
+    def work(name: str) -> None:
+        try:
+            ids[name] = ours.client_id()
+            for i in range(300):
+                pipe = ours.pipeline(transaction=False)
+                pipe.set(f"lean:{name}", i)
+                pipe.get(f"lean:{name}")
+                assert pipe.execute() == [True, str(i).encode()]
+                assert ours.incr(f"lean:count:{name}") == i + 1
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(ids.values())) == 3
+
+
+def test_multi_exec_and_watch_keep_redis_pys_path(pair):
+    ours, _ = pair
+    pipe = ours.pipeline()  # transaction=True
+    assert not isinstance(pipe, LeanPipeline)
+    pipe.set("lean:t", 1)
+    pipe.incr("lean:t")
+    assert pipe.execute() == [True, 2]
+
+    def bump(tx):
+        value = int(tx.get("lean:t"))
+        tx.multi()
+        tx.set("lean:t", value + 1)
+    assert ours.transaction(bump, "lean:t") == [True]
+    assert ours.get("lean:t") == b"3"
