@@ -172,9 +172,8 @@ class MasterStage:
     async def _golden_ids(self, linked: list[dict]):
         """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every
         golden id the batch will read."""
-        survivors = await self.index.resolve_forward(sorted({x["golden_id"] for x in linked}))
         # merges the index made whose linked record a crash may have lost are folded in too
-        folds = await self.index.pending_folds(sorted(set(survivors.values())))
+        survivors, folds = await self.index.survivors_and_folds(sorted({x["golden_id"] for x in linked}))
         done_folds = dict(folds)
         root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
         while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others

@@ -121,6 +121,10 @@ class MemoryIndex:
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         return {gid: sorted(self._fold[gid]) for gid in golden_ids if self._fold.get(gid)}
 
+    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+        survivors = await self.resolve_forward(golden_ids)
+        return survivors, await self.pending_folds(sorted(set(survivors.values())))
+
     async def folded(self, folds: dict[str, list[str]]) -> None:
         for gid, absorbed in folds.items():
             held = self._fold.get(gid)

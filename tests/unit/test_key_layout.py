@@ -130,6 +130,7 @@ async def _every_operation(store: RedisStore, rotated: RedisStore) -> None:
     await store.move("nobody", "G5")
     await store.resolve_forward(["G1", "G2", "G3"])
     await store.pending_folds(["G3"])
+    await store.survivors_and_folds(["G1", "G2", "G3"])
     await store.folded({"G3": ["G1"]})
     await store.add_tombstones({"del:1": 5})
     await store.tombstones(["del:1"])

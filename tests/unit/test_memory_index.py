@@ -228,8 +228,13 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             out.append({g: await index.golden_members(g) for g in ("G2", "G9")})
             out.append(await index.resolve_forward(["G1", "G2", "G3", "G4", "G9", "Gx"]))
             out.append(await index.pending_folds(["G4", "G9", "G1"]))
+            out.append(await index.survivors_and_folds(["G1", "G2", "G3", "G4", "G9", "Gx"]))
+            survivors = await index.resolve_forward(["G1", "G2", "G3", "G4", "G9", "Gx"])  # the two reads it joins
+            assert out[-1] == (survivors, await index.pending_folds(sorted(set(survivors.values()))))
+            assert out[-1][1]  # a merge's folds are pending here
             await index.folded({"G9": ["G4"]})
             out.append(await index.pending_folds(["G4", "G9"]))
+            out.append(await index.survivors_and_folds(["G4", "G9"]))
             out.append(await index.move("m:3", "G8"))
             out.append(await index.move("m:none", "G8"))
             out.append(await index.tallies(["t1", "t2", "t3", "t4"], ["G9", "G8", "G4", "G1"]))

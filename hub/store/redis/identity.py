@@ -30,6 +30,7 @@ class RedisIdentityIndex(RedisBase):
         self._tallies = self._script(scripts.TALLIES)
         self._move = self._script(scripts.MOVE)
         self._forward = self._script(scripts.FORWARD)
+        self._forward_folds = self._script(scripts.FORWARD_FOLDS)
 
     async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
         if not members:
@@ -224,6 +225,14 @@ class RedisIdentityIndex(RedisBase):
             return {}
         rows = await self._index(self._folds, golden_ids, "index_folds")
         return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
+
+    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+        if not golden_ids:
+            return {}, {}
+        rows = await self._index(self._forward_folds, golden_ids, "index_forward")
+        survivors = {gid: survivor.decode() for gid, (survivor, _) in zip(golden_ids, rows)}
+        folds = {survivor.decode(): sorted(m.decode() for m in found) for survivor, found in rows if found}
+        return survivors, dict(sorted(folds.items()))  # in the order pending_folds gives them
 
     async def folded(self, folds: dict[str, list[str]]) -> None:
         if folds:

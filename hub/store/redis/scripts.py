@@ -186,16 +186,32 @@ return from
 
 # Each golden id followed to its survivor (itself unless merged away); the
 # hop limit guards a lookup against a cycle no code path should make.
-FORWARD = """
-local out = {}
-for i = 1, #ARGV do
-  local gid, hops = ARGV[i], 0
+_SURVIVOR = """
+local function survivor(gid)
+  local hops = 0
   local fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
   while fwd and hops < 64 do
     gid = fwd; hops = hops + 1
     fwd = redis.call('GET', KEYS[1] .. 'fwd:' .. gid)
   end
-  out[#out + 1] = gid
+  return gid
+end
+"""
+
+FORWARD = _SURVIVOR + """
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = survivor(ARGV[i])
+end
+return out
+"""
+
+# FORWARD, and FOLDS of each survivor: where a master pass's golden ids stand, in one call
+FORWARD_FOLDS = _SURVIVOR + """
+local out = {}
+for i = 1, #ARGV do
+  local gid = survivor(ARGV[i])
+  out[#out + 1] = {gid, redis.call('SMEMBERS', KEYS[1] .. 'fold:' .. gid)}
 end
 return out
 """
@@ -260,7 +276,7 @@ return 1
 """
 
 # scripts that only read: on a cluster they are flagged so, which lets them run when Redis is out of memory
-READ_ONLY = (BLOCKS, MEMBERS, FOLDS, CONSTRAINTS, FORWARD, TALLIES)
+READ_ONLY = (BLOCKS, MEMBERS, FOLDS, CONSTRAINTS, FORWARD, FORWARD_FOLDS, TALLIES)
 
 # A golden record's lease (hub:lease:{<gid>}, the record's own slot): taken when
 # free or renewed by its holder, never taken from another holder before it expires.
