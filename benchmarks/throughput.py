@@ -285,6 +285,9 @@ def main() -> int:
         latencies = watcher.view.latencies_ms
         peak_mb = sum(map(_worker_peak_rss_mb, pids))
         watcher.close()
+        # before the broker stops: a producer left behind reconnects, and librdkafka's complaints on stderr
+        # would land after the JSON line that must come last
+        feeder.close()
 
     result = {
         "events": len(burst), "workers": args.workers, "engine": args.engine, "preloaded_customers": preloaded,

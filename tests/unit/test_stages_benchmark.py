@@ -35,3 +35,23 @@ def test_a_preloaded_index_is_searched_and_redis_reports_its_cpu(redis_url):
     redis.Redis.from_url(redis_url).flushdb()  # the data goes (sealed with that run's key), the scripts stay
     again = asyncio.run(stages_benchmark.run_fused(events=300, batch=150, redis_url=redis_url))
     assert 5 <= again["redis_round_trips_per_batch"] < 150
+
+
+def test_pair_scoring_captures_the_pairs_the_fused_pass_scores(redis_url):
+    """benchmarks/pair_scoring.py reads the fused pass's own candidate pairs with both readers."""
+    import redis
+
+    from hub.matching.comparisons import compiled, read_reference
+
+    path = _PATH.parent / "pair_scoring.py"
+    spec = importlib.util.spec_from_file_location("pair_scoring_benchmark", path)
+    pair_scoring = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pair_scoring)
+    redis.Redis.from_url(redis_url).flushdb()
+    pairs = pair_scoring.capture(events=400, preload=300, redis_url=redis_url, limit=2000)
+    assert len(pairs) > 20  # duplicates and the preloaded customers' look-alikes met as candidates
+    assert any(asked for *_, asked in pairs)  # read with the index's term frequencies
+    for comparisons, a, b, asked in pairs:
+        frequencies = (lambda f, v, asked=asked: asked.get((f, v))) if asked is not None else None
+        assert compiled(comparisons).read(a, b, "", frequencies)[0] == read_reference(comparisons, a, b, "",
+                                                                                       frequencies)[0]
