@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import operator
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from textwrap import indent
@@ -498,6 +499,7 @@ def _compile(comparisons: tuple[Comparison, ...]) -> CompiledReader:
 # and hashing a tuple of them per pair would cost more than reading it
 _COMPILED: dict[int, tuple[tuple[Comparison, ...], CompiledReader]] = {}
 _COMPILED_KEPT = 64
+_COMPILING = threading.Lock()  # the look-up stays lock-free; a thread that compiles changes the table alone
 
 
 def compiled(comparisons: tuple[Comparison, ...]) -> CompiledReader:
@@ -509,9 +511,10 @@ def compiled(comparisons: tuple[Comparison, ...]) -> CompiledReader:
     if held is not None and held[0] is comparisons:
         return held[1]
     reader = _compile(tuple(comparisons))
-    if len(_COMPILED) >= _COMPILED_KEPT:
-        _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[id(comparisons)] = (comparisons, reader)
+    with _COMPILING:
+        if len(_COMPILED) >= _COMPILED_KEPT:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[id(comparisons)] = (comparisons, reader)
     return reader
 
 

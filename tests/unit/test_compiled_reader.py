@@ -125,3 +125,15 @@ def test_compiled_once_per_comparisons_object():
     comparisons = tuple(DEFAULT_COMPARISONS)
     assert compiled(comparisons) is compiled(comparisons)
     assert compiled(DEFAULT_COMPARISONS) is compiled(DEFAULT_COMPARISONS)
+
+
+def test_the_table_of_readers_stays_bounded():
+    """Each m/u estimate makes new comparisons: their readers are kept for the last few only."""
+    from hub.matching import comparisons as module
+
+    made = [tuple(DEFAULT_COMPARISONS) for _ in range(module._COMPILED_KEPT + 10)]
+    readers = [compiled(c) for c in made]
+    assert len(module._COMPILED) <= module._COMPILED_KEPT
+    assert compiled(made[-1]) is readers[-1]
+    a = {"gn": "anna", "fn": "smith", "rt": "person"}
+    assert all(r.read(a, a, "", None)[0] == readers[0].read(a, a, "", None)[0] for r in readers)
