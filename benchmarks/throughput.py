@@ -126,14 +126,15 @@ def _breakdown(before: dict, after: dict) -> dict:
               "golden_lease_waits": int(of("hub_golden_lease_waits_total"))}
     count = of("hub_end_to_end_seconds_count")
     if count:
-        buckets = sorted((float(labels.split('le="')[1].split('"')[0]), 0.0) for (n, labels) in delta
-                         if n == "hub_end_to_end_seconds_bucket" and 'le="+Inf"' not in labels)
-        bounds = sorted({b for b, _ in buckets})
-        cumulative = [(b, sum(v for (n, labels), v in delta.items()
-                              if n == "hub_end_to_end_seconds_bucket" and f'le="{b}"' in labels)) for b in bounds]
+        at_most: dict[float, float] = {}  # bucket bound -> events at or under it, summed over the targets
+        for (n, labels), v in delta.items():
+            if n == "hub_end_to_end_seconds_bucket" and 'le="+Inf"' not in labels:
+                bound = float(labels.split('le="')[1].split('"')[0])
+                at_most[bound] = at_most.get(bound, 0.0) + v
         result["hub_end_to_end_mean_ms"] = round(of("hub_end_to_end_seconds_sum") / count * 1000, 1)
         # the bucket bound under which 99 % fall: an upper bound, the histogram's resolution
-        result["hub_end_to_end_p99_le_ms"] = next((b * 1000 for b, c in cumulative if c >= 0.99 * count), None)
+        result["hub_end_to_end_p99_le_ms"] = next((b * 1000 for b in sorted(at_most) if at_most[b] >= 0.99 * count),
+                                                  None)
     return result
 
 

@@ -55,3 +55,40 @@ def test_pair_scoring_captures_the_pairs_the_fused_pass_scores(redis_url):
         frequencies = (lambda f, v, asked=asked: asked.get((f, v))) if asked is not None else None
         assert compiled(comparisons).read(a, b, "", frequencies)[0] == read_reference(comparisons, a, b, "",
                                                                                        frequencies)[0]
+
+
+def test_throughputs_breakdown_reads_the_workers_metrics_over_the_steady_run():
+    """benchmarks/throughput.py's inside-the-worker figures, from two scrapes of a real registry's text."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    path = _PATH.parent / "throughput.py"
+    spec = importlib.util.spec_from_file_location("throughput_benchmark", path)
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    registry = CollectorRegistry()
+    records = Histogram("hub_batch_records", "", ["stage"], buckets=(1, 10, 100), registry=registry)
+    delivery = Histogram("hub_delivery_seconds", "", ["stage"], registry=registry)
+    end_to_end = Histogram("hub_end_to_end_seconds", "", ["target"], buckets=(0.05, 0.1, 0.2), registry=registry)
+    Counter("hub_golden_lease_waits", "", registry=registry)
+
+    def scrape() -> dict:
+        total = {}
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("hub_") and " " in line:
+                head, _, value = line.rpartition(" ")
+                name, _, labels = head.partition("{")
+                total[(name, labels)] = total.get((name, labels), 0.0) + float(value)
+        return total
+    end_to_end.labels("pos").observe(5.0)  # before the steady run: not counted
+    before = scrape()
+    for size in (10, 30):
+        records.labels("hot").observe(size)
+        delivery.labels("hot").observe(0.02)
+    for seconds, target in [(0.04, "pos")] * 60 + [(0.08, "crm")] * 39 + [(0.15, "pos")]:
+        end_to_end.labels(target).observe(seconds)
+    inside = throughput._breakdown(before, scrape())
+    assert inside["passes"] == {"hot": 2} and inside["records_per_pass"] == {"hot": 20.0}
+    assert inside["delivery_ms_per_pass"] == {"hot": 20.0} and inside["golden_lease_waits"] == 0
+    # 99 of the 100 at or under 100 ms, over both targets' buckets
+    assert inside["hub_end_to_end_p99_le_ms"] == 100.0
+    assert inside["hub_end_to_end_mean_ms"] == round((60 * 40 + 39 * 80 + 150) / 100, 1)
