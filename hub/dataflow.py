@@ -95,6 +95,12 @@ def _steward(pipeline, store, secret, topic_keyring):
 SOURCES = "sources"
 
 STAGES: tuple[Stage, ...] = (
+    # consent and survey first: a replay batch's recomputes reach the master with its links, in one master
+    # batch, as the fused engine's pass hands them on (hub.engine)
+    Stage("consent", "consent statements -> the consent store, and a recompute of the golden record",
+          lambda p: (p.topics.consent,), _consent, entry=True),
+    Stage("survey", "survey answers -> the survey store, and a recompute of the golden record",
+          lambda p: (p.topics.survey,), _survey, entry=True),
     Stage("ingest", "raw source events -> canonical records, or the source's dead-letter topic",
           lambda p: tuple(s.raw_topic for s in p.sources), _ingest, is_async=False, entry=True, group=SOURCES),
     Stage("match", "canonical records -> golden ids through the identity index (customer.linked)",
@@ -103,10 +109,6 @@ STAGES: tuple[Stage, ...] = (
           lambda p: (p.topics.linked,), _master),
     Stage("syndicate", "golden records -> each target's slice on its own topic",
           lambda p: (p.topics.golden,), _syndicate),
-    Stage("consent", "consent statements -> the consent store, and a recompute of the golden record",
-          lambda p: (p.topics.consent,), _consent, entry=True),
-    Stage("survey", "survey answers -> the survey store, and a recompute of the golden record",
-          lambda p: (p.topics.survey,), _survey, entry=True),
     Stage("erasure", "erasure requests -> every trace of the customer removed, tombstones to the targets",
           lambda p: (p.topics.erasure,), _erasure, entry=True, ordered=True),
     Stage("steward", "a steward's split and link -> the identity index, and a recompute",
@@ -168,12 +170,20 @@ def _leased_master(pipeline, store, secret, topic_keyring):
 
 
 def _hot_path(pipeline, store, secret, topic_keyring):
+    """Consent statements and survey answers come with the source events (their own steps, first), and what
+    they ask of the master joins the match step's links in one master step."""
     topics = pipeline.topics
-    return Chain([Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical),
-                  Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked),
+    return Chain([Step("consent", _consent(pipeline, store, secret, topic_keyring), True, topics.linked,
+                       reads=(topics.consent,)),
+                  Step("survey", _survey(pipeline, store, secret, topic_keyring), True, topics.linked,
+                       reads=(topics.survey,)),
+                  Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical,
+                       reads=tuple(s.raw_topic for s in pipeline.sources)),
+                  Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked,
+                       reads=(topics.canonical,)),
                   Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
-                       topics.golden, keeps=True),
-                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))])
+                       topics.golden, keeps=True, reads=(topics.linked,)),
+                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))])
 
 
 def _mastered(first: Stage | None):
@@ -196,13 +206,16 @@ def _fused(name: str) -> Stage:
                  entry=True, ordered=staged.ordered)
 
 
-# The fused engine (hub.engine, HUB_ENGINE=fused): source events through ingest, match, master and syndicate
-# in one pass; consent, survey, erasure and steward each through their stage, master and syndicate in one
-# (the timers too: schedule_runner); customer.linked read only for what a staged worker left there.
+# The fused engine (hub.engine, HUB_ENGINE=fused): source events, consent statements and survey answers through
+# consent, survey, ingest, match, master and syndicate in one pass; erasure and steward each through their stage,
+# master and syndicate in one (the timers too: schedule_runner); customer.linked read only for what a staged
+# worker left there.
 FUSED: tuple[Stage, ...] = (
-    Stage("hot", "raw source events -> golden records and each target's slice, in one pass (hub.engine)",
-          lambda p: tuple(s.raw_topic for s in p.sources), _hot_path, entry=True, group=SOURCES),
-    *(_fused(name) for name in ("consent", "survey", "erasure", "steward")),
+    Stage("hot", "raw source events, consent statements and survey answers -> golden records and each target's "
+          "slice, in one pass (hub.engine)",
+          lambda p: (*(s.raw_topic for s in p.sources), p.topics.consent, p.topics.survey), _hot_path, entry=True,
+          group=SOURCES),
+    *(_fused(name) for name in ("erasure", "steward")),
     Stage("recompute", "what a staged worker left on customer.linked -> golden records and target slices, "
           "in one pass", lambda p: (p.topics.linked,), _mastered(None)),
 )
@@ -237,14 +250,14 @@ def worker_groups(app_id: str) -> list[str]:
     return [app_id, *(group_id(app_id, g) for g in own)]
 
 
-def group_of(pipeline: PipelineConfig, app_id: str, topic: str) -> str:
-    """The consumer group in which the workers commit what they read of `topic`."""
+def groups_of(pipeline: PipelineConfig, app_id: str, topic: str) -> list[str]:
+    """The consumer groups in which workers of either engine commit what they read of `topic`: Faust's
+    (`app_id`) where an agent reads it, a stage's own (Stage.group) where its consumer does."""
     from hub.connectors.kafka_consumer import group_id
 
-    for s in (*STAGES, *FUSED):
-        if s.group is not None and topic in s.reads(pipeline):
-            return group_id(app_id, s.group)
-    return app_id
+    found = {group_id(app_id, s.group) if s.group is not None else app_id
+             for s in (*STAGES, *FUSED) if topic in s.reads(pipeline)}
+    return sorted(found) or [app_id]
 
 
 def dead_letter_topics(pipeline: PipelineConfig) -> Callable[[InMessage], str]:

@@ -11,9 +11,18 @@ records, target slices, audit events and dead letters in one pass, delivered
 together, and the input offsets are committed only after that delivery
 (hub.runner). customer.canonical and customer.linked are not written;
 customer.golden still is (users subscribe to it), and the syndicate step
-reads the golden records from the same pass. Consent, survey, erasure,
-steward and the timers hand what they ask of the master to it in their own
-pass too (hub.dataflow.FUSED, hub.dataflow.schedule_runner).
+reads the golden records from the same pass. Consent statements and survey
+answers come in on the same consumer as the source events and share their
+pass: their steps run first and hand what they ask of the master (a
+recompute) to the master step beside the match step's links, so a batch is
+mastered once whatever it mixes. Erasure, steward and the timers hand theirs
+to the master in a pass of their own (hub.dataflow.FUSED,
+hub.dataflow.schedule_runner).
+
+A step takes the messages of the topics it `reads`, from the pass's input or
+handed on by the steps before it, in the order they came: what the staged
+engine's topics would carry to it. A message no step reads fails the pass (a
+chain declared wrong), so it is dead-lettered, never dropped.
 
 What the linked topic's key gave the staged engine, one master per golden
 record, golden-record leases give here (hub.store.redis.leases): the master
@@ -42,6 +51,9 @@ class Step:
     is_async: bool = True
     hands_on: str | None = None  # the topic whose messages feed the next step (None: the last step)
     keeps: bool = False  # those messages are also written to their topic (users read it)
+    # the topics whose messages the step takes, from the pass's input or handed on; None: the first step takes
+    # the pass's input, a later one what the step before hands on
+    reads: tuple[str, ...] | None = None
 
 
 class Chain:
@@ -68,9 +80,12 @@ class Chain:
         after: list = []
         alive: list = []
         abandon: list = []
-        current = batch
+        pending = batch  # in the order they came: the pass's input, then what each step hands on
         try:
-            for step in self.steps:
+            for position, step in enumerate(self.steps):
+                current, pending = self._taken(position, step, pending)
+                if not current:
+                    continue
                 started = time.perf_counter()
                 output = step.stage.process(current)
                 if step.is_async:
@@ -84,20 +99,16 @@ class Chain:
                     alive.append(output.keep_alive)
                 if output.abandon is not None:
                     abandon.append(output.abandon)
-                if step.hands_on is None:
-                    written.extend(output.messages)
-                    break
-                current = []
                 for message in output.messages:
-                    if message.topic == step.hands_on:
-                        current.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
+                    if step.hands_on is not None and message.topic == step.hands_on:
+                        pending.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
                                                  message.headers, message.record))
                         if step.keeps:
                             written.append(message)
                     else:
                         written.append(message)
-                if not current:
-                    break
+            if pending:
+                raise RuntimeError(f"no step of the pass reads {sorted({m.topic for m in pending})}")
         except BaseException:  # a later step failed: what the earlier ones hold is given back, the pass retried
             for job in reversed(abandon):
                 try:
@@ -107,6 +118,19 @@ class Chain:
             raise
         return StageOutput(written, _in_turn(after) if after else None, _in_turn(alive) if alive else None,
                            _in_turn(abandon) if abandon else None)
+
+    def _taken(self, position: int, step: Step, pending: list[InMessage]) -> tuple[list[InMessage], list[InMessage]]:
+        """What `step` reads of `pending`, and what it leaves for the steps after it."""
+        if step.reads is not None:
+            wanted = [m for m in pending if m.topic in step.reads]
+        elif position == 0:
+            wanted = pending
+        else:
+            wanted = [m for m in pending if m.topic == self.steps[position - 1].hands_on]
+        if len(wanted) == len(pending):
+            return list(pending), []
+        taken = {id(m) for m in wanted}
+        return wanted, [m for m in pending if id(m) not in taken]
 
 
 def _in_turn(jobs: list):

@@ -9,15 +9,17 @@ workers over the same topics twice can give different golden ids. A replay
 reads every partition of the input topics (the sources' raw topics, consent,
 erasure, steward actions, surveys) up to where each ends when it is reached,
 merges them by (timestamp, topic, partition, offset), and cuts that stream
-into batches of a fixed size; each batch goes through its input stages and
-then every stage downstream (match, master, syndicate) before the next. Every
+into batches of a fixed size; each batch goes through the stages in their
+declared order (hub.dataflow), each stage once with everything addressed to
+it so far (a batch's consent recomputes and its links mastered together, as
+the fused engine's pass masters them), before the next batch. Every
 output goes to its topic as a worker would write it. Same topics and batch
 size, same bytes: the golden ids and each golden topic value per key are the
 same replay after replay, whatever the fetch timing.
 
 Stop the workers, point HUB_REDIS__URL at an empty Redis, run `hub replay`;
 it then commits the workers' consumer groups (Faust's, and the source stage's
-own: hub.dataflow.group_of) at the end of every topic it read or wrote, so
+own: hub.dataflow.groups_of) at the end of every topic it read or wrote, so
 started again they carry on from there.
 """
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from hub.config import DEFAULT_ENGINE, PipelineConfig
 from hub.connectors.kafka import KafkaSink
 from hub.crypto import Keyring
-from hub.dataflow import entry_stages, group_of, internal_stages, stage_runners, stages
+from hub.dataflow import entry_stages, groups_of, internal_stages, stage_runners, stages
 from hub.engine import stages_of
 from hub.records import InMessage, OutMessage
 from hub.runner import StageRunner
@@ -91,10 +93,8 @@ class Replay:
                  batch_size: int = 500, engine: str = DEFAULT_ENGINE):
         """`runners`: hub.dataflow.stage_runners for the same `engine`."""
         declared = stages(engine)
-        # entry stages in their declared order; those a replay batches alone
-        self.entry_order = tuple(s.name for s in declared if s.entry)
+        self.order = tuple(s.name for s in declared)  # a batch goes through the stages in this order
         self.ordered = frozenset(s.name for s in declared if s.ordered)
-        self.downstream_order = tuple(s.name for s in declared if not s.entry)
         self.entry = entry_stages(pipeline, engine)
         self.downstream = internal_stages(pipeline, engine)
         self.tee = _TeeSink(sink, set(self.downstream))
@@ -126,27 +126,23 @@ class Replay:
         return ReplayCounts(self.inputs, self.tee.counts, time.monotonic() - started)
 
     async def _flush(self, pending: dict[str, list[InMessage]]) -> None:
-        for name in self.entry_order:
-            if name in pending:
-                await self._cascade(name, pending[name])
-
-    async def _cascade(self, stage: str, batch: list[InMessage]) -> None:
-        """One batch through its stage, then what it wrote for the stages
-        downstream through them, breadth first, before the next input batch."""
-        queue = [(stage, batch)]
-        while queue:
-            name, messages = queue.pop(0)
-            await self.runners[name].run(messages)
-            produced = self.tee.take()
-            by_stage: dict[str, list[InMessage]] = {}
-            now_ms = int(time.time() * 1000)
-            for record in produced:
-                self._offset += 1
-                by_stage.setdefault(self.downstream[record.topic], []).append(
-                    InMessage(record.topic, 0, self._offset, record.key, record.value, now_ms, record.headers))
-            for downstream in self.downstream_order:
-                if downstream in by_stage:
-                    queue.append((downstream, by_stage[downstream]))
+        """The batch through the stages in their declared order, each run once with everything addressed to
+        it so far; what a stage writes for one declared before it waits for the next sweep."""
+        inbox = dict(pending)
+        while inbox:
+            for name in self.order:
+                messages = inbox.pop(name, None)
+                if not messages:
+                    continue
+                await self.runners[name].run(messages)
+                now_ms = int(time.time() * 1000)
+                for record in self.tee.take():
+                    self._offset += 1
+                    downstream = self.downstream[record.topic]
+                    if downstream in self.order:
+                        inbox.setdefault(downstream, []).append(
+                            InMessage(record.topic, 0, self._offset, record.key, record.value, now_ms,
+                                      record.headers))
 
 
 class IndexNotEmpty(RuntimeError):
@@ -187,7 +183,8 @@ async def replay(pipeline: PipelineConfig, bootstrap_servers: str, redis_url: st
         offsets.update(end_offsets(bootstrap_servers, sorted(driver.downstream)))
         by_group: dict[str, dict] = {}
         for (topic, partition), offset in offsets.items():
-            by_group.setdefault(group_of(pipeline, group, topic), {})[(topic, partition)] = offset
+            for name in groups_of(pipeline, group, topic):
+                by_group.setdefault(name, {})[(topic, partition)] = offset
         for name, part in by_group.items():
             commit_group(bootstrap_servers, name, part)
     return counts

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from hub.connectors.embedded import EmbeddedBroker
 from hub.connectors.kafka import commit_group, end_offsets, ensure_topics
 from hub.connectors.kafka_consumer import BatchConsumer, group_id
-from hub.dataflow import SOURCES, group_of, worker_groups
+from hub.dataflow import SOURCES, groups_of, worker_groups
 from hub.follow import behind, committed_offsets
 
 pytestmark = pytest.mark.integration
@@ -122,8 +122,10 @@ def test_the_workers_progress_is_read_over_both_groups(broker, pipeline):
     assert committed_offsets(broker, "app-c", ends) == ends
     assert worker_groups("app-c") == ["app-c", "app-c.sources"]
     # a source topic is committed in the sources group, whatever the engine; the rest in Faust's
-    assert group_of(pipeline, "app-c", pipeline.sources[0].raw_topic) == "app-c.sources"
-    assert group_of(pipeline, "app-c", pipeline.topics.golden) == "app-c"
+    assert groups_of(pipeline, "app-c", pipeline.sources[0].raw_topic) == ["app-c.sources"]
+    assert groups_of(pipeline, "app-c", pipeline.topics.golden) == ["app-c"]
+    # a staged worker's Faust agent reads consent statements, a fused worker's source consumer too
+    assert groups_of(pipeline, "app-c", pipeline.topics.consent) == ["app-c", "app-c.sources"]
 
 
 def test_a_rebalance_waits_for_the_batches_in_flight_to_be_committed(broker):

@@ -310,7 +310,7 @@ def test_a_leased_master_retried_after_redis_died_at_any_command_leaves_what_a_c
 
 # scenario -> the fused engine's pass that takes its input (hub.dataflow.FUSED)
 FUSED_PASSES = {"source events": "hot", "source merge": "hot", "steward split": "steward",
-                "steward link": "steward", "erasure": "erasure", "consent": "consent", "survey": "survey"}
+                "steward link": "steward", "erasure": "erasure", "consent": "hot", "survey": "hot"}
 # Dana's two records, one with her email, one with her phone: names alone never merge; then one that carries
 # both: her two golden records merge
 DANA = {"given_name": "Dana", "family_name": "Whitcombe"}

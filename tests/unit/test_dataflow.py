@@ -12,6 +12,7 @@ from hub import dataflow, replay
 from hub.config import Settings, load_pipeline
 from hub.follow import worker_input_topics
 from hub.records import InMessage
+from hub.store.memory_store import MemoryStore
 
 PIPELINE = load_pipeline(None)
 
@@ -38,10 +39,12 @@ def test_the_topics_split_into_entry_and_internal_and_the_workers_read_all_of_th
 
 def test_the_fused_engine_reads_the_sources_and_the_recompute_requests_only():
     entry, internal = dataflow.entry_stages(PIPELINE, "fused"), dataflow.internal_stages(PIPELINE, "fused")
+    # consent statements and survey answers share the source events' pass (hub.engine)
     assert entry == {**{s.raw_topic: "hot" for s in PIPELINE.sources},
-                     **{t: n for t, n in dataflow.entry_stages(PIPELINE, "staged").items() if n != "ingest"}}
+                     PIPELINE.topics.consent: "hot", PIPELINE.topics.survey: "hot",
+                     PIPELINE.topics.erasure: "erasure", PIPELINE.topics.steward: "steward"}
     assert {s.name: s.ordered for s in dataflow.FUSED} == {
-        "hot": False, "consent": False, "survey": False, "erasure": True, "steward": True, "recompute": False}
+        "hot": False, "erasure": True, "steward": True, "recompute": False}
     assert internal == {PIPELINE.topics.linked: "recompute"}
     assert worker_input_topics(PIPELINE, "fused") == [*entry, *internal]
     read = [topic for s in dataflow.FUSED for topic in s.reads(PIPELINE)]
@@ -54,12 +57,13 @@ def _driver(engine: str) -> replay.Replay:
 
 def test_replay_follows_the_declared_order():
     staged, fused = _driver("staged"), _driver("fused")
-    assert staged.entry_order == ("ingest", "consent", "survey", "erasure", "steward")
-    assert staged.downstream_order == ("match", "master", "syndicate")
+    # consent and survey before the source events: their recomputes are mastered with the batch's links
+    assert staged.order == ("consent", "survey", "ingest", "match", "master", "syndicate", "erasure", "steward")
     assert staged.ordered == {"erasure", "steward"}
-    assert fused.entry_order == ("hot", "consent", "survey", "erasure", "steward")
-    assert fused.downstream_order == ("recompute",)
+    assert fused.order == ("hot", "erasure", "steward", "recompute")
     assert fused.ordered == {"erasure", "steward"}
+    steps = dataflow.FUSED[0].build(PIPELINE, MemoryStore(), b"k", None).steps
+    assert [s.name for s in steps] == ["consent", "survey", "ingest", "match", "master", "syndicate"]
 
 
 def test_a_failed_record_goes_to_the_dead_letter_topic_of_its_input():
@@ -95,7 +99,10 @@ def test_the_worker_runs_one_agent_per_declared_stage(redis_url, tmp_path, engin
             assert set(agents[s.name].channel.topics) == set(s.reads(PIPELINE))
         else:
             consumer = hub.consumers[s.name]
-            assert set(consumer.topics) == set(s.reads(PIPELINE)) == {x.raw_topic for x in PIPELINE.sources}
+            sources = {x.raw_topic for x in PIPELINE.sources}
+            # the fused engine's source consumer takes consent statements and survey answers too
+            sources |= {PIPELINE.topics.consent, PIPELINE.topics.survey} if engine == "fused" else set()
+            assert set(consumer.topics) == set(s.reads(PIPELINE)) == sources
             assert consumer.group == f"hub-{engine}.sources" and consumer.seed_group == f"hub-{engine}"
             assert consumer.batch_size == settings.batch_size and consumer.batch_wait_s == settings.batch_wait_s
         assert hub.runners[s.name].is_async == s.is_async

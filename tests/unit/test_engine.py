@@ -113,7 +113,7 @@ def _linked_batch():
     runners = stage_runners(PIPELINE, store, sink, SECRET, engine="staged")
     messages = [m for m in _stream(persons=6) if m.topic.startswith("raw.")][:4]
     driver = Replay(PIPELINE, {k: v for k, v in runners.items() if k in ("ingest", "match")}, sink, 100, "staged")
-    driver.downstream_order = ("match",)
+    driver.order = ("ingest", "match")
     asyncio.run(driver.run(messages))
     from hub.records import InMessage
 
