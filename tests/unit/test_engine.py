@@ -356,3 +356,39 @@ def test_a_chain_keeps_every_step_alive():
     output = run(chain.process([InMessage("raw", 0, 0, b"k", b"v")]))
     run(output.keep_alive())
     assert kept == ["syndicate", "master"]
+
+
+def test_a_chain_step_takes_the_topics_it_reads_from_the_batch_or_handed_on_in_order():
+    """The hot path's consent step reads its own topic of the batch and hands its recomputes to the master
+    step beside the match step's links, in the order they came; a message no step reads fails the pass."""
+    from hub.engine import Step as S
+    from hub.records import InMessage, OutMessage
+    from hub.stages import StageOutput
+
+    seen: dict[str, list] = {}
+
+    class Echo:
+        def __init__(self, name, topic):
+            self.name, self.topic = name, topic
+
+        async def process(self, batch):
+            seen.setdefault(self.name, []).append([(m.topic, m.key) for m in batch])
+            return StageOutput([OutMessage(self.topic, m.key, b"") for m in batch])
+
+    chain = Chain([S("consent", Echo("consent", "linked"), True, "linked", reads=("consent",)),
+                   S("ingest", Echo("ingest", "canonical"), True, "canonical", reads=("raw.a", "raw.b")),
+                   S("match", Echo("match", "linked"), True, "linked", reads=("canonical",)),
+                   S("master", Echo("master", "golden"), True, reads=("linked",))])
+    batch = [InMessage(t, 0, i, k, b"") for i, (t, k) in
+             enumerate([("raw.b", b"r1"), ("consent", b"c1"), ("raw.a", b"r2"), ("consent", b"c2")])]
+    output = run(chain.process(batch))
+    assert seen == {"consent": [[("consent", b"c1"), ("consent", b"c2")]],
+                    "ingest": [[("raw.b", b"r1"), ("raw.a", b"r2")]],
+                    "match": [[("canonical", b"r1"), ("canonical", b"r2")]],
+                    "master": [[("linked", b"c1"), ("linked", b"c2"), ("linked", b"r1"), ("linked", b"r2")]]}
+    assert [m.key for m in output.messages] == [b"c1", b"c2", b"r1", b"r2"]
+    seen.clear()
+    run(chain.process([InMessage("consent", 0, 0, b"c3", b"")]))  # the source steps have nothing: skipped
+    assert seen == {"consent": [[("consent", b"c3")]], "master": [[("linked", b"c3")]]}
+    with pytest.raises(RuntimeError, match="no step of the pass reads"):
+        run(chain.process([InMessage("raw.a", 0, 0, b"r", b""), InMessage("survey", 0, 1, b"s", b"")]))
