@@ -152,3 +152,22 @@ def test_multi_exec_and_watch_keep_redis_pys_path(pair):
         tx.set("lean:t", value + 1)
     assert ours.transaction(bump, "lean:t") == [True]
     assert ours.get("lean:t") == b"3"
+
+
+def test_a_pipeline_goes_out_in_one_write_however_large(pair, monkeypatch):
+    """redis-py would send a pipeline in pieces of 6,000 bytes, a large value in a piece of its own."""
+    ours, plain = pair
+    ours.ping()  # connected: the handshake's own writes are done
+    connection = ours.own_connection()
+    writes = []
+    sent = connection.send_packed_command
+    monkeypatch.setattr(connection, "send_packed_command",
+                        lambda command, *a, **k: (writes.append(command), sent(command, *a, **k))[1])
+    large = b"x" * 20_000
+    pipe = ours.pipeline(transaction=False)
+    for i in range(40):
+        pipe.set(f"lean:{i}", large if i % 10 == 0 else b"small %d" % i)
+    assert pipe.execute() == [True] * 40
+    assert len(writes) == 1 and len(writes[0]) == 1 and len(writes[0][0]) > 80_000
+    assert connection.pack_commands([("SET", "lean:0", large), ("SET", "lean:1", large)]).__len__() > 1
+    assert [plain.get(f"lean:{i}") for i in (0, 1, 10)] == [large, b"small 1", large]

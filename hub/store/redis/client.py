@@ -140,7 +140,10 @@ class LeanPipeline(redis.client.Pipeline):
             return super().execute(raise_on_error)
         connection = self.own_connection()
         try:
-            connection.send_packed_command(connection.pack_commands([args for args, _ in stack]))
+            # one write, however large: redis-py cuts a pipeline into pieces of 6,000 bytes and gives each large
+            # value a piece of its own, a system call each (some 60 µs of CPU each on loopback TCP)
+            packed = connection.pack_commands([args for args, _ in stack])
+            connection.send_packed_command(packed if len(packed) == 1 else [b"".join(packed)])
             responses = []
             for args, options in stack:
                 try:
