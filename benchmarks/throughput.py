@@ -11,7 +11,10 @@ production), then:
 
 First, as the floor to compare with, a plain confluent-kafka consume ->
 produce loop moves the same records on the same broker. Prints a readable
-report; the last line is one JSON object.
+report; the last line is one JSON object. The embedded broker shares the
+machine with the worker and Redis: its CPU per event at full speed and its
+share of a core in the steady run are reported too, so a run the broker
+held back shows as one.
 
 `--preload N` puts N customers in the identity index first (through the
 matcher's own link script), to see whether per-event cost stays flat as the
@@ -243,8 +246,10 @@ def main() -> int:
         progress = _Progress(hub.bootstrap, pipeline, args.engine)
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)
+        broker_pid = hub.broker.process.pid if hub.broker.process is not None else None
         cpu0 = sum(map(_worker_cpu_s, pids))
         redis_cpu0 = _redis_cpu_s(hub.redis_url)
+        broker_cpu0 = _worker_cpu_s(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         for topic, key, value in burst:
             feeder.send(topic, key, value)
@@ -258,6 +263,7 @@ def main() -> int:
         elapsed = watcher.view.last_arrival - started
         burst_cpu = sum(map(_worker_cpu_s, pids)) - cpu0
         burst_redis_cpu = _redis_cpu_s(hub.redis_url) - redis_cpu0
+        burst_broker_cpu = _worker_cpu_s(broker_pid) - broker_cpu0 if broker_pid else None
         events_per_s = len(burst) / elapsed
         burst_latencies = list(watcher.view.latencies_ms)
 
@@ -265,6 +271,7 @@ def main() -> int:
         watcher.view.latencies_ms.clear()
         accounted_before = _accounted(watcher.view, pipeline)
         cpu1 = sum(map(_worker_cpu_s, pids))
+        broker_cpu1 = _worker_cpu_s(broker_pid) if broker_pid else 0.0
         metrics_before = _samples(workers)
         print(f"steady run: {len(steady)} events at {rate:,.0f} events/s", flush=True)
         steady_started = time.monotonic()
@@ -282,6 +289,8 @@ def main() -> int:
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started
         steady_cpu = sum(map(_worker_cpu_s, pids)) - cpu1
+        # the embedded broker shares the machine: its CPU tells a broker-bound run (docs/performance.md)
+        steady_broker_cpu = _worker_cpu_s(broker_pid) - broker_cpu1 if broker_pid else None
         inside = _breakdown(metrics_before, _samples(workers))
         latencies = watcher.view.latencies_ms
         peak_mb = sum(map(_worker_peak_rss_mb, pids))
@@ -299,6 +308,9 @@ def main() -> int:
         "full_speed_p50_ms": round(_percentile(burst_latencies, 0.5), 1),
         "steady_rate_per_s": round(rate, 1), "steady_events": len(steady),
         "steady_cpu_share": round(steady_cpu / steady_elapsed, 3),
+        # None with a broker of your own (HUB_KAFKA__BOOTSTRAP_SERVERS): only the embedded one is measured
+        "broker_cpu_us_per_event": round(burst_broker_cpu / len(burst) * 1e6, 1) if burst_broker_cpu is not None else None,
+        "steady_broker_cpu_share": round(steady_broker_cpu / steady_elapsed, 3) if steady_broker_cpu is not None else None,
         "p50_ms": round(_percentile(latencies, 0.5), 1), "p95_ms": round(_percentile(latencies, 0.95), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
         "steady_inside": inside,
@@ -312,6 +324,9 @@ def main() -> int:
           f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms over {len(latencies)} target records"
           f" (mean {statistics.fmean(latencies) if latencies else float('nan'):.1f} ms)")
     print(f"inside the worker over the steady run: {json.dumps(inside)}")
+    if result["broker_cpu_us_per_event"] is not None:
+        print(f"embedded broker CPU {result['broker_cpu_us_per_event']} µs per event at full speed, "
+              f"{result['steady_broker_cpu_share']:.0%} of a core in the steady run")
     redis_us = result["redis_cpu_us_per_event"]
     print(f"Redis server CPU {redis_us} µs per event: the identity index lives in one slot, so one Redis core "
           f"caps a whole deployment near {1e6 / redis_us if redis_us else float('inf'):,.0f} events/s "
