@@ -6,9 +6,11 @@ stage reading the source topics, a consumer of its own: `group`), `hub replay`
 that follow the workers' progress (hub.follow) read the same topics. A new
 stage is one entry here plus its module under hub/stages.
 
-Order matters: a replay runs a batch through the entry stages (those reading
-topics from outside the hub) in this order, and what they write through the
-internal stages in this order, breadth first.
+Order matters: a replay runs a batch through the stages in this order, each
+once with everything addressed to it (the batch's records of the topics it
+reads, what the stages before it wrote for it), so the master gets a batch's
+consent and survey recomputes with its links, as the fused engine's pass
+hands them on.
 """
 
 from __future__ import annotations
