@@ -1,0 +1,141 @@
+"""What the embedded broker spends serving the source consumer's fetches, by the partitions it names.
+
+The fused engine's source consumer reads the source topics and the consent and survey topics, which rarely
+hold a record. A fetch request names every partition its consumer holds, so this asks what those mostly
+empty partitions cost the broker while the source topics flow, and whether a second consumer for them, at
+a slower fetch pace, gives it back. Each run feeds `--rate` records/s to four source topics of four
+partitions (fresh topics per run: the embedded broker slows as a partition grows, so runs must not share
+them; benchmarks/broker_fetch.py) and takes them with the hub's own consumer (hub.connectors.kafka_consumer.BatchConsumer), in turn:
+
+  sources      the 16 source partitions only
+  with-quiet   the same consumer reading 8 empty partitions more (two topics of four), as the hot path does
+  quiet-apart  those 8 on a second consumer in the same group, fetch.wait.max.ms 100
+
+It reports, per run and as the mean per variant, the broker's share of a core, this process's (the
+consumer and the feeding producer), and the fetch requests per second the busy consumer sent. Variants
+alternate (the order reversed every other round), so a drift of the machine falls on each alike.
+
+    python benchmarks/quiet_fetch.py --rate 250 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from hub.connectors.embedded import EmbeddedBroker  # noqa: E402
+from hub.connectors.kafka import ensure_topics  # noqa: E402
+from hub.connectors.kafka_consumer import BatchConsumer  # noqa: E402
+
+VARIANTS = ("sources", "with-quiet", "quiet-apart")
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: float) -> dict:
+    bootstrap = broker.bootstrap_servers
+    sources = [f"raw.s{i}.{tag}" for i in range(4)]
+    quiet = [f"consent.{tag}", f"survey.{tag}"]
+    ensure_topics(bootstrap, [*sources, *quiet], 4)
+    fetches = {"count": 0}
+
+    def on_stats(raw: str) -> None:
+        fetches["count"] = sum(b["req"].get("Fetch", 0) for b in json.loads(raw)["brokers"].values())
+
+    def consumer(topics: list[str], fetch_wait_ms: int) -> BatchConsumer:
+        made = BatchConsumer(bootstrap, f"bench-fetch.{tag}", topics, batch_size=500, batch_wait_s=0.05,
+                             fetch_wait_ms=fetch_wait_ms)
+        made.start()
+        return made
+
+    busy = consumer(sources + (quiet if variant == "with-quiet" else []), 10)
+    busy._consumer.close()  # again, with statistics: the busy consumer's fetch requests are counted
+    busy._config.update({"statistics.interval.ms": 1000, "stats_cb": on_stats})
+    busy.start()
+    apart = consumer(quiet, 100) if variant == "quiet-apart" else None
+    stop = threading.Event()
+
+    def feed() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        sent, started = 0, time.monotonic()
+        while not stop.is_set():
+            producer.produce(sources[sent % 4], b"x" * 300, key=str(sent).encode())
+            sent += 1
+            producer.poll(0)
+            ahead = started + sent / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.flush(10)
+
+    def take(for_s: float) -> int:
+        taken, until = 0, time.monotonic() + for_s
+        while time.monotonic() < until:
+            batch = busy.take(0.05)
+            if apart is not None:
+                quiet_batch = apart.take(0)
+                if quiet_batch:
+                    apart.commit(quiet_batch)
+            if batch:
+                busy.commit(batch)
+                taken += len(batch)
+        return taken
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        take(5.0)  # the group settled, the feed flowing
+        broker0, own0, fetches0, started = _cpu_s(broker.process.pid), _cpu_s(os.getpid()), fetches["count"], \
+            time.monotonic()
+        taken = take(seconds)
+        elapsed = time.monotonic() - started
+        return {"variant": variant, "broker_share": round((_cpu_s(broker.process.pid) - broker0) / elapsed, 3),
+                "client_share": round((_cpu_s(os.getpid()) - own0) / elapsed, 3),
+                "busy_fetches_per_s": round((fetches["count"] - fetches0) / elapsed),
+                "taken_per_s": round(taken / elapsed)}
+    finally:
+        stop.set()
+        feeder.join()
+        busy.close()
+        if apart is not None:
+            apart.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=250.0, help="records/s fed to the source topics")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured per run")
+    parser.add_argument("--rounds", type=int, default=3, help="each variant runs once per round")
+    args = parser.parse_args()
+    broker = EmbeddedBroker().start()
+    runs = []
+    try:
+        for round_ in range(args.rounds):
+            for variant in (VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))):
+                result = run(broker, variant, f"{variant}{round_}", args.rate, args.seconds)
+                runs.append(result)
+                print(f"{variant:12} broker {result['broker_share']:.3f} of a core, client "
+                      f"{result['client_share']:.3f}, {result['busy_fetches_per_s']} fetches/s, "
+                      f"{result['taken_per_s']} records/s", flush=True)
+    finally:
+        broker.stop()
+    summary = {v: {key: round(sum(r[key] for r in runs if r["variant"] == v) / args.rounds, 3)
+                   for key in ("broker_share", "client_share", "busy_fetches_per_s")} for v in VARIANTS}
+    print(json.dumps({"rate": args.rate, "seconds": args.seconds, "rounds": args.rounds, "mean": summary,
+                      "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()
