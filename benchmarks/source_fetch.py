@@ -1,21 +1,25 @@
-"""What the embedded broker spends serving the source consumer's fetches, by the partitions it names.
+"""What the embedded broker spends serving the source consumer's fetches, and what takes it down.
 
-The fused engine's source consumer reads the source topics and the consent and survey topics, which rarely
-hold a record. A fetch request names every partition its consumer holds, so this asks what those mostly
-empty partitions cost the broker while the source topics flow, and whether a second consumer for them, at
-a slower fetch pace, gives it back. Each run feeds `--rate` records/s to four source topics of four
-partitions (fresh topics per run: the embedded broker slows as a partition grows, so runs must not share
-them; benchmarks/broker_fetch.py) and takes them with the hub's own consumer (hub.connectors.kafka_consumer.BatchConsumer), in turn:
+A fetch request names every partition its consumer holds, and the embedded broker pays for each one it
+names. Each run feeds `--rate` records/s to four source topics of four partitions (fresh topics per run:
+the embedded broker slows as a partition grows, benchmarks/broker_fetch.py, so runs must not share them)
+and takes them with the hub's own consumer (hub.connectors.kafka_consumer.BatchConsumer) as a worker does:
+take a batch, work `--pass-ms` on it, commit it. The variants, in turn:
 
-  sources      the 16 source partitions only
-  with-quiet   the same consumer reading 8 empty partitions more (two topics of four), as the hot path does
-  quiet-apart  those 8 on a second consumer in the same group, fetch.wait.max.ms 100
+  prefetch     the 16 source partitions, fetched again while records wait in the queue (the consumer
+               as it is: queued.min.messages 2,000)
+  on-demand    the same, each partition fetched again only once what was fetched of it is taken
+               (queued.min.messages 1, fetch.queue.backoff.ms 5; tried, not kept: docs/performance.md)
+  with-quiet   prefetch, with 8 empty partitions more (two topics of four): the consent and survey
+               topics the fused engine's source consumer reads too
+  quiet-apart  those 8 on a second consumer in the same group, fetch.wait.max.ms 100 (tried, not kept)
 
 It reports, per run and as the mean per variant, the broker's share of a core, this process's (the
-consumer and the feeding producer), and the fetch requests per second the busy consumer sent. Variants
-alternate (the order reversed every other round), so a drift of the machine falls on each alike.
+consumer and the feeding producer), the fetch requests per second the source consumer sent, and the
+latency from produce to `take` (p50, p99). Variants alternate (the order reversed every other round),
+so a drift of the machine falls on each alike.
 
-    python benchmarks/quiet_fetch.py --rate 250 --rounds 3
+    python benchmarks/source_fetch.py --rate 250 --rounds 3
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from hub.connectors.embedded import EmbeddedBroker  # noqa: E402
 from hub.connectors.kafka import ensure_topics  # noqa: E402
 from hub.connectors.kafka_consumer import BatchConsumer  # noqa: E402
 
-VARIANTS = ("sources", "with-quiet", "quiet-apart")
+VARIANTS = ("prefetch", "on-demand", "with-quiet", "quiet-apart")
 
 
 def _cpu_s(pid: int) -> float:
@@ -45,7 +49,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: float) -> dict:
+def _percentile(values: list[float], share: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1) if ordered else None
+
+
+def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: float, pass_s: float) -> dict:
     bootstrap = broker.bootstrap_servers
     sources = [f"raw.s{i}.{tag}" for i in range(4)]
     quiet = [f"consent.{tag}", f"survey.{tag}"]
@@ -64,7 +73,10 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
     busy = consumer(sources + (quiet if variant == "with-quiet" else []), 10)
     busy._consumer.close()  # again, with statistics: the busy consumer's fetch requests are counted
     busy._config.update({"statistics.interval.ms": 1000, "stats_cb": on_stats})
+    if variant == "on-demand":
+        busy._config.update({"queued.min.messages": 1, "fetch.queue.backoff.ms": 5})
     busy.start()
+    latencies: list[float] = []
     apart = consumer(quiet, 100) if variant == "quiet-apart" else None
     stop = threading.Event()
 
@@ -72,7 +84,7 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
         sent, started = 0, time.monotonic()
         while not stop.is_set():
-            producer.produce(sources[sent % 4], b"x" * 300, key=str(sent).encode())
+            producer.produce(sources[sent % 4], f"{time.time():.6f}".encode().ljust(300), key=str(sent).encode())
             sent += 1
             producer.poll(0)
             ahead = started + sent / rate - time.monotonic()
@@ -80,10 +92,15 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
                 time.sleep(ahead)
         producer.flush(10)
 
-    def take(for_s: float) -> int:
+    def take(for_s: float, timed: bool) -> int:
         taken, until = 0, time.monotonic() + for_s
         while time.monotonic() < until:
             batch = busy.take(0.05)
+            if batch and timed:
+                now = time.time()
+                latencies.extend(now - float(m.value) for m in batch)
+            if batch:
+                time.sleep(pass_s)  # the pass's work, while records go on arriving
             if apart is not None:
                 quiet_batch = apart.take(0)
                 if quiet_batch:
@@ -96,15 +113,16 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
     feeder = threading.Thread(target=feed)
     feeder.start()
     try:
-        take(5.0)  # the group settled, the feed flowing
+        take(5.0, False)  # the group settled, the feed flowing
         broker0, own0, fetches0, started = _cpu_s(broker.process.pid), _cpu_s(os.getpid()), fetches["count"], \
             time.monotonic()
-        taken = take(seconds)
+        taken = take(seconds, True)
         elapsed = time.monotonic() - started
         return {"variant": variant, "broker_share": round((_cpu_s(broker.process.pid) - broker0) / elapsed, 3),
                 "client_share": round((_cpu_s(os.getpid()) - own0) / elapsed, 3),
                 "busy_fetches_per_s": round((fetches["count"] - fetches0) / elapsed),
-                "taken_per_s": round(taken / elapsed)}
+                "taken_per_s": round(taken / elapsed), "p50_ms": _percentile(latencies, 0.5),
+                "p99_ms": _percentile(latencies, 0.99)}
     finally:
         stop.set()
         feeder.join()
@@ -118,22 +136,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=250.0, help="records/s fed to the source topics")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured per run")
     parser.add_argument("--rounds", type=int, default=3, help="each variant runs once per round")
+    parser.add_argument("--pass-ms", type=float, default=12.0, help="work per batch taken, as a worker's pass")
     args = parser.parse_args()
     broker = EmbeddedBroker().start()
     runs = []
     try:
         for round_ in range(args.rounds):
             for variant in (VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))):
-                result = run(broker, variant, f"{variant}{round_}", args.rate, args.seconds)
+                result = run(broker, variant, f"{variant}{round_}", args.rate, args.seconds, args.pass_ms / 1000)
                 runs.append(result)
                 print(f"{variant:12} broker {result['broker_share']:.3f} of a core, client "
                       f"{result['client_share']:.3f}, {result['busy_fetches_per_s']} fetches/s, "
-                      f"{result['taken_per_s']} records/s", flush=True)
+                      f"{result['taken_per_s']} records/s, to take p50 {result['p50_ms']} p99 {result['p99_ms']} ms", flush=True)
     finally:
         broker.stop()
     summary = {v: {key: round(sum(r[key] for r in runs if r["variant"] == v) / args.rounds, 3)
-                   for key in ("broker_share", "client_share", "busy_fetches_per_s")} for v in VARIANTS}
-    print(json.dumps({"rate": args.rate, "seconds": args.seconds, "rounds": args.rounds, "mean": summary,
+                   for key in ("broker_share", "client_share", "busy_fetches_per_s", "p50_ms", "p99_ms")} for v in VARIANTS}
+    print(json.dumps({"rate": args.rate, "seconds": args.seconds, "rounds": args.rounds, "pass_ms": args.pass_ms,
+                      "mean": summary,
                       "runs": runs}))
 
 
