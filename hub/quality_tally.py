@@ -11,7 +11,8 @@ present / records; validity is values / (values + dropped).
 
 `MemoryTallyStore` and `RedisTallyStore` add the counters up; Redis keeps
 one hash per day (`hub:quality:{<day>}`, a hash tag per day) written with
-one pipeline of HINCRBY per batch, kept `RETAIN_DAYS`. The counts are
+one script call per batch (every counter of the day's hash), kept
+`RETAIN_DAYS`. The counts are
 statistics: a batch redelivered after a crash is counted again.
 """
 
@@ -112,22 +113,27 @@ def tally_key(day: str) -> str:
     return f"hub:quality:{{{day}}}"
 
 
+# A batch's counters of one day in one command: as a HINCRBY each they were some 80 commands for a batch of
+# 10 events, each a reply for the worker to read (a few µs of its CPU apiece), to tell it nothing.
+ADD_COUNTS = """
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+
+
 class RedisTallyStore:
-    """Synchronous (the ingest stage is): one pipeline per batch."""
+    """Synchronous (the ingest stage is): one script call per batch (a batch is counted on one day, the day
+    it is ingested)."""
 
     def __init__(self, client):
         self.client = client
+        self._add = client.register_script(ADD_COUNTS)  # loaded again by redis-py if the server lost it
 
     def add(self, counts: dict[str, Counter]) -> None:
-        if not counts:
-            return
-        pipe = self.client.pipeline(transaction=False)
         for day, fields in counts.items():
-            key = tally_key(day)
-            for field, n in fields.items():
-                pipe.hincrby(key, field, n)
-            pipe.expire(key, RETAIN_DAYS * 86_400)
-        pipe.execute()
+            if fields:
+                self._add(keys=[tally_key(day)],
+                          args=[RETAIN_DAYS * 86_400, *(x for item in fields.items() for x in item)])
 
     def read(self, days: list[str]) -> dict[str, dict[str, int]]:
         pipe = self.client.pipeline(transaction=False)

@@ -72,3 +72,34 @@ def test_redis_store_adds_up_like_the_memory_one(redis_url):
     key = next(client.scan_iter("hub:quality:*"))
     assert key == b"hub:quality:{2026-01-01}" and 0 < client.ttl(key) <= 400 * 86_400
     assert key_slot(key) == key_slot(b"{2026-01-01}")
+
+
+def test_a_batch_is_counted_in_one_command_even_after_the_server_lost_its_scripts(redis_url):
+    """Every counter of a batch in one script call (not a HINCRBY each, a reply each for the worker to
+    read); after SCRIPT FLUSH the script is loaded again and nothing is lost."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    records = [standardised("crm", str(i), given_name="Ann", family_name="Lee", birth_date="1980-02-03",
+                            emails=[{"address": f"ann{i}@gmail.com"}]) for i in range(10)]
+    batch = tally(records, [("pos", "not_decodable")], NOW)
+    assert len(batch["2026-01-01"]) > 8
+    stored, memory = RedisTallyStore(client), MemoryTallyStore()
+    sent: list[tuple] = []
+    original = client.execute_command
+
+    def counted(*args, **kwargs):
+        sent.append(args)
+        return original(*args, **kwargs)
+
+    client.execute_command = counted
+    stored.add(batch)
+    memory.add(batch)
+    assert [a[0] for a in sent] == ["EVALSHA"]
+    client.script_flush()
+    sent.clear()
+    stored.add(batch)
+    memory.add(batch)
+    assert [a[0] for a in sent] == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]  # lost, loaded, counted once
+    client.execute_command = original
+    assert stored.read(days_back(NOW, 1)) == memory.read(days_back(NOW, 1))
+    assert stored.read(days_back(NOW, 1))["2026-01-01"]["crm|*|records"] == 20
