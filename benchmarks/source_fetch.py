@@ -39,14 +39,9 @@ from confluent_kafka import Producer  # noqa: E402
 from hub.connectors.embedded import EmbeddedBroker  # noqa: E402
 from hub.connectors.kafka import ensure_topics  # noqa: E402
 from hub.connectors.kafka_consumer import BatchConsumer  # noqa: E402
+from hub.testing.harness import process_cpu_s  # noqa: E402
 
 VARIANTS = ("prefetch", "on-demand", "with-quiet", "quiet-apart")
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], share: float) -> float | None:
@@ -64,20 +59,19 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
     def on_stats(raw: str) -> None:
         fetches["count"] = sum(b["req"].get("Fetch", 0) for b in json.loads(raw)["brokers"].values())
 
-    def consumer(topics: list[str], fetch_wait_ms: int) -> BatchConsumer:
+    def consumer(topics: list[str], fetch_wait_ms: int, **librdkafka) -> BatchConsumer:
         made = BatchConsumer(bootstrap, f"bench-fetch.{tag}", topics, batch_size=500, batch_wait_s=0.05,
                              fetch_wait_ms=fetch_wait_ms)
+        made._config.update(librdkafka)  # what a variant sets beyond the hub's own consumer
         made.start()
         return made
 
-    busy = consumer(sources + (quiet if variant == "with-quiet" else []), 10)
-    busy._consumer.close()  # again, with statistics: the busy consumer's fetch requests are counted
-    busy._config.update({"statistics.interval.ms": 1000, "stats_cb": on_stats})
-    if variant == "on-demand":
-        busy._config.update({"queued.min.messages": 1, "fetch.queue.backoff.ms": 5})
-    busy.start()
-    latencies: list[float] = []
+    # statistics on the busy consumer: its fetch requests are counted
+    busy = consumer(sources + (quiet if variant == "with-quiet" else []), 10,
+                    **{"statistics.interval.ms": 1000, "stats_cb": on_stats},
+                    **({"queued.min.messages": 1, "fetch.queue.backoff.ms": 5} if variant == "on-demand" else {}))
     apart = consumer(quiet, 100) if variant == "quiet-apart" else None
+    latencies: list[float] = []
     stop = threading.Event()
 
     def feed() -> None:
@@ -96,30 +90,31 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
         taken, until = 0, time.monotonic() + for_s
         while time.monotonic() < until:
             batch = busy.take(0.05)
-            if batch and timed:
-                now = time.time()
-                latencies.extend(now - float(m.value) for m in batch)
-            if batch:
-                time.sleep(pass_s)  # the pass's work, while records go on arriving
             if apart is not None:
                 quiet_batch = apart.take(0)
                 if quiet_batch:
                     apart.commit(quiet_batch)
-            if batch:
-                busy.commit(batch)
-                taken += len(batch)
+            if not batch:
+                continue
+            if timed:
+                now = time.time()
+                latencies.extend(now - float(m.value) for m in batch)
+            time.sleep(pass_s)  # the pass's work, while records go on arriving
+            busy.commit(batch)
+            taken += len(batch)
         return taken
 
     feeder = threading.Thread(target=feed)
     feeder.start()
     try:
         take(5.0, False)  # the group settled, the feed flowing
-        broker0, own0, fetches0, started = _cpu_s(broker.process.pid), _cpu_s(os.getpid()), fetches["count"], \
-            time.monotonic()
+        broker0, own0 = process_cpu_s(broker.process.pid), process_cpu_s(os.getpid())
+        fetches0, started = fetches["count"], time.monotonic()
         taken = take(seconds, True)
         elapsed = time.monotonic() - started
-        return {"variant": variant, "broker_share": round((_cpu_s(broker.process.pid) - broker0) / elapsed, 3),
-                "client_share": round((_cpu_s(os.getpid()) - own0) / elapsed, 3),
+        return {"variant": variant,
+                "broker_share": round((process_cpu_s(broker.process.pid) - broker0) / elapsed, 3),
+                "client_share": round((process_cpu_s(os.getpid()) - own0) / elapsed, 3),
                 "busy_fetches_per_s": round((fetches["count"] - fetches0) / elapsed),
                 "taken_per_s": round(taken / elapsed), "p50_ms": _percentile(latencies, 0.5),
                 "p99_ms": _percentile(latencies, 0.99)}

@@ -53,7 +53,7 @@ from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 from hub.connectors.kafka import end_offsets
 from hub.follow import behind, committed_offsets
-from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index
+from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index, process_cpu_s
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -139,12 +139,6 @@ def _breakdown(before: dict, after: dict) -> dict:
         result["hub_end_to_end_p99_le_ms"] = next((b * 1000 for b in sorted(at_most) if at_most[b] >= 0.99 * count),
                                                   None)
     return result
-
-
-def _worker_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _redis_cpu_s(redis_url: str) -> float:
@@ -247,9 +241,9 @@ def main() -> int:
         watcher = Watcher(hub.bootstrap, pipeline.all_topics(), keep_values=set())
         feeder = Feeder(hub.bootstrap)
         broker_pid = hub.broker.process.pid if hub.broker.process is not None else None
-        cpu0 = sum(map(_worker_cpu_s, pids))
+        cpu0 = sum(map(process_cpu_s, pids))
         redis_cpu0 = _redis_cpu_s(hub.redis_url)
-        broker_cpu0 = _worker_cpu_s(broker_pid) if broker_pid else 0.0
+        broker_cpu0 = process_cpu_s(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         for topic, key, value in burst:
             feeder.send(topic, key, value)
@@ -261,17 +255,17 @@ def main() -> int:
                 print("gave up: pipeline did not finish within 900 s", file=sys.stderr)
                 return 1
         elapsed = watcher.view.last_arrival - started
-        burst_cpu = sum(map(_worker_cpu_s, pids)) - cpu0
+        burst_cpu = sum(map(process_cpu_s, pids)) - cpu0
         burst_redis_cpu = _redis_cpu_s(hub.redis_url) - redis_cpu0
-        burst_broker_cpu = _worker_cpu_s(broker_pid) - broker_cpu0 if broker_pid else None
+        burst_broker_cpu = process_cpu_s(broker_pid) - broker_cpu0 if broker_pid else None
         events_per_s = len(burst) / elapsed
         burst_latencies = list(watcher.view.latencies_ms)
 
         rate = args.rate or events_per_s / 2
         watcher.view.latencies_ms.clear()
         accounted_before = _accounted(watcher.view, pipeline)
-        cpu1 = sum(map(_worker_cpu_s, pids))
-        broker_cpu1 = _worker_cpu_s(broker_pid) if broker_pid else 0.0
+        cpu1 = sum(map(process_cpu_s, pids))
+        broker_cpu1 = process_cpu_s(broker_pid) if broker_pid else 0.0
         metrics_before = _samples(workers)
         print(f"steady run: {len(steady)} events at {rate:,.0f} events/s", flush=True)
         steady_started = time.monotonic()
@@ -288,9 +282,9 @@ def main() -> int:
                or time.monotonic() - watcher.view.last_arrival < 2.0):
             watcher.poll(0.2)
         steady_elapsed = time.monotonic() - steady_started
-        steady_cpu = sum(map(_worker_cpu_s, pids)) - cpu1
+        steady_cpu = sum(map(process_cpu_s, pids)) - cpu1
         # the embedded broker shares the machine: its CPU tells a broker-bound run (docs/performance.md)
-        steady_broker_cpu = _worker_cpu_s(broker_pid) - broker_cpu1 if broker_pid else None
+        steady_broker_cpu = process_cpu_s(broker_pid) - broker_cpu1 if broker_pid else None
         inside = _breakdown(metrics_before, _samples(workers))
         latencies = watcher.view.latencies_ms
         peak_mb = sum(map(_worker_peak_rss_mb, pids))

@@ -8,6 +8,7 @@ from redis.cluster import key_slot
 
 from hub.quality_tally import MemoryTallyStore, RedisTallyStore, day_of, days_back, report, tally
 from hub.standardise import standardise_and_score
+from hub.store.redis.client import HubRedis, client_from_url
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00Z
 
@@ -76,8 +77,10 @@ def test_redis_store_adds_up_like_the_memory_one(redis_url):
 
 def test_a_batch_is_counted_in_one_command_even_after_the_server_lost_its_scripts(redis_url):
     """Every counter of a batch in one script call (not a HINCRBY each, a reply each for the worker to
-    read); after SCRIPT FLUSH the script is loaded again and nothing is lost."""
-    client = redis.Redis.from_url(redis_url)
+    read); after SCRIPT FLUSH the script is loaded again and nothing is lost. Through the hub's own client
+    (hub.store.redis.client), as the ingest step's tallies go."""
+    client = client_from_url(redis_url, decode_responses=False)
+    assert isinstance(client, HubRedis)
     client.flushdb()
     records = [standardised("crm", str(i), given_name="Ann", family_name="Lee", birth_date="1980-02-03",
                             emails=[{"address": f"ann{i}@gmail.com"}]) for i in range(10)]
