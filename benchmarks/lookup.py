@@ -32,13 +32,6 @@ from pathlib import Path
 TARGET = "contact_center"
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def queries_from_redis(redis_url: str, target: str, limit: int = 20000, seed: int = 5) -> list[str]:
     """Query strings for customers the hub holds, a few for nobody."""
     from hub.store.redis import RedisStore
@@ -69,6 +62,8 @@ async def _client(base_url: str, token: str, paths: list[str], rate: float, seco
     """Open loop over a pool of keep-alive connections, with a minimal HTTP/1.1
     client on asyncio streams: a full client library costs more CPU per request
     than the server under test, and on a shared machine that would be measured."""
+    from hub.testing.harness import percentile
+
     url = urllib.parse.urlsplit(base_url)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -115,8 +110,8 @@ async def _client(base_url: str, token: str, paths: list[str], rate: float, seco
     elapsed = time.perf_counter() - (start + warm / rate)
     return {"requests": len(latencies), "elapsed_s": round(elapsed, 3),
             "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(_percentile(latencies, 0.5), 3), "p90_ms": round(_percentile(latencies, 0.9), 3),
-            "p99_ms": round(_percentile(latencies, 0.99), 3), "max_ms": round(max(latencies), 3),
+            "p50_ms": round(percentile(latencies, 0.5), 3), "p90_ms": round(percentile(latencies, 0.9), 3),
+            "p99_ms": round(percentile(latencies, 0.99), 3), "max_ms": round(max(latencies), 3),
             "statuses": statuses, "kinds": kinds}
 
 
@@ -180,7 +175,7 @@ def _with_local_hub(args, workdir: Path) -> dict:
     from hub.config import load_pipeline
     from hub.demo import encode_event, with_demo_tokens
     from hub.testing.generator import generate
-    from hub.testing.harness import Feeder, LocalHub, Watcher
+    from hub.testing.harness import Feeder, LocalHub, Watcher, process_cpu_s
 
     pipeline, tokens = with_demo_tokens(load_pipeline(None), workdir / "hub.yaml")
     now = int(time.time() * 1000)
@@ -205,18 +200,18 @@ def _with_local_hub(args, workdir: Path) -> dict:
         paths = queries_from_redis(hub.redis_url, args.target)
         print(f"loaded {raw} raw events; {len(paths)} distinct lookups", file=sys.stderr)
         if args.server == "worker":
-            cpu0 = _cpu_s(worker.process.pid)
+            cpu0 = process_cpu_s(worker.process.pid)
             result = measure(worker.base_url, tokens.targets[args.target], paths, args.rate, args.seconds, args.warmup,
                              workdir)
-            cpu = _cpu_s(worker.process.pid) - cpu0
+            cpu = process_cpu_s(worker.process.pid) - cpu0
             result["server_p99_bucket_s"] = _server_p99_bucket(worker.get("/metrics")[1])
         else:
             server = LookupServer(hub.redis_url, workdir / "hub.yaml", workdir)
             try:
-                cpu0 = _cpu_s(server.process.pid)
+                cpu0 = process_cpu_s(server.process.pid)
                 result = measure(server.base_url, tokens.targets[args.target], paths, args.rate, args.seconds, args.warmup,
                                  workdir)
-                cpu = _cpu_s(server.process.pid) - cpu0
+                cpu = process_cpu_s(server.process.pid) - cpu0
                 result["server_p99_bucket_s"] = _server_p99_bucket(server.get("/metrics"))
             finally:
                 server.stop()
@@ -264,12 +259,6 @@ class LookupServer:
 
         stop_process(self.process, grace_s=10)
         self.log.close()
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _server_p99_bucket(body: bytes) -> float | None:

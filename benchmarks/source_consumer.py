@@ -23,11 +23,7 @@ from confluent_kafka import Producer
 from hub.connectors.embedded import EmbeddedBroker
 from hub.connectors.kafka import ensure_topics
 from hub.connectors.kafka_consumer import BatchConsumer
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+from hub.testing.harness import percentile
 
 
 def run(rate: float, seconds: float, work_us: float, fetch_wait_ms: int, batch: int, batch_wait_s: float,
@@ -81,8 +77,8 @@ def run(rate: float, seconds: float, work_us: float, fetch_wait_ms: int, batch: 
     cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return {"rate_per_s": rate, "records": len(waits_ms), "work_us_per_record": work_us,
             "fetch_wait_ms": fetch_wait_ms, "mean_batch": round(statistics.fmean(sizes), 1) if sizes else 0,
-            "p50_ms": round(_percentile(waits_ms, 0.5), 1), "p95_ms": round(_percentile(waits_ms, 0.95), 1),
-            "p99_ms": round(_percentile(waits_ms, 0.99), 1),
+            "p50_ms": round(percentile(waits_ms, 0.5), 1), "p95_ms": round(percentile(waits_ms, 0.95), 1),
+            "p99_ms": round(percentile(waits_ms, 0.99), 1),
             "process_cpu_us_per_record": round(cpu_s / max(1, len(waits_ms)) * 1e6, 1)}
 
 

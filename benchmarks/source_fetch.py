@@ -6,20 +6,22 @@ the embedded broker slows as a partition grows, benchmarks/broker_fetch.py, so r
 and takes them with the hub's own consumer (hub.connectors.kafka_consumer.BatchConsumer) as a worker does:
 take a batch, work `--pass-ms` on it, commit it. The variants, in turn:
 
-  prefetch     the 16 source partitions, fetched again while records wait in the queue (the consumer
-               as it is: queued.min.messages 2,000)
-  on-demand    the same, each partition fetched again only once what was fetched of it is taken
-               (queued.min.messages 1, fetch.queue.backoff.ms 5; tried, not kept: docs/performance.md)
-  with-quiet   prefetch, with 8 empty partitions more (two topics of four): the consent and survey
+  on-demand    the 16 source partitions, the consumer as it is: a partition fetched again once what was
+               fetched of it is taken (queued.min.messages 1, fetch.queue.backoff.ms 5)
+  prefetch     the same, fetched again while records wait, up to 2,000 (the consumer before "Fetching on
+               demand", docs/performance.md: queued.min.messages 2,000, fetch.queue.backoff.ms 1,000)
+  with-quiet   on-demand, with 8 empty partitions more (two topics of four): the consent and survey
                topics the fused engine's source consumer reads too
   quiet-apart  those 8 on a second consumer in the same group, fetch.wait.max.ms 100 (tried, not kept)
+  fill-wait    on-demand, each fetch held by the broker until it fills 64 KiB or fetch.wait.max.ms (10 ms)
+               passes (fetch.min.bytes 65,536)
 
 It reports, per run and as the mean per variant, the broker's share of a core, this process's (the
 consumer and the feeding producer), the fetch requests per second the source consumer sent, and the
 latency from produce to `take` (p50, p99). Variants alternate (the order reversed every other round),
 so a drift of the machine falls on each alike.
 
-    python benchmarks/source_fetch.py --rate 250 --rounds 3
+    python benchmarks/source_fetch.py --rate 250 --rounds 3 [--variants prefetch fill-wait]
 """
 
 from __future__ import annotations
@@ -39,14 +41,12 @@ from confluent_kafka import Producer  # noqa: E402
 from hub.connectors.embedded import EmbeddedBroker  # noqa: E402
 from hub.connectors.kafka import ensure_topics  # noqa: E402
 from hub.connectors.kafka_consumer import BatchConsumer  # noqa: E402
-from hub.testing.harness import process_cpu_s  # noqa: E402
+from hub.testing.harness import percentile, process_cpu_s  # noqa: E402
 
-VARIANTS = ("prefetch", "on-demand", "with-quiet", "quiet-apart")
-
-
-def _percentile(values: list[float], share: float) -> float | None:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 1) if ordered else None
+VARIANTS = ("on-demand", "prefetch", "with-quiet", "quiet-apart", "fill-wait")
+# what a variant sets beyond the hub's own consumer
+OPTIONS = {"prefetch": {"queued.min.messages": 2_000, "fetch.queue.backoff.ms": 1_000},
+           "fill-wait": {"fetch.min.bytes": 65_536}}
 
 
 def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: float, pass_s: float) -> dict:
@@ -59,17 +59,15 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
     def on_stats(raw: str) -> None:
         fetches["count"] = sum(b["req"].get("Fetch", 0) for b in json.loads(raw)["brokers"].values())
 
-    def consumer(topics: list[str], fetch_wait_ms: int, **librdkafka) -> BatchConsumer:
+    def consumer(topics: list[str], fetch_wait_ms: int, **options) -> BatchConsumer:
         made = BatchConsumer(bootstrap, f"bench-fetch.{tag}", topics, batch_size=500, batch_wait_s=0.05,
-                             fetch_wait_ms=fetch_wait_ms)
-        made._config.update(librdkafka)  # what a variant sets beyond the hub's own consumer
+                             fetch_wait_ms=fetch_wait_ms, options=options)
         made.start()
         return made
 
     # statistics on the busy consumer: its fetch requests are counted
     busy = consumer(sources + (quiet if variant == "with-quiet" else []), 10,
-                    **{"statistics.interval.ms": 1000, "stats_cb": on_stats},
-                    **({"queued.min.messages": 1, "fetch.queue.backoff.ms": 5} if variant == "on-demand" else {}))
+                    **{"statistics.interval.ms": 1000, "stats_cb": on_stats}, **OPTIONS.get(variant, {}))
     apart = consumer(quiet, 100) if variant == "quiet-apart" else None
     latencies: list[float] = []
     stop = threading.Event()
@@ -116,8 +114,8 @@ def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: fl
                 "broker_share": round((process_cpu_s(broker.process.pid) - broker0) / elapsed, 3),
                 "client_share": round((process_cpu_s(os.getpid()) - own0) / elapsed, 3),
                 "busy_fetches_per_s": round((fetches["count"] - fetches0) / elapsed),
-                "taken_per_s": round(taken / elapsed), "p50_ms": _percentile(latencies, 0.5),
-                "p99_ms": _percentile(latencies, 0.99)}
+                "taken_per_s": round(taken / elapsed), "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+                "p99_ms": round(percentile(latencies, 0.99) * 1000, 1)}
     finally:
         stop.set()
         feeder.join()
@@ -132,12 +130,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured per run")
     parser.add_argument("--rounds", type=int, default=3, help="each variant runs once per round")
     parser.add_argument("--pass-ms", type=float, default=12.0, help="work per batch taken, as a worker's pass")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
+    variants = tuple(args.variants)
     broker = EmbeddedBroker().start()
     runs = []
     try:
         for round_ in range(args.rounds):
-            for variant in (VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))):
+            for variant in (variants if round_ % 2 == 0 else tuple(reversed(variants))):
                 result = run(broker, variant, f"{variant}{round_}", args.rate, args.seconds, args.pass_ms / 1000)
                 runs.append(result)
                 print(f"{variant:12} broker {result['broker_share']:.3f} of a core, client "
@@ -146,7 +146,7 @@ def main() -> None:
     finally:
         broker.stop()
     summary = {v: {key: round(sum(r[key] for r in runs if r["variant"] == v) / args.rounds, 3)
-                   for key in ("broker_share", "client_share", "busy_fetches_per_s", "p50_ms", "p99_ms")} for v in VARIANTS}
+                   for key in ("broker_share", "client_share", "busy_fetches_per_s", "p50_ms", "p99_ms")} for v in variants}
     print(json.dumps({"rate": args.rate, "seconds": args.seconds, "rounds": args.rounds, "pass_ms": args.pass_ms,
                       "mean": summary,
                       "runs": runs}))

@@ -53,14 +53,7 @@ from hub.store.redis import RedisStore
 from hub.testing.generator import generate
 from hub.connectors.kafka import end_offsets
 from hub.follow import behind, committed_offsets
-from hub.testing.harness import Feeder, LocalHub, Watcher, preload_index, process_cpu_s
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from hub.testing.harness import Feeder, LocalHub, Watcher, percentile, preload_index, process_cpu_s
 
 
 def _encoded(persons: int, seed: int, start_ms: int):
@@ -299,14 +292,14 @@ def main() -> int:
         "feed_s": round(fed_s, 2), "full_speed_s": round(elapsed, 2),
         "worker_cpu_us_per_event": round(burst_cpu / len(burst) * 1e6, 1),
         "redis_cpu_us_per_event": round(burst_redis_cpu / len(burst) * 1e6, 1),
-        "full_speed_p50_ms": round(_percentile(burst_latencies, 0.5), 1),
+        "full_speed_p50_ms": round(percentile(burst_latencies, 0.5), 1),
         "steady_rate_per_s": round(rate, 1), "steady_events": len(steady),
         "steady_cpu_share": round(steady_cpu / steady_elapsed, 3),
         # None with a broker of your own (HUB_KAFKA__BOOTSTRAP_SERVERS): only the embedded one is measured
         "broker_cpu_us_per_event": round(burst_broker_cpu / len(burst) * 1e6, 1) if burst_broker_cpu is not None else None,
         "steady_broker_cpu_share": round(steady_broker_cpu / steady_elapsed, 3) if steady_broker_cpu is not None else None,
-        "p50_ms": round(_percentile(latencies, 0.5), 1), "p95_ms": round(_percentile(latencies, 0.95), 1),
-        "p99_ms": round(_percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5), 1), "p95_ms": round(percentile(latencies, 0.95), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1), "latency_samples": len(latencies),
         "steady_inside": inside,
         "worker_peak_rss_mb": round(peak_mb, 1),
         "raw_pipe_events_per_s": round(raw_pipe_per_s, 1),

@@ -319,6 +319,14 @@ def process_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The value at quantile `q` of `values` (nearest rank, no interpolation); NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:

@@ -5,6 +5,7 @@ progress read over both groups (hub.follow)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -82,6 +83,44 @@ def test_batches_are_bounded_and_nothing_is_committed_before_it_is_asked(broker)
         assert consumer.lag() == {topic: 0}
     finally:
         consumer.close()
+
+
+def _fetches_while_taking(bootstrap: str, app: str, topic: str, count: int, **options) -> int:
+    """Fetch requests the consumer sent while a slow worker took `count` records, one batch of 10 at a time."""
+    fetches: list[int] = []
+
+    def on_stats(raw: str) -> None:
+        fetches.append(sum(b["req"].get("Fetch", 0) for b in json.loads(raw)["brokers"].values()))
+
+    consumer = _consumer(bootstrap, app, [topic], batch_size=10,
+                         options={"statistics.interval.ms": 50, "stats_cb": on_stats, **options})
+    try:
+        taken, deadline = 0, time.monotonic() + 60
+        while not taken and time.monotonic() < deadline:
+            taken = len(consumer.take(idle_wait_s=0.5))
+        first = len(fetches)
+        while taken < count and time.monotonic() < deadline:
+            time.sleep(0.01)  # the pass's work, while librdkafka may fetch ahead
+            taken += len(consumer.take(idle_wait_s=0.5))
+        assert taken == count and len(fetches) > first + 10
+    finally:
+        consumer.close()
+    return fetches[-1] - fetches[first]
+
+
+def test_a_partition_is_fetched_again_only_once_what_was_fetched_of_it_is_taken(broker):
+    # the embedded broker pays for every fetch by the batches the partition holds (docs/performance.md,
+    # "Fetching on demand"): while fetched records wait to be taken, the consumer does not fetch again
+    topic = "raw.consumer-on-demand"
+    ensure_topics(broker, [topic], 1)
+    producer = Producer({"bootstrap.servers": broker, "linger.ms": 5, "batch.size": 8_192})
+    for i in range(1_500):
+        producer.produce(topic, key=f"k{i}".encode(), value=b"v" * 1_000, partition=0)
+    assert producer.flush(10) == 0
+    on_demand = _fetches_while_taking(broker, "app-on-demand", topic, 1_500)
+    ahead = _fetches_while_taking(broker, "app-ahead", topic, 1_500,
+                                  **{"queued.min.messages": 2_000, "fetch.queue.backoff.ms": 1_000})
+    assert ahead > 5 * max(on_demand, 1)  # the measure tells the two policies apart
 
 
 def test_a_new_group_starts_where_the_faust_group_left_each_partition(broker):
