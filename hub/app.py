@@ -60,6 +60,13 @@ def to_in_message(event) -> InMessage:
                      int(message.timestamp * 1000) if message.timestamp else None, headers or None)
 
 
+def agent_fetch_wait_ms(settings: Settings) -> int:
+    """The fetch wait of the worker's Faust agents. They carry every hop of the staged engine, but in the fused
+    engine only erasure, steward and recompute, whose few events can wait a tenth of a second more: an idle
+    consumer at 10 ms costs the embedded broker an empty fetch every 10 ms (docs/performance.md, "Quiet topics")."""
+    return settings.kafka.fetch_wait_ms if settings.engine == "staged" else settings.kafka.quiet_fetch_wait_ms
+
+
 @dataclass
 class Hub:
     settings: Settings
@@ -72,7 +79,7 @@ class Hub:
 
 
 def create_hub(settings: Settings, pipeline: PipelineConfig, bootstrap_servers: str, redis_url: str) -> Hub:
-    _FETCH_WAIT_MS["value"] = settings.kafka.fetch_wait_ms
+    _FETCH_WAIT_MS["value"] = agent_fetch_wait_ms(settings)
     kafka = kafka_security.connection(settings.kafka, bootstrap_servers)  # TLS/SASL for every client below
     app = faust.App(
         settings.app_id,

@@ -413,6 +413,10 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
     fetch_wait_ms: int = Field(10, ge=1, le=5000, description="Consumers' fetch.max.wait: bounds latency per hop")
+    # the embedded broker answers a fetch with nothing to give only once its wait expires, and a consumer sends
+    # the next at once: at 10 ms an idle Faust consumer is 100 fetches a second (docs/performance.md, "Quiet topics")
+    quiet_fetch_wait_ms: int = Field(100, ge=1, le=5000, description="The fused engine's fetch wait on the topics "
+                                     "of erasure requests, steward actions and recomputes (few events)")
     session_timeout_s: float = Field(6.0, gt=0)
     # a pass waits for the broker's acknowledgement before it commits and takes the next batch, so what the
     # producer lingers is paid by every event of the pass (docs/performance.md, "Latency")
@@ -420,7 +424,7 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = Field(1_000_000, ge=10_000, description="Largest record the hub writes (keep it at or "
                                    "under the broker's message.max.bytes); a larger output is dead-lettered, never retried")
     max_fetch_bytes_per_partition: int = Field(
-        1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
+        1_048_576, ge=65_536, description="Input a consumer fetches per partition at a time (Faust consumer_max_fetch_size): "
         "under a backlog the worker holds up to this times its partitions")
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -375,3 +375,14 @@ def test_bad_guardrails_name_the_field(tmp_path, text, field):
 def test_guardrails_can_be_turned_off(tmp_path):
     pipeline = load_pipeline(write(tmp_path, GOOD + "match: {max_golden_size: null, max_bridged_size: null}\n"))
     assert pipeline.match.guardrails().max_golden_size is None and pipeline.match.max_bridged_size is None
+
+
+def test_the_fused_engines_agents_wait_longer_for_their_few_events_and_the_staged_ones_do_not(monkeypatch):
+    from hub.app import agent_fetch_wait_ms
+
+    monkeypatch.setenv("HUB_ENGINE", "fused")
+    assert agent_fetch_wait_ms(load_settings()) == 100  # erasure, steward, recompute
+    monkeypatch.setenv("HUB_KAFKA__QUIET_FETCH_WAIT_MS", "250")
+    assert agent_fetch_wait_ms(load_settings()) == 250
+    monkeypatch.setenv("HUB_ENGINE", "staged")  # there the agents carry every hop of the hot path
+    assert agent_fetch_wait_ms(load_settings()) == 10
