@@ -6,22 +6,22 @@ the embedded broker slows as a partition grows, benchmarks/broker_fetch.py, so r
 and takes them with the hub's own consumer (hub.connectors.kafka_consumer.BatchConsumer) as a worker does:
 take a batch, work `--pass-ms` on it, commit it. The variants, in turn:
 
-  on-demand    the 16 source partitions, the consumer as it is: a partition fetched again once what was
-               fetched of it is taken (queued.min.messages 1, fetch.queue.backoff.ms 5)
-  prefetch     the same, fetched again while records wait, up to 2,000 (the consumer before "Fetching on
-               demand", docs/performance.md: queued.min.messages 2,000, fetch.queue.backoff.ms 1,000)
-  with-quiet   on-demand, with 8 empty partitions more (two topics of four): the consent and survey
+  prefetch     the 16 source partitions, fetched again while records wait, up to 2,000 (the consumer as it
+               is: queued.min.messages 2,000)
+  on-demand    the same, each partition fetched again only once what was fetched of it is taken
+               (queued.min.messages 1, fetch.queue.backoff.ms 5; tried, not kept: docs/performance.md)
+  with-quiet   prefetch, with 8 empty partitions more (two topics of four): the consent and survey
                topics the fused engine's source consumer reads too
   quiet-apart  those 8 on a second consumer in the same group, fetch.wait.max.ms 100 (tried, not kept)
-  fill-wait    on-demand, each fetch held by the broker until it fills 64 KiB or fetch.wait.max.ms (10 ms)
-               passes (fetch.min.bytes 65,536)
+  fill-wait    prefetch, each fetch held by the broker until it fills 64 KiB or fetch.wait.max.ms (10 ms)
+               passes (fetch.min.bytes 65,536; tried, not kept: docs/performance.md)
 
 It reports, per run and as the mean per variant, the broker's share of a core, this process's (the
 consumer and the feeding producer), the fetch requests per second the source consumer sent, and the
 latency from produce to `take` (p50, p99). Variants alternate (the order reversed every other round),
 so a drift of the machine falls on each alike.
 
-    python benchmarks/source_fetch.py --rate 250 --rounds 3 [--variants prefetch fill-wait]
+    python benchmarks/source_fetch.py --rate 250 --rounds 3 [--variants prefetch on-demand fill-wait]
 """
 
 from __future__ import annotations
@@ -43,10 +43,9 @@ from hub.connectors.kafka import ensure_topics  # noqa: E402
 from hub.connectors.kafka_consumer import BatchConsumer  # noqa: E402
 from hub.testing.harness import percentile, process_cpu_s  # noqa: E402
 
-VARIANTS = ("on-demand", "prefetch", "with-quiet", "quiet-apart", "fill-wait")
+VARIANTS = ("prefetch", "on-demand", "with-quiet", "quiet-apart", "fill-wait")
 # what a variant sets beyond the hub's own consumer
-OPTIONS = {"prefetch": {"queued.min.messages": 2_000, "fetch.queue.backoff.ms": 1_000},
-           "fill-wait": {"fetch.min.bytes": 65_536}}
+OPTIONS = {"on-demand": {"queued.min.messages": 1, "fetch.queue.backoff.ms": 5}, "fill-wait": {"fetch.min.bytes": 65_536}}
 
 
 def run(broker: EmbeddedBroker, variant: str, tag: str, rate: float, seconds: float, pass_s: float) -> dict:

@@ -424,7 +424,7 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = Field(1_000_000, ge=10_000, description="Largest record the hub writes (keep it at or "
                                    "under the broker's message.max.bytes); a larger output is dead-lettered, never retried")
     max_fetch_bytes_per_partition: int = Field(
-        1_048_576, ge=65_536, description="Input a consumer fetches per partition at a time (Faust consumer_max_fetch_size): "
+        1_048_576, ge=65_536, description="Input a consumer prefetches per partition (Faust consumer_max_fetch_size): "
         "under a backlog the worker holds up to this times its partitions")
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

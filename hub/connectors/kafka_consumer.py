@@ -77,13 +77,11 @@ class BatchConsumer:
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": fetch_wait_ms,
             "max.partition.fetch.bytes": max_fetch_bytes,
-            # Fetch a partition again only once what was fetched of it is taken (and then within 5 ms), not
-            # ahead until thousands of records wait: the embedded broker pays for every fetch by the batches
-            # its partitions hold, and at a steady 250 events/s this took its share of a core from about 0.72
-            # to 0.67 and p99 event-to-target from 98-259 to 80-111 ms (docs/performance.md, "Fetching on
-            # demand"). A busy partition still comes a whole fetch (max.partition.fetch.bytes) at a time.
-            "queued.min.messages": 1,
-            "fetch.queue.backoff.ms": 5,
+            # a bounded prefetch, as Faust's stream buffer was: four batches, at most four partition fetches.
+            # Fetching a partition only once what was fetched of it is taken (queued.min.messages 1) cost the
+            # embedded broker less but the events latency at half the full rate (docs/performance.md,
+            # "Fetching on demand, tried")
+            "queued.min.messages": max(1_000, batch_size * 4),
             "queued.max.messages.kbytes": max(1_024, 4 * max_fetch_bytes // 1024),
             "session.timeout.ms": int(session_timeout_s * 1000),
             "heartbeat.interval.ms": int(min(1.0, session_timeout_s / 3) * 1000),
