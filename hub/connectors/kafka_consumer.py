@@ -78,8 +78,8 @@ class BatchConsumer:
             "fetch.wait.max.ms": fetch_wait_ms,
             "max.partition.fetch.bytes": max_fetch_bytes,
             # a bounded prefetch, as Faust's stream buffer was: four batches, at most four partition fetches.
-            # Fetching a partition only once what was fetched of it is taken (queued.min.messages 1) cost the
-            # embedded broker less but the events latency at half the full rate (docs/performance.md,
+            # Fetching a partition only once what was fetched of it is taken (queued.min.messages 1) took less
+            # of the embedded broker's CPU, but events waited longer at half the full rate (docs/performance.md,
             # "Fetching on demand, tried")
             "queued.min.messages": max(1_000, batch_size * 4),
             "queued.max.messages.kbytes": max(1_024, 4 * max_fetch_bytes // 1024),
