@@ -171,6 +171,12 @@ def _leased_master(pipeline, store, secret, topic_keyring):
                        leases=store, lease_owner=_lease_owner(), lease_ttl_ms=LEASE_TTL_MS)
 
 
+def _writes_together(store):
+    """The store's scope in which writes nobody reads the replies of go out with the next round trip
+    (hub.store.redis.base.RedisBase.writes_together); a store without one (in memory) writes at once."""
+    return getattr(store, "writes_together", None)
+
+
 def _hot_path(pipeline, store, secret, topic_keyring):
     """Consent statements and survey answers come with the source events (their own steps, first), and what
     they ask of the master joins the match step's links in one master step."""
@@ -185,7 +191,8 @@ def _hot_path(pipeline, store, secret, topic_keyring):
                        reads=(topics.canonical,)),
                   Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
                        topics.golden, keeps=True, reads=(topics.linked,)),
-                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))])
+                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))],
+                 together=_writes_together(store))
 
 
 def _mastered(first: Stage | None):
@@ -198,7 +205,7 @@ def _mastered(first: Stage | None):
                       Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
                            pipeline.topics.golden, keeps=True),
                       Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
-                     runner=first.name if first is not None else None)
+                     runner=first.name if first is not None else None, together=_writes_together(store))
     return build
 
 

@@ -33,6 +33,7 @@ worker) never interleave one record's versions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -59,10 +60,14 @@ class Step:
 class Chain:
     """Steps run back to back on one batch; `process(batch) -> StageOutput` as any stage."""
 
-    def __init__(self, steps: list[Step], runner: str | None = None):
-        """`runner`: the name of the runner driving the chain, which measures a step of that name itself."""
+    def __init__(self, steps: list[Step], runner: str | None = None, together=None):
+        """`runner`: the name of the runner driving the chain, which measures a step of that name itself.
+        `together`: a context manager factory the pass, and its after-delivery work, each run in: the store's
+        `writes_together` (hub.store.redis.base), in which writes whose replies nobody reads go out with the
+        next round trip (a pass makes some 25, and a dozen of its writes' replies are read by nobody)."""
         self.steps = steps
         self.runner = runner
+        self.together = together or contextlib.nullcontext
         for step in steps:
             # what a step writes only for the next one needs no encoding, no sealing (hub.records.OutMessage);
             # the stages that can skip it say so with a `hand_on_only` of their own (ingest, match)
@@ -80,35 +85,9 @@ class Chain:
         after: list = []
         alive: list = []
         abandon: list = []
-        pending = batch  # in the order they came: the pass's input, then what each step hands on
         try:
-            for position, step in enumerate(self.steps):
-                current, pending = self._taken(position, step, pending)
-                if not current:
-                    continue
-                started = time.perf_counter()
-                output = step.stage.process(current)
-                if step.is_async:
-                    output = await output
-                if step.name != self.runner:
-                    self._records[step.name].inc(len(current))
-                    self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
-                if output.after_delivery is not None:
-                    after.append(output.after_delivery)
-                if output.keep_alive is not None:
-                    alive.append(output.keep_alive)
-                if output.abandon is not None:
-                    abandon.append(output.abandon)
-                for message in output.messages:
-                    if step.hands_on is not None and message.topic == step.hands_on:
-                        pending.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
-                                                 message.headers, message.record))
-                        if step.keeps:
-                            written.append(message)
-                    else:
-                        written.append(message)
-            if pending:
-                raise RuntimeError(f"no step of the pass reads {sorted({m.topic for m in pending})}")
+            with self.together():  # the writes held for a next round trip go out as it ends, before any output
+                await self._steps(batch, written, after, alive, abandon)
         except BaseException:  # a later step failed: what the earlier ones hold is given back, the pass retried
             for job in reversed(abandon):
                 try:
@@ -116,8 +95,38 @@ class Chain:
                 except Exception as exc:  # Redis away: the leases lapse on their own; the first error is raised
                     log.warning("could not give back what a failed pass held: %s", type(exc).__name__)
             raise
-        return StageOutput(written, _in_turn(after) if after else None, _in_turn(alive) if alive else None,
-                           _in_turn(abandon) if abandon else None)
+        return StageOutput(written, _in_turn(after, self.together) if after else None,
+                           _in_turn(alive) if alive else None, _in_turn(abandon) if abandon else None)
+
+    async def _steps(self, batch: list[InMessage], written: list, after: list, alive: list, abandon: list) -> None:
+        pending = batch  # in the order they came: the pass's input, then what each step hands on
+        for position, step in enumerate(self.steps):
+            current, pending = self._taken(position, step, pending)
+            if not current:
+                continue
+            started = time.perf_counter()
+            output = step.stage.process(current)
+            if step.is_async:
+                output = await output
+            if step.name != self.runner:
+                self._records[step.name].inc(len(current))
+                self._seconds[step.name].observe((time.perf_counter() - started) / len(current))
+            if output.after_delivery is not None:
+                after.append(output.after_delivery)
+            if output.keep_alive is not None:
+                alive.append(output.keep_alive)
+            if output.abandon is not None:
+                abandon.append(output.abandon)
+            for message in output.messages:
+                if step.hands_on is not None and message.topic == step.hands_on:
+                    pending.append(InMessage(message.topic, -1, -1, message.key, message.value, None,
+                                             message.headers, message.record))
+                    if step.keeps:
+                        written.append(message)
+                else:
+                    written.append(message)
+        if pending:
+            raise RuntimeError(f"no step of the pass reads {sorted({m.topic for m in pending})}")
 
     def _taken(self, position: int, step: Step, pending: list[InMessage]) -> tuple[list[InMessage], list[InMessage]]:
         """What `step` reads of `pending`, and what it leaves for the steps after it."""
@@ -133,12 +142,14 @@ class Chain:
         return wanted, [m for m in pending if id(m) not in taken]
 
 
-def _in_turn(jobs: list):
+def _in_turn(jobs: list, together=contextlib.nullcontext):
     """Each step's after-delivery (or keep-alive) work, the last step's first: the syndicate step notes what
-    the targets received before the master step gives its leases back."""
+    the targets received before the master step gives its leases back (in that order in one round trip, with
+    `together`)."""
     async def run() -> None:
-        for job in reversed(jobs):
-            await job()
+        with together():
+            for job in reversed(jobs):
+                await job()
     return run
 
 

@@ -132,8 +132,12 @@ class RedisTallyStore:
     def add(self, counts: dict[str, Counter]) -> None:
         for day, fields in counts.items():
             if fields:
-                self._add(keys=[tally_key(day)],
-                          args=[RETAIN_DAYS * 86_400, *(x for item in fields.items() for x in item)])
+                args = [RETAIN_DAYS * 86_400, *(x for item in fields.items() for x in item)]
+                # inside a pass on one server (hub.store.redis.client.HubRedis.writes_together) it goes out
+                # with the pass's next round trip, with the script's source: nobody reads its reply
+                later = getattr(self.client, "later", None)
+                if later is None or not later([(("EVAL", ADD_COUNTS, 1, tally_key(day), *args), {})]):
+                    self._add(keys=[tally_key(day)], args=args)
 
     def read(self, days: list[str]) -> dict[str, dict[str, int]]:
         pipe = self.client.pipeline(transaction=False)

@@ -66,14 +66,18 @@ def _first_half_running(hub, pipeline, events):
 def _quiescent(watcher: Watcher, pipeline, raw_count: int, timeout_s: float = 150, engine: str = DEFAULT_ENGINE):
     """Every raw event ingested, the workers' group at the end of every topic
     it reads (a restarted worker may sit quiet a while before it catches up),
-    and nothing new on any topic for a while. (The fused engine writes no
-    canonical records: its group at the end of the source topics says it.)"""
+    nothing new on any topic for a while, and the watcher at the end of every
+    topic: after an outage its own connection may still be backing off while
+    the workers' are not, and a quiet spell then is only a stale view. (The
+    fused engine writes no canonical records: its group at the end of the
+    source topics says it.)"""
     dlqs = [s.dlq_topic for s in pipeline.sources]
     if engine == "staged":
         watcher.wait_until(lambda v: v.counts[pipeline.topics.canonical] + sum(v.counts[t] for t in dlqs) >= raw_count,
                            timeout_s=timeout_s, quiet_s=0)
     wait_caught_up(watcher.bootstrap, "hub", worker_input_topics(pipeline, engine), timeout_s)
-    return watcher.wait_until(lambda v: True, timeout_s=timeout_s, quiet_s=2.0)
+    watcher.wait_until(lambda v: True, timeout_s=timeout_s, quiet_s=2.0)
+    return watcher.read_to_end(timeout_s=timeout_s)
 
 
 def _describe(store, view, pipeline, gids: list[str], target_topic: str | None = None) -> str:
@@ -95,7 +99,9 @@ def check_converged(view, pipeline, redis_url: str, latest: dict) -> dict:
     for gid in live:
         stored[gid] = asyncio.run(store.golden(gid))
     # the golden topic converges on exactly what the store holds
-    assert all(stored[gid] is not None for gid in live), "golden on the topic, not in the store"
+    missing = sorted(gid for gid in live if stored[gid] is None)
+    assert not missing, f"{len(missing)} golden on the topic, not in the store: " + \
+        _describe(store, view, pipeline, missing[:5])
     # opened: sealing uses a random nonce, the same record is sealed in other bytes each time
     golden_codec = codec(GOLDEN)
     mismatched = [gid for gid, value in live.items() if golden_codec.encode(stored[gid]) != golden_codec.encode(

@@ -5,11 +5,14 @@ server, and sent again through redis-py's own path when the socket fails."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 import redis
+from redis.exceptions import ResponseError
 
+from hub.store.redis.base import RedisBase
 from hub.store.redis.client import HubRedis, LeanPipeline, client_from_url
 
 
@@ -141,28 +144,37 @@ def test_each_thread_has_a_connection_of_its_own(pair):
 def test_multi_exec_and_watch_keep_redis_pys_path(pair):
     ours, _ = pair
     pipe = ours.pipeline()  # transaction=True
-    assert not isinstance(pipe, LeanPipeline)
     pipe.set("lean:t", 1)
     pipe.incr("lean:t")
     assert pipe.execute() == [True, 2]
 
-    def bump(tx):
-        value = int(tx.get("lean:t"))
-        tx.multi()
-        tx.set("lean:t", value + 1)
-    assert ours.transaction(bump, "lean:t") == [True]
+    assert ours.transaction(_bump, "lean:t") == [True]
     assert ours.get("lean:t") == b"3"
+
+
+def _bump(tx) -> None:
+    """WATCH lean:t, read it, and write it plus one in MULTI."""
+    value = int(tx.get("lean:t"))
+    tx.multi()
+    tx.set("lean:t", value + 1)
+
+
+def _sends(monkeypatch, client) -> list:
+    """What the thread's own connection sends from now on, a list per write."""
+    client.ping()  # connected: the handshake's own writes are done
+    connection = client.own_connection()
+    writes = []
+    sent = connection.send_packed_command
+    monkeypatch.setattr(connection, "send_packed_command",
+                        lambda command, *a, **k: (writes.append(command), sent(command, *a, **k))[1])
+    return writes
 
 
 def test_a_pipeline_goes_out_in_one_write_however_large(pair, monkeypatch):
     """redis-py would send a pipeline in pieces of 6,000 bytes, a large value in a piece of its own."""
     ours, plain = pair
-    ours.ping()  # connected: the handshake's own writes are done
+    writes = _sends(monkeypatch, ours)
     connection = ours.own_connection()
-    writes = []
-    sent = connection.send_packed_command
-    monkeypatch.setattr(connection, "send_packed_command",
-                        lambda command, *a, **k: (writes.append(command), sent(command, *a, **k))[1])
     large = b"x" * 20_000
     pipe = ours.pipeline(transaction=False)
     for i in range(40):
@@ -171,3 +183,128 @@ def test_a_pipeline_goes_out_in_one_write_however_large(pair, monkeypatch):
     assert len(writes) == 1 and len(writes[0]) == 1 and len(writes[0][0]) > 80_000
     assert connection.pack_commands([("SET", "lean:0", large), ("SET", "lean:1", large)]).__len__() > 1
     assert [plain.get(f"lean:{i}") for i in (0, 1, 10)] == [large, b"small 1", large]
+
+
+# writes held for the next round trip (HubRedis.writes_together, HubRedis.later)
+
+def _held(client, *commands) -> bool:
+    """A pipeline of `commands` ((name, *args)) held for the next round trip: True if it was."""
+    pipe = client.pipeline(transaction=False)
+    for name, *args in commands:
+        pipe.execute_command(name, *args)
+    return pipe.later()
+
+
+def test_held_writes_go_out_with_the_next_round_trip_ahead_of_it(pair, monkeypatch):
+    ours, plain = pair
+    writes = _sends(monkeypatch, ours)
+    with ours.writes_together():
+        assert _held(ours, ("HSET", "lean:h", "a", "1"), ("ZADD", "lean:z", "1", "x"))
+        assert _held(ours, ("SET", "lean:s", "2"))
+        assert writes == [] and plain.exists("lean:h", "lean:z", "lean:s") == 0  # not sent yet
+        assert ours.hget("lean:h", "a") == b"1"  # they ran first: this client reads its own writes
+        assert len(writes) == 1  # one round trip carried the three and the read
+        pipe = ours.pipeline(transaction=False)
+        pipe.get("lean:s")
+        pipe.zscore("lean:z", "x")
+        assert pipe.execute() == [b"2", 1.0]  # a pipeline's replies are its own commands', not the held ones'
+        assert _held(ours, ("SET", "lean:t", "3"))
+        assert plain.get("lean:t") is None
+    assert plain.get("lean:t") == b"3"  # what still waited went out as the scope ended
+    assert len(writes) == 3
+
+
+def test_outside_a_scope_nothing_is_held(pair):
+    ours, plain = pair
+    assert not _held(ours, ("SET", "lean:s", "1"))
+    pipe = ours.pipeline(transaction=False)
+    pipe.set("lean:s", "1")
+    assert not pipe.later() and pipe.execute() == [True]  # still the caller's to send
+    base = RedisBase(ours)
+    pipe = ours.pipeline(transaction=False)
+    pipe.set("lean:b", "1")
+    asyncio.run(base._write(pipe, "test"))
+    assert plain.get("lean:b") == b"1"
+
+
+def test_a_held_write_that_fails_is_raised_by_its_scope_not_by_the_read_that_carried_it(pair):
+    ours, plain = pair
+    plain.hset("lean:h", "a", "1")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        with ours.writes_together():
+            assert _held(ours, ("INCR", "lean:h"), ("SET", "lean:after", "1"))
+            assert ours.get("lean:after") == b"1"  # the read is answered; the writes after the failed one ran
+    assert plain.get("lean:after") == b"1"
+
+
+def test_only_the_scopes_task_holds_its_writes_and_any_round_trip_carries_them(pair):
+    """A scope belongs to its asyncio task: another task's writes go out at once, and its next round trip
+    carries what the scope's task holds, in the order the two made them."""
+    ours, plain = pair
+    order: list[str] = []
+
+    async def scoped(started: asyncio.Event, go_on: asyncio.Event) -> None:
+        with ours.writes_together():
+            assert _held(ours, ("RPUSH", "lean:l", "scoped"))
+            started.set()
+            await go_on.wait()
+            order.append("scoped ends")
+
+    async def other(started: asyncio.Event, go_on: asyncio.Event) -> None:
+        await started.wait()
+        assert not _held(ours, ("RPUSH", "lean:l", "other"))  # not in the scope: the caller sends it
+        ours.rpush("lean:l", "other")  # carries the scoped task's held write ahead of it
+        order.append("other wrote")
+        go_on.set()
+
+    async def main() -> None:
+        started, go_on = asyncio.Event(), asyncio.Event()
+        await asyncio.gather(scoped(started, go_on), other(started, go_on))
+    asyncio.run(main())
+    assert order == ["other wrote", "scoped ends"]
+    assert plain.lrange("lean:l", 0, -1) == [b"scoped", b"other"]
+
+
+def test_another_thread_sends_its_writes_at_once(pair):
+    ours, plain = pair
+    held: list[bool] = []
+    with ours.writes_together():
+        thread = threading.Thread(target=lambda: held.append(_held(ours, ("SET", "lean:s", "1"))))
+        thread.start()
+        thread.join()
+    assert held == [False]
+
+
+def test_multi_and_watch_see_the_held_writes(pair):
+    ours, _ = pair
+    with ours.writes_together():
+        assert _held(ours, ("SET", "lean:t", "5"))
+        pipe = ours.pipeline()  # transaction=True: redis-py's path, on a connection of the pool
+        pipe.incr("lean:t")
+        assert pipe.execute() == [6]
+        assert _held(ours, ("SET", "lean:t", "10"))
+        assert ours.transaction(_bump, "lean:t") == [True]
+    assert ours.get("lean:t") == b"11"
+
+
+def test_held_writes_survive_a_dead_socket(pair):
+    ours, plain = pair
+    ours.ping()
+    with ours.writes_together():
+        assert _held(ours, ("SET", "lean:s", "1"))
+        plain.client_kill_filter(_id=ours.client_id())
+        assert ours.get("lean:s") == b"1"  # sent again, then the read, through redis-py's path
+        assert _held(ours, ("SET", "lean:u", "2"))
+        plain.client_kill_filter(_id=ours.client_id())
+    assert plain.get("lean:u") == b"2"
+
+
+def test_a_script_held_for_later_runs_on_a_server_that_lost_its_scripts(pair):
+    ours, plain = pair
+    base = RedisBase(ours)
+    script = base._script("return redis.call('SET', KEYS[1], ARGV[1])")
+    plain.script_flush()
+    with ours.writes_together():
+        base._eval_each_later(script, [("lean:a", ["1"]), ("lean:b", ["2"])], "test")
+        assert plain.get("lean:a") is None
+    assert plain.mget("lean:a", "lean:b") == [b"1", b"2"]

@@ -39,7 +39,11 @@ golden records. Redis-py's cluster pipelines are not transactional and refuse
 EVALSHA: pipelines here only batch independent commands, the per-member
 consent and survey script goes through one plain pipeline per node
 (_eval_each), and the one MULTI (the match parameters) stays inside the index
-slot. tests/unit/test_key_layout.py checks every script's keys against one
+slot. On one server, a fused pass and its after-delivery work each run inside
+`writes_together` (base.py, client.py): the writes whose replies nobody reads
+(`_write`, `_eval_each_later`: schedules, syndication state, decisions, lease
+releases, ...) go out with the next round trip, ahead of its own commands,
+or as the scope ends; on a cluster they go out at once. tests/unit/test_key_layout.py checks every script's keys against one
 slot without a cluster; tests/integration/test_redis_cluster.py runs the hub
 on a real one.
 """

@@ -13,6 +13,7 @@ stays outside the sealed part.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import redis
@@ -22,7 +23,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 from hub import metrics
 from hub.crypto import Keyring, default_keyring
 from hub.store.redis import scripts
-from hub.store.redis.client import client_from_url
+from hub.store.redis.client import LeanPipeline, client_from_url
 from hub.store.redis.keys import IDX
 
 
@@ -82,6 +83,19 @@ class RedisBase:
     async def _run(self, pipe, operation: str):
         return self._timed(operation, pipe.execute)
 
+    def writes_together(self):
+        """A scope (context manager) in which writes whose replies nobody reads (`_write`, `_eval_each_later`)
+        wait for the next round trip and go out with it (hub.store.redis.client.HubRedis.writes_together);
+        on a cluster they go out at once."""
+        together = getattr(self.client, "writes_together", None)
+        return together() if together is not None else contextlib.nullcontext()
+
+    async def _write(self, pipe, operation: str) -> None:
+        """A pipeline of writes whose replies nobody reads: held for the next round trip inside
+        `writes_together` (timed with the round trip that carries it), sent now otherwise."""
+        if not (isinstance(pipe, LeanPipeline) and pipe.later()):
+            await self._run(pipe, operation)
+
     async def _index(self, script, args: list, operation: str):
         """One call of an index script, routed to the index's slot. Called
         directly rather than in a pipeline: a pipeline asks SCRIPT EXISTS
@@ -97,6 +111,21 @@ class RedisBase:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         for i, result in zip(positions, pipe.execute(raise_on_error=False)):
             results[i] = result
+
+    def _eval_each_later(self, script, calls: list[tuple[str | tuple[str, ...], list]], operation: str) -> None:
+        """`_eval_each` for calls whose replies nobody reads: inside `writes_together` on one server, held for
+        the next round trip as EVAL with the script's source, which a server that lost its scripts (a restart)
+        still runs."""
+        if not calls:
+            return
+        if not self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for key, args in calls:
+                keys = key if isinstance(key, tuple) else (key,)
+                pipe.eval(script.script, len(keys), *keys, *args)
+            if isinstance(pipe, LeanPipeline) and pipe.later():
+                return
+        self._timed(operation, self._eval_each, script, calls)
 
     def _eval_each(self, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
         """A script once per (key, args), pipelined; `key` may be a tuple of

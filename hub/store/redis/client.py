@@ -8,12 +8,16 @@ and routes each command by its key's slot. A cluster has database 0 only.
 A one-server client is a `HubRedis`: its plain commands and its pipelines
 without MULTI go out on a connection the calling thread keeps to itself (see
 `HubRedis`), so a round trip costs the socket and the parsing, not the pool.
+Inside `HubRedis.writes_together()`, writes whose replies nobody reads
+(`HubRedis.later`) wait for the thread's next round trip and go out with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from contextvars import ContextVar
 from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
@@ -95,22 +99,90 @@ class HubRedis(redis.Redis):
         return connection
 
     def pipeline(self, transaction=True, shard_hint=None):
-        if transaction or shard_hint is not None:
-            return super().pipeline(transaction, shard_hint)
         pipe = LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.own_connection = self.own_connection
+        pipe.hub_client = self
         return pipe
 
+    # writes that wait for the thread's next round trip
+
+    @contextlib.contextmanager
+    def writes_together(self):
+        """While this runs, the task's writes whose replies nobody reads (`later`) wait and go out with the
+        thread's next round trip, whatever sends it, before that round trip's own commands: Redis runs them
+        in the order they were made, and no read of this client can overtake them. What still waits when the
+        scope ends goes out then, in one round trip; if any of the scope's writes failed, its error is raised
+        here."""
+        scope = _Gathering()
+        token = _GATHERING.set(scope)
+        try:
+            yield
+        finally:
+            _GATHERING.reset(token)
+            self.flush_later()
+        if scope.error is not None:
+            raise scope.error
+
+    def later(self, commands: list) -> bool:
+        """Hold `commands` (a pipeline's command stack: (args, options) pairs, replies not read) for the
+        thread's next round trip: True if held, False outside `writes_together` (the caller sends them)."""
+        scope = _GATHERING.get()
+        if scope is None or scope.thread != threading.get_ident() or self.connection is not None:
+            return False
+        self._waiting().extend((args, options, scope) for args, options in commands)
+        return True
+
+    def _waiting(self) -> list:
+        waiting = getattr(self._own, "waiting", None)
+        if waiting is None:
+            waiting = self._own.waiting = []
+        return waiting
+
+    def _take_waiting(self) -> list:
+        waiting = getattr(self._own, "waiting", None)
+        if not waiting:
+            return []
+        self._own.waiting = []
+        return waiting
+
+    def flush_later(self) -> None:
+        """Send what waits for this thread's next round trip now."""
+        waiting = self._take_waiting()
+        if waiting:
+            self._send_waiting(waiting)
+
+    def _send_waiting(self, waiting: list) -> None:
+        """`waiting`, alone, in one pipeline (redis-py's retrying path if the socket fails)."""
+        pipe = LeanPipeline(self.connection_pool, self.response_callbacks, False, None)
+        pipe.own_connection = self.own_connection
+        pipe.command_stack = [(args, options) for args, options, _ in waiting]
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis away: every scope whose writes these were is told
+            replies = [exc] * len(waiting)
+        _settle(waiting, replies)
+
     def _execute_command(self, *args, **options):
+        waiting = self._take_waiting()
         if self.connection is not None or args[0] in _PER_CONNECTION:
+            if waiting:
+                self._send_waiting(waiting)
             return super()._execute_command(*args, **options)
         connection = self.own_connection()
         try:
-            return self._send_command_parse_response(connection, args[0], *args, **options)
+            if not waiting:
+                return self._send_command_parse_response(connection, args[0], *args, **options)
+            packed = connection.pack_commands([*(a for a, _, _ in waiting), args])
+            connection.send_packed_command([b"".join(packed)])
+            _settle(waiting, _read_replies(self, connection, [(a, o) for a, o, _ in waiting]))
+            waiting = []
+            return self.parse_response(connection, args[0], **options)
         except ResponseError:
             raise  # the server's answer, read whole: the connection is in step
         except _SOCKET_ERRORS:
             connection.disconnect()
+            if waiting:  # they may or may not have run: writes held are ones that may run twice
+                self._send_waiting(waiting)
             return super()._execute_command(*args, **options)
         except BaseException:
             connection.disconnect()
@@ -127,31 +199,72 @@ class HubRedis(redis.Redis):
 _PER_CONNECTION = frozenset(("HIMPORT", b"HIMPORT"))
 
 
+class _Gathering:
+    """One `writes_together` scope: the thread whose connection carries its writes, and the first error one
+    of them met wherever it went out (it is raised when the scope ends, not to the caller whose round trip
+    happened to carry it)."""
+
+    __slots__ = ("thread", "error")
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.error: Exception | None = None
+
+
+# the scope the running task (a context variable: each asyncio task its own) gathers writes in, if any
+_GATHERING: ContextVar[_Gathering | None] = ContextVar("hub_redis_gathering", default=None)
+
+
 class LeanPipeline(redis.client.Pipeline):
-    """A pipeline without MULTI of a HubRedis: sent on the thread's own connection (see HubRedis)."""
+    """A pipeline of a HubRedis: without MULTI, sent on the thread's own connection (see HubRedis); with
+    it, on redis-py's path. Either way after the writes waiting for the thread's next round trip
+    (HubRedis.later): without MULTI in the same round trip, ahead of its own commands."""
 
     own_connection = None
+    hub_client: HubRedis | None = None
+
+    def later(self) -> bool:
+        """Hold this pipeline's commands, replies unread, for the thread's next round trip (HubRedis.later):
+        False (nothing held) outside `writes_together`."""
+        if self.hub_client is None or self.transaction or self.explicit_transaction or self.watching \
+                or self.scripts or not self.command_stack \
+                or any(args[0] in _PER_CONNECTION for args, _ in self.command_stack):
+            return False
+        if not self.hub_client.later(self.command_stack):
+            return False
+        self.reset()
+        return True
+
+    def _flush_later(self) -> None:
+        if self.hub_client is not None:
+            self.hub_client.flush_later()
+
+    def immediate_execute_command(self, *args, **options):  # WATCH and what follows it
+        self._flush_later()
+        return super().immediate_execute_command(*args, **options)
 
     def execute(self, raise_on_error: bool = True):
         stack = self.command_stack
         if (not stack or self.transaction or self.explicit_transaction or self.watching or self.scripts
                 or self.connection is not None or self.own_connection is None
                 or any(args[0] in _PER_CONNECTION for args, _ in stack)):
+            self._flush_later()
             return super().execute(raise_on_error)
+        waiting = self.hub_client._take_waiting() if self.hub_client is not None else []
         connection = self.own_connection()
         try:
             # one write, however large: redis-py cuts a pipeline into pieces of 6,000 bytes and gives each large
             # value a piece of its own, a system call each (some 60 µs of CPU each on loopback TCP)
-            packed = connection.pack_commands([args for args, _ in stack])
+            packed = connection.pack_commands([*(args for args, _, _ in waiting), *(args for args, _ in stack)])
             connection.send_packed_command(packed if len(packed) == 1 else [b"".join(packed)])
-            responses = []
-            for args, options in stack:
-                try:
-                    responses.append(self.parse_response(connection, args[0], **options))
-                except ResponseError as error:
-                    responses.append(error)
+            if waiting:
+                _settle(waiting, _read_replies(self, connection, [(a, o) for a, o, _ in waiting]))
+                waiting = []
+            responses = _read_replies(self, connection, stack)
         except _SOCKET_ERRORS:
             connection.disconnect()
+            if waiting:  # they may or may not have run: writes held are ones that may run twice
+                self.hub_client._send_waiting(waiting)
             return super().execute(raise_on_error)
         except BaseException:
             connection.disconnect()  # a reply callback failed: the replies after it are still on the socket
@@ -161,6 +274,24 @@ class LeanPipeline(redis.client.Pipeline):
         if raise_on_error:
             self.raise_first_error(stack, responses)
         return responses
+
+
+def _read_replies(client, connection, stack) -> list:
+    """The replies to `stack`'s commands, a server's error in its command's place."""
+    replies = []
+    for args, options in stack:
+        try:
+            replies.append(client.parse_response(connection, args[0], **options))
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def _settle(waiting: list, replies: list) -> None:
+    """Note the first error each scope's held writes met, for the scope to raise when it ends."""
+    for (_, _, scope), reply in zip(waiting, replies):
+        if isinstance(reply, Exception) and scope.error is None:
+            scope.error = reply
 
 
 def client_from_url(url: str, **options) -> redis.Redis | RedisCluster:

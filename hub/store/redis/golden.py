@@ -75,7 +75,7 @@ class RedisGoldenStore(RedisSchedules):
             pipe.zrem(f"{P}activity", *deleted)
             pipe.srem(f"{P}retention:flagged", *deleted)
         if len(pipe):
-            await self._run(pipe, "golden_save")
+            await self._write(pipe, "golden_save")
         replacements = []
         for state in states:
             key = gold_key(state.golden_id)

@@ -146,7 +146,7 @@ class RedisIdentityIndex(RedisBase):
             pipe = self.client.pipeline(transaction=False)
             for member, decision in decisions.items():
                 pipe.hset(mem_key(member), "d", self._seal(decision, mem_key(member), "d"))
-            await self._run(pipe, "index_decisions")
+            await self._write(pipe, "index_decisions")
 
     async def forget_references(self, members: list[str]) -> None:
         """Take erased records out of the evidence other records' stored
@@ -201,11 +201,13 @@ class RedisIdentityIndex(RedisBase):
         if deleted:
             pipe = self.client.pipeline(transaction=False)
             pipe.zadd(DELETED, deleted, gt=True)
-            await self._run(pipe, "index_tombstones")
+            await self._write(pipe, "index_tombstones")
 
     async def remember_deleted_from(self, golden_ids: dict[str, str]) -> None:
         if golden_ids:
-            self._timed("index_tombstones", self.client.hset, DELETED_FROM, mapping=golden_ids)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(DELETED_FROM, mapping=golden_ids)
+            await self._write(pipe, "index_tombstones")
 
     async def deleted_from(self, members: list[str]) -> dict[str, str]:
         if not members:
@@ -239,4 +241,4 @@ class RedisIdentityIndex(RedisBase):
             pipe = self.client.pipeline(transaction=False)
             for gid, absorbed in folds.items():
                 pipe.srem(fold_key(gid), *absorbed)
-            await self._run(pipe, "index_folds")
+            await self._write(pipe, "index_folds")

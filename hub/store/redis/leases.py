@@ -37,14 +37,15 @@ class RedisLeases(RedisBase):
         taken = self._timed("golden_lease", self._eval_each, self._lease,
                             [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids])
         refused = [gid for gid, ok in zip(golden_ids, taken) if not ok]
-        if refused:
-            await self.release([gid for gid, ok in zip(golden_ids, taken) if ok], owner)
+        if refused:  # at once, not held for a next round trip (release): the other caller may be retrying now
+            taken_here = [(lease_key(gid), [owner]) for gid, ok in zip(golden_ids, taken) if ok]
+            if taken_here:
+                self._timed("golden_lease", self._eval_each, self._release, taken_here)
         return refused
 
     async def release(self, golden_ids: list[str], owner: str) -> None:
         if golden_ids:
-            self._timed("golden_lease", self._eval_each, self._release,
-                        [(lease_key(gid), [owner]) for gid in golden_ids])
+            self._eval_each_later(self._release, [(lease_key(gid), [owner]) for gid in golden_ids], "golden_lease")
 
     def claim_engine(self, app_id: str, engine: str, ttl_s: int) -> str | None:
         """Note that `app_id`'s workers run `engine` (for `ttl_s` unless claimed again); the other engine

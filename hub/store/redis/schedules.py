@@ -36,7 +36,7 @@ class RedisSchedules(RedisBase):
             pipe.zadd(f"{P}{kind}:due", later)
         if gone:
             pipe.zrem(f"{P}{kind}:due", *gone)
-        await self._run(pipe, f"{kind}_schedule")
+        await self._write(pipe, f"{kind}_schedule")
 
     async def take_due(self, now_ms: int, limit: int = 1000, kind: str = "consent") -> list[str]:
         """Golden ids whose consent verdict may have changed by now. They are

@@ -60,4 +60,4 @@ class RedisStatements(RedisBase):
             pipe = self.client.pipeline(transaction=False)
             for member in members:
                 pipe.delete(key(member))
-            await self._run(pipe, operation)
+            await self._write(pipe, operation)

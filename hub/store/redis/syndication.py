@@ -32,4 +32,4 @@ class RedisSyndicationState(RedisSchedules):
             if kept:
                 pipe.hset(synd_key(gid), mapping=kept)
         if updates:
-            await self._run(pipe, "syndication_save")
+            await self._write(pipe, "syndication_save")
