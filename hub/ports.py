@@ -10,7 +10,7 @@ unit tests, benchmarks).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from hub.records import InMessage, OutMessage
 
@@ -100,8 +100,13 @@ class IdentityIndex(Protocol):
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records, and what is remembered of their deletion (an
         erasure); returns the golden id each belonged to."""
+    async def members_soon(self, members: list[str], with_blocks: bool = True) -> Callable[[], dict[str, MemberEntry]]:
+        """`members`, read with the store's next round trip where it can hold a read for one (Redis inside
+        `writes_together`): a function giving them, reading them then if no round trip has carried them."""
     async def tombstones(self, members: list[str]) -> dict[str, int]:
         """When each of these records was deleted by its source (absent: never)."""
+    async def tombstones_soon(self, members: list[str]) -> Callable[[], dict[str, int]]:
+        """`tombstones`, as `members_soon` reads."""
     async def add_tombstones(self, deleted: dict[str, int]) -> None:
         """Remember deletions; the latest time per record is kept."""
     async def remember_deleted_from(self, golden_ids: dict[str, str]) -> None:
@@ -163,6 +168,9 @@ class GoldenLeases(Protocol):
 
     async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
         """Take or renew every lease for `owner`, all or none; the ids another owner holds (then none is kept)."""
+    async def lease_soon(self, golden_ids: list[str], owner: str, ttl_ms: int) -> Callable[[], list[str]]:
+        """`lease`, taken with the store's next round trip where it can hold one (IdentityIndex.members_soon):
+        a function giving the ids refused."""
     async def release(self, golden_ids: list[str], owner: str) -> None:
         """Give back what `owner` holds of these; an expired lease another took since stays theirs."""
 
@@ -173,7 +181,11 @@ class ConsentStore(Protocol):
         event_time wins. True for each member whose consent changed, or that
         holds one of these statements already (a retried batch must still
         recompute the golden record its first pass did not)."""
+    async def put_later(self, statements: dict[str, list[dict]]) -> None:
+        """`put`, nothing returned: with the store's next round trip where it can hold a write for one."""
     async def get(self, members: list[str]) -> dict[str, list[dict]]: ...
+    async def get_soon(self, members: list[str]) -> Callable[[], dict[str, list[dict]]]:
+        """`get`, as IdentityIndex.members_soon reads."""
     async def forget(self, members: list[str]) -> None:
         """Erase every statement held for these members."""
 

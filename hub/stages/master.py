@@ -121,21 +121,25 @@ class MasterStage:
         claims = GoldenClaims.of_owner(self.lease_owner)
         held: list[str] = []
         token = None
+        leased = None  # the refused ids of the leases taken last, once the re-read under them has carried them
         try:
             while True:  # lease what the batch needs; what it needs is read again under the leases
                 plan = await self._golden_ids(linked)
+                refused = leased() if leased is not None else []
+                if refused:  # another worker's: the lease call gave back what it took
+                    claims.give_back(held, token)
+                    held, token, leased = [], None, None
+                    metrics.GOLDEN_LEASE_WAITS.inc()
+                    await asyncio.sleep(random.uniform(0.002, 0.02))  # apart, so two passes do not meet again
+                    continue
                 if plan[-1] <= set(held):
                     break
                 wanted = sorted(plan[-1] | set(held))
                 claims.give_back(held, token)  # all at once, holding nothing while waiting
                 token = await claims.take(wanted)
                 held = wanted
-                refused = await self.leases.lease(wanted, self.lease_owner, self.lease_ttl_ms)
-                if refused:  # another worker's: the lease call gave back what it took
-                    claims.give_back(held, token)
-                    held, token = [], None
-                    metrics.GOLDEN_LEASE_WAITS.inc()
-                    await asyncio.sleep(random.uniform(0.002, 0.02))  # apart, so two passes do not meet again
+                # taken in the round trip of the re-read, ahead of it (Redis runs them in order)
+                leased = await self.leases.lease_soon(wanted, self.lease_owner, self.lease_ttl_ms)
             output = await self._master(linked, now_ms, *plan)
         except BaseException:
             await self._give_back(claims, held, token)
@@ -189,6 +193,12 @@ class MasterStage:
 
     async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
                       done_folds: dict[str, list[str]], needed: set[str]) -> StageOutput:
+        # a record its source deleted stays deleted for every older event, however the
+        # inputs interleave: an event linked under a golden id that merged elsewhere can
+        # reach this stage after the deletion linked under the survivor (another partition)
+        stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
+                         for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
+        deleted_at_soon = await self.index.tombstones_soon(stated)  # read with the load's round trip
         states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
         # contributions are replaced, never mutated: a shallow copy tells what changed
@@ -200,14 +210,8 @@ class MasterStage:
             if canonical and canonical["record"]["consents"]:
                 record = canonical["record"]
                 embedded.setdefault(member_key(record["source"], record["source_id"]), []).extend(record["consents"])
-        await self.consents.put(embedded)
-
-        # a record its source deleted stays deleted for every older event, however the
-        # inputs interleave: an event linked under a golden id that merged elsewhere can
-        # reach this stage after the deletion linked under the survivor (another partition)
-        stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
-                         for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
-        deleted_at = await self.index.tombstones(stated)
+        await self.consents.put_later(embedded)  # nothing read of it: with the next round trip
+        deleted_at = deleted_at_soon()
 
         out: list[OutMessage] = []
         touched: dict[str, dict] = {}  # gid -> the last input that touched it
@@ -249,8 +253,9 @@ class MasterStage:
             touched[gid] = item
 
         members = sorted({m for gid in touched for m in states[gid].contributions})
-        statements = await self.consents.get(members)
+        statements_soon = await self.consents.get_soon(members)  # read with the surveys' round trip
         answers = await self.surveys.get_surveys(members)
+        statements = statements_soon()
         # B2B: each contact's account, by the golden record its organisation record belongs to now
         refs = sorted({c["record"].get("account_ref") for gid in touched for c in states[gid].contributions.values()}
                       - {None})

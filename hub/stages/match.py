@@ -175,9 +175,10 @@ class MatchStage:
     async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
         """Read the index once for these records and decide each in order, the
         later ones seeing the earlier ones. One (result, index operation) per record."""
-        known = await self.index.members(list({m for m, *_ in items}))
+        known_soon = await self.index.members_soon(list({m for m, *_ in items}))  # with the blocks' round trip
         all_blocks = list({b for *_, blocks in items for b in blocks})
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
+        known = known_soon()
         wanted: set[str] = set()
         for member, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
             if feats is not None:

@@ -85,6 +85,10 @@ class MemoryIndex:
                                             list(held.b) if with_blocks else [])
         return found
 
+    async def members_soon(self, members: list[str], with_blocks: bool = True):
+        found = await self.members(members, with_blocks)
+        return lambda: found
+
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
         views = {}
         for key in block_keys:
@@ -245,6 +249,10 @@ class MemoryIndex:
     # deletions
     async def tombstones(self, members: list[str]) -> dict[str, int]:
         return {m: self._deleted[m] for m in members if m in self._deleted}
+
+    async def tombstones_soon(self, members: list[str]):
+        found = await self.tombstones(members)
+        return lambda: found
 
     async def add_tombstones(self, deleted: dict[str, int]) -> None:
         for member, at in deleted.items():  # ZADD GT: the latest time per record is kept

@@ -189,8 +189,15 @@ class MemoryConsentStore:
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
         return self._latest.put(statements)
 
+    async def put_later(self, statements: dict[str, list[dict]]) -> None:
+        self._latest.put(statements)
+
     async def get(self, members: list[str]) -> dict[str, list[dict]]:
         return self._latest.get(members)
+
+    async def get_soon(self, members: list[str]):
+        found = self._latest.get(members)
+        return lambda: found
 
     async def forget(self, members: list[str]) -> None:
         self._latest.forget(members)
@@ -270,6 +277,10 @@ class MemoryLeases:
             self._held.update({gid: (owner, now + ttl_ms / 1000) for gid in golden_ids})
         return refused
 
+    async def lease_soon(self, golden_ids: list[str], owner: str, ttl_ms: int):
+        refused = await self.lease(golden_ids, owner, ttl_ms)
+        return lambda: refused
+
     async def release(self, golden_ids: list[str], owner: str) -> None:
         for gid in golden_ids:
             if self._held.get(gid, ("",))[0] == owner:
@@ -301,6 +312,9 @@ class MemoryStore(MemoryIndex):
     # golden-record leases
     async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
         return await self.leases.lease(golden_ids, owner, ttl_ms)
+
+    async def lease_soon(self, golden_ids: list[str], owner: str, ttl_ms: int):
+        return await self.leases.lease_soon(golden_ids, owner, ttl_ms)
 
     async def release(self, golden_ids: list[str], owner: str) -> None:
         await self.leases.release(golden_ids, owner)
@@ -353,8 +367,14 @@ class MemoryStore(MemoryIndex):
     async def put(self, statements: dict[str, list[dict]]) -> dict[str, bool]:
         return await self.consents.put(statements)
 
+    async def put_later(self, statements: dict[str, list[dict]]) -> None:
+        await self.consents.put_later(statements)
+
     async def get(self, members: list[str]) -> dict[str, list[dict]]:
         return await self.consents.get(members)
+
+    async def get_soon(self, members: list[str]):
+        return await self.consents.get_soon(members)
 
     async def forget(self, members: list[str]) -> None:
         await self.consents.forget(members)

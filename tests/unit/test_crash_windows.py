@@ -29,7 +29,7 @@ from hub.stages.match import MatchStage
 from hub.stages.steward import StewardStage
 from hub.stages.survey import SurveyStage
 from hub.stages.syndicate import SyndicateStage
-from hub.store.redis.client import HubRedis, LeanPipeline
+from hub.store.redis.client import HubRedis, LeanPipeline, _settle
 
 NOW = int(time.time() * 1000) - 60_000
 ANNA = {"given_name": "Annabel", "family_name": "Smithson", "birth_date": "1984-03-02"}
@@ -92,12 +92,14 @@ def crash(monkeypatch):
 
     def crashing(plain_execute):
         def execute(pipe, raise_on_error=True):
-            # writes held for this round trip (HubRedis.writes_together) go out ahead of the pipeline's own
+            # commands held for this round trip (HubRedis.writes_together) go out ahead of the pipeline's own
             # (a MULTI sends them first, apart: its own execute does)
-            held = [(a, o) for a, o, _ in pipe.hub_client._take_waiting()] \
+            waiting = pipe.hub_client._take_waiting() \
                 if getattr(pipe, "hub_client", None) and not pipe.transaction else []
+            held = [(a, o) for a, o, _ in waiting]
             if state.budget is not None and state.budget == 0:
                 pipe.reset()
+                _settle(waiting, [redis.ConnectionError("crash")] * len(waiting))
                 raise redis.ConnectionError("crash: the server is gone")
             stack = pipe.command_stack = [*held, *pipe.command_stack]
             if pipe.transaction:  # MULTI/EXEC: all or nothing
@@ -109,10 +111,15 @@ def crash(monkeypatch):
             else:
                 applied, fails = state.take(len(stack))
                 pipe.command_stack = stack[:applied]
-                result = plain_execute(pipe, raise_on_error) if applied else []
+                result = plain_execute(pipe, False) if applied else []
+                replies = [*result, *[redis.ConnectionError("crash")] * (len(stack) - len(result))]
+                _settle(waiting, replies[:len(held)])  # the held reads' replies to their readers
+                result = replies[len(held):]
+                if raise_on_error and not fails:
+                    pipe.raise_first_error(stack[len(held):], result)
             if fails:
                 raise redis.ConnectionError("crash: the server died mid-pipeline")
-            return result[len(held):]
+            return result
         return execute
 
     def command(client, *args, **options):

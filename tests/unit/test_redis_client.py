@@ -308,3 +308,45 @@ def test_a_script_held_for_later_runs_on_a_server_that_lost_its_scripts(pair):
         base._eval_each_later(script, [("lean:a", ["1"]), ("lean:b", ["2"])], "test")
         assert plain.get("lean:a") is None
     assert plain.mget("lean:a", "lean:b") == [b"1", b"2"]
+
+
+def test_a_held_read_is_answered_by_the_round_trip_that_carries_it(pair, monkeypatch):
+    ours, plain = pair
+    plain.set("lean:r", "1")
+    plain.hset("lean:h", "a", "2")
+    writes = _sends(monkeypatch, ours)
+    with ours.writes_together():
+        pipe = ours.pipeline(transaction=False)
+        pipe.get("lean:r")
+        pipe.hgetall("lean:h")
+        held = pipe.later_read()
+        assert held is not None and writes == []
+        assert ours.incr("lean:n") == 1  # carries the read
+        assert len(writes) == 1
+        assert held.get() == [b"1", {b"a": b"2"}]  # parsed as the pipeline would have
+        assert len(writes) == 1  # nothing sent again
+        pipe = ours.pipeline(transaction=False)
+        pipe.get("lean:n")
+        alone = pipe.later_read()
+        assert alone.get() == [b"1"] and len(writes) == 2  # nothing carried it: sent when wanted
+        pipe = ours.pipeline(transaction=False)
+        pipe.hgetall("lean:r")
+        wrong = pipe.later_read()
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            wrong.get()  # raised to its reader, as the pipeline would
+    pipe = ours.pipeline(transaction=False)
+    pipe.get("lean:r")
+    assert pipe.later_read() is None  # outside a scope: the caller sends it
+
+
+def test_an_index_read_held_for_later_runs_on_a_server_that_lost_its_scripts(pair):
+    ours, plain = pair
+    base = RedisBase(ours)
+    script = base._script("return redis.call('GET', KEYS[1] .. ARGV[1])")
+    plain.set("{hub:}lean:x", "7")
+    plain.script_flush()
+    with ours.writes_together():
+        reply = base._index_soon(script, ["lean:x"], "test")
+        assert reply() == b"7"
+    assert base._index_soon(script, ["lean:x"], "test")() == b"7"  # outside a scope: at once
+    plain.delete("{hub:}lean:x")

@@ -42,8 +42,10 @@ consent and survey script goes through one plain pipeline per node
 slot. On one server, a fused pass and its after-delivery work each run inside
 `writes_together` (base.py, client.py): the writes whose replies nobody reads
 (`_write`, `_eval_each_later`: schedules, syndication state, decisions, lease
-releases, ...) go out with the next round trip, ahead of its own commands,
-or as the scope ends; on a cluster they go out at once. tests/unit/test_key_layout.py checks every script's keys against one
+releases, ...) and the reads wanted only after another (`_soon`,
+`_index_soon`, `_eval_each_soon`, the ports' `*_soon`) go out with the next
+round trip, ahead of its own commands, or as the scope ends; on a cluster
+they go out at once. tests/unit/test_key_layout.py checks every script's keys against one
 slot without a cluster; tests/integration/test_redis_cluster.py runs the hub
 on a real one.
 """

@@ -90,6 +90,28 @@ class RedisBase:
         together = getattr(self.client, "writes_together", None)
         return together() if together is not None else contextlib.nullcontext()
 
+    def _soon(self, pipe, operation: str):
+        """`pipe`'s replies, its commands held for the next round trip inside `writes_together` (one
+        server): a function giving them, sending them first if no round trip has carried them yet. Outside,
+        sent now."""
+        held = pipe.later_read() if isinstance(pipe, LeanPipeline) else None
+        if held is not None:
+            return held.get
+        replies = self._timed(operation, pipe.execute)
+        return lambda: replies
+
+    def _index_soon(self, script, args: list, operation: str):
+        """`_index`, held as `_soon` is (as EVAL with the script's source, which a server that lost its
+        scripts still runs): a function giving its reply."""
+        if not self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.eval(script.script, 1, IDX, *args)
+            held = pipe.later_read() if isinstance(pipe, LeanPipeline) else None
+            if held is not None:
+                return lambda: held.get()[0]
+        reply = self._timed(operation, script, keys=[IDX], args=args)
+        return lambda: reply
+
     async def _write(self, pipe, operation: str) -> None:
         """A pipeline of writes whose replies nobody reads: held for the next round trip inside
         `writes_together` (timed with the round trip that carries it), sent now otherwise."""
@@ -118,14 +140,28 @@ class RedisBase:
         still runs."""
         if not calls:
             return
-        if not self.cluster:
-            pipe = self.client.pipeline(transaction=False)
-            for key, args in calls:
-                keys = key if isinstance(key, tuple) else (key,)
-                pipe.eval(script.script, len(keys), *keys, *args)
-            if isinstance(pipe, LeanPipeline) and pipe.later():
-                return
-        self._timed(operation, self._eval_each, script, calls)
+        pipe = self._eval_pipe(script, calls)
+        if pipe is None or not pipe.later():
+            self._timed(operation, self._eval_each, script, calls)
+
+    def _eval_each_soon(self, script, calls: list[tuple[str | tuple[str, ...], list]], operation: str):
+        """`_eval_each`, held as `_soon` is (as `_eval_each_later` sends it): a function giving its replies."""
+        pipe = self._eval_pipe(script, calls) if calls else None
+        held = pipe.later_read() if pipe is not None else None
+        if held is not None:
+            return held.get
+        replies = self._timed(operation, self._eval_each, script, calls) if calls else []
+        return lambda: replies
+
+    def _eval_pipe(self, script, calls: list) -> LeanPipeline | None:
+        """A pipeline of EVALs with the script's source, one per call, to be held; None on a cluster."""
+        if self.cluster:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for key, args in calls:
+            keys = key if isinstance(key, tuple) else (key,)
+            pipe.eval(script.script, len(keys), *keys, *args)
+        return pipe if isinstance(pipe, LeanPipeline) else None
 
     def _eval_each(self, script, calls: list[tuple[str | tuple[str, ...], list]]) -> list:
         """A script once per (key, args), pipelined; `key` may be a tuple of

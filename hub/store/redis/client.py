@@ -9,7 +9,9 @@ A one-server client is a `HubRedis`: its plain commands and its pipelines
 without MULTI go out on a connection the calling thread keeps to itself (see
 `HubRedis`), so a round trip costs the socket and the parsing, not the pool.
 Inside `HubRedis.writes_together()`, writes whose replies nobody reads
-(`HubRedis.later`) wait for the thread's next round trip and go out with it.
+(`HubRedis.later`) wait for the thread's next round trip and go out with it,
+and so may reads whose replies are wanted only after that round trip
+(`HubRedis.later_read`).
 """
 
 from __future__ import annotations
@@ -126,11 +128,26 @@ class HubRedis(redis.Redis):
     def later(self, commands: list) -> bool:
         """Hold `commands` (a pipeline's command stack: (args, options) pairs, replies not read) for the
         thread's next round trip: True if held, False outside `writes_together` (the caller sends them)."""
-        scope = _GATHERING.get()
-        if scope is None or scope.thread != threading.get_ident() or self.connection is not None:
+        scope = self._scope()
+        if scope is None:
             return False
         self._waiting().extend((args, options, scope) for args, options in commands)
         return True
+
+    def later_read(self, commands: list) -> HeldReplies | None:
+        """Hold `commands` for the thread's next round trip, their replies kept: None outside
+        `writes_together` (the caller sends them)."""
+        if self._scope() is None:
+            return None
+        held = HeldReplies(self, len(commands))
+        self._waiting().extend((args, options, held) for args, options in commands)
+        return held
+
+    def _scope(self) -> _Gathering | None:
+        scope = _GATHERING.get()
+        if scope is None or scope.thread != threading.get_ident() or self.connection is not None:
+            return None
+        return scope
 
     def _waiting(self) -> list:
         waiting = getattr(self._own, "waiting", None)
@@ -184,8 +201,9 @@ class HubRedis(redis.Redis):
             if waiting:  # they may or may not have run: writes held are ones that may run twice
                 self._send_waiting(waiting)
             return super()._execute_command(*args, **options)
-        except BaseException:
+        except BaseException as exc:
             connection.disconnect()
+            _settle(waiting, [exc] * len(waiting))  # whether they ran is not known: their owners are told
             raise
 
     def close(self) -> None:
@@ -210,6 +228,36 @@ class _Gathering:
         self.thread = threading.get_ident()
         self.error: Exception | None = None
 
+    def settle(self, reply) -> None:
+        if isinstance(reply, Exception) and self.error is None:
+            self.error = reply
+
+
+class HeldReplies:
+    """The replies to reads held for the thread's next round trip (HubRedis.later_read)."""
+
+    __slots__ = ("client", "count", "replies")
+
+    def __init__(self, client: "HubRedis", count: int):
+        self.client = client
+        self.count = count
+        self.replies: list = []
+
+    def settle(self, reply) -> None:
+        self.replies.append(reply)
+
+    def get(self) -> list:
+        """The replies, as a pipeline's execute gives them (its first error raised), sent now if no round
+        trip has carried them yet."""
+        if len(self.replies) < self.count:
+            self.client.flush_later()
+        if len(self.replies) < self.count:
+            raise RedisConnectionError("the round trip carrying a held read was lost")
+        for reply in self.replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return self.replies
+
 
 # the scope the running task (a context variable: each asyncio task its own) gathers writes in, if any
 _GATHERING: ContextVar[_Gathering | None] = ContextVar("hub_redis_gathering", default=None)
@@ -226,14 +274,23 @@ class LeanPipeline(redis.client.Pipeline):
     def later(self) -> bool:
         """Hold this pipeline's commands, replies unread, for the thread's next round trip (HubRedis.later):
         False (nothing held) outside `writes_together`."""
-        if self.hub_client is None or self.transaction or self.explicit_transaction or self.watching \
-                or self.scripts or not self.command_stack \
-                or any(args[0] in _PER_CONNECTION for args, _ in self.command_stack):
-            return False
-        if not self.hub_client.later(self.command_stack):
+        if not self._holdable() or not self.hub_client.later(self.command_stack):
             return False
         self.reset()
         return True
+
+    def later_read(self) -> HeldReplies | None:
+        """Hold this pipeline's commands for the thread's next round trip, their replies kept
+        (HubRedis.later_read): None (nothing held) outside `writes_together`."""
+        held = self.hub_client.later_read(self.command_stack) if self._holdable() else None
+        if held is not None:
+            self.reset()
+        return held
+
+    def _holdable(self) -> bool:
+        return not (self.hub_client is None or self.transaction or self.explicit_transaction or self.watching
+                    or self.scripts or not self.command_stack
+                    or any(args[0] in _PER_CONNECTION for args, _ in self.command_stack))
 
     def _flush_later(self) -> None:
         if self.hub_client is not None:
@@ -266,8 +323,9 @@ class LeanPipeline(redis.client.Pipeline):
             if waiting:  # they may or may not have run: writes held are ones that may run twice
                 self.hub_client._send_waiting(waiting)
             return super().execute(raise_on_error)
-        except BaseException:
+        except BaseException as exc:
             connection.disconnect()  # a reply callback failed: the replies after it are still on the socket
+            _settle(waiting, [exc] * len(waiting))  # whether they ran is not known: their owners are told
             self.reset()
             raise
         self.reset()
@@ -288,10 +346,10 @@ def _read_replies(client, connection, stack) -> list:
 
 
 def _settle(waiting: list, replies: list) -> None:
-    """Note the first error each scope's held writes met, for the scope to raise when it ends."""
-    for (_, _, scope), reply in zip(waiting, replies):
-        if isinstance(reply, Exception) and scope.error is None:
-            scope.error = reply
+    """Each held command's reply to whom it is owed: a held read's to its HeldReplies, a held write's error
+    to its scope (raised when the scope ends)."""
+    for (_, _, owner), reply in zip(waiting, replies):
+        owner.settle(reply)
 
 
 def client_from_url(url: str, **options) -> redis.Redis | RedisCluster:

@@ -14,8 +14,15 @@ class RedisConsentStore(RedisStatements):
         return await self._put_latest(cons_key, statements, lambda st: f"{st['purpose']}|{st['channel']}",
                                       "event_time", "consent_put")
 
+    async def put_later(self, statements: dict[str, list[dict]]) -> None:
+        await self._put_latest(cons_key, statements, lambda st: f"{st['purpose']}|{st['channel']}",
+                               "event_time", "consent_put", later=True)
+
     async def get(self, members: list[str]) -> dict[str, list[dict]]:
         return await self._latest(cons_key, members, "consent_get")
+
+    async def get_soon(self, members: list[str]):
+        return self._latest_soon(cons_key, members, "consent_get")
 
     async def forget(self, members: list[str]) -> None:
         await self._forget(cons_key, members, "consent_forget")

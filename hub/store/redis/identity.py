@@ -35,7 +35,16 @@ class RedisIdentityIndex(RedisBase):
     async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
         if not members:
             return {}
-        rows = await self._index(self._members, ["1" if with_blocks else "0", *members], "index_members")
+        return self._entries(members, await self._index(self._members, ["1" if with_blocks else "0", *members],
+                                                        "index_members"))
+
+    async def members_soon(self, members: list[str], with_blocks: bool = True):
+        if not members:
+            return dict
+        rows = self._index_soon(self._members, ["1" if with_blocks else "0", *members], "index_members")
+        return lambda: self._entries(members, rows())
+
+    def _entries(self, members: list[str], rows) -> dict[str, MemberEntry]:
         found = {}
         for member, (gid, feats, *blocks) in zip(members, rows):
             if gid is not None:
@@ -190,12 +199,15 @@ class RedisIdentityIndex(RedisBase):
         return await self.link(list(members))
 
     async def tombstones(self, members: list[str]) -> dict[str, int]:
+        return (await self.tombstones_soon(members))()
+
+    async def tombstones_soon(self, members: list[str]):
         if not members:
-            return {}
+            return dict
         pipe = self.client.pipeline(transaction=False)
         pipe.zmscore(DELETED, members)
-        (scores,) = await self._run(pipe, "index_tombstones")
-        return {m: int(s) for m, s in zip(members, scores) if s is not None}
+        replies = self._soon(pipe, "index_tombstones")
+        return lambda: {m: int(s) for m, s in zip(members, replies()[0]) if s is not None}
 
     async def add_tombstones(self, deleted: dict[str, int]) -> None:
         if deleted:

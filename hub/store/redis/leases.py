@@ -32,10 +32,18 @@ class RedisLeases(RedisBase):
         """Take (or renew) each record's lease for `owner`, all or none: the
         ids another owner holds, after giving back the ones this call took
         (so two callers that want overlapping sets never wait on each other)."""
+        return (await self.lease_soon(golden_ids, owner, ttl_ms))()
+
+    async def lease_soon(self, golden_ids: list[str], owner: str, ttl_ms: int):
+        """`lease`, held for the next round trip (the read it is taken for carries it): a function giving the
+        ids refused."""
         if not golden_ids:
-            return []
-        taken = self._timed("golden_lease", self._eval_each, self._lease,
-                            [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids])
+            return list
+        taken = self._eval_each_soon(self._lease, [(lease_key(gid), [owner, ttl_ms]) for gid in golden_ids],
+                                     "golden_lease")
+        return lambda: self._refused(golden_ids, owner, taken())
+
+    def _refused(self, golden_ids: list[str], owner: str, taken: list) -> list[str]:
         refused = [gid for gid, ok in zip(golden_ids, taken) if not ok]
         if refused:  # at once, not held for a next round trip (release): the other caller may be retrying now
             taken_here = [(lease_key(gid), [owner]) for gid, ok in zip(golden_ids, taken) if ok]
