@@ -350,3 +350,21 @@ def test_an_index_read_held_for_later_runs_on_a_server_that_lost_its_scripts(pai
         assert reply() == b"7"
     assert base._index_soon(script, ["lean:x"], "test")() == b"7"  # outside a scope: at once
     plain.delete("{hub:}lean:x")
+
+
+def test_a_task_started_in_a_scope_and_outliving_it_sends_its_writes_at_once(pair):
+    ours, plain = pair
+
+    async def main() -> None:
+        go_on = asyncio.Event()
+
+        async def straggler() -> None:
+            await go_on.wait()
+            assert not _held(ours, ("SET", "lean:late", "1"))  # its scope has ended: nothing to carry it
+        with ours.writes_together():
+            task = asyncio.ensure_future(straggler())  # sees the scope in the context it copied
+            assert _held(ours, ("SET", "lean:early", "1"))
+        go_on.set()
+        await task
+    asyncio.run(main())
+    assert plain.get("lean:early") == b"1"

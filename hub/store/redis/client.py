@@ -120,6 +120,7 @@ class HubRedis(redis.Redis):
         try:
             yield
         finally:
+            scope.open = False
             _GATHERING.reset(token)
             self.flush_later()
         if scope.error is not None:
@@ -145,7 +146,7 @@ class HubRedis(redis.Redis):
 
     def _scope(self) -> _Gathering | None:
         scope = _GATHERING.get()
-        if scope is None or scope.thread != threading.get_ident() or self.connection is not None:
+        if scope is None or not scope.open or scope.thread != threading.get_ident() or self.connection is not None:
             return None
         return scope
 
@@ -207,6 +208,7 @@ class HubRedis(redis.Redis):
             raise
 
     def close(self) -> None:
+        self.flush_later()
         connection = getattr(self._own, "connection", None)
         if connection is not None:
             connection.disconnect()
@@ -222,11 +224,12 @@ class _Gathering:
     of them met wherever it went out (it is raised when the scope ends, not to the caller whose round trip
     happened to carry it)."""
 
-    __slots__ = ("thread", "error")
+    __slots__ = ("thread", "error", "open")
 
     def __init__(self):
         self.thread = threading.get_ident()
         self.error: Exception | None = None
+        self.open = True  # a task started inside the scope and outliving it sends its commands at once
 
     def settle(self, reply) -> None:
         if isinstance(reply, Exception) and self.error is None:
