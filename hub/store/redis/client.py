@@ -106,15 +106,15 @@ class HubRedis(redis.Redis):
         pipe.hub_client = self
         return pipe
 
-    # writes that wait for the thread's next round trip
+    # commands that wait for the thread's next round trip
 
     @contextlib.contextmanager
     def writes_together(self):
-        """While this runs, the task's writes whose replies nobody reads (`later`) wait and go out with the
-        thread's next round trip, whatever sends it, before that round trip's own commands: Redis runs them
-        in the order they were made, and no read of this client can overtake them. What still waits when the
-        scope ends goes out then, in one round trip; if any of the scope's writes failed, its error is raised
-        here."""
+        """While this runs, the task's writes whose replies nobody reads (`later`), and its reads wanted only
+        after another (`later_read`), wait and go out with the thread's next round trip, whatever sends it,
+        before that round trip's own commands: Redis runs them in the order they were made, and no read of
+        this client can overtake them. What still waits when the scope ends goes out then, in one round trip;
+        if any of the scope's writes failed, its error is raised here (a held read's, to its reader)."""
         scope = _Gathering()
         token = _GATHERING.set(scope)
         try:
