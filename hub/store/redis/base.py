@@ -85,8 +85,9 @@ class RedisBase:
 
     def writes_together(self):
         """A scope (context manager) in which writes whose replies nobody reads (`_write`, `_eval_each_later`)
-        wait for the next round trip and go out with it (hub.store.redis.client.HubRedis.writes_together);
-        on a cluster they go out at once."""
+        and reads wanted only after another (`_soon`, `_index_soon`, `_eval_each_soon`) wait for the next
+        round trip and go out with it (hub.store.redis.client.HubRedis.writes_together); on a cluster they go
+        out at once."""
         together = getattr(self.client, "writes_together", None)
         return together() if together is not None else contextlib.nullcontext()
 
@@ -101,16 +102,9 @@ class RedisBase:
         return lambda: replies
 
     def _index_soon(self, script, args: list, operation: str):
-        """`_index`, held as `_soon` is (as EVAL with the script's source, which a server that lost its
-        scripts still runs): a function giving its reply."""
-        if not self.cluster:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.eval(script.script, 1, IDX, *args)
-            held = pipe.later_read() if isinstance(pipe, LeanPipeline) else None
-            if held is not None:
-                return lambda: held.get()[0]
-        reply = self._timed(operation, script, keys=[IDX], args=args)
-        return lambda: reply
+        """`_index`, held as `_eval_each_soon` holds a call: a function giving its reply."""
+        replies = self._eval_each_soon(script, [(IDX, args)], operation)
+        return lambda: replies()[0]
 
     async def _write(self, pipe, operation: str) -> None:
         """A pipeline of writes whose replies nobody reads: held for the next round trip inside
