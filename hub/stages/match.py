@@ -180,9 +180,12 @@ class MatchStage:
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
         known = known_soon()
         wanted: set[str] = set()
-        for member, _, feats, blocks in items:  # only each record's likeliest candidates are fetched and scored
+        chosen: dict[int, list[str]] = {}  # item position -> its likeliest candidates, as the index holds them
+        for position, (member, _, feats, blocks) in enumerate(items):  # only those are fetched and scored
             if feats is not None:
-                wanted.update(_most_shared([views[b].members or () for b in blocks], self.rules.max_scored, member))
+                chosen[position] = _most_shared([views[b].members or () for b in blocks], self.rules.max_scored,
+                                                member)
+                wanted.update(chosen[position])
         wanted -= known.keys()
         constraints = await self.index.constraints(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
@@ -195,6 +198,7 @@ class MatchStage:
         # leaves); candidates only need their features and golden ids
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted), with_blocks=False)}
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
+        changed_blocks: set[str] = set()  # changed by the batch's decisions: a record in none keeps its choice
         # golden id -> the entries held under it, so a merge relabels its members without scanning every entry
         by_golden: dict[str, list[MemberEntry]] = {}
         for entry in entries.values():
@@ -204,7 +208,7 @@ class MatchStage:
         terms, sizes = await self._tallies(items, entries)
         guardrails = self.rules.guardrails()
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
-        for member, canonical, feats, blocks in items:
+        for position, (member, canonical, feats, blocks) in enumerate(items):
             if feats is None:
                 entry = entries.get(member)
                 if entry is None and member in left:
@@ -222,6 +226,7 @@ class MatchStage:
                 del entries[member]
                 for b in entry.blocks:
                     overlay_blocks.get(b, set()).discard(member)
+                changed_blocks.update(entry.blocks)
                 terms.replace(flatten(self._term_keys(entry.features)), ())
                 sizes[entry.golden_id] = max(0, sizes.get(entry.golden_id, 1) - 1)
                 planned.append(((member, canonical, Decision("delete", entry.golden_id, None), 0), member))
@@ -238,12 +243,16 @@ class MatchStage:
                     blocks = sorted(set(entry.blocks) | set(blocks))
                 for b in set(entry.blocks) - set(blocks):  # as the link script drops it from them
                     overlay_blocks.get(b, set()).discard(member)
+                    changed_blocks.add(b)
                 old_terms = flatten(self._term_keys(entry.features))
                 record_terms = self._term_keys(feats)
             else:
                 old_terms, record_terms = (), self._term_keys(feats)
-                candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks], self.rules.max_scored,
-                                                 member)
+                if changed_blocks.isdisjoint(blocks):
+                    candidate_members = chosen[position]
+                else:  # the records decided before it in the batch joined or left its blocks
+                    candidate_members = _most_shared([overlay_blocks.get(b, ()) for b in blocks],
+                                                     self.rules.max_scored, member)
                 apart, pinned = constraints.get(member, ((), ()))
                 if member in converted:
                     pinned = {*pinned, converted[member]}
@@ -276,6 +285,7 @@ class MatchStage:
             for b in blocks:
                 if b in overlay_blocks:
                     overlay_blocks[b].add(member)
+                    changed_blocks.add(b)
             # a patch keeps the blocks it had: only those read now can have moved since
             seen = {b: views[b].version for b in blocks if b in views} if verify else {}
             request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen, record_terms)

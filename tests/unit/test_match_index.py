@@ -112,12 +112,14 @@ def _golden_ids(store: RedisStore, messages: list[InMessage]) -> dict[str, str]:
     return {m: e.golden_id for m, e in asyncio.run(store.members(members)).items()}
 
 
-def test_a_batch_decides_as_its_records_would_one_at_a_time(store):
-    """Term counts and golden sizes seen by each record include those decided
+@pytest.mark.parametrize("max_scored", [40, 2])
+def test_a_batch_decides_as_its_records_would_one_at_a_time(store, max_scored):
+    """Term counts, golden sizes and blocking keys seen by each record include those decided
     before it in the same batch: batching does not change a decision, its
-    score or its evidence. (Small guardrails, so they come into play.)"""
+    score or its evidence. (Small guardrails, so they come into play; with few
+    candidates scored, which ones a record meets depends on the records before it.)"""
     pipeline = load_pipeline(None)
-    rules = pipeline.match.model_copy(update={"max_golden_size": 3, "max_bridged_size": 1})
+    rules = pipeline.match.model_copy(update={"max_golden_size": 3, "max_bridged_size": 1, "max_scored": max_scored})
     pipeline = pipeline.model_copy(update={"match": rules})
     messages = _canonical_stream(250)
 
