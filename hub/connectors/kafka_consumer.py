@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -42,6 +43,8 @@ IDLE_WAIT_S = 0.5
 # longest a rebalance waits for the batches in flight to be committed before giving their partitions up (the
 # next owner then reads them again, which the stages make harmless): a delivery retrying an outage
 REVOKE_WAIT_S = 30.0
+# how often the thread that takes reads the partitions' watermarks for `lag` (librdkafka's cached figures)
+MARKS_EVERY_S = 0.5
 
 
 def group_id(app_id: str, group: str) -> str:
@@ -97,6 +100,10 @@ class BatchConsumer:
         self._settled = threading.Condition(self._lock)  # notified as batches taken are committed or forgotten
         self._in_flight = 0  # batches taken, not yet committed nor forgotten
         self._to_commit: dict[tuple[str, int], int] = {}  # committed by the stages, not yet sent
+        # per partition assigned here, (low, high) watermarks as the thread that takes last read them: `lag` is
+        # asked from the event loop, which must never call librdkafka (see `_read_marks`)
+        self._marks: dict[tuple[str, int], tuple[int, int]] = {}
+        self._marks_read_at = 0.0
 
     @property
     def started(self) -> bool:
@@ -156,6 +163,7 @@ class BatchConsumer:
         consumer = self._consumer
         self._send_commits()
         first = consumer.consume(1, idle_wait_s)
+        self._read_marks(consumer)
         if not first:
             return []
         rest = consumer.consume(self.batch_size - 1, self.batch_wait_s) if self.batch_size > 1 else []
@@ -202,23 +210,43 @@ class BatchConsumer:
                 _count_broker_error(exc.args[0])
                 log.warning("%s: commit failed: %s", self.group, exc)
 
+    def _read_marks(self, consumer: Consumer) -> None:
+        """The assigned partitions' watermarks, read here on the thread that takes. Asked of librdkafka from
+        another thread (the event loop's lag timer) while this one waits inside a rebalance for the batches in
+        flight, `get_watermark_offsets` blocked until the wait gave up (REVOKE_WAIT_S): the event loop stood
+        still, so the batches it was delivering never committed, and a worker joining stalled both for 30 s."""
+        now = time.monotonic()
+        if now - self._marks_read_at < MARKS_EVERY_S:
+            return
+        self._marks_read_at = now
+        with self._lock:
+            assigned = list(self._assigned)
+        marks = {}
+        for topic, partition in assigned:
+            try:
+                marks[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                          cached=True)
+            except Exception:  # revoked meanwhile, or nothing fetched yet
+                continue
+        with self._lock:
+            self._marks = marks
+
     def lag(self) -> dict[str, int]:
         """Per topic, the records of the partitions assigned here past what was committed (the high
-        watermark as of the last fetch; a partition never committed counts from its first record, where
-        `auto.offset.reset` starts it)."""
-        consumer = self._consumer
-        if consumer is None:
+        watermark as of the last fetch, read at most MARKS_EVERY_S before by the thread that takes; a
+        partition never committed counts from its first record, where `auto.offset.reset` starts it).
+        Calls nothing in librdkafka: safe from the event loop, even during a rebalance."""
+        if self._consumer is None:
             return {}
         with self._lock:
             assigned = sorted(self._assigned)
             committed = dict(self._committed)
+            marks = dict(self._marks)
         lag: dict[str, int] = {}
         for topic, partition in assigned:
-            tp = TopicPartition(topic, partition)
-            try:
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-            except Exception:  # revoked meanwhile, or nothing fetched yet
+            if (topic, partition) not in marks:
                 continue
+            low, high = marks[(topic, partition)]
             offset = committed.get((topic, partition), low)
             if high < 0 or offset < 0:  # nothing fetched yet
                 continue

@@ -71,7 +71,7 @@ def test_batches_are_bounded_and_nothing_is_committed_before_it_is_asked(broker)
         assert behind(ends, committed_offsets(broker, "app-a", ends)) == ends
         deadline = time.monotonic() + 10
         while consumer.lag().get(topic, 0) < 230 and time.monotonic() < deadline:
-            time.sleep(0.2)
+            consumer.take(idle_wait_s=0.2)  # the thread that takes reads the watermarks
         assert consumer.lag() == {topic: 230}
         for batch in batches[:-1]:
             consumer.commit(batch)
@@ -80,6 +80,7 @@ def test_batches_are_bounded_and_nothing_is_committed_before_it_is_asked(broker)
         while behind(ends, committed_offsets(broker, "app-a", ends)) and time.monotonic() < deadline:
             consumer.take(idle_wait_s=0.1)  # serves the asynchronous commit's callback
         assert behind(ends, committed_offsets(broker, "app-a", ends)) == {}
+        consumer.take(idle_wait_s=0.1)
         assert consumer.lag() == {topic: 0}
     finally:
         consumer.close()
@@ -195,6 +196,15 @@ def test_a_rebalance_waits_for_the_batches_in_flight_to_be_committed(broker):
             thread.start()
         time.sleep(4)  # the rebalance has begun: the first consumer holds its partitions until it commits
         assert seen_by_second == []
+        # the worker's lag timer asks from the event loop meanwhile, which must go on (it is what delivers and
+        # commits the batches in flight): it blocked until the rebalance gave up waiting, 30 s later
+        answered: list = []
+        asking = threading.Thread(target=lambda: answered.append(first.lag()), daemon=True)
+        started = time.monotonic()
+        asking.start()
+        asking.join(5)
+        assert answered, f"lag() still blocked after {time.monotonic() - started:.1f} s while the rebalance waits"
+        assert answered == [{topic: 100}]  # taken, not committed
         for batch in in_flight:
             first.commit(batch)
         deadline = time.monotonic() + 30
