@@ -26,6 +26,7 @@ from hub.survivorship import build_golden, changed_attributes, merge_contributio
 from hub.topic_seal import TopicValues, open_linked
 
 STAGE = "master"
+LEASE_BACKOFF_MAX_S = 0.16
 _CHANGES = {kind: metrics.GOLDEN_CHANGES.labels(kind) for kind in ("golden_created", "golden_updated")}
 
 
@@ -70,6 +71,13 @@ class GoldenClaims:
                 del self._held[gid]
         if not token.get_loop().is_closed():
             token.set_result(None)
+
+
+def lease_backoff_s(refusals: int) -> float:
+    """How long a pass refused a lease `refusals` times before sleeps: random, so two passes do not meet
+    again, and longer each time up to LEASE_BACKOFF_MAX_S, since the other worker holds its leases until its
+    outputs are delivered (tens of milliseconds) and each try costs both workers a round trip to Redis."""
+    return random.uniform(0.002, min(LEASE_BACKOFF_MAX_S, 0.02 * 2 ** refusals))
 
 
 def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
@@ -122,6 +130,7 @@ class MasterStage:
         held: list[str] = []
         token = None
         leased = None  # the refused ids of the leases taken last, once the re-read under them has carried them
+        refusals = 0
         try:
             while True:  # lease what the batch needs; what it needs is read again under the leases
                 plan = await self._golden_ids(linked)
@@ -130,7 +139,8 @@ class MasterStage:
                     claims.give_back(held, token)
                     held, token, leased = [], None, None
                     metrics.GOLDEN_LEASE_WAITS.inc()
-                    await asyncio.sleep(random.uniform(0.002, 0.02))  # apart, so two passes do not meet again
+                    await asyncio.sleep(lease_backoff_s(refusals))
+                    refusals += 1
                     continue
                 if plan[-1] <= set(held):
                     break

@@ -392,3 +392,20 @@ def test_a_chain_step_takes_the_topics_it_reads_from_the_batch_or_handed_on_in_o
     assert seen == {"consent": [[("consent", b"c3")]], "master": [[("linked", b"c3")]]}
     with pytest.raises(RuntimeError, match="no step of the pass reads"):
         run(chain.process([InMessage("raw.a", 0, 0, b"r", b""), InMessage("survey", 0, 1, b"s", b"")]))
+
+
+def test_a_pass_refused_a_lease_sleeps_longer_each_time_up_to_a_bound():
+    """Refused again and again by another worker's pass (held until its outputs are delivered), a pass
+    tries less often instead of costing both workers a round trip every few milliseconds; never for more
+    than LEASE_BACKOFF_MAX_S, and randomly, so two passes do not meet again."""
+    import random
+
+    from hub.stages.master import LEASE_BACKOFF_MAX_S, lease_backoff_s
+
+    random.seed(3)
+    first = [lease_backoff_s(0) for _ in range(500)]
+    later = [lease_backoff_s(3) for _ in range(500)]
+    much_later = [lease_backoff_s(40) for _ in range(500)]
+    assert all(0.002 <= s <= 0.02 for s in first) and len(set(first)) > 400
+    assert max(later) > 0.1 and sum(later) > 3 * sum(first)
+    assert all(0.002 <= s <= LEASE_BACKOFF_MAX_S for s in much_later)
