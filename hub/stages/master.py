@@ -77,7 +77,7 @@ def lease_backoff_s(refusals: int) -> float:
     """How long a pass refused a lease `refusals` times before sleeps: random, so two passes do not meet
     again, and longer each time up to LEASE_BACKOFF_MAX_S, since the other worker holds its leases until its
     outputs are delivered (tens of milliseconds) and each try costs both workers a round trip to Redis."""
-    return random.uniform(0.002, min(LEASE_BACKOFF_MAX_S, 0.02 * 2 ** refusals))
+    return random.uniform(0.002, min(LEASE_BACKOFF_MAX_S, 0.02 * 2 ** min(refusals, 16)))  # no float overflow
 
 
 def _audit_id(golden_id: str, version: int | None, kind: str) -> str:

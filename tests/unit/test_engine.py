@@ -405,7 +405,7 @@ def test_a_pass_refused_a_lease_sleeps_longer_each_time_up_to_a_bound():
     random.seed(3)
     first = [lease_backoff_s(0) for _ in range(500)]
     later = [lease_backoff_s(3) for _ in range(500)]
-    much_later = [lease_backoff_s(40) for _ in range(500)]
+    much_later = [lease_backoff_s(n) for n in (40, 1100, 10**6) for _ in range(200)]  # a holder renewing for long
     assert all(0.002 <= s <= 0.02 for s in first) and len(set(first)) > 400
     assert max(later) > 0.1 and sum(later) > 3 * sum(first)
     assert all(0.002 <= s <= LEASE_BACKOFF_MAX_S for s in much_later)
