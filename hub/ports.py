@@ -116,8 +116,14 @@ class IdentityIndex(Protocol):
     async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
         """Records held under each term key (LinkRequest.terms; absent: none),
         and source records per golden record, in one round trip."""
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()
+                           ) -> Callable[[], tuple[dict[str, int], dict[str, int]]]:
+        """`tallies`, as `members_soon` reads, the sizes also of the golden records these members belong
+        to now (keyed by golden id)."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
+    async def constraints_soon(self, members: list[str]) -> Callable[[], dict[str, tuple[set[str], set[str]]]]:
+        """`constraints`, as `members_soon` reads."""
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None: ...
     async def move(self, member: str, golden_id: str) -> str | None:
         """Move a record to another golden record; returns the one it left."""
@@ -146,6 +152,9 @@ class GoldenState:
 
 class GoldenStore(Protocol):
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]: ...
+    async def load_soon(self, golden_ids: list[str]) -> Callable[[], dict[str, GoldenState]]:
+        """`load`, read with the store's next round trip where it can hold a read for one (as
+        IdentityIndex.members_soon)."""
     async def goldens(self, golden_ids: list[str]) -> dict[str, dict | None]:
         """The golden records as held now (None: none), and nothing else of them: one round trip."""
     async def save(self, states: list[GoldenState], deleted: list[str],

@@ -129,28 +129,36 @@ class MasterStage:
         claims = GoldenClaims.of_owner(self.lease_owner)
         held: list[str] = []
         token = None
-        leased = None  # the refused ids of the leases taken last, once the re-read under them has carried them
         refusals = 0
+        # the golden ids the linked records name: what the batch needs unless one was merged away since,
+        # leased with the first read, so a pass usually takes its leases and its plan in one round trip
+        wanted = sorted({gid for x in linked for gid in (x["golden_id"], *x["absorbed_golden_ids"])}
+                        | {x["split_to"] for x in linked if x["kind"] == "split"})
         try:
             while True:  # lease what the batch needs; what it needs is read again under the leases
+                token = await claims.take(wanted)  # all at once, holding nothing while waiting
+                held = wanted
+                # taken in the round trip of the read, ahead of it (Redis runs them in order), and the records
+                # loaded in it too, under the leases: what the master step reads, unless the read finds that
+                # the batch needs records beyond them (merged away, folds pending)
+                leased = await self.leases.lease_soon(wanted, self.lease_owner, self.lease_ttl_ms)
+                preread = (set(wanted), await self.store.load_soon(wanted), await self._tombstones_soon(linked))
                 plan = await self._golden_ids(linked)
-                refused = leased() if leased is not None else []
+                refused = leased()
                 if refused:  # another worker's: the lease call gave back what it took
                     claims.give_back(held, token)
-                    held, token, leased = [], None, None
+                    held, token = [], None
                     metrics.GOLDEN_LEASE_WAITS.inc()
                     await asyncio.sleep(lease_backoff_s(refusals))
                     refusals += 1
+                    wanted = sorted(plan[-1])
                     continue
                 if plan[-1] <= set(held):
                     break
                 wanted = sorted(plan[-1] | set(held))
-                claims.give_back(held, token)  # all at once, holding nothing while waiting
-                token = await claims.take(wanted)
-                held = wanted
-                # taken in the round trip of the re-read, ahead of it (Redis runs them in order)
-                leased = await self.leases.lease_soon(wanted, self.lease_owner, self.lease_ttl_ms)
-            output = await self._master(linked, now_ms, *plan)
+                claims.give_back(held, token)
+                held, token = [], None
+            output = await self._master(linked, now_ms, *plan, preread=preread)
         except BaseException:
             await self._give_back(claims, held, token)
             raise
@@ -201,15 +209,23 @@ class MasterStage:
         needed |= {x["split_to"] for x in linked if x["kind"] == "split"}
         return survivors, folds, done_folds, needed
 
-    async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
-                      done_folds: dict[str, list[str]], needed: set[str]) -> StageOutput:
+    async def _tombstones_soon(self, linked: list[dict]):
         # a record its source deleted stays deleted for every older event, however the
         # inputs interleave: an event linked under a golden id that merged elsewhere can
         # reach this stage after the deletion linked under the survivor (another partition)
         stated = sorted({member_key(x["canonical"]["record"]["source"], x["canonical"]["record"]["source_id"])
                          for x in linked if x["canonical"] and x["canonical"]["record"]["op"] != "delete"})
-        deleted_at_soon = await self.index.tombstones_soon(stated)  # read with the load's round trip
-        states = await self.store.load(sorted(needed))
+        return await self.index.tombstones_soon(stated)
+
+    async def _master(self, linked: list[dict], now_ms: int, survivors: dict[str, str], folds: dict[str, list[str]],
+                      done_folds: dict[str, list[str]], needed: set[str], preread=None) -> StageOutput:
+        """`preread`: (golden ids, their states, the tombstones) as read with the leases, or None."""
+        if preread is not None and needed <= preread[0]:
+            loaded, deleted_at_soon = preread[1](), preread[2]
+            states = {gid: loaded[gid] for gid in sorted(needed)}
+        else:
+            deleted_at_soon = await self._tombstones_soon(linked)  # read with the load's round trip
+            states = await self.store.load(sorted(needed))
         before = {gid: state.golden for gid, state in states.items()}
         # contributions are replaced, never mutated: a shallow copy tells what changed
         held = {gid: dict(state.contributions) for gid, state in states.items()}

@@ -126,12 +126,13 @@ class MatchStage:
             blocks = [hash_key(self.secret, value) for value in blocking_values(feats)]
             feats["t"] = record["event_time"]  # when the source said it: an older event never undoes a newer one
             items.append((member, canonical, feats, blocks))
-        items = await self._drop_superseded(items)
+        drop_superseded = await self._superseded_soon(items)
 
         results: list[tuple[str, dict, Decision, int]] = []
         pending = items
         for attempt in range(MAX_ATTEMPTS):
-            planned = await self._plan(pending, verify=attempt < MAX_ATTEMPTS - 1)
+            pending, planned = await self._plan(pending, verify=attempt < MAX_ATTEMPTS - 1, keep=drop_superseded)
+            drop_superseded = None
             done = await self._commit(planned)
             results.extend(r for r, _ in planned[:done] if r is not None)
             pending = pending[done:]
@@ -152,33 +153,44 @@ class MatchStage:
             await self.index.remember_decisions(explained)
         return StageOutput(out)
 
-    async def _drop_superseded(self, items: list) -> list:
+    async def _superseded_soon(self, items: list):
         """A source record its source deleted stays deleted for every older
-        event, whatever order they arrive in; the deletions are remembered."""
+        event, whatever order they arrive in; the deletions are remembered.
+        The deletion times are read with the planning's first round trip: a
+        function taking the items gives those that are not superseded."""
         deletes: dict[str, int] = {}
         for member, canonical, feats, _ in items:
             if feats is None:
                 deletes[member] = max(deletes.get(member, -1), canonical["record"]["event_time"])
-        deleted_at = await self.index.tombstones(sorted({m for m, _, feats, _ in items if feats is not None}))
-        for member, at in deletes.items():
-            deleted_at[member] = max(deleted_at.get(member, -1), at)
-        kept = []
-        for item in items:
-            member, canonical, feats, _ = item
-            if feats is not None and deleted_at.get(member, -1) >= canonical["record"]["event_time"]:
-                self._decision_counters["superseded"].inc()
-                continue
-            kept.append(item)
-        await self.index.add_tombstones(deletes)
-        return kept
+        deleted_soon = await self.index.tombstones_soon(sorted({m for m, _, feats, _ in items if feats is not None}))
 
-    async def _plan(self, items, verify: bool) -> list[tuple[tuple | None, LinkRequest | str | None]]:
+        async def keep(items: list) -> list:
+            deleted_at = deleted_soon()
+            for member, at in deletes.items():
+                deleted_at[member] = max(deleted_at.get(member, -1), at)
+            kept = []
+            for item in items:
+                member, canonical, feats, _ = item
+                if feats is not None and deleted_at.get(member, -1) >= canonical["record"]["event_time"]:
+                    self._decision_counters["superseded"].inc()
+                    continue
+                kept.append(item)
+            await self.index.add_tombstones(deletes)
+            return kept
+        return keep
+
+    async def _plan(self, items, verify: bool,
+                    keep=None) -> tuple[list, list[tuple[tuple | None, LinkRequest | str | None]]]:
         """Read the index once for these records and decide each in order, the
-        later ones seeing the earlier ones. One (result, index operation) per record."""
+        later ones seeing the earlier ones: the records planned (`keep`, given,
+        says which, once the first round trip has read what it needs) and one
+        (result, index operation) for each."""
         known_soon = await self.index.members_soon(list({m for m, *_ in items}))  # with the blocks' round trip
         all_blocks = list({b for *_, blocks in items for b in blocks})
         views = await self.index.blocks(all_blocks, self.rules.max_block_size)
         known = known_soon()
+        if keep is not None:
+            items = await keep(items)
         wanted: set[str] = set()
         chosen: dict[int, list[str]] = {}  # item position -> its likeliest candidates, as the index holds them
         for position, (member, _, feats, blocks) in enumerate(items):  # only those are fetched and scored
@@ -187,16 +199,28 @@ class MatchStage:
                                                 member)
                 wanted.update(chosen[position])
         wanted -= known.keys()
-        constraints = await self.index.constraints(
+        # the constraints and the tallies are read with the candidates, in one round trip
+        constraints_soon = await self.index.constraints_soon(
             sorted({m for m, _, feats, _ in items if feats and m not in known} | wanted))
-        wanted |= {m for apart, pinned in constraints.values() for m in apart | pinned}
         # a lead converted into this record: the record joins the lead's golden record, history and all
         converted = {m: c["record"].get("converted_from") for m, c, feats, _ in items
                      if feats is not None and c["record"].get("converted_from")}
         wanted |= set(converted.values()) - known.keys()
+        tallied = await self._tallies_soon(items, known, wanted)
         # the batch's own records come with their blocking keys (a re-link or an unlink drops the ones it
         # leaves); candidates only need their features and golden ids
         entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted), with_blocks=False)}
+        constraints = constraints_soon()
+        terms, sizes = tallied()
+        # records a steward linked or split these from: rarely among the candidates, read in a round trip of
+        # their own
+        constrained = {m for apart, pinned in constraints.values() for m in apart | pinned} - entries.keys()
+        if constrained:
+            entries.update(await self.index.members(sorted(constrained), with_blocks=False))
+        if self._guarded and entries:
+            unsized = sorted({e.golden_id for e in entries.values()} - sizes.keys())
+            if unsized:  # relinked between the reads, or read in the constraints' round trip
+                sizes.update((await self.index.tallies([], unsized))[1])
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
         changed_blocks: set[str] = set()  # changed by the batch's decisions: a record in none keeps its choice
         # golden id -> the entries held under it, so a merge relabels its members without scanning every entry
@@ -205,7 +229,6 @@ class MatchStage:
             by_golden.setdefault(entry.golden_id, []).append(entry)
 
         left = await self.index.deleted_from(sorted({m for m, _, feats, _ in items if feats is None} - entries.keys()))
-        terms, sizes = await self._tallies(items, entries)
         guardrails = self.rules.guardrails()
         planned: list[tuple[tuple | None, LinkRequest | str | None]] = []
         for position, (member, canonical, feats, blocks) in enumerate(items):
@@ -290,25 +313,31 @@ class MatchStage:
             seen = {b: views[b].version for b in blocks if b in views} if verify else {}
             request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen, record_terms)
             planned.append(((member, canonical, decision, skipped), request))
-        return planned
+        return items, planned
 
     def _term_keys(self, feats: dict) -> dict[str, str]:
         return term_keys(self.secret, feats, self.comparisons)
 
-    async def _tallies(self, items, entries: dict[str, MemberEntry]) -> tuple[TermCounts, dict[str, int]]:
+    @property
+    def _guarded(self) -> bool:
+        return self.rules.max_golden_size is not None or self.rules.max_bridged_size is not None
+
+    async def _tallies_soon(self, items, known: dict[str, MemberEntry], candidates: set[str]):
         """The index's term counts for the values of these records (and those
-        their index entries held), and the sizes of the golden records met: one
-        round trip. Both are then kept up to date as the batch is decided."""
+        their index entries held), and the sizes of the golden records met
+        (those of the records' entries and of the candidates'), read with the
+        next round trip: a function giving them as (TermCounts, sizes). Both
+        are then kept up to date as the batch is decided."""
         wanted: set[str] = set()
         if any(c.term_frequency for c in self.comparisons):
             for member, _, feats, _ in items:
-                for held in (feats, entries[member].features if member in entries else None):
+                for held in (feats, known[member].features if member in known else None):
                     if held is not None:
                         wanted.update(flatten(self._term_keys(held)))
-        guarded = self.rules.max_golden_size is not None or self.rules.max_bridged_size is not None
-        golden_ids = sorted({e.golden_id for e in entries.values()}) if guarded else []
-        counts, sizes = await self.index.tallies(sorted(wanted), golden_ids)
-        return TermCounts(counts), sizes
+        guarded = self._guarded
+        golden_ids = sorted({e.golden_id for e in known.values()}) if guarded else []
+        tallied = await self.index.tallies_soon(sorted(wanted), golden_ids, sorted(candidates) if guarded else [])
+        return lambda: (lambda counts, sizes: (TermCounts(counts), sizes))(*tallied())
 
     async def _commit(self, planned) -> int:
         """Apply the index operations in batch order, in one atomic call.

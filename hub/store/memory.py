@@ -97,8 +97,16 @@ class MemoryIndex:
         return views
 
     async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+        return (await self.tallies_soon(terms, golden_ids))()
+
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()):
         counts = {t: self._tf[t] for t in terms if self._tf.get(t)}
-        return counts, {g: len(self._gm.get(g, ())) for g in golden_ids}
+        sizes = {g: len(self._gm.get(g, ())) for g in golden_ids}
+        for member in members:
+            held = self._mem.get(member)
+            if held is not None:
+                sizes[held.gid] = len(self._gm.get(held.gid, ()))
+        return lambda: (counts, sizes)
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         if not self._constraints_made:  # as Redis: while none were ever made, none are looked up
@@ -109,6 +117,10 @@ class MemoryIndex:
             if apart or pinned:
                 result[member] = (set(apart), set(pinned))
         return result
+
+    async def constraints_soon(self, members: list[str]):
+        found = await self.constraints(members)
+        return lambda: found
 
     async def golden_members(self, golden_id: str) -> list[str]:
         return sorted(self._gm.get(golden_id, ()))

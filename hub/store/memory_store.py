@@ -54,6 +54,10 @@ class MemoryGoldenStore:
         self._flagged: set[str] = set()
         self._lookup: dict[str, set[str]] = {}  # lookup index key -> golden ids
 
+    async def load_soon(self, golden_ids: list[str]):
+        states = await self.load(golden_ids)
+        return lambda: states
+
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
         states = {}
         for gid in golden_ids:
@@ -322,6 +326,9 @@ class MemoryStore(MemoryIndex):
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
         return await self.golden_store.load(golden_ids)
+
+    async def load_soon(self, golden_ids: list[str]):
+        return await self.golden_store.load_soon(golden_ids)
 
     async def save(self, states: list[GoldenState], deleted: list[str],
                    lookup: dict[str, tuple[set[str], set[str]]] | None = None, lease_owner: str | None = None) -> None:

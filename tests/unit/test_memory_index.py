@@ -238,6 +238,13 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             out.append(await index.move("m:3", "G8"))
             out.append(await index.move("m:none", "G8"))
             out.append(await index.tallies(["t1", "t2", "t3", "t4"], ["G9", "G8", "G4", "G1"]))
+            # read with the candidates: the sizes of the golden records these members belong to now, too
+            tallied = await index.tallies_soon(["t1", "t3"], ["G1"], ["m:3", "m:4", "m:none"])
+            out.append(tallied())
+            entries = await index.members(["m:3", "m:4"])
+            assert out[-1][1] == {"G1": 0, **{e.golden_id: len(await index.golden_members(e.golden_id))
+                                              for e in entries.values()}}
+            assert out[-1][1]["G8"] == 1  # m:3, moved there alone
             await index.add_tombstones({"m:2": 5, "m:x": 7})
             await index.add_tombstones({"m:2": 3, "m:x": 9})
             await index.remember_deleted_from({"m:2": "G9"})
@@ -250,6 +257,7 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             await index.add_constraints("split", "m:1", ["m:3", "m:4"])
             await index.add_constraints("link", "m:1", ["m:4"])  # a link lifts the split
             out.append(await index.constraints(["m:1", "m:3", "m:4", "m:5"]))
+            assert (await index.constraints_soon(["m:1", "m:3", "m:4", "m:5"]))() == out[-1]
             await index.add_constraints("release", "m:1", ["m:3"])
             out.append(await index.constraints(["m:1", "m:3"]))
             await index.remember_decisions({"m:1": b'{"candidates": [{"member": "m:3", "golden_id": "G8"}], '

@@ -34,12 +34,21 @@ class RedisGoldenStore(RedisSchedules):
         return self._seal(orjson.dumps(contribution), key, field)
 
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:
+        return (await self.load_soon(golden_ids))()
+
+    async def load_soon(self, golden_ids: list[str]):
         self._sealed.clear()  # one batch's worth at most; another stage loading in between only costs a re-seal
+        if not golden_ids:
+            return dict
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
             pipe.hgetall(gold_key(gid))
+        replies = self._soon(pipe, "golden_load")
+        return lambda: self._states(golden_ids, replies())
+
+    def _states(self, golden_ids: list[str], replies: list) -> dict[str, GoldenState]:
         states = {}
-        for gid, fields in zip(golden_ids, await self._run(pipe, "golden_load")):
+        for gid, fields in zip(golden_ids, replies):
             key = gold_key(gid)
             contributions = {}
             for k, v in fields.items():

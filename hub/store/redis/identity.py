@@ -79,21 +79,39 @@ class RedisIdentityIndex(RedisBase):
     async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
         """How many records in the index hold each term key, and how many
         source records each golden record holds: one round trip."""
-        if not terms and not golden_ids:
-            return {}, {}
-        counts, sizes = await self._index(self._tallies, [len(terms), *terms, *golden_ids], "index_tallies")
-        return ({t: int(c) for t, c in zip(terms, counts) if int(c)}, {g: int(n) for g, n in zip(golden_ids, sizes)})
+        return (await self.tallies_soon(terms, golden_ids))()
+
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()):
+        if not terms and not golden_ids and not members:
+            return lambda: ({}, {})
+        reply = self._index_soon(self._tallies, [len(terms), len(golden_ids), *terms, *golden_ids, *members],
+                                 "index_tallies")
+
+        def tallied():
+            counts, sizes, of_members = reply()
+            held = {g: int(n) for g, n in zip(golden_ids, sizes)}
+            for gid, n in zip(of_members[::2], of_members[1::2]):
+                if gid:
+                    held[gid.decode()] = int(n)
+            return {t: int(c) for t, c in zip(terms, counts) if int(c)}, held
+        return tallied
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints per member: (kept apart from, kept together with)."""
+        return (await self.constraints_soon(members))()
+
+    async def constraints_soon(self, members: list[str]):
         if not members:
-            return {}
-        rows = await self._index(self._constraints, members, "index_constraints")
-        result = {}
-        for member, (apart, pinned) in zip(members, rows or ()):
-            if apart or pinned:
-                result[member] = ({m.decode() for m in apart}, {m.decode() for m in pinned})
-        return result
+            return dict
+        reply = self._index_soon(self._constraints, members, "index_constraints")
+
+        def found():
+            result = {}
+            for member, (apart, pinned) in zip(members, reply() or ()):
+                if apart or pinned:
+                    result[member] = ({m.decode() for m in apart}, {m.decode() for m in pinned})
+            return result
+        return found
 
     async def add_constraints(self, kind: str, member: str, others: list[str]) -> None:
         """Both directions: each record of the pair knows it. A steward's

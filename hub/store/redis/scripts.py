@@ -146,19 +146,28 @@ end
 return out
 """
 
-# Term counts (ARGV[2 .. n+1], n = ARGV[1]) and, for the golden ids after
-# them, how many source records each holds.
+# Term counts (ARGV[3 .. n+2], n = ARGV[1]); for the g golden ids after them
+# (g = ARGV[2]), how many source records each holds; and for the records after
+# those, the golden id each belongs to now with that size (false, 0: none), so
+# the sizes of the golden records a batch's candidates belong to come in the
+# round trip that reads the candidates.
 TALLIES = """
-local idx, n = KEYS[1], tonumber(ARGV[1])
+local idx, n, g = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local counts = {}
-for first = 2, n + 1, 1000 do  -- unpack in slices: Lua's stack takes a few thousand values at most
-  for _, c in ipairs(redis.call('HMGET', idx .. 'tf', unpack(ARGV, first, math.min(first + 999, n + 1)))) do
+for first = 3, n + 2, 1000 do  -- unpack in slices: Lua's stack takes a few thousand values at most
+  for _, c in ipairs(redis.call('HMGET', idx .. 'tf', unpack(ARGV, first, math.min(first + 999, n + 2)))) do
     counts[#counts + 1] = c or 0
   end
 end
 local sizes = {}
-for i = n + 2, #ARGV do sizes[#sizes + 1] = redis.call('SCARD', idx .. 'gm:' .. ARGV[i]) end
-return {counts, sizes}
+for i = n + 3, n + g + 2 do sizes[#sizes + 1] = redis.call('SCARD', idx .. 'gm:' .. ARGV[i]) end
+local of_members = {}
+for i = n + g + 3, #ARGV do
+  local gid = redis.call('HGET', idx .. 'mem:' .. ARGV[i], 'gid')
+  of_members[#of_members + 1] = gid or false
+  of_members[#of_members + 1] = gid and redis.call('SCARD', idx .. 'gm:' .. gid) or 0
+end
+return {counts, sizes, of_members}
 """
 
 CONSTRAINTS = """
