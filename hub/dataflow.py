@@ -177,11 +177,21 @@ def _writes_together(store):
     return getattr(store, "writes_together", None)
 
 
+def _reading_ahead(chain: Chain) -> Chain:
+    """The master step reads what the syndicate step after it will read (SyndicateStage.read_ahead) with its
+    save, so the pass makes one round trip fewer."""
+    stages = [step.stage for step in chain.steps]
+    for master, syndicate in zip(stages, stages[1:]):
+        if isinstance(master, MasterStage) and isinstance(syndicate, SyndicateStage):
+            master.read_ahead = syndicate.read_ahead
+    return chain
+
+
 def _hot_path(pipeline, store, secret, topic_keyring):
     """Consent statements and survey answers come with the source events (their own steps, first), and what
     they ask of the master joins the match step's links in one master step."""
     topics = pipeline.topics
-    return Chain([Step("consent", _consent(pipeline, store, secret, topic_keyring), True, topics.linked,
+    return _reading_ahead(Chain([Step("consent", _consent(pipeline, store, secret, topic_keyring), True, topics.linked,
                        reads=(topics.consent,)),
                   Step("survey", _survey(pipeline, store, secret, topic_keyring), True, topics.linked,
                        reads=(topics.survey,)),
@@ -192,7 +202,7 @@ def _hot_path(pipeline, store, secret, topic_keyring):
                   Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
                        topics.golden, keeps=True, reads=(topics.linked,)),
                   Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))],
-                 together=_writes_together(store))
+                 together=_writes_together(store)))
 
 
 def _mastered(first: Stage | None):
@@ -201,11 +211,12 @@ def _mastered(first: Stage | None):
     def build(pipeline, store, secret, topic_keyring):
         steps = [Step(first.name, first.build(pipeline, store, secret, topic_keyring), first.is_async,
                       pipeline.topics.linked)] if first is not None else []
-        return Chain([*steps,
-                      Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
-                           pipeline.topics.golden, keeps=True),
-                      Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
-                     runner=first.name if first is not None else None, together=_writes_together(store))
+        return _reading_ahead(Chain([*steps,
+                                     Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
+                                          pipeline.topics.golden, keeps=True),
+                                     Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
+                                    runner=first.name if first is not None else None,
+                                    together=_writes_together(store)))
     return build
 
 

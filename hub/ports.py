@@ -215,6 +215,8 @@ class SyndicationState(Protocol):
     whose delivery is not confirmed yet."""
 
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]: ...
+    async def load_syndication_soon(self, golden_ids: list[str]) -> Callable[[], dict[str, dict[str, tuple[str, str]]]]:
+        """`load_syndication`, as IdentityIndex.members_soon reads."""
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None: ...
     async def schedule(self, due: dict[str, int | None], kind: str = "consent") -> None:
         """When each golden record's consent verdict can next change (None: never)."""

@@ -106,6 +106,9 @@ class MasterStage:
         self.config = config
         self.leases = leases
         self.lease_owner = lease_owner
+        # what the step after this one in a pass reads of the golden records handed on (hub.dataflow wires the
+        # syndicate step's): given them before the save, so that read goes out with the save's round trip
+        self.read_ahead = None
         self.lease_ttl_ms = lease_ttl_ms
         self.surveys = surveys
         self.secret = secret  # the PII key: lookup index keys are keyed hashes
@@ -349,6 +352,8 @@ class MasterStage:
         # customer can no longer be found by any of its identifiers
         lookups = {s.golden_id: lookup.changes(before.get(s.golden_id), s.golden, self.secret) for s in saved}
         lookups.update({gid: lookup.changes(before.get(gid), None, self.secret) for gid in deleted})
+        if self.read_ahead is not None:  # the next step's read, carried by the save's round trip
+            await self.read_ahead({m.key.decode(): m.record for m in out if m.topic == self.config.topics.golden})
         await self.store.save(saved, deleted, {g: c for g, c in lookups.items() if c[0] or c[1]},
                               lease_owner=self.lease_owner if self.leases is not None else None)
         # data decay: recompute each record when its next value goes stale, with no new event needed

@@ -53,6 +53,13 @@ class SyndicateStage:
         self._out = {t.name: metrics.EVENTS_OUT.labels(t.name) for t in config.targets}
         self._unchanged = {t.name: metrics.UNCHANGED.labels(t.name) for t in config.targets}
         self._end_to_end = {t.name: metrics.END_TO_END.labels(t.name) for t in config.targets}
+        self._ahead = None  # (golden id -> record handed on, their syndication state) read ahead by the master
+
+    async def read_ahead(self, handed: dict[str, dict | None]) -> None:
+        """Read the syndication state of the golden records the master step of this pass hands on (id -> the
+        record, None for a tombstone), with the master's save: the process that follows takes it if it gets
+        those very records (the same objects), and reads for itself otherwise."""
+        self._ahead = (handed, await self.state.load_syndication_soon(sorted(handed)))
 
     async def process(self, batch: list[InMessage], now_ms: int | None = None) -> StageOutput:
         now_ms = now_ms or int(time.time() * 1000)
@@ -70,7 +77,12 @@ class SyndicateStage:
             latest[gid] = (golden, reason)
         if read_back and self.goldens is not None:
             await self._bring_up_to_date(latest, read_back)
-        held = await self.state.load_syndication(list(latest))
+        ahead, self._ahead = self._ahead, None
+        handed = ahead[0] if ahead is not None else {}
+        if ahead is not None and all(gid in handed and handed[gid] is golden for gid, (golden, _) in latest.items()):
+            held = ahead[1]()
+        else:
+            held = await self.state.load_syndication(list(latest))
         out: list[OutMessage] = []
         updates: dict[str, dict[str, tuple[str, str] | None]] = {}
         sending: dict[str, dict[str, tuple[str, str]]] = {}

@@ -252,6 +252,10 @@ class MemorySyndicationState:
     def __init__(self):
         self._synd: dict[str, dict[str, str]] = {}  # gid -> target -> "<key>\x1f<projection hash>"
 
+    async def load_syndication_soon(self, golden_ids: list[str]):
+        held = await self.load_syndication(golden_ids)
+        return lambda: held
+
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
         # split as the Redis store splits its sealed value, so both give the same tuples
         return {gid: {t: tuple(v.split("\x1f", 1)) for t, v in self._synd.get(gid, {}).items()} for gid in golden_ids}
@@ -399,6 +403,9 @@ class MemoryStore(MemoryIndex):
     # syndication state and schedules
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
         return await self.syndication.load_syndication(golden_ids)
+
+    async def load_syndication_soon(self, golden_ids: list[str]):
+        return await self.syndication.load_syndication_soon(golden_ids)
 
     async def save_syndication(self, updates: dict[str, dict[str, tuple[str, str] | None]]) -> None:
         await self.syndication.save_syndication(updates)

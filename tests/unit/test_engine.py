@@ -409,3 +409,41 @@ def test_a_pass_refused_a_lease_sleeps_longer_each_time_up_to_a_bound():
     assert all(0.002 <= s <= 0.02 for s in first) and len(set(first)) > 400
     assert max(later) > 0.1 and sum(later) > 3 * sum(first)
     assert all(0.002 <= s <= LEASE_BACKOFF_MAX_S for s in much_later)
+
+
+def test_the_syndicate_step_takes_the_state_the_master_read_ahead_for_the_records_it_is_handed():
+    """The master step reads the syndication state of the golden records it hands on with its save (one round
+    trip fewer a pass); the syndicate step takes it only for those very records, and reads for itself
+    otherwise (a read ahead left by a pass that failed after its master step is never taken)."""
+    from hub.records import InMessage
+    from hub.stages.syndicate import SyndicateStage
+
+    store = MemoryStore()
+    calls = {"now": 0, "ahead": 0}
+    plain, soon = store.load_syndication, store.load_syndication_soon
+
+    async def now(golden_ids):
+        calls["now"] += 1
+        return await plain(golden_ids)
+
+    async def ahead(golden_ids):
+        calls["ahead"] += 1
+        return await soon(golden_ids)
+    store.load_syndication, store.load_syndication_soon = now, ahead
+    assert asyncio.run(_replay(store, _stream(), "fused"))
+    assert calls["ahead"] > 10 and calls["now"] == 0
+
+    syndicate = SyndicateStage(PIPELINE, store)
+    tombstone = InMessage(PIPELINE.topics.golden, 0, 0, b"G1", None)
+    calls.update(now=0, ahead=0)
+
+    async def pass_with(handed):
+        await syndicate.read_ahead(handed)
+        await syndicate.process([tombstone])
+    asyncio.run(pass_with({"G1": None}))
+    assert calls == {"now": 0, "ahead": 1}
+    asyncio.run(pass_with({"G1": {"golden_id": "G1"}}))  # another record than the one handed on
+    asyncio.run(pass_with({"G2": None}))
+    assert calls == {"now": 2, "ahead": 3}
+    asyncio.run(syndicate.process([tombstone]))  # nothing read ahead for this pass: the last one was taken
+    assert calls == {"now": 3, "ahead": 3}

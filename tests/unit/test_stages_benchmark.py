@@ -96,13 +96,13 @@ def test_throughputs_breakdown_reads_the_workers_metrics_over_the_steady_run():
 
 def test_a_pass_reads_and_writes_in_a_few_round_trips(redis_url):
     """The round trips of a pass of 20 records (a worker's passes at half rate hold 20-30): the match step
-    reads the tombstones with the blocks, the constraints and tallies with the candidates, and the master
-    step takes its leases and loads the golden records with its first read (14.3 before those were
-    joined, 9.3 after)."""
+    reads the tombstones with the blocks, the constraints and tallies with the candidates; the master
+    step takes its leases and loads the golden records with its first read, and reads the syndication
+    state the syndicate step needs with its save (14.3 before those were joined, 8.3 after)."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
     asyncio.run(stages_benchmark.run_fused(events=300, batch=20, redis_url=redis_url))  # loads the scripts
     redis.Redis.from_url(redis_url).flushdb()
     again = asyncio.run(stages_benchmark.run_fused(events=300, batch=20, redis_url=redis_url))
-    assert again["redis_round_trips_per_batch"] <= 10
+    assert again["redis_round_trips_per_batch"] <= 9

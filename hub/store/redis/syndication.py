@@ -11,11 +11,20 @@ from hub.store.redis.schedules import RedisSchedules
 
 class RedisSyndicationState(RedisSchedules):
     async def load_syndication(self, golden_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+        return (await self.load_syndication_soon(golden_ids))()
+
+    async def load_syndication_soon(self, golden_ids: list[str]):
+        if not golden_ids:
+            return dict
         pipe = self.client.pipeline(transaction=False)
         for gid in golden_ids:
             pipe.hgetall(synd_key(gid))
+        replies = self._soon(pipe, "syndication_load")
+        return lambda: self._syndication(golden_ids, replies())
+
+    def _syndication(self, golden_ids: list[str], replies: list) -> dict[str, dict[str, tuple[str, str]]]:
         result = {}
-        for gid, fields in zip(golden_ids, await self._run(pipe, "syndication_load")):
+        for gid, fields in zip(golden_ids, replies):
             key = synd_key(gid)
             result[gid] = {t.decode(): tuple(self._open(v, key, t.decode()).decode().split("\x1f", 1))
                            for t, v in fields.items()}
