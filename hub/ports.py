@@ -136,9 +136,11 @@ class IdentityIndex(Protocol):
         """Each golden id mapped to its survivor (itself unless merged away)."""
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         """Golden ids merged into each of these whose contributions the master has not folded in yet."""
-    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
-        """resolve_forward of these, and pending_folds of their survivors, in one read: where a master
-        pass's golden ids stand."""
+    async def survivors_and_folds(self, golden_ids: list[str]
+                                  ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
+        """resolve_forward of these, pending_folds of their survivors, and the pending folds (possibly none)
+        of each golden id those absorbed, level by level (a bounded number of them), in one read: where a
+        master pass's golden ids stand."""
     async def folded(self, folds: dict[str, list[str]]) -> None: ...
 
 

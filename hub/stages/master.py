@@ -198,11 +198,15 @@ class MasterStage:
         """Where the batch's golden ids stand now: each one's survivor, the merges to fold in, and every
         golden id the batch will read."""
         # merges the index made whose linked record a crash may have lost are folded in too
-        survivors, folds = await self.index.survivors_and_folds(sorted({x["golden_id"] for x in linked}))
+        survivors, folds, below = await self.index.survivors_and_folds(sorted({x["golden_id"] for x in linked}))
         done_folds = dict(folds)
         root = {a: gid for gid, absorbed in folds.items() for a in absorbed}
         while root.keys() - done_folds.keys():  # a merged-away record may itself have absorbed others
-            deeper = await self.index.pending_folds(sorted(root.keys() - done_folds.keys()))
+            unread = sorted(root.keys() - done_folds.keys())
+            if below.keys() >= set(unread):  # read with the survivors, as deep as the read went
+                deeper = {gid: below[gid] for gid in unread if below[gid]}
+            else:
+                deeper = await self.index.pending_folds(unread)
             done_folds.update(dict.fromkeys(root.keys() - done_folds.keys(), []), **deeper)
             for parent, absorbed in deeper.items():
                 folds[root[parent]] = [*folds[root[parent]], *absorbed]

@@ -32,6 +32,7 @@ import orjson
 from hub.ports import BlockView, LinkRequest, MemberEntry
 
 FORWARD_HOPS = 64  # as the Redis index's forward script: guards a lookup against a cycle
+MAX_FOLD_READS = 1000  # as the Redis index's FORWARD_FOLDS script: bounds the levels of folds read at once
 
 
 def discard(sets: dict[str, set[str]], key: str, value: str) -> None:
@@ -137,9 +138,27 @@ class MemoryIndex:
     async def pending_folds(self, golden_ids: list[str]) -> dict[str, list[str]]:
         return {gid: sorted(self._fold[gid]) for gid in golden_ids if self._fold.get(gid)}
 
-    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    async def survivors_and_folds(self, golden_ids: list[str]
+                                  ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
         survivors = await self.resolve_forward(golden_ids)
-        return survivors, await self.pending_folds(sorted(set(survivors.values())))
+        folds = await self.pending_folds(sorted(set(survivors.values())))
+        seen = set(survivors.values())
+        frontier = []
+        for absorbed in (a for gid in sorted(set(survivors.values())) for a in folds.get(gid, ())):
+            if absorbed not in seen:
+                seen.add(absorbed)
+                frontier.append(absorbed)
+        below: dict[str, list[str]] = {}
+        while frontier and len(below) < MAX_FOLD_READS:  # level by level, as the Redis script reads them
+            deeper = []
+            for gid in frontier:
+                below[gid] = sorted(self._fold.get(gid, ()))
+                for absorbed in below[gid]:
+                    if absorbed not in seen:
+                        seen.add(absorbed)
+                        deeper.append(absorbed)
+            frontier = deeper
+        return survivors, folds, below
 
     async def folded(self, folds: dict[str, list[str]]) -> None:
         for gid, absorbed in folds.items():

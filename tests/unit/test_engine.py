@@ -447,3 +447,27 @@ def test_the_syndicate_step_takes_the_state_the_master_read_ahead_for_the_record
     assert calls == {"now": 2, "ahead": 3}
     asyncio.run(syndicate.process([tombstone]))  # nothing read ahead for this pass: the last one was taken
     assert calls == {"now": 3, "ahead": 3}
+
+
+def test_a_master_pass_learns_the_folds_it_makes_in_the_read_of_where_its_golden_ids_stand():
+    """The merges a pass folds in, however deep (a merged-away record that had absorbed others), come with its
+    first read of where its golden ids stand: no read of deeper folds of its own (one round trip fewer)."""
+    store = MemoryStore()
+    seen = {"folds": 0, "apart": 0, "reading": False}
+    plain_read, plain_pending = store.survivors_and_folds, store.pending_folds
+
+    async def read(golden_ids):
+        seen["reading"] = True  # the in-memory index reads the survivors' own folds with pending_folds
+        try:
+            survivors, folds, below = await plain_read(golden_ids)
+        finally:
+            seen["reading"] = False
+        seen["folds"] += bool(folds)
+        return survivors, folds, below
+
+    async def pending(golden_ids):
+        seen["apart"] += not seen["reading"]
+        return await plain_pending(golden_ids)
+    store.survivors_and_folds, store.pending_folds = read, pending
+    assert asyncio.run(_replay(store, _stream(), "fused"))
+    assert seen["folds"] > 0 and seen["apart"] == 0

@@ -229,9 +229,13 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             out.append(await index.resolve_forward(["G1", "G2", "G3", "G4", "G9", "Gx"]))
             out.append(await index.pending_folds(["G4", "G9", "G1"]))
             out.append(await index.survivors_and_folds(["G1", "G2", "G3", "G4", "G9", "Gx"]))
-            survivors = await index.resolve_forward(["G1", "G2", "G3", "G4", "G9", "Gx"])  # the two reads it joins
-            assert out[-1] == (survivors, await index.pending_folds(sorted(set(survivors.values()))))
+            survivors = await index.resolve_forward(["G1", "G2", "G3", "G4", "G9", "Gx"])  # the reads it joins
+            assert out[-1][:2] == (survivors, await index.pending_folds(sorted(set(survivors.values()))))
             assert out[-1][1]  # a merge's folds are pending here
+            # and, a level down, what those absorbed had absorbed: G4 (merged into G9) had absorbed G2 and G1
+            below = out[-1][2]
+            assert below == {gid: (await index.pending_folds([gid])).get(gid, []) for gid in below}
+            assert below["G4"] == ["G1", "G2"] and set(below) >= {"G1", "G2", "G3", "G4"}
             await index.folded({"G9": ["G4"]})
             out.append(await index.pending_folds(["G4", "G9"]))
             out.append(await index.survivors_and_folds(["G4", "G9"]))

@@ -258,13 +258,15 @@ class RedisIdentityIndex(RedisBase):
         rows = await self._index(self._folds, golden_ids, "index_folds")
         return {gid: sorted(m.decode() for m in found) for gid, found in zip(golden_ids, rows) if found}
 
-    async def survivors_and_folds(self, golden_ids: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    async def survivors_and_folds(self, golden_ids: list[str]
+                                  ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
         if not golden_ids:
-            return {}, {}
-        rows = await self._index(self._forward_folds, golden_ids, "index_forward")
+            return {}, {}, {}
+        rows, deeper = await self._index(self._forward_folds, golden_ids, "index_forward")
         survivors = {gid: survivor.decode() for gid, (survivor, _) in zip(golden_ids, rows)}
         folds = {survivor.decode(): sorted(m.decode() for m in found) for survivor, found in rows if found}
-        return survivors, dict(sorted(folds.items()))  # in the order pending_folds gives them
+        below = {gid.decode(): sorted(m.decode() for m in found) for gid, found in deeper}
+        return survivors, dict(sorted(folds.items())), below  # folds in the order pending_folds gives them
 
     async def folded(self, folds: dict[str, list[str]]) -> None:
         if folds:

@@ -193,6 +193,8 @@ redis.call('SADD', idx .. 'gm:' .. to, member)
 return from
 """
 
+MAX_FOLD_READS = 1000
+
 # Each golden id followed to its survivor (itself unless merged away); the
 # hop limit guards a lookup against a cycle no code path should make.
 _SURVIVOR = """
@@ -215,14 +217,36 @@ end
 return out
 """
 
-# FORWARD, and FOLDS of each survivor: where a master pass's golden ids stand, in one call
+# FORWARD, and FOLDS of each survivor: where a master pass's golden ids stand, in one call; and the FOLDS
+# of what those absorbed, level by level (a merged-away record may itself have absorbed others), so the
+# master learns every fold it has to make in this one read. MAX_FOLD_READS bounds the levels' reads.
 FORWARD_FOLDS = _SURVIVOR + """
-local out = {}
+local idx = KEYS[1]
+local out, seen, frontier = {}, {}, {}
 for i = 1, #ARGV do
   local gid = survivor(ARGV[i])
-  out[#out + 1] = {gid, redis.call('SMEMBERS', KEYS[1] .. 'fold:' .. gid)}
+  out[#out + 1] = {gid, redis.call('SMEMBERS', idx .. 'fold:' .. gid)}
+  seen[gid] = true
 end
-return out
+for _, row in ipairs(out) do
+  for _, absorbed in ipairs(row[2]) do
+    if not seen[absorbed] then seen[absorbed] = true; frontier[#frontier + 1] = absorbed end
+  end
+end
+local deeper, read = {}, 0
+while #frontier > 0 and read < """ + str(MAX_FOLD_READS) + """ do
+  local below = {}
+  for _, gid in ipairs(frontier) do
+    local folds = redis.call('SMEMBERS', idx .. 'fold:' .. gid)
+    deeper[#deeper + 1] = {gid, folds}
+    read = read + 1
+    for _, absorbed in ipairs(folds) do
+      if not seen[absorbed] then seen[absorbed] = true; below[#below + 1] = absorbed end
+    end
+  end
+  frontier = below
+end
+return {out, deeper}
 """
 
 # Latest statement per (purpose, channel), or answer per survey, wins by its
