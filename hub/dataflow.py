@@ -191,18 +191,19 @@ def _hot_path(pipeline, store, secret, topic_keyring):
     """Consent statements and survey answers come with the source events (their own steps, first), and what
     they ask of the master joins the match step's links in one master step."""
     topics = pipeline.topics
-    return _reading_ahead(Chain([Step("consent", _consent(pipeline, store, secret, topic_keyring), True, topics.linked,
-                       reads=(topics.consent,)),
-                  Step("survey", _survey(pipeline, store, secret, topic_keyring), True, topics.linked,
-                       reads=(topics.survey,)),
-                  Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical,
-                       reads=tuple(s.raw_topic for s in pipeline.sources)),
-                  Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked,
-                       reads=(topics.canonical,)),
-                  Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
-                       topics.golden, keeps=True, reads=(topics.linked,)),
-                  Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))],
-                 together=_writes_together(store)))
+    chain = Chain([Step("consent", _consent(pipeline, store, secret, topic_keyring), True, topics.linked,
+                        reads=(topics.consent,)),
+                   Step("survey", _survey(pipeline, store, secret, topic_keyring), True, topics.linked,
+                        reads=(topics.survey,)),
+                   Step("ingest", _ingest(pipeline, store, secret, topic_keyring), False, topics.canonical,
+                        reads=tuple(s.raw_topic for s in pipeline.sources)),
+                   Step("match", _match(pipeline, store, secret, topic_keyring), True, topics.linked,
+                        reads=(topics.canonical,)),
+                   Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
+                        topics.golden, keeps=True, reads=(topics.linked,)),
+                   Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring), reads=(topics.golden,))],
+                  together=_writes_together(store))
+    return _reading_ahead(chain)
 
 
 def _mastered(first: Stage | None):
@@ -211,12 +212,12 @@ def _mastered(first: Stage | None):
     def build(pipeline, store, secret, topic_keyring):
         steps = [Step(first.name, first.build(pipeline, store, secret, topic_keyring), first.is_async,
                       pipeline.topics.linked)] if first is not None else []
-        return _reading_ahead(Chain([*steps,
-                                     Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
-                                          pipeline.topics.golden, keeps=True),
-                                     Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
-                                    runner=first.name if first is not None else None,
-                                    together=_writes_together(store)))
+        chain = Chain([*steps,
+                       Step("master", _leased_master(pipeline, store, secret, topic_keyring), True,
+                            pipeline.topics.golden, keeps=True),
+                       Step("syndicate", _syndicate(pipeline, store, secret, topic_keyring))],
+                      runner=first.name if first is not None else None, together=_writes_together(store))
+        return _reading_ahead(chain)
     return build
 
 

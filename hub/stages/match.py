@@ -337,7 +337,11 @@ class MatchStage:
         guarded = self._guarded
         golden_ids = sorted({e.golden_id for e in known.values()}) if guarded else []
         tallied = await self.index.tallies_soon(sorted(wanted), golden_ids, sorted(candidates) if guarded else [])
-        return lambda: (lambda counts, sizes: (TermCounts(counts), sizes))(*tallied())
+
+        def counted() -> tuple[TermCounts, dict[str, int]]:
+            counts, sizes = tallied()
+            return TermCounts(counts), sizes
+        return counted
 
     async def _commit(self, planned) -> int:
         """Apply the index operations in batch order, in one atomic call.

@@ -77,10 +77,9 @@ class SyndicateStage:
             latest[gid] = (golden, reason)
         if read_back and self.goldens is not None:
             await self._bring_up_to_date(latest, read_back)
-        ahead, self._ahead = self._ahead, None
-        handed = ahead[0] if ahead is not None else {}
-        if ahead is not None and all(gid in handed and handed[gid] is golden for gid, (golden, _) in latest.items()):
-            held = ahead[1]()
+        (handed, read), self._ahead = self._ahead or ({}, None), None
+        if read is not None and all(gid in handed and handed[gid] is golden for gid, (golden, _) in latest.items()):
+            held = read()
         else:
             held = await self.state.load_syndication(list(latest))
         out: list[OutMessage] = []

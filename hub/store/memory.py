@@ -141,10 +141,10 @@ class MemoryIndex:
     async def survivors_and_folds(self, golden_ids: list[str]
                                   ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
         survivors = await self.resolve_forward(golden_ids)
-        folds = await self.pending_folds(sorted(set(survivors.values())))
         seen = set(survivors.values())
+        folds = await self.pending_folds(sorted(seen))
         frontier = []
-        for absorbed in (a for gid in sorted(set(survivors.values())) for a in folds.get(gid, ())):
+        for absorbed in (a for held in folds.values() for a in held):
             if absorbed not in seen:
                 seen.add(absorbed)
                 frontier.append(absorbed)

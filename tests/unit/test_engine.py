@@ -449,10 +449,15 @@ def test_the_syndicate_step_takes_the_state_the_master_read_ahead_for_the_record
     assert calls == {"now": 3, "ahead": 3}
 
 
-def test_a_master_pass_learns_the_folds_it_makes_in_the_read_of_where_its_golden_ids_stand():
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_a_master_pass_learns_the_folds_it_makes_in_the_read_of_where_its_golden_ids_stand(store_kind, request):
     """The merges a pass folds in, however deep (a merged-away record that had absorbed others), come with its
     first read of where its golden ids stand: no read of deeper folds of its own (one round trip fewer)."""
-    store = MemoryStore()
+    if store_kind == "memory":
+        store = MemoryStore()
+    else:
+        store = request.getfixturevalue("redis_store")
+        store.client.flushdb()
     seen = {"folds": 0, "apart": 0, "reading": False}
     plain_read, plain_pending = store.survivors_and_folds, store.pending_folds
 
