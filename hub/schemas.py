@@ -4,6 +4,8 @@ Owns loading `avro_schemas/`, the local schema-id table, and encoding and
 decoding in the Confluent wire format (magic byte 0, 4-byte big-endian schema
 id, schemaless Avro body). Readers resolve old writer schemas to the current
 reader schema, so data written with an earlier version stays readable.
+Encoding goes through a writer generated from the schema (hub.avro_writers),
+with fastavro's for any value that writer does not take.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import fastavro
 import fastavro.schema
+
+from hub import avro_writers
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
@@ -134,6 +138,20 @@ def reader_name(writer_name: str) -> str:
     return ".".join(parts[:2])
 
 
+@lru_cache(maxsize=None)
+def named_types(name: str) -> dict[str, dict]:
+    """Every named type the schema `name` can use, by full name, as plain JSON (a type defined in another
+    file stays a name in `expanded`)."""
+    return {full: _clean(schema) for full, schema in parsed(name).get("__named_schemas", {}).items()}
+
+
+def _generated_writer(name: str):
+    try:
+        return avro_writers.generate(expanded(name), named_types(name))
+    except NotImplementedError:
+        return None
+
+
 class AvroCodec:
     """Encode and decode one record type in the Confluent wire format."""
 
@@ -142,8 +160,14 @@ class AvroCodec:
         self.schema = parsed(name)
         self.schema_id = registry_ids()[name]
         self._header = _HEADER.pack(MAGIC_BYTE, self.schema_id)
+        self._write = _generated_writer(name)
 
     def encode(self, record: dict) -> bytes:
+        if self._write is not None:
+            try:
+                return self._header + self._write(record)
+            except Exception:  # noqa: BLE001 - NotPlain, or a value the generated code trips on: fastavro decides
+                pass
         buf = io.BytesIO()
         buf.write(self._header)
         fastavro.schemaless_writer(buf, self.schema, record)
