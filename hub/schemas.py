@@ -162,6 +162,13 @@ class AvroCodec:
         self._header = _HEADER.pack(MAGIC_BYTE, self.schema_id)
         self._write = _generated_writer(name)
 
+    def encode_plain(self, record: dict) -> bytes:
+        """`encode` by the generated writer alone: raises (NotPlain, or what the generated code trips on)
+        for a record it does not take, which fastavro may still write or refuse."""
+        if self._write is None:
+            raise avro_writers.NotPlain
+        return self._header + self._write(record)
+
     def encode(self, record: dict) -> bytes:
         if self._write is not None:
             try:

@@ -15,7 +15,7 @@ from hub import caches, standardise
 # values: as many entries as there are targets, URLs or schemas.
 CLOSED_KEYS = {
     "hub.schemas.registry_ids", "hub.schemas._all_parsed", "hub.schemas._name_of_id", "hub.schemas.codec",
-    "hub.schemas.expanded",
+    "hub.schemas.expanded", "hub.schemas.named_types",
     "hub.projection._target_schema", "hub.connectors.serdes.standalone_schema",
     "hub.connectors.serdes.registry_avro", "hub.connectors.schema_registry.registry_client",
 }
