@@ -73,6 +73,10 @@ MATCH_CONFLICTS = Counter("hub_match_conflicts_total",
 GOLDEN_LEASE_WAITS = Counter("hub_golden_lease_waits_total",
                              "Times a master pass waited for a golden record another worker held "
                              "(the fused engine)", registry=REGISTRY)
+GOLDEN_LEASE_WAIT_ENDS = Counter("hub_golden_lease_wait_ends_total",
+                                 "How a master pass's wait for a golden record another worker held ended: "
+                                 "released (the holder gave it back and said so) or timed_out (it tried again "
+                                 "after its back-off)", ["outcome"], registry=REGISTRY)
 GOLDEN_CLAIM_WAITS = Counter("hub_golden_claim_waits_total",
                              "Times a master pass waited for another pass of the same worker to give back a "
                              "golden record it wanted (hub.stages.master.GoldenClaims)", registry=REGISTRY)

@@ -183,7 +183,11 @@ class GoldenLeases(Protocol):
         """`lease`, taken with the store's next round trip where it can hold one (IdentityIndex.members_soon):
         a function giving the ids refused."""
     async def release(self, golden_ids: list[str], owner: str) -> None:
-        """Give back what `owner` holds of these; an expired lease another took since stays theirs."""
+        """Give back what `owner` holds of these; an expired lease another took since stays theirs. A lease
+        someone was refused is given back with a word to them (`wait_released`)."""
+    async def wait_released(self, golden_id: str, timeout_s: float) -> bool:
+        """After `golden_id`'s lease was refused: wait until its holder gives it back (True, also when it
+        already has) or `timeout_s` passes (False)."""
 
 
 class ConsentStore(Protocol):

@@ -28,6 +28,8 @@ from hub.topic_seal import TopicValues, open_linked
 STAGE = "master"
 LEASE_BACKOFF_MAX_S = 0.16
 _CHANGES = {kind: metrics.GOLDEN_CHANGES.labels(kind) for kind in ("golden_created", "golden_updated")}
+_LEASE_WAIT_ENDS = {True: metrics.GOLDEN_LEASE_WAIT_ENDS.labels("released"),
+                    False: metrics.GOLDEN_LEASE_WAIT_ENDS.labels("timed_out")}
 
 
 class GoldenClaims:
@@ -74,9 +76,10 @@ class GoldenClaims:
 
 
 def lease_backoff_s(refusals: int) -> float:
-    """How long a pass refused a lease `refusals` times before sleeps: random, so two passes do not meet
-    again, and longer each time up to LEASE_BACKOFF_MAX_S, since the other worker holds its leases until its
-    outputs are delivered (tens of milliseconds) and each try costs both workers a round trip to Redis."""
+    """How long at most a pass refused a lease `refusals` times before waits for the holder's release before
+    it tries again (it tries at once when told of the release): random, so two passes do not meet again, and
+    longer each time up to LEASE_BACKOFF_MAX_S, since the other worker holds its leases until its outputs are
+    delivered (tens of milliseconds) and each try costs both workers a round trip to Redis."""
     return random.uniform(0.002, min(LEASE_BACKOFF_MAX_S, 0.02 * 2 ** min(refusals, 16)))  # no float overflow
 
 
@@ -152,7 +155,9 @@ class MasterStage:
                     claims.give_back(held, token)
                     held, token = [], None
                     metrics.GOLDEN_LEASE_WAITS.inc()
-                    await asyncio.sleep(lease_backoff_s(refusals))
+                    # woken by the holder's release, not later than the back-off would have slept
+                    released = await self.leases.wait_released(refused[0], lease_backoff_s(refusals))
+                    _LEASE_WAIT_ENDS[released].inc()
                     refusals += 1
                     wanted = sorted(plan[-1])
                     continue

@@ -31,6 +31,7 @@ over both and compares every message they write.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -277,12 +278,15 @@ class MemoryLeases:
 
     def __init__(self):
         self._held: dict[str, tuple[str, float]] = {}  # gid -> (owner, expires at, time.monotonic())
+        self._waiting: dict[str, list[asyncio.Future]] = {}  # gid refused -> its waiters, woken by the release
 
     async def lease(self, golden_ids: list[str], owner: str, ttl_ms: int) -> list[str]:
         now = time.monotonic()
         refused = [gid for gid in golden_ids if (held := self._held.get(gid)) and held[0] != owner and held[1] > now]
         if not refused:
             self._held.update({gid: (owner, now + ttl_ms / 1000) for gid in golden_ids})
+        for gid in refused:  # as the Redis script notes a waiter with the refusal
+            self._waiting.setdefault(gid, [])
         return refused
 
     async def lease_soon(self, golden_ids: list[str], owner: str, ttl_ms: int):
@@ -293,6 +297,24 @@ class MemoryLeases:
         for gid in golden_ids:
             if self._held.get(gid, ("",))[0] == owner:
                 del self._held[gid]
+                for waiter in self._waiting.pop(gid, ()):
+                    if not waiter.done() and not waiter.get_loop().is_closed():
+                        waiter.set_result(None)
+
+    async def wait_released(self, golden_id: str, timeout_s: float) -> bool:
+        waiters = self._waiting.get(golden_id)
+        if waiters is None:  # given back since the refusal (Redis keeps that signal a second)
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+        return True
 
     def holds(self, gid: str, owner: str) -> bool:
         """Whether `owner` holds the record's lease now (an expired one is nobody's; Redis forgets it)."""
@@ -326,6 +348,9 @@ class MemoryStore(MemoryIndex):
 
     async def release(self, golden_ids: list[str], owner: str) -> None:
         await self.leases.release(golden_ids, owner)
+
+    async def wait_released(self, golden_id: str, timeout_s: float) -> bool:
+        return await self.leases.wait_released(golden_id, timeout_s)
 
     # golden store
     async def load(self, golden_ids: list[str]) -> dict[str, GoldenState]:

@@ -411,6 +411,68 @@ def test_a_pass_refused_a_lease_sleeps_longer_each_time_up_to_a_bound():
     assert all(0.002 <= s <= LEASE_BACKOFF_MAX_S for s in much_later)
 
 
+def test_a_release_wakes_the_pass_it_refused_and_only_that_signals(leases):
+    """In memory and on Redis: a refusal notes the waiter in the same step, so the holder's release, however
+    soon, wakes it (at once if the release came first); a release nobody waits for, or by one who does not
+    hold the lease, leaves no signal behind; a wait nobody answers ends at its timeout."""
+    def keys() -> list[str]:
+        if isinstance(leases, MemoryStore):
+            return []
+        return sorted(k.decode() for k in leases.client.scan_iter(match="hub:lease*"))
+
+    async def scenario():
+        assert await leases.lease(["G1", "G2"], "theirs", 60_000) == []
+        await leases.release(["G2"], "theirs")  # nobody waits for G2
+        assert await leases.lease(["G1"], "mine", 60_000) == ["G1"]
+        if not isinstance(leases, MemoryStore):
+            assert keys() == ["hub:lease:{G1}", "hub:leasew:{G1}"]  # held, and someone waits
+        assert await leases.wait_released("G1", 0.05) is False  # still held
+        await leases.release(["G1"], "someone else")  # not theirs to give back: no signal
+        assert await leases.wait_released("G1", 0.05) is False
+        waiting = asyncio.ensure_future(leases.wait_released("G1", 30))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        started = time.monotonic()
+        await leases.release(["G1"], "theirs")
+        assert await asyncio.wait_for(waiting, 10) is True
+        assert time.monotonic() - started < 10
+        assert await leases.lease(["G1"], "mine", 60_000) == []
+        # refused, then released before the wait begins: the wait ends at once
+        assert await leases.lease(["G1"], "theirs", 60_000) == ["G1"]
+        await leases.release(["G1"], "mine")
+        assert await leases.wait_released("G1", 30) is True
+
+    asyncio.run(scenario())
+    assert keys() == []  # every lease given back, every waiter answered: no flag, no signal left
+
+
+def test_a_master_pass_refused_a_lease_goes_on_when_the_holder_releases_not_after_its_back_off(leases, monkeypatch):
+    """The pass waits in Redis for the release (BLPOP) rather than sleeping its back-off: with a back-off of
+    a minute, it still delivers within seconds of the holder's release."""
+    from hub import metrics
+    from hub.stages import master as master_module
+
+    monkeypatch.setattr(master_module, "lease_backoff_s", lambda refusals: 60.0)
+    store = leases
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    assert run(store.lease(gids[:1], "theirs", 60_000)) == []
+    ended = metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "released"}) or 0.0
+
+    async def scenario():
+        task = asyncio.ensure_future(master.process(linked, now_ms=NOW))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        await store.release(gids, "theirs")
+        output = await asyncio.wait_for(task, 10)
+        assert any(m.topic == PIPELINE.topics.golden for m in output.messages)
+        await output.after_delivery()
+
+    asyncio.run(scenario())
+    assert metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "released"}) == ended + 1
+
+
 def test_the_syndicate_step_takes_the_state_the_master_read_ahead_for_the_records_it_is_handed():
     """The master step reads the syndication state of the golden records it hands on with its save (one round
     trip fewer a pass); the syndicate step takes it only for those very records, and reads for itself

@@ -25,10 +25,10 @@ INDEX_KEYS = [layout.mem_key, layout.blk_key, layout.bv_key, layout.gm_key, layo
               layout.apart_key, layout.pin_key]
 INDEX_CONSTANTS = [layout.DELETED, layout.CONSTRAINTS, layout.PARAMS, layout.PARAMS_VERSION, layout.TERMS]
 PER_RECORD_KEYS = [layout.gold_key, layout.cons_key, layout.lookup_key, layout.survey_key, layout.synd_key,
-                   layout.lease_key]
+                   layout.lease_key, layout.lease_waiting_key, layout.lease_released_key]
 # key positions of the commands the store's scripts and transactions send (a new one must be added here)
 FIRST_ARG_IS_KEY = {"GET", "SET", "INCR", "INCRBY", "HGET", "HSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "SADD",
-                    "SREM", "SMEMBERS", "SRANDMEMBER", "SCARD", "ZADD", "ZREM", "ZMSCORE"}
+                    "SREM", "SMEMBERS", "SRANDMEMBER", "SCARD", "ZADD", "ZREM", "ZMSCORE", "RPUSH", "PEXPIRE"}
 
 
 def test_the_index_tag_is_the_key_prefix():
