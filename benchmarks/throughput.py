@@ -119,7 +119,11 @@ def _breakdown(before: dict, after: dict) -> dict:
               "records_per_pass": {s: round(of("hub_batch_records_sum", s) / n, 1) for s, n in passes.items()},
               "delivery_ms_per_pass": {s: round(of("hub_delivery_seconds_sum", s) / n * 1000, 1)
                                        for s, n in passes.items() if of("hub_delivery_seconds_count", s)},
-              "golden_lease_waits": int(of("hub_golden_lease_waits_total"))}
+              "golden_lease_waits": int(of("hub_golden_lease_waits_total")),
+              # how those waits ended: the holder's release woke them, or their back-off ran out
+              "golden_lease_waits_released": int(sum(v for (n, labels), v in delta.items()
+                                                     if n == "hub_golden_lease_wait_ends_total"
+                                                     and 'outcome="released"' in labels))}
     count = of("hub_end_to_end_seconds_count")
     if count:
         at_most: dict[float, float] = {}  # bucket bound -> events at or under it, summed over the targets

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import time
 
 from hub import history, lookup, metrics
@@ -26,7 +25,10 @@ from hub.survivorship import build_golden, changed_attributes, merge_contributio
 from hub.topic_seal import TopicValues, open_linked
 
 STAGE = "master"
-LEASE_BACKOFF_MAX_S = 0.16
+# How long at most a pass refused a lease waits for its holder's release before it tries again: the release
+# wakes it at once, so this bounds only a holder that died (its lease lapses) or renews through a long delivery,
+# or a signal lost (Redis away)
+LEASE_WAIT_MAX_S = 0.16
 _CHANGES = {kind: metrics.GOLDEN_CHANGES.labels(kind) for kind in ("golden_created", "golden_updated")}
 _LEASE_WAIT_ENDS = {True: metrics.GOLDEN_LEASE_WAIT_ENDS.labels("released"),
                     False: metrics.GOLDEN_LEASE_WAIT_ENDS.labels("timed_out")}
@@ -73,14 +75,6 @@ class GoldenClaims:
                 del self._held[gid]
         if not token.get_loop().is_closed():
             token.set_result(None)
-
-
-def lease_backoff_s(refusals: int) -> float:
-    """How long at most a pass refused a lease `refusals` times before waits for the holder's release before
-    it tries again (it tries at once when told of the release): random, so two passes do not meet again, and
-    longer each time up to LEASE_BACKOFF_MAX_S, since the other worker holds its leases until its outputs are
-    delivered (tens of milliseconds) and each try costs both workers a round trip to Redis."""
-    return random.uniform(0.002, min(LEASE_BACKOFF_MAX_S, 0.02 * 2 ** min(refusals, 16)))  # no float overflow
 
 
 def _audit_id(golden_id: str, version: int | None, kind: str) -> str:
@@ -135,7 +129,6 @@ class MasterStage:
         claims = GoldenClaims.of_owner(self.lease_owner)
         held: list[str] = []
         token = None
-        refusals = 0
         # the golden ids the linked records name: what the batch needs unless one was merged away since,
         # leased with the first read, so a pass usually takes its leases and its plan in one round trip
         wanted = sorted({gid for x in linked for gid in (x["golden_id"], *x["absorbed_golden_ids"])}
@@ -155,10 +148,8 @@ class MasterStage:
                     claims.give_back(held, token)
                     held, token = [], None
                     metrics.GOLDEN_LEASE_WAITS.inc()
-                    # woken by the holder's release, not later than the back-off would have slept
-                    released = await self.leases.wait_released(refused[0], lease_backoff_s(refusals))
-                    _LEASE_WAIT_ENDS[released].inc()
-                    refusals += 1
+                    # woken by the holder's release (hub.ports.GoldenLeases.wait_released)
+                    _LEASE_WAIT_ENDS[await self.leases.wait_released(refused[0], LEASE_WAIT_MAX_S)].inc()
                     wanted = sorted(plan[-1])
                     continue
                 if plan[-1] <= set(held):

@@ -394,21 +394,29 @@ def test_a_chain_step_takes_the_topics_it_reads_from_the_batch_or_handed_on_in_o
         run(chain.process([InMessage("raw.a", 0, 0, b"r", b""), InMessage("survey", 0, 1, b"s", b"")]))
 
 
-def test_a_pass_refused_a_lease_sleeps_longer_each_time_up_to_a_bound():
-    """Refused again and again by another worker's pass (held until its outputs are delivered), a pass
-    tries less often instead of costing both workers a round trip every few milliseconds; never for more
-    than LEASE_BACKOFF_MAX_S, and randomly, so two passes do not meet again."""
-    import random
+def test_a_pass_refused_a_lease_whose_holder_never_gives_it_back_takes_it_once_it_lapses(leases):
+    """In memory and on Redis: a holder that died says nothing; the refused pass tries again every
+    LEASE_WAIT_MAX_S and goes on once the lease has lapsed."""
+    from hub import metrics
+    from hub.stages.master import LEASE_WAIT_MAX_S
 
-    from hub.stages.master import LEASE_BACKOFF_MAX_S, lease_backoff_s
+    store = leases
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    timed_out = metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "timed_out"}) or 0
+    assert run(store.lease(gids[:1], "dead", 600)) == []
 
-    random.seed(3)
-    first = [lease_backoff_s(0) for _ in range(500)]
-    later = [lease_backoff_s(3) for _ in range(500)]
-    much_later = [lease_backoff_s(n) for n in (40, 1100, 10**6) for _ in range(200)]  # a holder renewing for long
-    assert all(0.002 <= s <= 0.02 for s in first) and len(set(first)) > 400
-    assert max(later) > 0.1 and sum(later) > 3 * sum(first)
-    assert all(0.002 <= s <= LEASE_BACKOFF_MAX_S for s in much_later)
+    async def scenario():
+        started = time.monotonic()
+        output = await asyncio.wait_for(master.process(linked, now_ms=NOW), 10)
+        assert time.monotonic() - started >= 0.5  # not before the lease lapsed
+        assert any(m.topic == PIPELINE.topics.golden for m in output.messages)
+        await output.after_delivery()
+
+    asyncio.run(scenario())
+    waited = metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "timed_out"}) - timed_out
+    assert 0.6 / LEASE_WAIT_MAX_S / 3 <= waited <= 0.6 / LEASE_WAIT_MAX_S + 2  # tried again every wait, not spinning
 
 
 def test_a_release_wakes_the_pass_it_refused_and_only_that_signals(leases):
@@ -441,18 +449,40 @@ def test_a_release_wakes_the_pass_it_refused_and_only_that_signals(leases):
         assert await leases.lease(["G1"], "theirs", 60_000) == ["G1"]
         await leases.release(["G1"], "mine")
         assert await leases.wait_released("G1", 30) is True
+        # two owners refused: the release wakes both
+        assert await leases.lease(["G3"], "theirs", 60_000) == []
+        assert await leases.lease(["G3"], "mine", 60_000) == ["G3"]
+        assert await leases.lease(["G3"], "other", 60_000) == ["G3"]
+        both = asyncio.gather(leases.wait_released("G3", 30), leases.wait_released("G3", 30))
+        await asyncio.sleep(0.05)
+        await leases.release(["G3"], "theirs")
+        assert await asyncio.wait_for(both, 10) == [True, True]
 
     asyncio.run(scenario())
     assert keys() == []  # every lease given back, every waiter answered: no flag, no signal left
 
 
-def test_a_master_pass_refused_a_lease_goes_on_when_the_holder_releases_not_after_its_back_off(leases, monkeypatch):
-    """The pass waits in Redis for the release (BLPOP) rather than sleeping its back-off: with a back-off of
-    a minute, it still delivers within seconds of the holder's release."""
+def test_a_wait_for_a_release_that_cannot_reach_redis_sleeps_its_timeout_instead(redis_store, monkeypatch):
+    """Redis away while a refused pass waits: the wait is no reason to fail the pass (its next lease call
+    meets Redis anyway), so it sleeps what it would have waited."""
+    import redis
+
+    def away(*args, **kwargs):
+        raise redis.ConnectionError("Redis went away")
+    run(redis_store.wait_released("G1", 0.001))  # makes the blocking client
+    monkeypatch.setattr(redis_store._blocking, "blpop", away)
+    started = time.monotonic()
+    assert run(redis_store.wait_released("G1", 0.2)) is False
+    assert time.monotonic() - started >= 0.2
+
+
+def test_a_master_pass_refused_a_lease_goes_on_when_the_holder_releases_not_after_its_wait_bound(leases, monkeypatch):
+    """The pass waits in Redis for the release (BLPOP) rather than sleeping: with a wait bound of a minute, it
+    still delivers within seconds of the holder's release."""
     from hub import metrics
     from hub.stages import master as master_module
 
-    monkeypatch.setattr(master_module, "lease_backoff_s", lambda refusals: 60.0)
+    monkeypatch.setattr(master_module, "LEASE_WAIT_MAX_S", 60.0)
     store = leases
     linked = _linked_batch()
     gids = sorted({m.key.decode() for m in linked})

@@ -70,6 +70,7 @@ def test_throughputs_breakdown_reads_the_workers_metrics_over_the_steady_run():
     delivery = Histogram("hub_delivery_seconds", "", ["stage"], registry=registry)
     end_to_end = Histogram("hub_end_to_end_seconds", "", ["target"], buckets=(0.05, 0.1, 0.2), registry=registry)
     Counter("hub_golden_lease_waits", "", registry=registry)
+    wait_ends = Counter("hub_golden_lease_wait_ends", "", ["outcome"], registry=registry)
 
     def scrape() -> dict:
         total = {}
@@ -81,6 +82,8 @@ def test_throughputs_breakdown_reads_the_workers_metrics_over_the_steady_run():
         return total
     end_to_end.labels("pos").observe(5.0)  # before the steady run: not counted
     before = scrape()
+    wait_ends.labels("released").inc(3)
+    wait_ends.labels("timed_out").inc()
     for size in (10, 30):
         records.labels("hot").observe(size)
         delivery.labels("hot").observe(0.02)
@@ -89,6 +92,7 @@ def test_throughputs_breakdown_reads_the_workers_metrics_over_the_steady_run():
     inside = throughput._breakdown(before, scrape())
     assert inside["passes"] == {"hot": 2} and inside["records_per_pass"] == {"hot": 20.0}
     assert inside["delivery_ms_per_pass"] == {"hot": 20.0} and inside["golden_lease_waits"] == 0
+    assert inside["golden_lease_waits_released"] == 3
     # 99 of the 100 at or under 100 ms, over both targets' buckets
     assert inside["hub_end_to_end_p99_le_ms"] == 100.0
     assert inside["hub_end_to_end_mean_ms"] == round((60 * 40 + 39 * 80 + 150) / 100, 1)

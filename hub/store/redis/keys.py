@@ -27,8 +27,8 @@ Per record (a slot each):
                              or source record: hub/lookup.py), kept by the master with the golden records
   hub:lease:{<gid>}    str   who masters the golden record now (the fused engine: hub.store.redis.leases),
                              expiring; in the slot of the record's hash
-  hub:leasew:{<gid>}   str   a pass refused that lease waits for it (set by the refusal, expiring)
-  hub:leaser:{<gid>}   list  the holder gave it back to a waiting pass: what that pass blocks on (1 s)
+  hub:leasew:{<gid>}   set   owners refused that lease, waiting for it (added by the refusal, expiring)
+  hub:leaser:{<gid>}   list  the holder gave it back: a signal per waiting owner, what they block on (1 s)
   hub:engine:{<app_id>} str  the engine the running workers of a consumer group run (HUB_ENGINE), expiring
                              unless a worker renews it: one group, one engine
 Schedules (one key each, no script touches them):
@@ -87,7 +87,7 @@ def lease_key(gid: str) -> str:
 
 
 def lease_waiting_key(gid: str) -> str:
-    """Set while a pass refused the record's lease waits for it (scripts.LEASE)."""
+    """The owners refused the record's lease, waiting for it (scripts.LEASE)."""
     return f"{P}leasew:{{{gid}}}"
 
 

@@ -77,7 +77,11 @@ class RedisLeases(RedisBase):
             blocking = self._blocking = (self.client if self.cluster else
                                          redis.Redis(connection_pool=self.client.connection_pool))
         # BLPOP's timeout is in seconds, 0 meaning for ever; a millisecond at least
-        reply = await asyncio.to_thread(blocking.blpop, [lease_released_key(golden_id)], max(timeout_s, 0.001))
+        try:
+            reply = await asyncio.to_thread(blocking.blpop, [lease_released_key(golden_id)], max(timeout_s, 0.001))
+        except redis.RedisError:  # no reason to fail the pass: it sleeps instead, and its next lease call meets Redis
+            await asyncio.sleep(timeout_s)
+            return False
         return reply is not None
 
     def claim_engine(self, app_id: str, engine: str, ttl_s: int) -> str | None:

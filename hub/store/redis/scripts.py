@@ -313,9 +313,9 @@ READ_ONLY = (BLOCKS, MEMBERS, FOLDS, CONSTRAINTS, FORWARD, FORWARD_FOLDS, TALLIE
 
 # A golden record's lease (hub:lease:{<gid>}, the record's own slot): taken when
 # free or renewed by its holder, never taken from another holder before it expires.
-# Refused, it notes that someone waits (KEYS[2], hub:leasew:{<gid>}, for as long as
-# the lease asked for), in the same step as the refusal, so the holder's release,
-# however soon, knows to say so (RELEASE).
+# Refused, it notes who waits (KEYS[2], hub:leasew:{<gid>}, a set of owners, for as
+# long as the lease asked for), in the same step as the refusal, so the holder's
+# release, however soon, knows to say so (RELEASE).
 LEASE = """
 local held = redis.call('GET', KEYS[1])
 if held == false or held == ARGV[1] then
@@ -323,20 +323,27 @@ if held == false or held == ARGV[1] then
   return 1
 end
 if KEYS[2] then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return 0
 """
 
 # Given back only by its holder: one that expired and was taken since is not someone else's to drop.
-# Given back while someone waits (KEYS[2]): a signal for the waiter's BLPOP (KEYS[3], hub:leaser:{<gid>}),
+# Given back while owners wait (KEYS[2]): a signal each for their BLPOP (KEYS[3], hub:leaser:{<gid>}),
 # short-lived so a waiter that gave up leaves none for long.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if KEYS[2] and redis.call('DEL', KEYS[2]) == 1 then
-    redis.call('RPUSH', KEYS[3], '1')
-    redis.call('PEXPIRE', KEYS[3], 1000)
+  if KEYS[2] then
+    local waiting = redis.call('SCARD', KEYS[2])
+    if waiting > 0 then
+      redis.call('DEL', KEYS[2])
+      for _ = 1, math.min(waiting, 64) do
+        redis.call('RPUSH', KEYS[3], '1')
+      end
+      redis.call('PEXPIRE', KEYS[3], 1000)
+    end
   end
   return 1
 end
