@@ -121,13 +121,18 @@ def _linked_batch():
             if r.topic == PIPELINE.topics.linked]
 
 
+def _leased_master(store):
+    """A linked batch, its golden ids, and a master step leasing them as "mine" on `store`."""
+    linked = _linked_batch()
+    gids = sorted({m.key.decode() for m in linked})
+    return linked, gids, MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+
+
 def test_a_master_pass_waits_for_a_golden_record_another_holds_and_gives_its_own_back(leases):
     """In memory and on Redis: refused, the pass waits; once it holds its records, it reads them under the
     leases and keeps them until its outputs are delivered."""
     store = leases
-    linked = _linked_batch()
-    gids = sorted({m.key.decode() for m in linked})
-    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    linked, gids, master = _leased_master(store)
     assert run(store.lease(gids[:1], "theirs", 60_000)) == []
 
     async def scenario():
@@ -401,9 +406,7 @@ def test_a_pass_refused_a_lease_whose_holder_never_gives_it_back_takes_it_once_i
     from hub.stages.master import LEASE_WAIT_MAX_S
 
     store = leases
-    linked = _linked_batch()
-    gids = sorted({m.key.decode() for m in linked})
-    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    linked, gids, master = _leased_master(store)
     timed_out = metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "timed_out"}) or 0
     assert run(store.lease(gids[:1], "dead", 600)) == []
 
@@ -484,9 +487,7 @@ def test_a_master_pass_refused_a_lease_goes_on_when_the_holder_releases_not_afte
 
     monkeypatch.setattr(master_module, "LEASE_WAIT_MAX_S", 60.0)
     store = leases
-    linked = _linked_batch()
-    gids = sorted({m.key.decode() for m in linked})
-    master = MasterStage(PIPELINE, store, store, store, SECRET, store, leases=store, lease_owner="mine")
+    linked, gids, master = _leased_master(store)
     assert run(store.lease(gids[:1], "theirs", 60_000)) == []
     ended = metrics.REGISTRY.get_sample_value("hub_golden_lease_wait_ends_total", {"outcome": "released"}) or 0.0
 
