@@ -71,10 +71,13 @@ class IngestStage:
         out: list[OutMessage] = []
         kept: list[tuple[dict, dict]] = []
         rejected: list[tuple[str, str]] = []
+        counted: dict[str, list] = {}  # source -> [events in, [completeness, validity, score, freshness]...]
         for message in batch:
             source = self.by_topic[message.topic]
-            events_in, events_valid, q_complete, q_valid, q_score, q_fresh = self._count(source.name)
-            events_in.inc()
+            count = counted.get(source.name)
+            if count is None:
+                count = counted[source.name] = [0, [], [], [], []]
+            count[0] += 1
             result = validate_raw(message.value, source.name, self.config.quality, now_ms,
                                   self._avro_decode(source))
             if isinstance(result, StageError):
@@ -84,11 +87,10 @@ class IngestStage:
                 continue
             record, quality = standardise_and_score(result, default_region=source.default_region)
             kept.append((record, quality))
-            events_valid.inc()
-            q_complete.observe(quality["completeness"])
-            q_valid.observe(quality["validity"])
-            q_score.observe(quality["score"])
-            q_fresh.observe(freshness(record["event_time"], now_ms))
+            count[1].append(quality["completeness"])
+            count[2].append(quality["validity"])
+            count[3].append(quality["score"])
+            count[4].append(freshness(record["event_time"], now_ms))
             canonical = {
                 "record": record, "quality": quality, "ingested_at": now_ms,
                 "origin": {"topic": message.topic, "partition": message.partition, "offset": message.offset,
@@ -99,6 +101,13 @@ class IngestStage:
                 out.append(OutMessage(self.out_topic, key, None, record=canonical))
             else:
                 out.append(OutMessage(self.out_topic, key, self.values.encode(canonical, key)))
+        for source_name, (events, *qualities) in counted.items():
+            events_in, events_valid, *histograms = self._count(source_name)
+            events_in.inc(events)
+            if qualities[0]:
+                events_valid.inc(len(qualities[0]))
+            for histogram, values in zip(histograms, qualities):
+                metrics.observe_all(histogram, values)
         self._tally(kept, rejected, now_ms)
         return StageOutput(out)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 
 import orjson
 
@@ -142,10 +143,12 @@ class MatchStage:
 
         out: list[OutMessage] = []
         explained: dict[str, bytes] = {}
+        outcomes = Counter(decision.outcome for _, _, decision, _ in results)
+        for outcome, count in outcomes.items():
+            self._decision_counters[outcome].inc(count)
+        if skipped_keys := sum(skipped for *_, skipped in results):
+            metrics.BLOCKS_SKIPPED.inc(skipped_keys)
         for member, canonical, decision, skipped in results:
-            self._decision_counters[decision.outcome].inc()
-            if skipped:
-                metrics.BLOCKS_SKIPPED.inc(skipped)
             if outputs:
                 out.extend(self._outputs(member, canonical, written.get(id(canonical), canonical), decision, skipped,
                                          now_ms, explained))
@@ -192,6 +195,7 @@ class MatchStage:
         if keep is not None:
             items = await keep(items)
         wanted: set[str] = set()
+        candidate_counts: list[int] = []  # observed once per pass (hub_match_candidates)
         chosen: dict[int, list[str]] = {}  # item position -> its likeliest candidates, as the index holds them
         for position, (member, _, feats, blocks) in enumerate(items):  # only those are fetched and scored
             if feats is not None:
@@ -284,7 +288,7 @@ class MatchStage:
                 candidates = [Candidate(m, entries[m].golden_id, entries[m].features)
                               for m in candidate_members if m in entries
                               and entries[m].golden_id not in forbidden]
-                metrics.CANDIDATES.observe(len(candidates))
+                candidate_counts.append(len(candidates))
                 together = sorted({entries[m].golden_id for m in pinned if m in entries} - forbidden)
                 if together:  # a steward's link: join those records whatever the scores say
                     decision = Decision(MERGE, together[0], None, together[1:])
@@ -313,6 +317,7 @@ class MatchStage:
             seen = {b: views[b].version for b in blocks if b in views} if verify else {}
             request = LinkRequest(member, decision.golden_id, feats, blocks, decision.absorbed, seen, record_terms)
             planned.append(((member, canonical, decision, skipped), request))
+        metrics.observe_all(metrics.CANDIDATES, candidate_counts)
         return items, planned
 
     def _term_keys(self, feats: dict) -> dict[str, str]:

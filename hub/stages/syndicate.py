@@ -88,6 +88,7 @@ class SyndicateStage:
         due: dict[str, int | None] = {}
         sent_to: Counter = Counter()  # per target, counted once per pass
         unchanged: Counter = Counter()
+        waited: dict[str, list[float]] = {}  # per target: seconds from the source event produced to now
         for gid, (golden, gone_reason) in latest.items():
             sent = held.get(gid, {})
             changes = updates.setdefault(gid, {})
@@ -131,7 +132,7 @@ class SyndicateStage:
                 out.append(OutMessage(target.output_topic, key.encode(), payload, headers))
                 sent_to[target.name] += 1
                 if produced_at:
-                    self._end_to_end[target.name].observe(max(0.0, (now_ms - produced_at) / 1000))
+                    waited.setdefault(target.name, []).append(max(0.0, (now_ms - produced_at) / 1000))
                 changes[target.name] = (key, print_)
             if golden is not None:
                 due[gid] = next_change_ms(golden["consents"], now_ms)
@@ -139,6 +140,8 @@ class SyndicateStage:
                 due[gid] = None
         for name, count in sent_to.items():
             self._out[name].inc(count)
+        for name, seconds in waited.items():
+            metrics.observe_all(self._end_to_end[name], seconds)
         for name, count in unchanged.items():
             self._unchanged[name].inc(count)
         await self.state.save_syndication(sending)

@@ -242,3 +242,26 @@ def test_dashboard_datasource_is_the_provisioned_one():
     assert [ds["uid"] for ds in provisioned["datasources"]] == [DATASOURCE_UID]
     uids = {m.group(1) for m in re.finditer(r'"uid":\s*"([^"]+)"', DASHBOARD.read_text(encoding="utf-8"))}
     assert uids == {DATASOURCE_UID, dashboard()["uid"]}
+
+
+def test_observing_a_batch_at_once_counts_what_observing_each_value_counts():
+    """hub.metrics.observe_all reads prometheus_client's own fields: this fails if a new version moves them."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from hub.metrics import observe_all
+
+    registry = CollectorRegistry()
+    buckets = (0.1, 0.5, 1.0)
+    one_by_one = Histogram("a_seconds", "", ["x"], buckets=buckets, registry=registry).labels("1")
+    at_once = Histogram("b_seconds", "", ["x"], buckets=buckets, registry=registry).labels("1")
+    values = [0.0, 0.1, 0.10001, 0.5, 0.7, 1.0, 1.5, float("inf"), -3.0, 0.1]
+    for value in values:
+        one_by_one.observe(value)
+    observe_all(at_once, values)
+    observe_all(at_once, [])
+
+    def samples(name):
+        return sorted((s.name.removeprefix(name), tuple(sorted(s.labels.items())), s.value)
+                      for metric in registry.collect() if metric.name == name for s in metric.samples
+                      if not s.name.endswith("_created"))
+    assert samples("a_seconds") == samples("b_seconds") and samples("a_seconds")

@@ -72,13 +72,16 @@ class RedisLeases(RedisBase):
         """Wait until the holder that refused us `golden_id`'s lease gives it back (True), or `timeout_s`
         passes (False: it may still be held, or have expired). Blocks in Redis (BLPOP) on a connection of
         its own, in a thread, so the worker's other passes go on meanwhile."""
-        blocking = self._blocking
-        if blocking is None:
-            blocking = self._blocking = (self.client if self.cluster else
-                                         redis.Redis(connection_pool=self.client.connection_pool))
+        key = lease_released_key(golden_id)
+        if self.cluster:  # the node's plain client, as _eval_each uses it; a slot moved meanwhile: a timeout
+            blocking = self.client.get_node_from_key(key).redis_connection
+        else:
+            blocking = self._blocking
+            if blocking is None:
+                blocking = self._blocking = redis.Redis(connection_pool=self.client.connection_pool)
         # BLPOP's timeout is in seconds, 0 meaning for ever; a millisecond at least
         try:
-            reply = await asyncio.to_thread(blocking.blpop, [lease_released_key(golden_id)], max(timeout_s, 0.001))
+            reply = await asyncio.to_thread(blocking.blpop, [key], max(timeout_s, 0.001))
         except redis.RedisError:  # no reason to fail the pass: it sleeps instead, and its next lease call meets Redis
             await asyncio.sleep(timeout_s)
             return False
