@@ -205,8 +205,11 @@ class _SlowLog:
         from hub.store.redis import scripts
 
         self.client = client
-        self.names = {hashlib.sha1(text.encode()).hexdigest(): name for name, text in vars(scripts).items()
-                      if name.isupper() and isinstance(text, str)}
+        from hub import quality_tally
+
+        self.sources = {name: text for name, text in vars(scripts).items() if name.isupper() and isinstance(text, str)}
+        self.sources["quality ADD_COUNTS"] = quality_tally.ADD_COUNTS
+        self.names = {hashlib.sha1(text.encode()).hexdigest(): name for name, text in self.sources.items()}
         self.saved = {key: client.config_get(key)[key] for key in ("slowlog-log-slower-than", "slowlog-max-len")}
         client.config_set("slowlog-max-len", 1_000_000)
         client.slowlog_reset()
@@ -219,13 +222,23 @@ class _SlowLog:
         self.client.slowlog_reset()
         self.reads += 2  # its own round trips, not the hub's
         for entry in entries:
-            words = entry["command"].split()
+            command = entry["command"]
+            words = command.split(maxsplit=2)
             name = words[0].decode().upper()
-            if name in ("EVALSHA", "EVAL") and len(words) > 1:
-                sha = words[1].decode() if name == "EVALSHA" else hashlib.sha1(words[1]).hexdigest()
-                name = "script " + self.names.get(sha, sha[:12])
+            if name == "EVALSHA" and len(words) > 1:
+                name = "script " + self.names.get(words[1].decode(), words[1].decode()[:12])
+            elif name == "EVAL" and len(words) > 1:
+                name = "script " + self._by_source(command[len("EVAL "):])
             if name not in ("SLOWLOG", "CONFIG"):
                 self.spent[name] = self.spent.get(name, 0) + entry["duration"]
+
+    def _by_source(self, shown: bytes) -> str:
+        """The script an EVAL ran, from its source as the slow log shows it: joined by spaces with the
+        call's other arguments, and only the first 128 bytes of a long argument (scripts sharing those
+        are named together)."""
+        head = shown.split(b"... (", 1)[0][:128].decode(errors="replace")
+        names = sorted(name for name, text in self.sources.items() if text.startswith(head) or head.startswith(text))
+        return "|".join(names) or head[:12]
 
     def close(self, events: int) -> dict[str, float]:
         self.collect()
