@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from hub import metrics
+from hub.collector import collecting_after
 from hub.records import InMessage, OutMessage
 from hub.stages import StageOutput
 
@@ -86,7 +87,9 @@ class Chain:
         alive: list = []
         abandon: list = []
         try:
-            with self.together():  # the writes held for a next round trip go out as it ends, before any output
+            # the writes held for a next round trip go out as it ends, before any output; no collection scans
+            # the pass's containers while it holds them
+            with self.together(), collecting_after():
                 await self._steps(batch, written, after, alive, abandon)
         except BaseException:  # a later step failed: what the earlier ones hold is given back, the pass retried
             for job in reversed(abandon):

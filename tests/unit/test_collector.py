@@ -54,3 +54,58 @@ def test_the_thresholds_are_a_setting(monkeypatch):
         monkeypatch.setenv("HUB_GC_THRESHOLD", bad)
         with pytest.raises(ConfigError, match="gc_threshold"):
             load_settings()
+
+
+def test_no_collection_runs_while_a_pass_holds_its_containers_and_the_last_pass_turns_it_back_on():
+    from hub.collector import collecting_after
+
+    assert gc.isenabled()
+    with collecting_after():
+        assert not gc.isenabled()
+        with collecting_after():  # a second pass overlapping the first (the timers beside the hot chain)
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first still runs
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collecting_after():
+            raise RuntimeError("a failed pass")
+    assert gc.isenabled()
+    gc.disable()  # turned off by someone else: a pass leaves it off
+    try:
+        with collecting_after():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_fused_pass_runs_its_steps_without_collection_and_its_cycles_are_collected_after():
+    import asyncio
+
+    from hub.engine import Chain, Step
+    from hub.records import InMessage, OutMessage
+    from hub.stages import StageOutput
+
+    seen = []
+    collected = []
+
+    class Node:
+        def __del__(self):
+            collected.append(1)
+
+    class Cyclic:
+        async def process(self, batch):
+            seen.append(gc.isenabled())
+            for _ in range(10):
+                a, b = Node(), Node()
+                a.other, b.other = b, a
+            await asyncio.sleep(0)
+            seen.append(gc.isenabled())
+            return StageOutput([OutMessage("out", m.key, m.value) for m in batch])
+
+    chain = Chain([Step("master", Cyclic(), True)])
+    output = asyncio.run(chain.process([InMessage("raw", 0, 0, b"k", b"v")]))
+    assert len(output.messages) == 1
+    assert seen == [False, False] and gc.isenabled()
+    gc.collect()
+    assert len(collected) == 20
