@@ -63,6 +63,7 @@ class MemberEntry:
     golden_id: str
     features: dict
     blocks: list[str] = field(default_factory=list)
+    golden_size: int | None = None  # source records its golden record held when read (asked: `with_sizes`)
 
 
 @dataclass(slots=True)
@@ -87,9 +88,11 @@ class IdentityIndex(Protocol):
     and blocking keys that find candidates. The index is the point of
     agreement between workers: `link` is atomic per record."""
 
-    async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
+    async def members(self, members: list[str], with_blocks: bool = True,
+                      with_sizes: bool = False) -> dict[str, MemberEntry]:
         """The entries of those held; without `with_blocks` their blocking keys are left out (empty): a
-        candidate's are not needed, and they are a third of what an entry weighs."""
+        candidate's are not needed, and they are a third of what an entry weighs. `with_sizes`: each with
+        its golden record's size (MemberEntry.golden_size), read with its golden id."""
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
         """Members under each key (None when more than `limit` share it) and the key's version."""
     async def link(self, requests: list[LinkRequest | str]) -> list[str | None]:
@@ -100,7 +103,8 @@ class IdentityIndex(Protocol):
     async def unlink(self, members: list[str]) -> list[str | None]:
         """Remove records, and what is remembered of their deletion (an
         erasure); returns the golden id each belonged to."""
-    async def members_soon(self, members: list[str], with_blocks: bool = True) -> Callable[[], dict[str, MemberEntry]]:
+    async def members_soon(self, members: list[str], with_blocks: bool = True,
+                           with_sizes: bool = False) -> Callable[[], dict[str, MemberEntry]]:
         """`members`, read with the store's next round trip where it can hold a read for one (Redis inside
         `writes_together`): a function giving them, reading them then if no round trip has carried them."""
     async def tombstones(self, members: list[str]) -> dict[str, int]:
@@ -116,10 +120,9 @@ class IdentityIndex(Protocol):
     async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
         """Records held under each term key (LinkRequest.terms; absent: none),
         and source records per golden record, in one round trip."""
-    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str]
                            ) -> Callable[[], tuple[dict[str, int], dict[str, int]]]:
-        """`tallies`, as `members_soon` reads, the sizes also of the golden records these members belong
-        to now (keyed by golden id)."""
+        """`tallies`, as `members_soon` reads."""
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
         """Steward constraints of these records: (kept apart from, kept together with)."""
     async def constraints_soon(self, members: list[str]) -> Callable[[], dict[str, tuple[set[str], set[str]]]]:

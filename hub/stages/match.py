@@ -210,21 +210,24 @@ class MatchStage:
         converted = {m: c["record"].get("converted_from") for m, c, feats, _ in items
                      if feats is not None and c["record"].get("converted_from")}
         wanted |= set(converted.values()) - known.keys()
-        tallied = await self._tallies_soon(items, known, wanted)
+        tallied = await self._tallies_soon(items, known)
         # the batch's own records come with their blocking keys (a re-link or an unlink drops the ones it
-        # leaves); candidates only need their features and golden ids
-        entries: dict[str, MemberEntry] = {**known, **await self.index.members(sorted(wanted), with_blocks=False)}
+        # leaves); candidates only need their features and golden ids, and (for the guardrails) the sizes of
+        # their golden records, read with them
+        guarded = self._guarded
+        candidate_entries = await self.index.members(sorted(wanted), with_blocks=False, with_sizes=guarded)
+        entries: dict[str, MemberEntry] = {**known, **candidate_entries}
         constraints = constraints_soon()
         terms, sizes = tallied()
         # records a steward linked or split these from: rarely among the candidates, read in a round trip of
         # their own
         constrained = {m for apart, pinned in constraints.values() for m in apart | pinned} - entries.keys()
         if constrained:
-            entries.update(await self.index.members(sorted(constrained), with_blocks=False))
-        if self._guarded and entries:
-            unsized = sorted({e.golden_id for e in entries.values()} - sizes.keys())
-            if unsized:  # relinked between the reads, or read in the constraints' round trip
-                sizes.update((await self.index.tallies([], unsized))[1])
+            candidate_entries = {**candidate_entries, **await self.index.members(sorted(constrained), with_blocks=False,
+                                                                                 with_sizes=guarded)}
+            entries.update(candidate_entries)
+        if guarded:  # the batch's own entries' golden records were sized by the tallies
+            sizes.update({e.golden_id: e.golden_size for e in candidate_entries.values()})
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
         changed_blocks: set[str] = set()  # changed by the batch's decisions: a record in none keeps its choice
         # golden id -> the entries held under it, so a merge relabels its members without scanning every entry
@@ -327,21 +330,20 @@ class MatchStage:
     def _guarded(self) -> bool:
         return self.rules.max_golden_size is not None or self.rules.max_bridged_size is not None
 
-    async def _tallies_soon(self, items, known: dict[str, MemberEntry], candidates: set[str]):
+    async def _tallies_soon(self, items, known: dict[str, MemberEntry]):
         """The index's term counts for the values of these records (and those
-        their index entries held), and the sizes of the golden records met
-        (those of the records' entries and of the candidates'), read with the
-        next round trip: a function giving them as (TermCounts, sizes). Both
-        are then kept up to date as the batch is decided."""
+        their index entries held), and the sizes of the golden records of the
+        records' entries (the candidates' come with them), read with the next
+        round trip: a function giving them as (TermCounts, sizes). Both are
+        then kept up to date as the batch is decided."""
         wanted: set[str] = set()
         if any(c.term_frequency for c in self.comparisons):
             for member, _, feats, _ in items:
                 for held in (feats, known[member].features if member in known else None):
                     if held is not None:
                         wanted.update(flatten(self._term_keys(held)))
-        guarded = self._guarded
-        golden_ids = sorted({e.golden_id for e in known.values()}) if guarded else []
-        tallied = await self.index.tallies_soon(sorted(wanted), golden_ids, sorted(candidates) if guarded else [])
+        golden_ids = sorted({e.golden_id for e in known.values()}) if self._guarded else []
+        tallied = await self.index.tallies_soon(sorted(wanted), golden_ids)
 
         def counted() -> tuple[TermCounts, dict[str, int]]:
             counts, sizes = tallied()

@@ -77,17 +77,19 @@ class MemoryIndex:
         return True
 
     # reads
-    async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
+    async def members(self, members: list[str], with_blocks: bool = True,
+                      with_sizes: bool = False) -> dict[str, MemberEntry]:
         found = {}
         for member in members:
             held = self._mem.get(member)
             if held is not None:
                 found[member] = MemberEntry(member, held.gid, orjson.loads(held.f),
-                                            list(held.b) if with_blocks else [])
+                                            list(held.b) if with_blocks else [],
+                                            len(self._gm.get(held.gid, ())) if with_sizes else None)
         return found
 
-    async def members_soon(self, members: list[str], with_blocks: bool = True):
-        found = await self.members(members, with_blocks)
+    async def members_soon(self, members: list[str], with_blocks: bool = True, with_sizes: bool = False):
+        found = await self.members(members, with_blocks, with_sizes)
         return lambda: found
 
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
@@ -100,13 +102,9 @@ class MemoryIndex:
     async def tallies(self, terms: list[str], golden_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
         return (await self.tallies_soon(terms, golden_ids))()
 
-    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()):
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str]):
         counts = {t: self._tf[t] for t in terms if self._tf.get(t)}
         sizes = {g: len(self._gm.get(g, ())) for g in golden_ids}
-        for member in members:
-            held = self._mem.get(member)
-            if held is not None:
-                sizes[held.gid] = len(self._gm.get(held.gid, ()))
         return lambda: (counts, sizes)
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:

@@ -121,6 +121,7 @@ async def _every_operation(store: RedisStore, rotated: RedisStore) -> None:
     await store.blocks(["b1", "b2", "b3"], 50)
     await store.members(["crm:1", "nobody"])
     await store.members(["crm:1", "nobody"], with_blocks=False)
+    await store.members(["crm:1", "web:1", "nobody"], with_blocks=False, with_sizes=True)
     await store.constraints(["crm:1"])  # none made yet
     await store.add_constraints("split", "crm:1", ["pos:1"])
     await store.add_constraints("link", "crm:1", ["web:1"])

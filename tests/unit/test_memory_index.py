@@ -242,13 +242,15 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             out.append(await index.move("m:3", "G8"))
             out.append(await index.move("m:none", "G8"))
             out.append(await index.tallies(["t1", "t2", "t3", "t4"], ["G9", "G8", "G4", "G1"]))
-            # read with the candidates: the sizes of the golden records these members belong to now, too
-            tallied = await index.tallies_soon(["t1", "t3"], ["G1"], ["m:3", "m:4", "m:none"])
+            tallied = await index.tallies_soon(["t1", "t3"], ["G1"])
             out.append(tallied())
-            entries = await index.members(["m:3", "m:4"])
-            assert out[-1][1] == {"G1": 0, **{e.golden_id: len(await index.golden_members(e.golden_id))
-                                              for e in entries.values()}}
-            assert out[-1][1]["G8"] == 1  # m:3, moved there alone
+            assert out[-1][1] == {"G1": 0}
+            # read with the candidates: the sizes of the golden records these members belong to now
+            entries = await index.members(["m:3", "m:4", "m:none"], with_sizes=True)
+            out.append({m: (e.golden_id, e.golden_size) for m, e in entries.items()})
+            assert {e.golden_id: e.golden_size for e in entries.values()} == \
+                {e.golden_id: len(await index.golden_members(e.golden_id)) for e in entries.values()}
+            assert entries["m:3"].golden_size == 1  # moved to G8 alone
             await index.add_tombstones({"m:2": 5, "m:x": 7})
             await index.add_tombstones({"m:2": 3, "m:x": 9})
             await index.remember_deleted_from({"m:2": "G9"})
@@ -274,6 +276,19 @@ def test_merges_moves_unlinks_and_constraints_agree(redis_store):
             bare = await index.members(["m:1", "m:2", "m:3", "m:4", "m:5", "m:6"], with_blocks=False)
             assert {m: (e.golden_id, e.features, e.blocks) for m, e in bare.items()} == \
                 {m: (e.golden_id, e.features, []) for m, e in entries.items()}
+            assert all(e.golden_size is None for e in [*entries.values(), *bare.values()])  # not asked
+            # with the sizes of their golden records (the guardrails ask them of the candidates'), read with them
+            sized = await index.members(["m:1", "m:2", "m:3", "m:4", "m:5", "m:6", "m:nobody"], with_blocks=False,
+                                        with_sizes=True)
+            assert {m: (e.golden_id, e.features, e.blocks) for m, e in sized.items()} == \
+                {m: (e.golden_id, e.features, []) for m, e in entries.items()}
+            for entry in sized.values():
+                assert entry.golden_size == len(await index.golden_members(entry.golden_id)) > 0
+            assert len({e.golden_id for e in sized.values()}) < len(sized)  # several share a golden record
+            soon = await index.members_soon(["m:1", "m:4"], with_sizes=True)
+            assert {m: (e.blocks, e.golden_size) for m, e in soon().items()} == \
+                {m: (entries[m].blocks, sized[m].golden_size) for m in ("m:1", "m:4") if m in entries}
+            out.append({m: e.golden_size for m, e in sized.items()})
             out.append({g: await index.golden_members(g) for g in ("G1", "G2", "G4", "G8", "G9")})
             return out
 

@@ -32,24 +32,28 @@ class RedisIdentityIndex(RedisBase):
         self._forward = self._script(scripts.FORWARD)
         self._forward_folds = self._script(scripts.FORWARD_FOLDS)
 
-    async def members(self, members: list[str], with_blocks: bool = True) -> dict[str, MemberEntry]:
+    async def members(self, members: list[str], with_blocks: bool = True,
+                      with_sizes: bool = False) -> dict[str, MemberEntry]:
         if not members:
             return {}
-        return self._entries(members, await self._index(self._members, ["1" if with_blocks else "0", *members],
-                                                        "index_members"))
+        rows = await self._index(self._members, [*_flags(with_blocks, with_sizes), *members], "index_members")
+        return self._entries(members, rows, with_blocks, with_sizes)
 
-    async def members_soon(self, members: list[str], with_blocks: bool = True):
+    async def members_soon(self, members: list[str], with_blocks: bool = True, with_sizes: bool = False):
         if not members:
             return dict
-        rows = self._index_soon(self._members, ["1" if with_blocks else "0", *members], "index_members")
-        return lambda: self._entries(members, rows())
+        rows = self._index_soon(self._members, [*_flags(with_blocks, with_sizes), *members], "index_members")
+        return lambda: self._entries(members, rows(), with_blocks, with_sizes)
 
-    def _entries(self, members: list[str], rows) -> dict[str, MemberEntry]:
+    def _entries(self, members: list[str], rows, with_blocks: bool, with_sizes: bool) -> dict[str, MemberEntry]:
         found = {}
-        for member, (gid, feats, *blocks) in zip(members, rows):
+        for member, row in zip(members, rows):
+            gid = row[0]
             if gid is not None:
-                found[member] = MemberEntry(member, gid.decode(), orjson.loads(self._open(feats, mem_key(member), "f")),
-                                            blocks[0].decode().split(",") if blocks and blocks[0] else [])
+                blocks = row[2] if with_blocks else None
+                found[member] = MemberEntry(member, gid.decode(), orjson.loads(self._open(row[1], mem_key(member), "f")),
+                                            blocks.decode().split(",") if blocks else [],
+                                            int(row[-1]) if with_sizes else None)
         return found
 
     async def blocks(self, block_keys: list[str], limit: int) -> dict[str, BlockView]:
@@ -81,19 +85,14 @@ class RedisIdentityIndex(RedisBase):
         source records each golden record holds: one round trip."""
         return (await self.tallies_soon(terms, golden_ids))()
 
-    async def tallies_soon(self, terms: list[str], golden_ids: list[str], members: list[str] = ()):
-        if not terms and not golden_ids and not members:
+    async def tallies_soon(self, terms: list[str], golden_ids: list[str]):
+        if not terms and not golden_ids:
             return lambda: ({}, {})
-        reply = self._index_soon(self._tallies, [len(terms), len(golden_ids), *terms, *golden_ids, *members],
-                                 "index_tallies")
+        reply = self._index_soon(self._tallies, [len(terms), len(golden_ids), *terms, *golden_ids], "index_tallies")
 
         def tallied():
-            counts, sizes, of_members = reply()
-            held = {g: int(n) for g, n in zip(golden_ids, sizes)}
-            for gid, n in zip(of_members[::2], of_members[1::2]):
-                if gid:
-                    held[gid.decode()] = int(n)
-            return {t: int(c) for t, c in zip(terms, counts) if int(c)}, held
+            counts, sizes = reply()
+            return {t: int(c) for t, c in zip(terms, counts) if int(c)}, {g: int(n) for g, n in zip(golden_ids, sizes)}
         return tallied
 
     async def constraints(self, members: list[str]) -> dict[str, tuple[set[str], set[str]]]:
@@ -274,3 +273,7 @@ class RedisIdentityIndex(RedisBase):
             for gid, absorbed in folds.items():
                 pipe.srem(fold_key(gid), *absorbed)
             await self._write(pipe, "index_folds")
+
+
+def _flags(with_blocks: bool, with_sizes: bool) -> list[str]:
+    return ["1" if with_blocks else "0", "1" if with_sizes else "0"]

@@ -32,17 +32,31 @@ end
 return out
 """
 
-# ARGV[1] '1': with the blocking keys (the batch's own records); '0': without (a candidate needs none)
+# ARGV[1] '1': with the blocking keys (the batch's own records); '0': without (a candidate needs none).
+# ARGV[2] '1': each with the size of its golden record (source records held; the guardrails ask it of the
+# candidates' golden records), counted once per golden record, read with the golden id in the same step.
 MEMBERS = """
 local out = {}
-local with_blocks = ARGV[1] == '1'
-for i = 2, #ARGV do
+local with_blocks, with_sizes = ARGV[1] == '1', ARGV[2] == '1'
+local sizes = {}
+for i = 3, #ARGV do
   local key = KEYS[1] .. 'mem:' .. ARGV[i]
+  local row
   if with_blocks then
-    out[#out + 1] = redis.call('HMGET', key, 'gid', 'f', 'b')
+    row = redis.call('HMGET', key, 'gid', 'f', 'b')
   else
-    out[#out + 1] = redis.call('HMGET', key, 'gid', 'f')
+    row = redis.call('HMGET', key, 'gid', 'f')
   end
+  if with_sizes then
+    local gid = row[1]
+    if gid then
+      if sizes[gid] == nil then sizes[gid] = redis.call('SCARD', KEYS[1] .. 'gm:' .. gid) end
+      row[#row + 1] = sizes[gid]
+    else
+      row[#row + 1] = 0
+    end
+  end
+  out[#out + 1] = row
 end
 return out
 """
@@ -147,10 +161,7 @@ return out
 """
 
 # Term counts (ARGV[3 .. n+2], n = ARGV[1]); for the g golden ids after them
-# (g = ARGV[2]), how many source records each holds; and for the records after
-# those, the golden id each belongs to now with that size (false, 0: none), so
-# the sizes of the golden records a batch's candidates belong to come in the
-# round trip that reads the candidates.
+# (g = ARGV[2]), how many source records each holds.
 TALLIES = """
 local idx, n, g = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local counts = {}
@@ -161,13 +172,7 @@ for first = 3, n + 2, 1000 do  -- unpack in slices: Lua's stack takes a few thou
 end
 local sizes = {}
 for i = n + 3, n + g + 2 do sizes[#sizes + 1] = redis.call('SCARD', idx .. 'gm:' .. ARGV[i]) end
-local of_members = {}
-for i = n + g + 3, #ARGV do
-  local gid = redis.call('HGET', idx .. 'mem:' .. ARGV[i], 'gid')
-  of_members[#of_members + 1] = gid or false
-  of_members[#of_members + 1] = gid and redis.call('SCARD', idx .. 'gm:' .. gid) or 0
-end
-return {counts, sizes, of_members}
+return {counts, sizes}
 """
 
 CONSTRAINTS = """
