@@ -108,9 +108,10 @@ def _breakdown(before: dict, after: dict) -> dict:
     hub's own raw-event-to-target-produced latency (hub_end_to_end_seconds, the watcher's hop left out)."""
     delta = {key: value - before.get(key, 0.0) for key, value in after.items()}
 
-    def of(name: str, stage: str | None = None) -> float:
+    def of(name: str, stage: str | None = None, label: str | None = None) -> float:
         return sum(v for (n, labels), v in delta.items()
-                   if n == name and (stage is None or f'stage="{stage}"' in labels))
+                   if n == name and (stage is None or f'stage="{stage}"' in labels)
+                   and (label is None or label in labels))
 
     stages = sorted({labels.split('stage="')[1].split('"')[0] for (n, labels) in delta
                      if n == "hub_batch_records_count" and 'stage="' in labels})
@@ -121,9 +122,7 @@ def _breakdown(before: dict, after: dict) -> dict:
                                        for s, n in passes.items() if of("hub_delivery_seconds_count", s)},
               "golden_lease_waits": int(of("hub_golden_lease_waits_total")),
               # how those waits ended: the holder's release woke them, or their back-off ran out
-              "golden_lease_waits_released": int(sum(v for (n, labels), v in delta.items()
-                                                     if n == "hub_golden_lease_wait_ends_total"
-                                                     and 'outcome="released"' in labels))}
+              "golden_lease_waits_released": int(of("hub_golden_lease_wait_ends_total", label='outcome="released"'))}
     count = of("hub_end_to_end_seconds_count")
     if count:
         at_most: dict[float, float] = {}  # bucket bound -> events at or under it, summed over the targets

@@ -8,6 +8,7 @@ and wrap the result as a hub.CanonicalCustomer keyed <source>:<source_id>
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from hub import metrics
 from hub.config import PipelineConfig
@@ -28,6 +29,17 @@ def freshness(event_time_ms: int, now_ms: int) -> float:
     """How current an event's data is: 1 when just changed, halving every year
     (customer data decays: people move, change e-mail and phone)."""
     return 0.5 ** (max(0, now_ms - event_time_ms) / _FRESHNESS_HALF_LIFE_MS)
+
+
+@dataclass(slots=True)
+class _SourceCount:
+    """A pass's count of one source's events and the quality of those kept, observed once per pass."""
+
+    events: int = 0
+    completeness: list[float] = field(default_factory=list)
+    validity: list[float] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    freshness: list[float] = field(default_factory=list)
 
 
 class IngestStage:
@@ -71,13 +83,13 @@ class IngestStage:
         out: list[OutMessage] = []
         kept: list[tuple[dict, dict]] = []
         rejected: list[tuple[str, str]] = []
-        counted: dict[str, list] = {}  # source -> [events in, [completeness, validity, score, freshness]...]
+        counted: dict[str, _SourceCount] = {}
         for message in batch:
             source = self.by_topic[message.topic]
             count = counted.get(source.name)
             if count is None:
-                count = counted[source.name] = [0, [], [], [], []]
-            count[0] += 1
+                count = counted[source.name] = _SourceCount()
+            count.events += 1
             result = validate_raw(message.value, source.name, self.config.quality, now_ms,
                                   self._avro_decode(source))
             if isinstance(result, StageError):
@@ -87,10 +99,10 @@ class IngestStage:
                 continue
             record, quality = standardise_and_score(result, default_region=source.default_region)
             kept.append((record, quality))
-            count[1].append(quality["completeness"])
-            count[2].append(quality["validity"])
-            count[3].append(quality["score"])
-            count[4].append(freshness(record["event_time"], now_ms))
+            count.completeness.append(quality["completeness"])
+            count.validity.append(quality["validity"])
+            count.score.append(quality["score"])
+            count.freshness.append(freshness(record["event_time"], now_ms))
             canonical = {
                 "record": record, "quality": quality, "ingested_at": now_ms,
                 "origin": {"topic": message.topic, "partition": message.partition, "offset": message.offset,
@@ -101,12 +113,13 @@ class IngestStage:
                 out.append(OutMessage(self.out_topic, key, None, record=canonical))
             else:
                 out.append(OutMessage(self.out_topic, key, self.values.encode(canonical, key)))
-        for source_name, (events, *qualities) in counted.items():
+        for source_name, count in counted.items():
             events_in, events_valid, *histograms = self._count(source_name)
-            events_in.inc(events)
-            if qualities[0]:
-                events_valid.inc(len(qualities[0]))
-            for histogram, values in zip(histograms, qualities):
+            events_in.inc(count.events)
+            if count.completeness:
+                events_valid.inc(len(count.completeness))
+            for histogram, values in zip(histograms, (count.completeness, count.validity, count.score,
+                                                      count.freshness)):
                 metrics.observe_all(histogram, values)
         self._tally(kept, rejected, now_ms)
         return StageOutput(out)

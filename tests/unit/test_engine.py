@@ -443,10 +443,8 @@ def test_a_release_wakes_the_pass_it_refused_and_only_that_signals(leases):
         waiting = asyncio.ensure_future(leases.wait_released("G1", 30))
         await asyncio.sleep(0.05)
         assert not waiting.done()
-        started = time.monotonic()
         await leases.release(["G1"], "theirs")
-        assert await asyncio.wait_for(waiting, 10) is True
-        assert time.monotonic() - started < 10
+        assert await asyncio.wait_for(waiting, 10) is True  # woken, not waited out (30 s)
         assert await leases.lease(["G1"], "mine", 60_000) == []
         # refused, then released before the wait begins: the wait ends at once
         assert await leases.lease(["G1"], "theirs", 60_000) == ["G1"]
