@@ -26,6 +26,7 @@ keeps Python's own.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -46,6 +47,9 @@ def pace_collector(threshold: Sequence[int] | None = DEFAULT_THRESHOLD) -> tuple
 
 _passes = 0  # passes running now (a worker's passes overlap on its event loop: the hot chain, the timers)
 _resume = False  # whether the last pass to end turns the collector back on (off already: left off)
+# passes in other threads (a test harness, an embedding application) must not leave the count, and so the
+# collector, wrong
+_counting = threading.Lock()
 
 
 @contextmanager
@@ -53,13 +57,15 @@ def collecting_after() -> Iterator[None]:
     """No automatic collection while the block runs (one pass, or several overlapping): the collector
     runs, as paced, once the last of them has ended and dropped what it held."""
     global _passes, _resume
-    if _passes == 0:
-        _resume = gc.isenabled()
-        gc.disable()
-    _passes += 1
+    with _counting:
+        if _passes == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _passes += 1
     try:
         yield
     finally:
-        _passes -= 1
-        if _passes == 0 and _resume:
-            gc.enable()
+        with _counting:
+            _passes -= 1
+            if _passes == 0 and _resume:
+                gc.enable()

@@ -109,3 +109,29 @@ def test_a_fused_pass_runs_its_steps_without_collection_and_its_cycles_are_colle
     assert seen == [False, False] and gc.isenabled()
     gc.collect()
     assert len(collected) == 20
+
+
+def test_passes_in_several_threads_leave_the_collector_on_once_all_have_ended():
+    import sys
+    import threading
+
+    from hub.collector import collecting_after
+
+    start = threading.Barrier(8)
+
+    def passes():
+        start.wait()
+        for _ in range(2000):
+            with collecting_after():
+                pass
+    threads = [threading.Thread(target=passes) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps, so an unguarded count goes wrong
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert gc.isenabled()
