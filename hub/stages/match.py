@@ -223,9 +223,9 @@ class MatchStage:
         # their own
         constrained = {m for apart, pinned in constraints.values() for m in apart | pinned} - entries.keys()
         if constrained:
-            candidate_entries = {**candidate_entries, **await self.index.members(sorted(constrained), with_blocks=False,
-                                                                                 with_sizes=guarded)}
-            entries.update(candidate_entries)
+            more = await self.index.members(sorted(constrained), with_blocks=False, with_sizes=guarded)
+            candidate_entries.update(more)
+            entries.update(more)
         if guarded:  # the batch's own entries' golden records were sized by the tallies
             sizes.update({e.golden_id: e.golden_size for e in candidate_entries.values()})
         overlay_blocks = {b: set(v.members) for b, v in views.items() if v.members is not None}
